@@ -1,0 +1,33 @@
+# codesign: two commands set up a fresh machine.
+#   make demo   - create .venv, install everything (first time only), run the default flow
+#   make test   - create .venv, install everything (first time only), run the test suite
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: setup demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@bash sim/install_icarus.sh || true
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/codesign flow
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check codesign tests bench sim
+
+bench: $(STAMP)
+	$(PY) -m bench all
+
+clean:
+	rm -rf runs .pytest_cache build

@@ -1,0 +1,309 @@
+"""``codesign`` command line: one subcommand per stage, and ``flow`` that chains them.
+
+Every stage command takes a run directory (``runs/<name>`` by default) and reads the previous
+stage's artifacts from it, so stages can be re-run alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from codesign import __version__
+from codesign import config as config_mod
+from codesign.errors import CodesignError
+
+app = typer.Typer(
+    name="codesign",
+    help="FPGA/accelerator co-design: QAT (power-of-two, sparsity) -> QONNX -> golden model -> "
+    "Verilog -> cocotb bit-exact verification -> open-source bitstream -> energy.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+config_app = typer.Typer(help="Inspect configurations.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+console = Console()
+err = Console(stderr=True, soft_wrap=True)
+
+RunArg = Annotated[Path, typer.Argument(help="run directory (made by `codesign flow` or `codesign train`)")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="override a config key: section.key=value (repeatable)")]
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="warnings only")] = False,
+    version: Annotated[bool, typer.Option("--version", help="print the version and exit")] = False,
+) -> None:
+    if version:
+        console.print(f"codesign {__version__}")
+        raise typer.Exit()
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _load(name: str | None, sets: list[str] | None) -> config_mod.Config:
+    overrides = dict(config_mod.parse_override(s) for s in sets or [])
+    return config_mod.load(name, overrides)
+
+
+def _run_stage(stage: str, run_dir: Path) -> None:
+    from codesign import flow
+    from codesign.run import RunDir
+
+    rd = RunDir(run_dir)
+    cfg = flow.run_config(rd)
+    figures = flow.run_step(rd, cfg, flow.get_step(stage))
+    _print_figures(stage, figures)
+
+
+def _print_figures(title: str, figures: dict) -> None:
+    t = Table(title=title, show_header=False)
+    for k, v in figures.items():
+        if isinstance(v, float):
+            v = f"{v:.4g}"
+        elif isinstance(v, dict | list):
+            continue
+        t.add_row(k, str(v))
+    console.print(t)
+
+
+# ---- the pipeline ---------------------------------------------------------------------------
+@app.command()
+def flow(
+    model: Annotated[str | None, typer.Argument(help="zoo model name or config YAML (default: digits_mlp)")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="run directory (default runs/<name>)")] = None,
+    until: Annotated[str | None, typer.Option(help="stop after this stage")] = None,
+    skip_fpga: Annotated[bool, typer.Option("--skip-fpga", help="stop after verification")] = False,
+    set_: SetOpt = None,
+) -> None:
+    """Run the whole flow: train, (prune), export, golden, rtl, verify, fpga, energy."""
+    from codesign import flow as flow_mod
+    from codesign.report import print_summary
+
+    cfg = _load(model, set_)
+    skip = ("fpga", "energy") if skip_fpga else ()
+    rd = flow_mod.run_flow(cfg, out, until=until, skip=skip)
+    print_summary(rd)
+
+
+@app.command()
+def train(
+    model: Annotated[str | None, typer.Argument(help="zoo model name or config YAML")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="run directory (default runs/<name>)")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Quantization-aware training (Brevitas, power-of-two scales / shift weights)."""
+    from codesign import flow as flow_mod
+
+    cfg = _load(model, set_)
+    flow_mod.run_flow(cfg, out, until="train")
+
+
+@app.command()
+def prune(run_dir: RunArg) -> None:
+    """Structured pruning (whole neurons/filters removed) with fine-tuning."""
+    _run_stage("prune", run_dir)
+
+
+@app.command()
+def export(run_dir: RunArg) -> None:
+    """Export the trained model to QONNX (raw + cleaned) and check it against PyTorch."""
+    _run_stage("export", run_dir)
+
+
+@app.command()
+def golden(
+    target: Annotated[Path, typer.Argument(help="a run directory, or a QONNX .onnx file")],
+    inputs: Annotated[Path | None, typer.Option(help="input .npy (real values on the input grid)")] = None,
+    out: Annotated[Path | None, typer.Option(help="output .npy")] = None,
+    codes: Annotated[bool, typer.Option(help="write integer codes instead of real values")] = False,
+    trace: Annotated[Path | None, typer.Option(help="write every intermediate tensor into DIR")] = None,
+) -> None:
+    """Run the exact integer golden model (on a run directory, or on any QONNX file)."""
+    if target.suffix == ".onnx":
+        from codesign.golden import golden_cli
+
+        if inputs is None or out is None:
+            raise CodesignError("with a .onnx file, --inputs X.npy and --out Y.npy are required")
+        golden_cli(target, inputs, out, codes, trace)
+    else:
+        _run_stage("golden", target)
+
+
+@app.command()
+def rtl(
+    target: Annotated[Path, typer.Argument(help="a run directory, or a QONNX .onnx file")],
+    out: Annotated[Path | None, typer.Option(help="output folder (default RUN_DIR/rtl)")] = None,
+    strategy: Annotated[str | None, typer.Option(help="latency (fully parallel) | resource (folded)")] = None,
+    reuse: Annotated[int | None, typer.Option(help="reuse factor for the folded architecture")] = None,
+    multiplier: Annotated[str | None, typer.Option(help="dsp | shiftadd, for non-power-of-two weights")] = None,
+) -> None:
+    """Generate Verilog for the accelerator."""
+    if target.suffix == ".onnx":
+        from codesign.rtl import generate
+
+        if out is None:
+            raise CodesignError("with a .onnx file, --out DIR is required")
+        iface = generate(target, out, strategy=strategy or "latency", reuse=reuse or 1,
+                         multiplier=multiplier or "shiftadd")
+        console.print(f"wrote {out} (latency {iface['latency_cycles']} cycles, II {iface['ii']})")
+        return
+    from codesign import flow as flow_mod
+    from codesign.run import RunDir
+
+    rd = RunDir(target)
+    cfg = flow_mod.run_config(rd)
+    upd = {k: v for k, v in dict(strategy=strategy, reuse=reuse, multiplier=multiplier).items() if v is not None}
+    if upd:
+        cfg = config_mod.from_dict({**cfg.model_dump(), "rtl": {**cfg.rtl.model_dump(), **upd}}, "command line")
+        flow_mod.save_config(rd, cfg)
+    _print_figures("rtl", flow_mod.run_step(rd, cfg, flow_mod.get_step("rtl")))
+
+
+@app.command()
+def verify(
+    run_dir: RunArg,
+    vectors: Annotated[int | None, typer.Option(help="random vectors (default from config: 100000)")] = None,
+    sim: Annotated[str | None, typer.Option(help="verilator | icarus")] = None,
+    waves: Annotated[bool, typer.Option(help="dump waveforms (FST) and toggle counts")] = False,
+) -> None:
+    """Simulate the RTL in cocotb and compare with the golden model, bit for bit."""
+    from codesign import flow as flow_mod
+    from codesign.run import RunDir
+
+    rd = RunDir(run_dir)
+    cfg = flow_mod.run_config(rd)
+    upd = {k: v for k, v in dict(random_vectors=vectors, simulator=sim).items() if v is not None}
+    if upd:
+        cfg = config_mod.from_dict({**cfg.model_dump(), "verify": {**cfg.verify.model_dump(), **upd}}, "command line")
+    if waves:
+        import os
+
+        os.environ["CODESIGN_WAVES"] = "1"
+    _print_figures("verify", flow_mod.run_step(rd, cfg, flow_mod.get_step("verify")))
+
+
+@app.command()
+def fpga(
+    run_dir: RunArg,
+    target: Annotated[str | None, typer.Option(help="ecp5-85f | ice40-up5k | xilinx-estimate")] = None,
+    board: Annotated[str | None, typer.Option(help="none | ulx3s | icebreaker")] = None,
+    clock_mhz: Annotated[float | None, typer.Option(help="target clock in MHz")] = None,
+) -> None:
+    """Synthesize, place and route with yosys + nextpnr; write the bitstream and reports."""
+    from codesign import flow as flow_mod
+    from codesign.run import RunDir
+
+    rd = RunDir(run_dir)
+    cfg = flow_mod.run_config(rd)
+    upd = {k: v for k, v in dict(target=target, board=board, clock_mhz=clock_mhz).items() if v is not None}
+    if upd:
+        cfg = config_mod.from_dict({**cfg.model_dump(), "fpga": {**cfg.fpga.model_dump(), **upd}}, "command line")
+    _print_figures("fpga", flow_mod.run_step(rd, cfg, flow_mod.get_step("fpga")))
+
+
+@app.command()
+def energy(run_dir: RunArg) -> None:
+    """Estimate energy per layer and per inference."""
+    _run_stage("energy", run_dir)
+
+
+@app.command()
+def hls(run_dir: RunArg) -> None:
+    """Write the hls4ml Vitis HLS project for vendor tools and check its C simulation."""
+    raise CodesignError("`codesign hls` is not available in this version yet")
+
+
+@app.command()
+def study(config: Annotated[Path, typer.Argument(help="study YAML")]) -> None:
+    """Run a design-space / energy-aware pruning study (Optuna)."""
+    raise CodesignError("`codesign study` is not available in this version yet")
+
+
+@app.command()
+def report(run_dir: RunArg) -> None:
+    """Print the figures of a run (report.json) as tables."""
+    from codesign.report import print_summary
+    from codesign.run import RunDir
+
+    if not (run_dir / "report.json").exists():
+        raise CodesignError(f"{run_dir}/report.json not found: not a run directory")
+    print_summary(RunDir(run_dir))
+
+
+@app.command()
+def sensitivity(
+    model: Annotated[str | None, typer.Argument(help="zoo model name or config YAML")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Per-layer precision sensitivity: lower one layer at a time and measure the accuracy drop."""
+    try:
+        from codesign.sensitivity import run_cli
+    except ModuleNotFoundError:
+        raise CodesignError("`codesign sensitivity` is not available in this version yet") from None
+    run_cli(_load(model, set_))
+
+
+@app.command()
+def models() -> None:
+    """List the model zoo with parameter counts."""
+    from codesign.zoo import param_count
+
+    t = Table(title="model zoo (models/*.yaml)")
+    for col in ("name", "dataset", "architecture", "weights", "params", "description"):
+        t.add_column(col, overflow="fold")
+    for name in config_mod.zoo_names():
+        cfg = config_mod.load(name)
+        w = cfg.quant.weight
+        t.add_row(name, cfg.data.dataset, _arch(cfg), f"{w.scheme}{w.bits}", f"{param_count(cfg):,}",
+                  cfg.description)
+    console.print(t)
+
+
+def _arch(cfg: config_mod.Config) -> str:
+    m = cfg.model
+    if m.builder == "mlp":
+        return "mlp " + "-".join(str(h) for h in m.hidden)
+    return f"{m.builder} ch " + "-".join(str(c) for c in m.channels) + (
+        " fc " + "-".join(str(h) for h in m.hidden) if m.hidden else "")
+
+
+@config_app.command("show")
+def config_show(
+    model: Annotated[str | None, typer.Argument(help="zoo model name or config YAML")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Print the resolved config (defaults filled in, overrides applied)."""
+    typer.echo(_load(model, set_).to_yaml(), nl=False)
+
+
+def main() -> None:
+    """Entry point: user errors print one line and exit non-zero, without a traceback."""
+    try:
+        rv = app(standalone_mode=False)
+    except CodesignError as e:
+        err.print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
+        sys.exit(e.exit_code)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        err.print("interrupted")
+        sys.exit(130)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,258 @@
+"""Run configuration: YAML files validated with pydantic.
+
+A config names the dataset, the model architecture, the quantization scheme (per layer if wanted),
+training, pruning, RTL, verification and FPGA options. Every section has defaults, so a zoo file
+only says what differs. Unknown keys, wrong types and impossible values raise
+:class:`~codesign.errors.ConfigError` naming the key path, e.g.
+``quant.weight.bits: must be >= 1 (got -3)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from codesign.errors import ConfigError
+
+ZOO_DIR = Path(__file__).resolve().parent.parent / "models"
+DEFAULT_MODEL = "digits_mlp"
+
+Rounding = Literal["ROUND", "FLOOR", "CEIL", "ROUND_TO_ZERO", "HALF_UP"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    dataset: Literal["digits", "mnist1d", "wine", "breast_cancer", "mnist", "fashion_mnist", "jets", "synthetic_jets"] = "digits"
+    layout: Literal["flat", "image", "signal"] = "flat"
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    n_samples: int | None = Field(None, ge=10, description="subsample (for quick runs)")
+
+
+class ModelConfig(_Strict):
+    builder: Literal["mlp", "cnn1d", "cnn2d"] = "mlp"
+    hidden: list[int] = Field(default_factory=lambda: [32])
+    channels: list[int] = Field(default_factory=lambda: [8, 16])
+    kernel: int = Field(3, ge=1)
+    stride: int = Field(1, ge=1)
+    padding: int = Field(1, ge=0)
+    pool: int = Field(2, ge=1)
+    batchnorm: bool = False
+
+    @model_validator(mode="after")
+    def _positive(self) -> ModelConfig:
+        for name in ("hidden", "channels"):
+            for i, v in enumerate(getattr(self, name)):
+                if v < 1:
+                    raise ValueError(f"{name}[{i}] must be >= 1 (got {v})")
+        return self
+
+
+class WeightQuant(_Strict):
+    """Weight quantizer. ``fixed``: n-bit signed integers times a power-of-two scale.
+    ``pot``: every weight is 0 or +-2^e; ``bits`` is the code width (sign + exponent code, one
+    code for zero), so e spans 2^(bits-1)-1 consecutive exponents. ``binary``/``ternary``: +-s, {0,+-s}."""
+
+    scheme: Literal["fixed", "pot", "binary", "ternary", "float"] = "fixed"
+    bits: int = Field(8, ge=1, le=16)
+    narrow: bool = True
+    rounding: Rounding = "ROUND"
+
+    @model_validator(mode="after")
+    def _check(self) -> WeightQuant:
+        if self.scheme == "pot" and self.bits < 2:
+            raise ValueError(f"power-of-two weights need bits >= 2 (sign + exponent code), got {self.bits}")
+        if self.scheme == "fixed" and self.bits < 2:
+            raise ValueError(f"fixed-point weights need bits >= 2, got {self.bits}")
+        return self
+
+
+class ActQuant(_Strict):
+    bits: int = Field(8, ge=1, le=16)
+    signed: bool = False
+    narrow: bool = False
+    rounding: Rounding = "ROUND"
+
+
+class LayerQuant(_Strict):
+    weight: WeightQuant | None = None
+    act: ActQuant | None = None
+    bias_bits: int | None = Field(None, ge=2, le=32)
+
+
+class QuantConfig(_Strict):
+    input: ActQuant = Field(default_factory=lambda: ActQuant(bits=8, signed=True))
+    weight: WeightQuant = Field(default_factory=WeightQuant)
+    act: ActQuant = Field(default_factory=ActQuant)
+    bias_bits: int = Field(16, ge=2, le=32)
+    layers: dict[str, LayerQuant] = Field(default_factory=dict, description="per-layer overrides by layer name")
+
+
+class KDConfig(_Strict):
+    enabled: bool = False
+    temperature: float = Field(4.0, gt=0)
+    alpha: float = Field(0.7, ge=0, le=1)
+    teacher: str | None = Field(None, description="path to a float teacher model.pt; trained in the run if empty")
+    teacher_hidden: list[int] | None = None
+    feature: bool = False
+    feature_weight: float = Field(1.0, ge=0)
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(60, ge=0)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    optimizer: Literal["adam", "sgd"] = "adam"
+    schedule: Literal["cosine", "constant"] = "cosine"
+    patience: int = Field(20, ge=0, description="early stopping on validation accuracy; 0 disables")
+    float_epochs: int = Field(0, ge=0, description="float pre-training epochs before QAT fine-tuning")
+    inq: list[float] | None = Field(None, description="INQ schedule: cumulative fractions quantized, e.g. [0.5, 0.75, 0.875, 1.0]")
+    kd: KDConfig = Field(default_factory=KDConfig)
+
+
+class PruneConfig(_Strict):
+    enabled: bool = False
+    criterion: Literal["l1", "l2", "bn_gamma", "taylor", "fpgm", "random", "energy"] = "l1"
+    sparsity: float = Field(0.5, ge=0, lt=1, description="fraction of hidden units/filters removed")
+    schedule: Literal["oneshot", "iterative", "agp"] = "oneshot"
+    steps: int = Field(4, ge=1)
+    finetune_epochs: int = Field(20, ge=0)
+    scope: Literal["global", "layer"] = "layer"
+
+
+class RTLConfig(_Strict):
+    strategy: Literal["latency", "resource"] = "latency"
+    reuse: int = Field(1, ge=1)
+    multiplier: Literal["dsp", "shiftadd"] = "shiftadd"
+    pipeline: int = Field(1, ge=0, description="register stages in each adder tree (0 = combinational)")
+
+    @model_validator(mode="after")
+    def _check(self) -> RTLConfig:
+        if self.strategy == "latency" and self.reuse != 1:
+            raise ValueError(f"reuse={self.reuse} needs strategy 'resource' (latency is fully parallel)")
+        return self
+
+
+class VerifyConfig(_Strict):
+    simulator: Literal["verilator", "icarus"] = "verilator"
+    random_vectors: int = Field(100_000, ge=0)
+    backpressure: bool = True
+    seed: int = 0
+
+
+class FPGAConfig(_Strict):
+    target: Literal["ecp5-85f", "ice40-up5k", "xilinx-estimate"] = "ecp5-85f"
+    board: Literal["none", "ulx3s", "icebreaker"] = "none"
+    clock_mhz: float = Field(50.0, gt=0, le=1000)
+    seed: int = 1
+
+
+class Config(_Strict):
+    name: str = DEFAULT_MODEL
+    description: str = ""
+    seed: int = 0
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    quant: QuantConfig = Field(default_factory=QuantConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    prune: PruneConfig = Field(default_factory=PruneConfig)
+    rtl: RTLConfig = Field(default_factory=RTLConfig)
+    verify: VerifyConfig = Field(default_factory=VerifyConfig)
+    fpga: FPGAConfig = Field(default_factory=FPGAConfig)
+
+    def layer_weight(self, layer: str) -> WeightQuant:
+        o = self.quant.layers.get(layer)
+        return o.weight if o and o.weight else self.quant.weight
+
+    def layer_act(self, layer: str) -> ActQuant:
+        o = self.quant.layers.get(layer)
+        return o.act if o and o.act else self.quant.act
+
+    def layer_bias_bits(self, layer: str) -> int:
+        o = self.quant.layers.get(layer)
+        return o.bias_bits if o and o.bias_bits else self.quant.bias_bits
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, width=1000)
+
+
+def _format_error(e: ValidationError, source: str) -> str:
+    lines = []
+    for err in e.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif "input" in err and err["type"] not in ("missing",):
+            msg = f"{msg} (got {err['input']!r})"
+        msg = msg.removeprefix("Value error, ")
+        lines.append(f"{loc}: {msg}")
+    return f"invalid config {source}: " + "; ".join(lines)
+
+
+def zoo_names() -> list[str]:
+    return sorted(p.stem for p in ZOO_DIR.glob("*.yaml"))
+
+
+def resolve_path(name_or_path: str | Path | None) -> Path:
+    """A zoo name (``digits_mlp``) or a path to a YAML file."""
+    if name_or_path is None:
+        name_or_path = DEFAULT_MODEL
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.exists():
+            raise ConfigError(f"config file {p} not found")
+        return p
+    z = ZOO_DIR / f"{name_or_path}.yaml"
+    if not z.exists():
+        raise ConfigError(f"unknown model {name_or_path!r}: not a file and not in the zoo ({', '.join(zoo_names())})")
+    return z
+
+
+def from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid config {source}: top level must be a mapping, got {type(data).__name__}")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_error(e, source)) from None
+
+
+def load(name_or_path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Load a zoo model or YAML file, apply dotted ``overrides`` ({"train.epochs": 5}), validate."""
+    p = resolve_path(name_or_path)
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config {p} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid config {p}: top level must be a mapping")
+    data.setdefault("name", p.stem)
+    for key, value in (overrides or {}).items():
+        _set_dotted(data, key, value)
+    return from_dict(data, str(p))
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    d = data
+    for p in parts[:-1]:
+        d = d.setdefault(p, {})
+        if not isinstance(d, dict):
+            raise ConfigError(f"override {key}: {p} is not a section")
+    d[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``train.epochs=5`` -> ("train.epochs", 5); the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    k, v = text.split("=", 1)
+    return k.strip(), yaml.safe_load(v)

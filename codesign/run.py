@@ -1,0 +1,161 @@
+"""The run directory: one folder per run, with ``manifest.json`` and ``report.json``.
+
+Every stage reads the previous stage's artifacts from the run directory and writes its own into a
+sub-folder named after the stage (``train/``, ``export/``, ``rtl/`` ...). All writes are atomic: data
+goes to a temporary file in the same folder and is renamed into place, so a killed run never leaves
+a file that looks complete.
+
+``manifest.json`` lists every artifact: ``{"files": {relpath: {"sha256", "bytes", "stage"}}}``.
+``report.json`` holds the figures measured by each stage, one section per stage
+(``{"model": ..., "train": {...}, "verify": {...}}``); see docs/report.md for the keys.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from codesign.errors import StageInputError
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    Use for writers that want a filename (``onnx.save``, ``torch.save``, ``np.save``, matplotlib).
+    The temporary name keeps the final suffix, so tools that look at the extension still work.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(o: Any) -> Any:
+    try:
+        import numpy as np
+
+        if isinstance(o, np.integer):
+            return int(o)
+        if isinstance(o, np.floating):
+            return float(o)
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+class RunDir:
+    """A run directory. Stages call :meth:`add` for each file they produce and :meth:`record`
+    for the figures they measure."""
+
+    MANIFEST = "manifest.json"
+    REPORT = "report.json"
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    # ---- paths ---------------------------------------------------------------------------
+    def path(self, *parts: str) -> Path:
+        return self.root.joinpath(*parts)
+
+    def stage_dir(self, stage: str) -> Path:
+        d = self.root / stage
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def require(self, relpath: str, produced_by: str) -> Path:
+        """Path of an artifact a previous stage must have written, or a clear error."""
+        p = self.root / relpath
+        if not p.exists():
+            raise StageInputError(
+                f"{p} not found: run `codesign {produced_by} {self.root}` first (or `codesign flow`)"
+            )
+        return p
+
+    # ---- manifest ------------------------------------------------------------------------
+    def manifest(self) -> dict[str, Any]:
+        p = self.root / self.MANIFEST
+        if p.exists():
+            return json.loads(p.read_text())
+        return {"files": {}}
+
+    def add(self, path: str | Path, stage: str) -> Path:
+        """Record an artifact (already written atomically) in the manifest."""
+        p = Path(path)
+        if not p.is_absolute():
+            p = self.root / p
+        rel = os.path.relpath(p, self.root)
+        m = self.manifest()
+        m.setdefault("files", {})[rel] = {"sha256": sha256_file(p), "bytes": p.stat().st_size, "stage": stage}
+        atomic_write_json(self.root / self.MANIFEST, m)
+        return p
+
+    def add_tree(self, folder: str | Path, stage: str) -> None:
+        """Record every file below ``folder`` (e.g. a generated RTL directory)."""
+        folder = Path(folder)
+        if not folder.is_absolute():
+            folder = self.root / folder
+        m = self.manifest()
+        files = m.setdefault("files", {})
+        for p in sorted(folder.rglob("*")):
+            if p.is_file() and not p.name.startswith("."):
+                rel = os.path.relpath(p, self.root)
+                files[rel] = {"sha256": sha256_file(p), "bytes": p.stat().st_size, "stage": stage}
+        atomic_write_json(self.root / self.MANIFEST, m)
+
+    # ---- report --------------------------------------------------------------------------
+    def report(self) -> dict[str, Any]:
+        p = self.root / self.REPORT
+        if p.exists():
+            return json.loads(p.read_text())
+        return {}
+
+    def record(self, section: str, values: dict[str, Any] | Any) -> None:
+        """Merge ``values`` into ``report.json[section]`` (a dict), or set it (a scalar)."""
+        r = self.report()
+        if isinstance(values, dict):
+            r.setdefault(section, {})
+            r[section].update(values)
+        else:
+            r[section] = values
+        atomic_write_json(self.root / self.REPORT, r)

@@ -1,0 +1,50 @@
+"""Run directory: atomic writes (a failed write leaves nothing that looks complete), manifest, report."""
+
+import json
+
+import pytest
+
+from codesign.run import RunDir, atomic_path, atomic_write_json, sha256_file
+
+
+def test_atomic_write_failure_leaves_no_file(tmp_path):
+    target = tmp_path / "out" / "model.onnx"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half a model")
+            raise RuntimeError("killed")
+    assert not target.exists()
+    assert list(target.parent.iterdir()) == []
+
+
+def test_atomic_write_keeps_old_file_on_failure(tmp_path):
+    target = tmp_path / "r.json"
+    atomic_write_json(target, {"a": 1})
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("{broken")
+            raise RuntimeError("killed")
+    assert json.loads(target.read_text()) == {"a": 1}
+
+
+def test_manifest_and_report(tmp_path):
+    rd = RunDir(tmp_path / "run")
+    p = rd.stage_dir("export") / "model.onnx"
+    with atomic_path(p) as tmp:
+        tmp.write_bytes(b"onnx")
+    rd.add(p, "export")
+    rd.add_tree(rd.stage_dir("export"), "export")
+    m = json.loads((rd.root / "manifest.json").read_text())
+    assert m["files"]["export/model.onnx"] == {"sha256": sha256_file(p), "bytes": 4, "stage": "export"}
+    rd.record("verify", {"mismatches": 0})
+    rd.record("verify", {"vectors": 10})
+    rd.record("model", "digits_mlp")
+    assert rd.report() == {"verify": {"mismatches": 0, "vectors": 10}, "model": "digits_mlp"}
+
+
+def test_require_names_the_missing_stage(tmp_path):
+    from codesign.errors import StageInputError
+
+    rd = RunDir(tmp_path)
+    with pytest.raises(StageInputError, match="codesign export"):
+        rd.require("export/model.onnx", "export")

@@ -219,25 +219,44 @@ def energy(run_dir: RunArg) -> None:
 
 
 @app.command()
-def hls(run_dir: RunArg) -> None:
-    """Write the hls4ml Vitis HLS project for vendor tools and check its C simulation."""
-    raise CodesignError("`codesign hls` is not available in this version yet")
-
-
-@app.command()
-def study(config: Annotated[Path, typer.Argument(help="study YAML")]) -> None:
-    """Run a design-space / energy-aware pruning study (Optuna)."""
-    raise CodesignError("`codesign study` is not available in this version yet")
-
-
-@app.command()
-def report(run_dir: RunArg) -> None:
-    """Print the figures of a run (report.json) as tables."""
-    from codesign.report import print_summary
+def hls(
+    run_dir: RunArg,
+    vectors: Annotated[int, typer.Option(help="random on-grid vectors besides the test set")] = 10_000,
+) -> None:
+    """Write the hls4ml Vitis HLS project for vendor tools and check its C simulation (g++) against the golden model."""
+    from codesign import flow as flow_mod
+    from codesign.hls import run_stage
     from codesign.run import RunDir
 
+    rd = RunDir(run_dir)
+    _print_figures("hls", run_stage(rd, flow_mod.run_config(rd), random_vectors=vectors))
+
+
+@app.command()
+def study(
+    config: Annotated[Path, typer.Argument(help="study YAML (see codesign/study.py or docs/studies.md)")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="study folder (default studies/<name>)")] = None,
+    workers: Annotated[int, typer.Option(help="parallel worker processes on this machine")] = 1,
+) -> None:
+    """Run or resume a design-space / energy-aware pruning study (Optuna, SQLite or any SQLAlchemy URL)."""
+    from codesign.study import run_study
+
+    d = run_study(config, out, workers)
+    console.print(f"study folder {d}: trials.csv, pareto.csv, report.html")
+
+
+@app.command()
+def report(run_dir: Annotated[Path, typer.Argument(help="a run directory or a study folder")]) -> None:
+    """Print the figures of a run (report.json); for a study folder, write its HTML report."""
+    from codesign.report import print_summary, study_report
+    from codesign.run import RunDir
+
+    if (run_dir / "study.yaml").exists():
+        r = study_report(run_dir)
+        console.print(f"{run_dir}/report.html: {r['trials']} trials, {r['pareto']} on the Pareto front")
+        return
     if not (run_dir / "report.json").exists():
-        raise CodesignError(f"{run_dir}/report.json not found: not a run directory")
+        raise CodesignError(f"{run_dir}/report.json not found: not a run directory or study folder")
     print_summary(RunDir(run_dir))
 
 

@@ -63,3 +63,137 @@ def print_summary(rd: RunDir) -> None:
     if secs:
         t.add_row("stage times [s]", ", ".join(f"{k} {v:.1f}" for k, v in secs.items()))
     console.print(t)
+
+
+# ---------------------------------------------------------------------------------------------
+# studies
+# ---------------------------------------------------------------------------------------------
+def _csv(path, rows: list[dict[str, Any]]) -> None:
+    import csv
+    import io
+
+    from codesign.run import atomic_write_text
+
+    cols: list[str] = []
+    for r in rows:
+        cols += [k for k in r if k not in cols]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols)
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def _scatter(rows, x: str, y: str, path, title: str) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from codesign.run import atomic_path
+
+    pts = [r for r in rows if r.get(x) is not None and r.get(y) is not None]
+    if not pts:
+        return False
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    other = [r for r in pts if not r["pareto"]]
+    front = sorted([r for r in pts if r["pareto"]], key=lambda r: r[x])
+    ax.scatter([r[x] for r in other], [r[y] for r in other], c="0.6", s=18, label="trials")
+    ax.plot([r[x] for r in front], [r[y] for r in front], "o-", c="C3", label="Pareto front")
+    for r in front:
+        ax.annotate(str(r["number"]), (r[x], r[y]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _layer_energy_plot(study_dir, rows, path) -> bool:
+    """Per-layer energy of the most accurate unpruned trial vs the lowest-energy Pareto trial."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from codesign.run import atomic_path
+
+    done = [r for r in rows if r.get("energy_pj") is not None]
+    base = [r for r in done if not r.get("param:prune.sparsity")] or done
+    front = [r for r in done if r["pareto"]]
+    if not done or not front:
+        return False
+    a = max(base, key=lambda r: (r["accuracy"], -r["energy_pj"]))
+    b = min(front, key=lambda r: r["energy_pj"])
+    loads = []
+    for r in (a, b):
+        p = study_dir / "trials" / f"{r['number']:04d}" / "energy" / "energy.json"
+        if not p.exists():
+            return False
+        loads.append(json.loads(p.read_text())["per_layer"])
+    names = list(dict.fromkeys([*loads[0], *loads[1]]))
+    xs = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(max(4, len(names) * 1.3 + 2), 3.5))
+    ax.bar(xs - 0.2, [loads[0].get(n, 0) for n in names], 0.4, label=f"trial {a['number']} ({a['energy_pj']:.0f} pJ)")
+    ax.bar(xs + 0.2, [loads[1].get(n, 0) for n in names], 0.4, label=f"trial {b['number']} ({b['energy_pj']:.0f} pJ)")
+    ax.set_xticks(xs, names)
+    ax.set_ylabel("pJ per inference")
+    ax.set_title("per-layer energy: best unpruned vs lowest-energy Pareto design")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def study_report(study_dir) -> dict[str, Any]:
+    """Write trials.csv, pareto.csv, plots and a self-contained report.html for a study folder."""
+    import base64
+    import html
+    from pathlib import Path
+
+    from codesign.run import atomic_write_text
+    from codesign.study import trials_table
+
+    study_dir = Path(study_dir)
+    rows = trials_table(study_dir)
+    _csv(study_dir / "trials.csv", rows)
+    pareto = [r for r in rows if r["pareto"]]
+    _csv(study_dir / "pareto.csv", pareto)
+    plots = []
+    if _scatter(rows, "energy_pj", "accuracy", study_dir / "accuracy_vs_energy.png", "accuracy vs energy per inference"):
+        plots.append("accuracy_vs_energy.png")
+    if _scatter(rows, "luts", "accuracy", study_dir / "accuracy_vs_luts.png", "accuracy vs LUTs"):
+        plots.append("accuracy_vs_luts.png")
+    if _layer_energy_plot(study_dir, rows, study_dir / "layer_energy.png"):
+        plots.append("layer_energy.png")
+    cols: list[str] = []
+    for r in rows:
+        cols += [k for k in r if k not in cols and k not in ("worker_pid",)]
+
+    def fmt(v):
+        return f"{v:.4g}" if isinstance(v, float) else html.escape(str(v))
+
+    table = "<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + "</tr>" + "".join(
+        f"<tr class='{'pareto' if r['pareto'] else ''}'>" + "".join(f"<td>{fmt(r.get(c, ''))}</td>" for c in cols) + "</tr>"
+        for r in rows) + "</table>"
+    imgs = "".join(
+        f"<img alt='{p}' src='data:image/png;base64,{base64.b64encode((study_dir / p).read_bytes()).decode()}'>"
+        for p in plots)
+    doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>codesign study {html.escape(study_dir.name)}</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;font-size:12px}}
+td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}tr.pareto{{background:#fde2e2}}img{{max-width:48%;margin:4px}}</style>
+</head><body><h1>Study {html.escape(study_dir.name)}</h1>
+<p>{sum(r['state'] == 'COMPLETE' for r in rows)} complete trials, {len(pareto)} on the Pareto front (highlighted).</p>
+{imgs}<h2>Trials</h2>{table}</body></html>"""
+    atomic_write_text(study_dir / "report.html", doc)
+    return {"trials": len(rows), "pareto": len(pareto), "plots": plots}

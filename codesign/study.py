@@ -1,0 +1,234 @@
+"""Studies: sweep or search over quantization, sparsity, pruning criterion and architecture options
+with Optuna, for accuracy vs energy (vs LUTs) trade-offs.
+
+A study YAML::
+
+    name: digits_energy            # study folder: studies/<name> unless --out
+    base: digits_mlp               # zoo name or config path, the starting config
+    trials: 20
+    storage: null                  # default sqlite:///<study dir>/study.db; any SQLAlchemy URL
+                                   # (postgresql://...) shares one study between many machines
+    sampler: nsga2                 # nsga2 | tpe | random | grid
+    objectives: [accuracy, energy_pj]   # accuracy (max), energy_pj, luts, params (min)
+    set: {train.epochs: 20}        # fixed overrides for every trial
+    space:                         # dotted config keys
+      quant.weight.scheme: [fixed, pot]          # a list: categorical
+      quant.weight.bits: [3, 4, 6, 8]
+      prune.sparsity: {low: 0.0, high: 0.8, step: 0.1}   # a range: float (or int with ints)
+      prune.criterion: [l1, energy]
+
+Each trial runs train -> (prune) -> export (with its 0-mismatch check) in its own run folder
+``<study>/trials/<number>/`` and costs the design with the analytic energy model on the RTL IR
+(fast path); ``luts`` adds a yosys synthesis estimate (slower). Trials are stored as they finish: a
+study killed mid-way and started again completes only the missing trials (stale running trials are
+marked failed first), and several workers (``--workers N`` here, or the same command on other
+machines with a shared ``storage``) share one study without running a trial twice.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from codesign import config as config_mod
+from codesign.errors import CodesignError, ConfigError
+
+OBJECTIVES = {"accuracy": "maximize", "energy_pj": "minimize", "luts": "minimize", "params": "minimize"}
+
+
+class StudyConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    base: str = config_mod.DEFAULT_MODEL
+    trials: int = Field(20, ge=1)
+    storage: str | None = None
+    sampler: str = Field("nsga2", pattern="^(nsga2|tpe|random|grid)$")
+    objectives: list[str] = Field(default_factory=lambda: ["accuracy", "energy_pj"])
+    set: dict[str, Any] = Field(default_factory=dict)
+    space: dict[str, Any] = Field(default_factory=dict)
+    seed: int = 0
+
+
+def load_study_config(path: str | Path) -> StudyConfig:
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"study file {p} not found")
+    data = yaml.safe_load(p.read_text()) or {}
+    data.setdefault("name", p.stem)
+    try:
+        sc = StudyConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(config_mod._format_error(e, str(p))) from None
+    bad = [o for o in sc.objectives if o not in OBJECTIVES]
+    if bad:
+        raise ConfigError(f"invalid study {p}: objectives: unknown {bad} (choose from {', '.join(OBJECTIVES)})")
+    base = config_mod.load(sc.base, sc.set)  # validates base + fixed overrides early
+    for key, spec in sc.space.items():
+        probe = spec[0] if isinstance(spec, list) else spec.get("low") if isinstance(spec, dict) else None
+        if probe is None:
+            raise ConfigError(f"invalid study {p}: space.{key}: give a list of choices or {{low, high}}")
+        config_mod.from_dict(_apply(base.model_dump(mode="json"), {key: probe}), f"{p} space.{key}")
+    return sc
+
+
+def _apply(d: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    d = copy.deepcopy(d)
+    for k, v in overrides.items():
+        config_mod._set_dotted(d, k, v)
+    return d
+
+
+def suggest(trial, space: dict[str, Any]) -> dict[str, Any]:
+    params = {}
+    for key, spec in space.items():
+        if isinstance(spec, list):
+            params[key] = trial.suggest_categorical(key, spec)
+        elif all(isinstance(spec.get(k), int) for k in ("low", "high")) and not isinstance(spec.get("step"), float):
+            params[key] = trial.suggest_int(key, spec["low"], spec["high"], step=spec.get("step", 1))
+        else:
+            params[key] = trial.suggest_float(key, float(spec["low"]), float(spec["high"]), step=spec.get("step"))
+    return params
+
+
+def trial_config(sc: StudyConfig, params: dict[str, Any], number: int) -> config_mod.Config:
+    base = config_mod.load(sc.base, sc.set)
+    over = dict(params)
+    if float(params.get("prune.sparsity", 0) or 0) > 0:
+        over.setdefault("prune.enabled", True)
+    d = _apply(base.model_dump(mode="json"), over)
+    d["name"] = f"{sc.name}-{number:04d}"
+    return config_mod.from_dict(d, f"trial {number}")
+
+
+def evaluate(cfg: config_mod.Config, run_dir: Path, objectives: list[str]) -> dict[str, float]:
+    """Train -> (prune) -> export -> energy (and LUTs) for one design point."""
+    import torch
+
+    from codesign import energy, flow
+    from codesign.rtl.frontend_qonnx import lower
+    from codesign.run import atomic_write_json
+
+    torch.set_num_threads(1)
+    rd = flow.run_flow(cfg, run_dir, until="export")
+    rep = rd.report()
+    acc = rep.get("prune", {}).get("accuracy_after", rep["train"]["accuracy_quantized"])
+    ir = lower(rd.path("export", "model.onnx"))
+    ops, io_bits = energy.from_ir(ir)
+    e = energy.estimate(ops, strategy=cfg.rtl.strategy, io_bits=io_bits)
+    atomic_write_json(rd.path("energy", "energy.json"), e)
+    out = {"accuracy": float(acc), "energy_pj": float(e["pj_per_inference"]),
+           "params": float(sum(int((op.weights != 0).sum()) for op in ops if op.weights is not None))}
+    if "luts" in objectives:
+        from codesign.fpga import estimate_luts
+
+        out["luts"] = float(estimate_luts(rd, cfg))
+    return out
+
+
+def _storage_url(sc: StudyConfig, study_dir: Path) -> str:
+    return sc.storage or f"sqlite:///{(study_dir / 'study.db').resolve()}"
+
+
+def open_study(sc: StudyConfig, study_dir: Path):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.RDBStorage(_storage_url(sc, study_dir), heartbeat_interval=15, grace_period=45,
+                                         engine_kwargs={"connect_args": {"timeout": 60}} if sc.storage is None else {})
+    samplers = {
+        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=sc.seed, population_size=min(8, sc.trials)),
+        "tpe": lambda: optuna.samplers.TPESampler(seed=sc.seed),
+        "random": lambda: optuna.samplers.RandomSampler(seed=sc.seed),
+        "grid": lambda: optuna.samplers.GridSampler({k: v for k, v in sc.space.items() if isinstance(v, list)}, seed=sc.seed),
+    }
+    return optuna.create_study(study_name=sc.name, storage=storage, load_if_exists=True,
+                               directions=[OBJECTIVES[o] for o in sc.objectives], sampler=samplers[sc.sampler]())
+
+
+def _n_complete(study) -> int:
+    import optuna
+
+    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+
+
+def worker(sc: StudyConfig, study_dir: Path, progress: bool = True) -> int:
+    """Run trials until the study has ``sc.trials`` complete ones; returns trials run by this worker."""
+    from optuna.storages import fail_stale_trials
+
+    study = open_study(sc, study_dir)
+    fail_stale_trials(study)
+    ran = 0
+
+    def objective(trial) -> tuple[float, ...]:
+        params = suggest(trial, sc.space)
+        cfg = trial_config(sc, params, trial.number)
+        t0 = time.time()
+        res = evaluate(cfg, study_dir / "trials" / f"{trial.number:04d}", sc.objectives)
+        for k, v in res.items():
+            trial.set_user_attr(k, v)
+        trial.set_user_attr("seconds", round(time.time() - t0, 1))
+        trial.set_user_attr("worker_pid", os.getpid())
+        return tuple(res[o] for o in sc.objectives)
+
+    def stop_when_done(study, trial) -> None:
+        if _n_complete(study) >= sc.trials:
+            study.stop()
+
+    while _n_complete(study) < sc.trials:
+        study.optimize(objective, n_trials=1, callbacks=[stop_when_done], catch=(CodesignError,))
+        ran += 1
+        if progress:
+            print(f"[study {sc.name}] {_n_complete(study)}/{sc.trials} trials complete", flush=True)
+        if ran > 4 * sc.trials:  # every trial failing: stop instead of looping forever
+            raise CodesignError(f"study {sc.name}: too many failed trials; see {study_dir}/trials")
+    return ran
+
+
+def run_study(path: str | Path, out: Path | None = None, workers: int = 1) -> Path:
+    """Run (or resume) a study; writes trials.csv, pareto.csv, plots and report.html into the study folder."""
+    sc = load_study_config(path)
+    study_dir = Path(out) if out else Path("studies") / sc.name
+    study_dir.mkdir(parents=True, exist_ok=True)
+    (study_dir / "study.yaml").write_text(yaml.safe_dump(sc.model_dump(), sort_keys=False))
+    if workers <= 1:
+        worker(sc, study_dir)
+    else:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        procs = [ctx.Process(target=worker, args=(sc, study_dir)) for _ in range(workers)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        failed = [p.exitcode for p in procs if p.exitcode]
+        if failed:
+            raise CodesignError(f"{len(failed)} study worker(s) failed (exit codes {failed})")
+    from codesign.report import study_report
+
+    study_report(study_dir)
+    return study_dir
+
+
+def trials_table(study_dir: Path) -> list[dict[str, Any]]:
+    """All trials of a study folder as rows (number, state, params, objectives, user attrs)."""
+    import optuna
+
+    sc = StudyConfig.model_validate(yaml.safe_load((study_dir / "study.yaml").read_text()))
+    study = open_study(sc, study_dir)
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        row = {"number": t.number, "state": t.state.name}
+        row.update({f"param:{k}": v for k, v in t.params.items()})
+        row.update(t.user_attrs)
+        rows.append(row)
+    pareto = {t.number for t in study.best_trials} if _n_complete(study) else set()
+    for r in rows:
+        r["pareto"] = r["number"] in pareto and r["state"] == optuna.trial.TrialState.COMPLETE.name
+    return rows

@@ -1,0 +1,266 @@
+"""Export stage: Brevitas model -> QONNX (raw) -> cleaned QONNX, validated against PyTorch.
+
+Artifacts (``export/``): ``model_raw.onnx`` (``brevitas.export.export_qonnx``), ``model.onnx`` (cleaned:
+``cleanup_model``, channels-last for conv graphs with a channels-last input, a zero bias for a Gemm
+without bias, ``GemmToMatMul``, ``rounding_mode`` attributes upper-case QONNX names: ``ROUND``
+(half to even), ``FLOOR``, ``CEIL``, ``DOWN`` (Brevitas ROUND_TO_ZERO); weight Quant nodes carry their
+quantizer's real rounding, Brevitas writes ROUND there), ``test_x.npy`` (test
+inputs, float64 real values on the input quantizer's grid, in the cleaned graph's layout, i.e.
+channels-last for conv models) and ``test_y.npy``.
+
+The cleaned graph keeps batch size 1 (the export example); :func:`execute_qonnx` runs a batch.
+
+ONNX ``metadata_props`` of both graphs:
+
+- ``codesign.pot_layers``: JSON list of the layer names (``fc1``, ``conv2`` ...) whose weights are
+  powers of two (every weight 0 or +-2^e).
+- ``codesign.pot_weight_quant_nodes``: JSON list of the names of those layers' weight ``Quant`` nodes
+  in the cleaned graph (``model.onnx``) (empty in ``model_raw.onnx``, whose node names are Brevitas').
+- ``codesign.layers``: JSON list, in graph order, of ``{"layer", "op", "node", "weight_quant",
+  "pot"}``: the layer name, the ONNX op type (MatMul/Conv), the node's name and its weight Quant node's
+  name in the cleaned graph.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from codesign.config import Config
+from codesign.errors import CodesignError, UnsupportedError
+from codesign.run import RunDir, atomic_path
+
+META_POT_LAYERS = "codesign.pot_layers"
+META_POT_NODES = "codesign.pot_weight_quant_nodes"
+META_LAYERS = "codesign.layers"
+
+
+def _set_meta(model: onnx.ModelProto, key: str, value) -> None:
+    for p in model.metadata_props:
+        if p.key == key:
+            p.value = json.dumps(value)
+            return
+    p = model.metadata_props.add()
+    p.key, p.value = key, json.dumps(value)
+
+
+def get_meta(model: onnx.ModelProto, key: str, default=None):
+    for p in model.metadata_props:
+        if p.key == key:
+            return json.loads(p.value)
+    return default
+
+
+def _export_raw(model: torch.nn.Module, input_shape, out_raw: Path) -> None:
+    from brevitas.export import export_qonnx
+
+    x = torch.zeros((1, *input_shape), dtype=torch.float32)
+    quiet = [logging.getLogger(n) for n in ("onnx_ir", "onnxscript", "torch.onnx", "torch.export", "torch.onnx._internal.exporter._registration")]
+    levels = [lg.level for lg in quiet]
+    try:
+        for lg in quiet:
+            lg.setLevel(logging.ERROR)
+        with atomic_path(out_raw) as tmp, contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            export_qonnx(model, args=x, export_path=str(tmp))
+    finally:
+        for lg, lv in zip(quiet, levels, strict=True):
+            lg.setLevel(lv)
+
+
+def qonnx_rounding(mode: str) -> str:
+    """Brevitas rounding name -> upper-case QONNX name (``ROUND_TO_ZERO`` is QONNX ``DOWN``)."""
+    m = mode.upper().split(".")[-1]
+    return {"ROUND_TO_ZERO": "DOWN", "HALF_EVEN": "ROUND"}.get(m, m)
+
+
+def clean_qonnx(raw_path: Path):
+    """Cleaned ModelWrapper of a raw Brevitas QONNX file (see module docstring)."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.transformation.gemm_to_matmul import GemmToMatMul
+    from qonnx.util.cleanup import cleanup_model
+
+    warnings.filterwarnings("ignore", message="The GemmToMatMul transformation only offers")
+    mw = ModelWrapper(str(raw_path))
+    mw = cleanup_model(mw)
+    if any(n.op_type == "Conv" for n in mw.graph.node):
+        from qonnx.transformation.channels_last import ConvertToChannelsLastAndClean
+
+        mw = mw.transform(ConvertToChannelsLastAndClean(make_input_channels_last=True))
+        mw = cleanup_model(mw)
+    for n in mw.graph.node:
+        if n.op_type == "Gemm" and len(n.input) < 3:
+            out_dim = mw.get_tensor_shape(n.output[0])[-1]
+            bname = mw.make_new_valueinfo_name()
+            mw.set_initializer(bname, np.zeros(out_dim, dtype=np.float32))
+            n.input.append(bname)
+    mw = mw.transform(GemmToMatMul())
+    mw = cleanup_model(mw)
+    for n in mw.graph.node:
+        for a in n.attribute:
+            if a.name == "rounding_mode":
+                a.s = qonnx_rounding(a.s.decode()).encode()
+    unsupported = sorted({n.op_type for n in mw.graph.node} - {
+        "Quant", "MatMul", "Add", "Mul", "Relu", "Conv", "MaxPool", "Reshape", "Flatten", "Transpose"})
+    if unsupported:
+        raise UnsupportedError(f"export: cleaned graph has op(s) {', '.join(unsupported)} the flow does not support")
+    return mw
+
+
+def _layer_table(mw, layer_names: list[str], pot_layers: list[str]) -> list[dict]:
+    """Match weight layers (in model order) to MatMul/Conv nodes (in graph order)."""
+    ops = [n for n in mw.graph.node if n.op_type in ("MatMul", "Conv")]
+    if len(ops) != len(layer_names):
+        raise CodesignError(
+            f"export: {len(ops)} MatMul/Conv nodes in the cleaned graph but {len(layer_names)} weight layers")
+    table = []
+    for name, node in zip(layer_names, ops, strict=True):
+        prod = mw.find_producer(node.input[1])
+        wq = prod.name if prod is not None and prod.op_type == "Quant" else None
+        table.append({"layer": name, "op": node.op_type, "node": node.name, "weight_quant": wq,
+                      "pot": name in pot_layers})
+    return table
+
+
+def _fix_weight_rounding(mw, model: torch.nn.Module, table: list[dict]) -> None:
+    """Brevitas writes ``rounding_mode="ROUND"`` on weight Quant nodes and keeps the float weights; give
+    each (non-po2) weight Quant node its quantizer's real rounding so the graph re-quantizes exactly."""
+    for t in table:
+        if t["pot"] or not t["weight_quant"]:
+            continue
+        proxy = getattr(getattr(model, t["layer"]), "weight_quant", None)
+        mode = qonnx_rounding(str(getattr(proxy, "rounding_mode", None) or "ROUND"))
+        node = mw.get_node_from_name(t["weight_quant"])
+        for a in node.attribute:
+            if a.name == "rounding_mode":
+                a.s = mode.encode()
+
+
+def export_qonnx_model(model: torch.nn.Module, input_shape, out_raw: str | Path, out_clean: str | Path) -> dict:
+    """Export ``model`` (a :class:`codesign.quant.QuantNet`) to raw and cleaned QONNX.
+
+    Po2 weights are first written back into the float weights (:func:`codesign.quant.snap_pot_weights`).
+    Returns ``{"pot_layers", "layers", "input_shape" (cleaned graph, with batch), "channels_last"}``.
+    """
+    from codesign import quant
+
+    out_raw, out_clean = Path(out_raw), Path(out_clean)
+    model.eval()
+    pot_layers = quant.snap_pot_weights(model)
+    _export_raw(model, tuple(input_shape), out_raw)
+    raw = onnx.load(str(out_raw))
+    _set_meta(raw, META_POT_LAYERS, pot_layers)
+    _set_meta(raw, META_POT_NODES, [])
+    with atomic_path(out_raw) as tmp:
+        onnx.save(raw, str(tmp))
+    mw = clean_qonnx(out_raw)
+    layer_names = model.weight_layers() if hasattr(model, "weight_layers") else []
+    table = _layer_table(mw, layer_names, pot_layers)
+    _fix_weight_rounding(mw, model, table)
+    _set_meta(mw.model, META_POT_LAYERS, pot_layers)
+    _set_meta(mw.model, META_POT_NODES, [t["weight_quant"] for t in table if t["pot"]])
+    _set_meta(mw.model, META_LAYERS, table)
+    out_clean.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_clean) as tmp:
+        mw.save(str(tmp))
+    in_shape = mw.get_tensor_shape(mw.graph.input[0].name)
+    return {"pot_layers": pot_layers, "layers": table, "input_shape": list(in_shape),
+            "channels_last": len(input_shape) > 1}
+
+
+def to_graph_layout(x: np.ndarray) -> np.ndarray:
+    """NC... (PyTorch) -> channels-last (cleaned graph) for conv inputs; flat inputs unchanged."""
+    if x.ndim <= 2:
+        return x
+    return np.moveaxis(x, 1, -1)
+
+
+def execute_qonnx(onnx_path: str | Path, x: np.ndarray) -> np.ndarray:
+    """Run the cleaned graph with qonnx ``execute_onnx`` on ``x`` (graph layout): the whole batch at once
+    (``ChangeBatchSize``), or one sample at a time where that fails (it can on conv graphs)."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+
+    try:  # per-node onnxruntime sessions on the custom-domain graph warn about opset 1 on every call
+        import onnxruntime
+
+        onnxruntime.set_default_logger_severity(3)
+    except Exception:  # pragma: no cover
+        pass
+    mw = ModelWrapper(str(onnx_path))
+    iname, oname = mw.graph.input[0].name, mw.graph.output[0].name
+    x = np.asarray(x, dtype=np.float32)
+    if len(x) == 0:
+        return np.zeros((0, 0))
+    if len(x) > 1:
+        try:
+            from qonnx.transformation.change_batchsize import ChangeBatchSize
+            from qonnx.transformation.infer_shapes import InferShapes
+
+            mb = mw.transform(ChangeBatchSize(len(x))).transform(InferShapes())
+            r = execute_onnx(mb, {iname: x})[oname]
+            return np.asarray(r, dtype=np.float64).reshape(len(x), -1)
+        except Exception:
+            pass
+    outs = []
+    for i in range(len(x)):
+        r = execute_onnx(mw, {iname: x[i:i + 1]})
+        outs.append(np.asarray(r[oname], dtype=np.float64).reshape(1, -1))
+    return np.concatenate(outs, 0)
+
+
+def validate(model: torch.nn.Module, onnx_path: str | Path, x_grid: np.ndarray) -> dict:
+    """Compare PyTorch and the cleaned QONNX graph on ``x_grid`` (PyTorch layout, on the input grid)."""
+    model.eval()
+    with torch.no_grad():
+        t = model(torch.as_tensor(x_grid, dtype=torch.float32)).double().numpy().reshape(len(x_grid), -1)
+    q = execute_qonnx(onnx_path, to_graph_layout(x_grid))
+    mism = int(np.sum(np.any(t != q, axis=1)))
+    return {"mismatches": mism, "max_abs_diff": float(np.max(np.abs(t - q))) if len(t) else 0.0,
+            "torch_out": t, "qonnx_out": q}
+
+
+def run_stage(rd: RunDir, cfg: Config) -> dict:
+    from codesign import data as data_mod
+    from codesign import quant
+    from codesign.train import load_model
+
+    t0 = time.time()
+    torch.set_num_threads(1)
+    src = rd.path("prune", "model.pt")
+    if not src.exists():
+        src = rd.require("train/model.pt", "train")
+    model = load_model(src)
+    ds = data_mod.load(cfg.data, cfg.seed)
+    d = rd.stage_dir("export")
+    raw, clean = d / "model_raw.onnx", d / "model.onnx"
+    info = export_qonnx_model(model, model.input_shape, raw, clean)
+    x_grid = quant.input_grid(model, ds.x_test).double().numpy()
+    v = validate(model, clean, x_grid)
+    with atomic_path(d / "test_x.npy") as tmp:
+        np.save(tmp, to_graph_layout(x_grid).astype(np.float64))
+    with atomic_path(d / "test_y.npy") as tmp:
+        np.save(tmp, ds.y_test.astype(np.int64))
+    for p in (raw, clean, d / "test_x.npy", d / "test_y.npy"):
+        rd.add(p, "export")
+    acc = float(np.mean(v["qonnx_out"].argmax(1) == ds.y_test)) if len(ds.y_test) else 0.0
+    figures = {
+        "qonnx": os.path.relpath(clean, rd.root),
+        "torch_vs_qonnx_mismatches": v["mismatches"],
+        "torch_vs_qonnx_max_abs_diff": v["max_abs_diff"],
+        "qonnx_accuracy": acc,
+        "pot_layers": info["pot_layers"],
+        "seconds": round(time.time() - t0, 2),
+    }
+    rd.record("export", figures)
+    return figures

@@ -47,8 +47,12 @@ def _root(
     if version:
         console.print(f"codesign {__version__}")
         raise typer.Exit()
-    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("codesign").setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+    if not verbose:
+        import warnings
+
+        warnings.filterwarnings("ignore")  # third-party deprecation noise (brevitas, qonnx, torch.onnx)
 
 
 def _load(name: str | None, sets: list[str] | None) -> config_mod.Config:
@@ -263,14 +267,20 @@ def report(run_dir: Annotated[Path, typer.Argument(help="a run directory or a st
 @app.command()
 def sensitivity(
     model: Annotated[str | None, typer.Argument(help="zoo model name or config YAML")] = None,
+    budget: Annotated[int | None, typer.Option(help="total weight bits: suggest per-layer bit widths within it")] = None,
+    epochs: Annotated[int, typer.Option(help="fine-tuning epochs per variant")] = 3,
+    acts: Annotated[bool, typer.Option(help="also lower activation bits")] = True,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the result as JSON")] = None,
     set_: SetOpt = None,
 ) -> None:
-    """Per-layer precision sensitivity: lower one layer at a time and measure the accuracy drop."""
-    try:
-        from codesign.sensitivity import run_cli
-    except ModuleNotFoundError:
-        raise CodesignError("`codesign sensitivity` is not available in this version yet") from None
-    run_cli(_load(model, set_))
+    """Per-layer precision sensitivity: lower one layer at a time, measure the accuracy drop, suggest bit widths."""
+    from codesign.run import atomic_write_json
+    from codesign.sensitivity import analyze, format_table
+
+    r = analyze(_load(model, set_), finetune_epochs=epochs, acts=acts, budget_bits=budget)
+    typer.echo(format_table(r))
+    if json_out:
+        atomic_write_json(json_out, r)
 
 
 @app.command()
@@ -278,14 +288,20 @@ def models() -> None:
     """List the model zoo with parameter counts."""
     from codesign.zoo import param_count
 
-    t = Table(title="model zoo (models/*.yaml)")
-    for col in ("name", "dataset", "architecture", "weights", "params", "description"):
-        t.add_column(col, overflow="fold")
+    rows = []
     for name in config_mod.zoo_names():
         cfg = config_mod.load(name)
         w = cfg.quant.weight
-        t.add_row(name, cfg.data.dataset, _arch(cfg), f"{w.scheme}{w.bits}", f"{param_count(cfg):,}",
-                  cfg.description)
+        pr = f"{cfg.prune.sparsity:.0%} {cfg.prune.criterion}" if cfg.prune.enabled else "-"
+        rows.append((name, cfg.data.dataset, _arch(cfg), f"{w.scheme}{w.bits}", pr, f"{param_count(cfg):,}",
+                     cfg.description.split(",")[0].split(":")[0].split(" (")[0]))
+    t = Table(title="model zoo (models/*.yaml); params before pruning")
+    for i, col in enumerate(("name", "dataset", "architecture", "weights", "pruned", "params")):
+        t.add_column(col, no_wrap=True, min_width=max(len(col), *(len(r[i]) for r in rows)),
+                     justify="right" if col == "params" else "left")
+    t.add_column("description", overflow="fold")
+    for r in rows:
+        t.add_row(*r)
     console.print(t)
 
 

@@ -15,27 +15,27 @@ console = Console()
 SUMMARY_ROWS: list[tuple[str, str, str, str]] = [
     ("train", "accuracy_float", "float accuracy", "{:.4f}"),
     ("train", "accuracy_quantized", "quantized accuracy (PyTorch)", "{:.4f}"),
-    ("train", "seconds", "training time [s]", "{:.1f}"),
+    ("train", "seconds", "training time (s)", "{:.1f}"),
     ("prune", "sparsity", "structured sparsity", "{:.2f}"),
     ("prune", "accuracy_after", "accuracy after pruning", "{:.4f}"),
     ("export", "torch_vs_qonnx_mismatches", "PyTorch vs QONNX mismatches", "{}"),
     ("golden", "accuracy", "golden-model accuracy", "{:.4f}"),
     ("golden", "qonnx_mismatches", "golden vs execute_onnx mismatches", "{}"),
     ("rtl", "strategy", "RTL architecture", "{}"),
-    ("rtl", "latency_cycles", "latency [cycles]", "{}"),
-    ("rtl", "ii", "initiation interval [cycles]", "{}"),
+    ("rtl", "latency_cycles", "latency (cycles)", "{}"),
+    ("rtl", "ii", "initiation interval (cycles)", "{}"),
     ("verify", "simulator", "simulator", "{}"),
     ("verify", "vectors", "vectors simulated", "{:,}"),
     ("verify", "mismatches", "RTL vs golden mismatches", "{}"),
-    ("verify", "vectors_per_s", "simulation speed [vectors/s]", "{:,.0f}"),
+    ("verify", "vectors_per_s", "simulation speed (vectors/s)", "{:,.0f}"),
     ("fpga", "target", "FPGA target", "{}"),
     ("fpga", "luts", "LUTs", "{:,}"),
     ("fpga", "ffs", "FFs", "{:,}"),
     ("fpga", "dsps", "DSPs", "{}"),
-    ("fpga", "fmax_mhz", "fmax [MHz]", "{:.1f}"),
+    ("fpga", "fmax_mhz", "fmax (MHz)", "{:.1f}"),
     ("fpga", "timing_met", "timing met", "{}"),
     ("fpga", "bitstream", "bitstream", "{}"),
-    ("energy", "pj_per_inference", "energy per inference [pJ]", "{:,.1f}"),
+    ("energy", "pj_per_inference", "energy per inference (pJ)", "{:,.1f}"),
 ]
 
 
@@ -61,7 +61,7 @@ def print_summary(rd: RunDir) -> None:
         t.add_row(label, value)
     secs = r.get("flow", {}).get("seconds", {})
     if secs:
-        t.add_row("stage times [s]", ", ".join(f"{k} {v:.1f}" for k, v in secs.items()))
+        t.add_row("stage times (s)", ", ".join(f"{k} {v:.1f}" for k, v in secs.items()))
     console.print(t)
 
 

@@ -149,36 +149,3 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(f"suggestion: {s['bits']} ({s['weight_bits']} weight bits, est. drop {s['est_drop']:.4f}, "
                      f"budget {'met' if s['met'] else 'NOT met'})")
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m codesign.sensitivity MODEL [--budget BITS] [--epochs N] [--set key=value ...] [--json PATH]``"""
-    import argparse
-
-    from codesign import config as config_mod
-    from codesign.errors import CodesignError
-
-    ap = argparse.ArgumentParser(prog="python -m codesign.sensitivity", description=__doc__.split("\n")[0])
-    ap.add_argument("model", nargs="?", default=None)
-    ap.add_argument("--budget", type=int, default=None, help="total weight bits for the suggestion")
-    ap.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs per variant")
-    ap.add_argument("--no-acts", action="store_true", help="do not lower activation bits")
-    ap.add_argument("--set", action="append", default=[], help="config override key=value")
-    ap.add_argument("--json", default=None, help="write the result as JSON")
-    a = ap.parse_args(argv)
-    try:
-        cfg = config_mod.load(a.model, dict(config_mod.parse_override(s) for s in a.set))
-        r = analyze(cfg, finetune_epochs=a.epochs, acts=not a.no_acts, budget_bits=a.budget)
-    except CodesignError as e:
-        print(f"error: {e}")
-        return e.exit_code
-    print(format_table(r))
-    if a.json:
-        from codesign.run import atomic_write_json
-
-        atomic_write_json(a.json, r)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

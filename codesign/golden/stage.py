@@ -1,0 +1,146 @@
+"""The ``golden`` stage and the ``codesign golden`` command."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from codesign.errors import CodesignError
+from codesign.golden.graph import GoldenModel
+from codesign.run import atomic_path, atomic_write_json
+
+
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        np.save(tmp, arr)
+
+
+def run_batched(gm: GoldenModel, x: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """``gm.run`` in chunks (bounded memory for big test sets)."""
+    if len(x) == 0:
+        return gm.run(x)
+    return np.concatenate([gm.run(x[i:i + chunk]) for i in range(0, len(x), chunk)])
+
+
+def qonnx_reference(model_path: Path, x: np.ndarray, batched: bool = True) -> np.ndarray:
+    """qonnx ``execute_onnx`` outputs (float) of the first graph output, batched if the graph allows,
+    else one sample at a time."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+
+    try:
+        import onnxruntime
+
+        onnxruntime.set_default_logger_severity(3)
+    except ImportError:  # pragma: no cover
+        pass
+    mw = ModelWrapper(str(model_path))
+    iname = mw.graph.input[0].name
+    oname = mw.graph.output[0].name
+    dt = np.float32
+    if batched and len(x) > 1:
+        y = qonnx_reference_batched(model_path, x)
+        if y is not None:
+            return y
+    ys = [np.asarray(execute_onnx(mw, {iname: x[i:i + 1].astype(dt)})[oname], dtype=np.float64) for i in range(len(x))]
+    return np.concatenate(ys) if ys else np.zeros((0,))
+
+
+def qonnx_reference_batched(model_path: Path, x: np.ndarray) -> np.ndarray | None:
+    """qonnx ``execute_onnx`` on the whole batch (ChangeBatchSize + InferShapes), or None where
+    qonnx cannot do it (e.g. some channels-last conv graphs)."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+
+    try:
+        from qonnx.transformation.change_batchsize import ChangeBatchSize
+        from qonnx.transformation.infer_shapes import InferShapes
+
+        mw = ModelWrapper(str(model_path))
+        mb = mw.transform(ChangeBatchSize(len(x))).transform(InferShapes())
+        y = execute_onnx(mb, {mb.graph.input[0].name: x.astype(np.float32)})[mb.graph.output[0].name]
+        if y.shape[0] == x.shape[0]:
+            return np.asarray(y, dtype=np.float64)
+    except Exception:  # noqa: BLE001 - the caller falls back to one sample at a time
+        pass
+    return None
+
+
+def count_mismatches(a: np.ndarray, b: np.ndarray) -> int:
+    """Number of vectors (first axis) whose real values differ anywhere."""
+    a = np.asarray(a, dtype=np.float64).reshape(len(a), -1)
+    b = np.asarray(b, dtype=np.float64).reshape(len(b), -1)
+    if a.shape != b.shape:
+        return len(a)
+    return int(np.sum(np.any(a != b, axis=1)))
+
+
+def run_stage(rd, cfg) -> dict[str, Any]:
+    model = rd.require("export/model.onnx", "export")
+    tx = rd.require("export/test_x.npy", "export")
+    ty = rd.require("export/test_y.npy", "export")
+    gm = GoldenModel(model)
+    x = np.load(tx)
+    y = np.load(ty)
+    t0 = time.perf_counter()
+    out = run_batched(gm, x)
+    seconds = time.perf_counter() - t0
+    d = rd.stage_dir("golden")
+    _save_npy(d / "test_out.npy", out)
+    rd.add(d / "test_out.npy", "golden")
+    pred = np.argmax(out.reshape(len(out), -1), axis=1) if len(out) else np.zeros(0)
+    acc = float(np.mean(pred == y)) if len(y) else 0.0
+    ref = qonnx_reference(model, x)
+    figures = {
+        "accuracy": acc,
+        "qonnx_mismatches": count_mismatches(out, ref),
+        "vectors": int(len(x)),
+        "vectors_per_s": float(len(x) / seconds) if seconds > 0 else None,
+    }
+    rd.record("golden", figures)
+    return figures
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+
+
+def golden_cli(model: Path, inputs: Path, out: Path, codes: bool = False, trace_dir: Path | None = None) -> dict:
+    """``codesign golden MODEL.onnx --inputs X.npy --out Y.npy [--codes] [--trace DIR]``.
+
+    X holds real input values on the input quantizer's grid (off-grid values are an error, never
+    rounded; ``GoldenModel.quantize_input`` snaps floats). Y gets the real outputs (float64), or with
+    ``--codes`` the integer output codes (int64; real = codes * 2**output_scale_exp).
+    ``--trace DIR`` writes every tensor's codes as ``DIR/<tensor>.npy`` plus ``DIR/index.json``
+    (``{tensor: {"file", "scale_exp", "shape"}}``). Returns a summary dict.
+    """
+    gm = GoldenModel(model)
+    if not Path(inputs).exists():
+        raise CodesignError(f"inputs file {inputs} not found")
+    x = np.load(inputs)
+    e = gm._exp_of(gm.output_names[0])
+    if codes:
+        y, e = gm.run_codes(gm.codes_from_real(x))
+        _save_npy(Path(out), np.asarray(y))
+    else:
+        _save_npy(Path(out), gm.run(x))
+    summary: dict[str, Any] = {"vectors": int(len(x)), "output": gm.output_names[0],
+                               "output_scale_exp": e if isinstance(e, int) else np.asarray(e).tolist(),
+                               "out": str(out)}
+    if trace_dir is not None:
+        td = Path(trace_dir)
+        td.mkdir(parents=True, exist_ok=True)
+        index = {}
+        for name, (c, ex) in gm.trace(x).items():
+            f = _safe(name) + ".npy"
+            _save_npy(td / f, np.asarray(c))
+            index[name] = {"file": f, "scale_exp": ex if isinstance(ex, int) else np.asarray(ex).tolist(),
+                           "shape": list(np.shape(c))}
+        atomic_write_json(td / "index.json", index)
+        summary["trace"] = str(td)
+        summary["tensors"] = len(index)
+    return summary

@@ -1,0 +1,472 @@
+"""verify(): simulate generated RTL and compare it bit for bit with the golden model."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from codesign.errors import CodesignError, StageInputError, VerificationError
+from codesign.verify import sim
+from codesign.verify.iface import Interface, hex_to_codes, load_interface, pack_hex_lines
+from codesign.verify.reference import Reference, make_reference, scalar_exp
+from codesign.verify.stimulus import KINDS, make_stimulus
+from codesign.verify.wrapper import TB_TOP, depth_for, generate_wrapper
+
+STYLES = ("stream", "loop")
+GAP_PROB = 64  # /256: probability that an input beat is held back (tvalid low) in the stall phase
+BP_PROB = 64  # /256: probability that the output's tready is low in the stall phase
+
+
+# ---- simulation of one batch of vectors -------------------------------------------------------
+
+class SimResult:
+    def __init__(self, got: np.ndarray, unknown: np.ndarray, out_cycles: np.ndarray, in_cycles: np.ndarray,
+                 status: dict[str, int], taps: list[tuple[np.ndarray, np.ndarray]], run_s: float, core_s: float,
+                 build: sim.Build, work: Path):
+        self.got, self.unknown, self.out_cycles, self.in_cycles = got, unknown, out_cycles, in_cycles
+        self.status, self.taps, self.run_s, self.core_s, self.build, self.work = (
+            status, taps, run_s, core_s, build, work)
+        self.cpu_s = 0.0
+
+
+def _read_fixed(path: Path, fields: list[int]) -> list[np.ndarray]:
+    """Parse a file of fixed-width lines ``<hex> <hex> ...`` -> one (N, width) uint8 array per column."""
+    data = path.read_bytes() if path.exists() else b""
+    line = sum(fields) + len(fields)  # separators + newline
+    n = len(data) // line
+    if n * line != len(data):
+        raise CodesignError(f"{path}: unexpected line format (simulator output is not fixed width)")
+    a = np.frombuffer(data, np.uint8).reshape(n, line)
+    out, pos = [], 0
+    for w in fields:
+        out.append(a[:, pos:pos + w])
+        pos += w + 1
+    return out
+
+
+def _hex_u64(cols: np.ndarray) -> np.ndarray:
+    if len(cols) == 0:
+        return np.zeros(0, np.int64)
+    return np.array([int(r, 16) for r in cols.view(f"S{cols.shape[1]}").ravel().tolist()], dtype=np.int64)
+
+
+def _status(path: Path) -> dict[str, int]:
+    st: dict[str, int] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            k, _, v = line.partition(" ")
+            try:
+                st[k] = int(v)
+            except ValueError:
+                pass
+    return st
+
+
+def simulate(iface: Interface, x: np.ndarray, *, simulator: str = "verilator", style: str = "stream",
+             stall_from: int | None = None, gap: int = GAP_PROB, bp: int = BP_PROB, seed: int = 0,
+             waves: bool = False, hdl_clock: bool = False, work: Path, build_root: Path | None = None,
+             with_taps: bool = True) -> SimResult:
+    """Run ``x`` (N, fields) codes through the RTL; return what came out and when."""
+    if style not in STYLES:
+        raise CodesignError(f"unknown testbench style {style!r}: use one of {', '.join(STYLES)}")
+    n = len(x)
+    stall_from = n if stall_from is None else stall_from
+    work.mkdir(parents=True, exist_ok=True)
+    for f in work.glob("*.txt"):
+        f.unlink()
+    in_file = work / "in.hex"
+    in_file.write_bytes(pack_hex_lines(x, iface.input))
+    lat = iface.latency_cycles or 0
+    idle_limit = max(20000, 100 * (lat + (iface.ii or 1)))
+    taps = iface.taps if with_taps else []
+    # the wrapper always has the tap loggers (so one build serves the main run and localization);
+    # they write only when given a +TAP<k> file
+    if style == "stream":
+        wrapper = work / f"{TB_TOP}.v"
+        wrapper.write_text(generate_wrapper(iface, depth_for(n, iface.input.width)))
+        b = sim.build([*iface.files, wrapper], TB_TOP, simulator, waves=waves, hdl_clock=hdl_clock,
+                      build_root=build_root, log_dir=work, public=[(TB_TOP, "clk"), (TB_TOP, "done")])
+        plus = [f"+IN={in_file}", f"+OUT={work / 'out.txt'}", f"+INLOG={work / 'inlog.txt'}",
+                f"+STATUS={work / 'status.txt'}", f"+N={n}", f"+STALL_FROM={stall_from}", f"+GAP={gap}",
+                f"+BP={bp}", f"+SEED={seed + 1}", f"+IDLE={idle_limit}"]
+        plus += [f"+TAP{k}={work / f'tap{k}.txt'}" for k in range(len(taps))]
+        if waves and simulator == "icarus":
+            plus.append(f"+dumpfile_path={work / 'dump.fst'}")
+        cfg: dict[str, Any] = {"hdl_clock": hdl_clock}
+        module = "codesign.verify.tb_stream"
+    else:
+        b = sim.build(iface.files, iface.top, simulator, waves=waves, build_root=build_root, log_dir=work,
+                      public=[(iface.top, "*")])
+        plus = [f"+dumpfile_path={work / 'dump.fst'}"] if waves and simulator == "icarus" else []
+        cfg = {"in_file": str(in_file), "out_hex_digits": iface.output.hex_digits, "stall_from": stall_from,
+               "gap": gap, "bp": bp, "seed": seed, "idle_limit": idle_limit, "clock": iface.clock,
+               "reset": iface.reset, "reset_active_low": iface.reset_active_low,
+               "in": {"tdata": iface.input.tdata, "tvalid": iface.input.tvalid, "tready": iface.input.tready},
+               "out": {"tdata": iface.output.tdata, "tvalid": iface.output.tvalid, "tready": iface.output.tready},
+               "taps": [{"tdata": la.stream.tdata, "tvalid": la.stream.tvalid, "hex_digits": la.stream.hex_digits}
+                        for la in taps if la.stream is not None]}
+        module = "codesign.verify.tb_loop"
+    run_s, cpu_s = sim.run(b, module, work, cfg, plusargs=plus, waves=waves)
+    import json
+
+    res = json.loads((work / "tb_result.json").read_text()) if (work / "tb_result.json").exists() else {}
+    od = iface.output.hex_digits
+    out_hex, out_cyc = _read_fixed(work / "out.txt", [od, 16])
+    got, unknown = hex_to_codes(out_hex, iface.output)
+    (in_cyc,) = _read_fixed(work / "inlog.txt", [16])
+    tap_res = []
+    for k, la in enumerate(taps):
+        assert la.stream is not None
+        (th,) = _read_fixed(work / f"tap{k}.txt", [la.stream.hex_digits])
+        tap_res.append(hex_to_codes(th, la.stream))
+    r = SimResult(got, unknown, _hex_u64(out_cyc), _hex_u64(in_cyc), _status(work / "status.txt"), tap_res,
+                  run_s, float(res.get("run_s", run_s)), b, work)
+    r.cpu_s = cpu_s
+    return r
+
+
+# ---- checks -----------------------------------------------------------------------------------
+
+def _timing(r: SimResult, stall_from: int, iface: Interface) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Latency (input accept -> output accept, with tready high) and II from the full-throughput phase."""
+    k = min(len(r.in_cycles), len(r.out_cycles), stall_from)
+    lat: dict[str, Any] = {"declared": iface.latency_cycles, "measured_min": None, "measured_max": None}
+    ii: dict[str, Any] = {"declared": iface.ii, "measured_min": None, "measured_max": None}
+    if k > 0:
+        limit = r.in_cycles[stall_from - 1] if stall_from < len(r.in_cycles) else np.iinfo(np.int64).max
+        ok_idx = np.nonzero(r.out_cycles[:k] <= limit)[0]
+        if len(ok_idx):
+            d = r.out_cycles[ok_idx] - r.in_cycles[ok_idx]
+            lat.update(measured_min=int(d.min()), measured_max=int(d.max()), vectors=int(len(ok_idx)))
+        kin = min(len(r.in_cycles), stall_from)
+        if kin > 1:
+            dd = np.diff(r.in_cycles[:kin])
+            vals, counts = np.unique(dd, return_counts=True)
+            ii.update(measured_min=int(dd.min()), measured_max=int(dd.max()), measured_mode=int(vals[counts.argmax()]),
+                      vectors=int(kin))
+    lat["ok"] = lat["measured_min"] is not None and (
+        iface.latency_cycles is None or lat["measured_min"] == lat["measured_max"] == iface.latency_cycles)
+    ii["ok"] = ii["measured_max"] is None or iface.ii is None or ii["measured_max"] == iface.ii
+    return lat, ii
+
+
+def _first_mismatches(idx: np.ndarray, x: np.ndarray, exp: np.ndarray, got: np.ndarray, unknown: np.ndarray,
+                      kinds: np.ndarray, limit: int) -> list[dict[str, Any]]:
+    out = []
+    for i in idx[:limit].tolist():
+        rec: dict[str, Any] = {"index": int(i), "kind": KINDS[int(kinds[i])], "input": x[i].tolist(),
+                               "expected": exp[i].tolist()}
+        if i < len(got):
+            rec["got"] = None if unknown[i] else got[i].tolist()
+            if unknown[i]:
+                rec["note"] = "output has x/z bits"
+            else:
+                rec["fields"] = np.nonzero(exp[i] != got[i])[0].tolist()[:32]
+        else:
+            rec["got"] = None
+            rec["note"] = "no output beat (missing)"
+        out.append(rec)
+    return out
+
+
+def _waves(iface: Interface, x: np.ndarray, kinds: np.ndarray, *, simulator: str, work: Path,
+           build_root: Path | None, max_vectors: int) -> tuple[str | None, dict[str, Any] | None]:
+    """A separate, shorter run with waveform dumping: the test set when there is one (realistic
+    activity for energy estimates), else the first vectors; full throughput. Returns (file, toggles)."""
+    test = np.nonzero(kinds == KINDS.index("test"))[0]
+    sel = test[:max_vectors] if len(test) else np.arange(min(len(x), max_vectors))
+    r = simulate(iface, x[sel], simulator=simulator, style="stream", waves=True, work=work, build_root=build_root,
+                 with_taps=False)
+    wf = sim.wave_file(r.build, work)
+    if wf is None:
+        return None, {"error": "the simulator wrote no waveform file"}
+    from codesign.verify.toggles import toggle_summary
+
+    try:
+        t = toggle_summary(wf, iface)
+    except Exception as e:  # toggles are informative; never fail verification for them
+        t = {"error": f"{type(e).__name__}: {e}"}
+    t["vectors"] = int(len(sel))
+    t["stimulus"] = "test set" if len(test) else "first vectors (corners, random)"
+    return str(wf), t
+
+
+def _localize(iface: Interface, ref: Reference, xf: np.ndarray, *, simulator: str, work: Path,
+              build_root: Path | None, regenerate: Callable[[Path], Path] | None) -> dict[str, Any]:
+    """Re-run failing vectors with per-layer debug taps and name the first layer that differs."""
+    loc: dict[str, Any] = {"vectors": int(len(xf))}
+    if ref.trace_codes is None:
+        return {**loc, "method": None, "reason": "the reference has no per-layer trace"}
+    use = iface
+    if not iface.taps:
+        if regenerate is None:
+            return {**loc, "method": None, "reason": "the RTL has no debug taps (regenerate with debug_taps=True)"}
+        try:
+            use = load_interface(regenerate(work / "rtl_taps"))
+        except Exception as e:  # a localization helper must not hide the real result
+            return {**loc, "method": None, "reason": f"regenerating with debug taps failed: {e}"}
+        if not use.taps:
+            return {**loc, "method": None, "reason": "regenerated RTL has no debug taps"}
+        loc["regenerated"] = str(use.folder)
+    if use is not iface and simulator == "verilator" and sim.available("icarus"):
+        simulator = "icarus"  # a fresh build is needed: Icarus compiles a large flat design much faster
+    loc["simulator"] = simulator
+    r = simulate(use, xf, simulator=simulator, style="stream", work=work / "localize", build_root=build_root)
+    trace = ref.trace(xf.reshape(len(xf), *use.input.shape)) or {}
+    layers, first = [], None
+    for (codes, unknown), la in zip(r.taps, use.taps, strict=True):
+        ent: dict[str, Any] = {"name": la.name, "onnx_output": la.onnx_output}
+        if la.onnx_output not in trace:
+            ent["note"] = "tensor not in the reference trace"
+            layers.append(ent)
+            continue
+        exp = np.asarray(trace[la.onnx_output]).reshape(len(xf), -1)
+        m = min(len(codes), len(exp))
+        bad = np.zeros(len(exp), bool)
+        bad[m:] = True
+        if m:
+            bad[:m] = (codes[:m] != exp[:m]).any(axis=1) | unknown[:m]
+        ent.update(compared=int(len(exp)), mismatches=int(bad.sum()))
+        if bad.any():
+            j = int(np.nonzero(bad)[0][0])
+            ent["example"] = {"vector": j, "expected": exp[j].tolist(), "got": codes[j].tolist() if j < m else None}
+            if first is None:
+                first = la.name
+        layers.append(ent)
+    loc.update(method="taps", layers=layers, first_bad_layer=first)
+    exp_out, _ = ref.run(xf.reshape(len(xf), *use.input.shape))
+    exp_out = np.asarray(exp_out).reshape(len(xf), -1)
+    m = min(len(r.got), len(exp_out))
+    out_bad = int(len(exp_out) - m + ((r.got[:m] != exp_out[:m]).any(axis=1) | r.unknown[:m]).sum())
+    loc["rerun_output_mismatches"] = out_bad
+    if first is None:
+        if out_bad == 0 and "regenerated" in loc:
+            loc["note"] = ("the regenerated design (with taps) matches the golden model on these vectors: the "
+                           "mismatch is not in what the generator produces (edited RTL?)")
+        elif out_bad == 0:
+            loc["note"] = ("these vectors pass when re-run alone at full throughput: the mismatch depends on the "
+                           "handshake or on the preceding vectors (stalls, state)")
+        else:
+            loc["note"] = "every tapped layer matches: the difference is after the last tap (output stage)"
+    return loc
+
+
+# ---- public API -------------------------------------------------------------------------------
+
+def verify(rtl_dir: str | Path, onnx_path: Any = None, vectors: int = 100_000, simulator: str = "verilator",
+           waves: bool = False, backpressure: bool = True, test_x: np.ndarray | str | Path | None = None,
+           seed: int = 0, *, style: str = "stream", out_dir: str | Path | None = None,
+           build_root: str | Path | None = None, corners: bool = True, localize: bool = True,
+           hdl_clock: bool = False, max_report: int = 10, waves_vectors: int = 2000, gate_level: bool = False,
+           regenerate: Callable[[Path], Path] | None = None) -> dict[str, Any]:
+    """Simulate the RTL in ``rtl_dir`` (its ``interface.json``) and compare it with the reference.
+
+    ``onnx_path``: ONNX model for ``GoldenModel``, a GoldenModel-like object (``run_codes``), or a
+    callable ``codes -> codes``; None uses ``interface.json["onnx"]``. ``vectors``: random vectors
+    on the input grid (plus ``test_x`` and corner vectors). ``backpressure``: the second half of the
+    run has random input gaps and output backpressure. ``style``: ``stream`` (HDL-side wrapper,
+    fast) or ``loop`` (Python drives every cycle). ``waves``: an extra run of the test set (at most
+    ``waves_vectors``) dumps a waveform and counts toggles per module/layer. ``gate_level``: simulate
+    the yosys netlist (generic gates + simcells.v) instead of the RTL. Writes ``verify.json``
+    into ``out_dir`` when given.
+    Returns the result dict (keys in sim/README.md); it does not raise on mismatches.
+    """
+    t_start = time.perf_counter()
+    iface = load_interface(rtl_dir)
+    sim.check_available(simulator)
+    ref = make_reference(onnx_path, iface)
+    if isinstance(test_x, str | Path):
+        test_x = np.load(test_x)
+    checks: list[str] = []
+    spec = ref.input_spec
+    if spec is not None:
+        for key in ("bits", "signed", "scale_exp"):
+            v = spec.get(key) if isinstance(spec, dict) else getattr(spec, key, None)
+            v = scalar_exp(v) if key == "scale_exp" else v
+            mine = getattr(iface.input, key)
+            if v is not None and mine is not None and v != mine:
+                checks.append(f"input.{key}: interface.json says {mine}, the golden model {v}")
+    x, kinds, stim_info = make_stimulus(iface.input, vectors, test_x, seed, corners=corners, spec=spec)
+    n = len(x)
+    if n == 0:
+        raise StageInputError("verify: no vectors to simulate (vectors=0, no test_x, no corners)")
+
+    t0 = time.perf_counter()
+    expected, out_se = ref.run(x.reshape(n, *iface.input.shape))
+    golden_s = time.perf_counter() - t0
+    expected = np.asarray(expected).reshape(n, -1)
+    if expected.shape[1] != iface.output.fields:
+        raise StageInputError(f"the reference gives {expected.shape[1]} outputs per vector, interface.json "
+                              f"output has {iface.output.fields} fields")
+    if not np.issubdtype(expected.dtype, np.integer):
+        if not np.array_equal(expected, np.rint(expected)):
+            raise StageInputError("the reference returned non-integer output codes")
+    expected = expected.astype(np.int64)
+    scale = {"declared": iface.output.scale_exp, "golden": out_se,
+             "ok": out_se is None or iface.output.scale_exp is None or out_se == iface.output.scale_exp}
+    if not scale["ok"]:
+        checks.append(f"output.scale_exp: interface.json says {iface.output.scale_exp}, the golden model {out_se}")
+    o = iface.output
+    out_of_range = int(((expected < o.code_min) | (expected > o.code_max)).any(axis=1).sum())
+    if out_of_range:
+        checks.append(f"{out_of_range} expected outputs do not fit the {o.bits}-bit "
+                      f"{'signed' if o.signed else 'unsigned'} output fields")
+
+    stall_from = n // 2 if backpressure else n
+    tmp = None
+    if out_dir is not None:
+        work = Path(out_dir) / "sim"
+    else:
+        tmp = Path(tempfile.mkdtemp(prefix="codesign-verify-"))
+        work = tmp / "sim"
+    broot = Path(build_root) if build_root else None
+    synth_s = None
+    if gate_level:
+        from codesign.verify.gate import gate_level_interface
+
+        t2 = time.perf_counter()
+        iface = gate_level_interface(iface, work.parent / "gate")
+        synth_s = round(time.perf_counter() - t2, 3)
+    try:
+        r = simulate(iface, x, simulator=simulator, style=style, stall_from=stall_from, seed=seed,
+                     hdl_clock=hdl_clock, work=work, build_root=broot, with_taps=False)
+        t1 = time.perf_counter()
+        m = min(len(r.got), n)
+        bad = np.ones(n, bool)
+        fields_bad = np.full(n, iface.output.fields)
+        if m:
+            diff = r.got[:m] != expected[:m]
+            fields_bad[:m] = np.where(r.unknown[:m], iface.output.fields, diff.sum(axis=1))
+            bad[:m] = diff.any(axis=1) | r.unknown[:m]
+        mism_idx = np.nonzero(bad)[0]
+        compare_s = time.perf_counter() - t1
+        lat, ii = _timing(r, stall_from, iface)
+        if not lat["ok"]:
+            checks.append(f"latency: interface.json says {iface.latency_cycles} cycles, measured "
+                          f"{lat['measured_min']}..{lat['measured_max']}")
+        if not ii["ok"]:
+            checks.append(f"ii: interface.json says {iface.ii}, measured up to {ii['measured_max']}")
+        proto = r.status.get("proto_err", 0)
+        if proto:
+            checks.append(f"output AXI-Stream protocol: {proto} violations (tvalid dropped or tdata changed while stalled)")
+        if r.status.get("timeout"):
+            checks.append(f"simulation stopped after {r.status.get('out', len(r.got))} of {n} outputs: "
+                          "no output for too long (deadlock?)")
+        result: dict[str, Any] = {
+            "simulator": simulator,
+            "style": style,
+            "level": "gate" if gate_level else "rtl",
+            "top": iface.top,
+            "reference": ref.name,
+            "vectors": n,
+            "vectors_by_kind": {k: int((kinds == i).sum()) for i, k in enumerate(KINDS)},
+            "mismatches": int(bad.sum()),
+            "mismatches_by_kind": {k: int(bad[kinds == i].sum()) for i, k in enumerate(KINDS)},
+            "mismatched_fields": int(fields_bad[bad].sum()),
+            "missing_outputs": int(n - m),
+            "unknown_outputs": int(r.unknown[:m].sum()) if m else 0,
+            "first_mismatches": _first_mismatches(mism_idx, x, expected, r.got, r.unknown, kinds, max_report),
+            "protocol_errors": int(proto),
+            "scale_exp": scale,
+            "latency_cycles": lat,
+            "ii": ii,
+            "backpressure": {"enabled": backpressure, "from_vector": int(stall_from),
+                             "gap_prob": GAP_PROB / 256 if backpressure else 0.0,
+                             "backpressure_prob": BP_PROB / 256 if backpressure else 0.0,
+                             "cycles": int(r.status.get("cycles", 0))},
+            "stimulus": stim_info,
+            "seconds": {"build": round(r.build.seconds, 3), "build_cached": r.build.cached,
+                        "build_cpu": round(r.build.cpu_seconds, 3), "sim_cpu": round(r.cpu_s, 3),
+                        "golden": round(golden_s, 3), "sim": round(r.run_s, 3), "sim_core": round(r.core_s, 3),
+                        "compare": round(compare_s, 3), "synth": synth_s},
+            "vectors_per_s": round(n / r.run_s, 1) if r.run_s > 0 else None,
+            "vectors_per_s_core": round(n / r.core_s, 1) if r.core_s > 0 else None,
+            "build_dir": str(r.build.build_dir),
+            "checks_failed": checks,
+            "localization": None,
+            "waves": None,
+            "toggles": None,
+        }
+        if len(mism_idx) and localize:
+            sel = mism_idx[mism_idx < n][:64]
+            result["localization"] = _localize(iface, ref, x[sel], simulator=simulator, work=work,
+                                               build_root=broot, regenerate=regenerate)
+        if waves:
+            result["waves"], result["toggles"] = _waves(iface, x, kinds, simulator=simulator, work=work / "waves",
+                                                        build_root=broot, max_vectors=waves_vectors)
+    finally:
+        if tmp is not None and not waves:
+            shutil.rmtree(tmp, ignore_errors=True)
+    result["seconds"]["total"] = round(time.perf_counter() - t_start, 3)
+    result["ok"] = result["mismatches"] == 0 and not checks
+    if out_dir is not None:
+        from codesign.run import atomic_write_json
+
+        atomic_write_json(Path(out_dir) / "verify.json", result)
+    return result
+
+
+def summary(res: dict[str, Any]) -> str:
+    s = res["seconds"]
+    lines = [f"{res['simulator']}/{res['style']}: {res['vectors']:,} vectors {res['vectors_by_kind']}, "
+             f"{res['mismatches']} mismatches, {res['vectors_per_s'] or 0:,.0f} vectors/s "
+             f"(build {s['build']:.1f} s{' cached' if s['build_cached'] else ''}, sim {s['sim']:.2f} s)"]
+    lines += [f"  check failed: {c}" for c in res["checks_failed"]]
+    loc = res.get("localization")
+    if loc and loc.get("first_bad_layer"):
+        lines.append(f"  first layer that differs: {loc['first_bad_layer']}")
+    return "\n".join(lines)
+
+
+def run_stage(rd: Any, cfg: Any) -> dict[str, Any]:
+    """Flow stage: rtl/interface.json + export/model.onnx + export/test_x.npy -> verify/verify.json."""
+    rtl = rd.require("rtl/interface.json", "rtl").parent
+    onnx = rd.require("export/model.onnx", "export")
+    tx = rd.path("export", "test_x.npy")
+    test_x = np.load(tx) if tx.exists() else None
+    vc = cfg.verify
+    out = rd.stage_dir("verify")
+    waves = os.environ.get("CODESIGN_WAVES", "") not in ("", "0")
+    regen = _regenerate_hook(rd, cfg)
+    res = verify(rtl, onnx, vectors=vc.random_vectors, simulator=vc.simulator, waves=waves,
+                 backpressure=vc.backpressure, test_x=test_x, seed=vc.seed, out_dir=out,
+                 regenerate=regen)
+    rd.add(out / "verify.json", "verify")
+    fig = {"simulator": res["simulator"], "vectors": res["vectors"], "mismatches": res["mismatches"],
+           "vectors_per_s": res["vectors_per_s"], "latency_cycles": res["latency_cycles"]["measured_max"],
+           "ii": res["ii"]["measured_max"], "checks_failed": len(res["checks_failed"])}
+    rd.record("verify", fig)
+    if res["mismatches"] > 0:
+        loc = res.get("localization") or {}
+        where = f"; first layer that differs: {loc['first_bad_layer']}" if loc.get("first_bad_layer") else ""
+        raise VerificationError(f"RTL vs golden: {res['mismatches']} of {res['vectors']} vectors mismatch"
+                                f"{where} (details in {out / 'verify.json'})")
+    if res["checks_failed"]:
+        raise VerificationError("RTL vs interface.json: " + "; ".join(res["checks_failed"]))
+    return fig
+
+
+def _regenerate_hook(rd: Any, cfg: Any) -> Callable[[Path], Path] | None:
+    """A callable that regenerates the RTL with debug taps, when codesign.rtl offers it."""
+    try:
+        from codesign import rtl as rtl_mod  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    gen = getattr(rtl_mod, "generate", None)
+    if gen is None:
+        return None
+
+    def regen(dest: Path) -> Path:
+        r = cfg.rtl
+        gen(str(rd.path("export", "model.onnx")), dest, strategy=r.strategy, reuse=r.reuse,
+            multiplier=r.multiplier, pipeline=r.pipeline, debug_taps=True, name=cfg.name)
+        return dest
+
+    return regen

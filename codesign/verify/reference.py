@@ -1,0 +1,111 @@
+"""Where expected outputs come from: the golden model, or any callable (pluggable).
+
+``make_reference(source, iface)`` accepts
+  - a path to an ONNX model: ``codesign.golden.GoldenModel(path)`` is the reference;
+  - an object with ``run_codes(x_codes) -> (codes, scale_exp)`` (a ``GoldenModel``, or a stand-in);
+  - a callable ``codes -> codes`` (``(N, *in_shape)`` int64 -> ``(N, ...)`` int64);
+  - a :class:`Reference` (returned as is).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from codesign.errors import StageInputError
+from codesign.verify.iface import Interface
+
+Codes = np.ndarray
+TraceFn = Callable[[np.ndarray], dict[str, Any]]
+
+
+def _get(spec: Any, key: str, default: Any = None) -> Any:
+    if spec is None:
+        return default
+    if isinstance(spec, dict):
+        return spec.get(key, default)
+    return getattr(spec, key, default)
+
+
+def scalar_exp(se: Any) -> Any:
+    """A scale exponent as an int; a per-channel exponent that is not uniform stays a list."""
+    if se is None:
+        return None
+    a = np.asarray(se)
+    if a.size == 1 or (a.size and (a == a.flat[0]).all()):
+        return int(a.flat[0])
+    return a.tolist()
+
+
+@dataclass
+class Reference:
+    """Expected outputs for integer input codes.
+
+    ``run_codes(x)`` returns the output codes (and optionally their scale exponent as a tuple);
+    ``trace_codes(x)`` (optional) returns ``{onnx tensor name: codes or (codes, scale_exp)}`` for
+    localizing a mismatch to a layer. ``input_spec`` (optional): bits / signed / scale_exp / shape,
+    and ``min``/``max`` codes when the input quantizer is narrower than its bit width."""
+
+    run_codes: Callable[[np.ndarray], Any]
+    trace_codes: TraceFn | None = None
+    input_spec: Any = None
+    name: str = "callable"
+
+    def run(self, x: np.ndarray) -> tuple[np.ndarray, int | None]:
+        r = self.run_codes(x)
+        if isinstance(r, tuple):
+            codes, se = r
+            return np.asarray(codes), scalar_exp(se)
+        return np.asarray(r), None
+
+    def trace(self, x: np.ndarray) -> dict[str, np.ndarray] | None:
+        if self.trace_codes is None:
+            return None
+        out = {}
+        for k, v in self.trace_codes(x).items():
+            out[k] = np.asarray(v[0] if isinstance(v, tuple) else v)
+        return out
+
+
+def _from_golden(g: Any, name: str, iface: Interface) -> Reference:
+    in_se = iface.input.scale_exp
+    spec = getattr(g, "input_spec", None)
+    if in_se is None:
+        in_se = _get(spec, "scale_exp")
+
+    def trace(x: np.ndarray) -> dict[str, Any]:
+        if hasattr(g, "trace_codes"):
+            return g.trace_codes(x)
+        real = np.asarray(x, dtype=np.float64) * 2.0 ** int(in_se)
+        return g.trace(real)
+
+    has_trace = hasattr(g, "trace_codes") or (hasattr(g, "trace") and in_se is not None)
+    return Reference(run_codes=g.run_codes, trace_codes=trace if has_trace else None, input_spec=spec, name=name)
+
+
+def make_reference(source: Any, iface: Interface) -> Reference:
+    if isinstance(source, Reference):
+        return source
+    if source is None:
+        onnx = iface.raw.get("onnx")
+        if not onnx:
+            raise StageInputError("verify needs a reference: an ONNX model path, a GoldenModel or a callable")
+        source = (iface.folder / onnx).resolve()
+    if isinstance(source, str | Path):
+        p = Path(source)
+        if not p.exists():
+            raise StageInputError(f"ONNX model {p} not found: run `codesign export` first")
+        try:
+            from codesign.golden import GoldenModel  # type: ignore[attr-defined]
+        except ImportError as e:
+            raise StageInputError(f"codesign.golden.GoldenModel is not available ({e})") from None
+        return _from_golden(GoldenModel(str(p)), f"GoldenModel({p.name})", iface)
+    if hasattr(source, "run_codes"):
+        return _from_golden(source, type(source).__name__, iface)
+    if callable(source):
+        return Reference(run_codes=source, name=getattr(source, "__name__", "callable"))
+    raise StageInputError(f"verify: cannot use {type(source).__name__} as a reference")

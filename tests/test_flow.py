@@ -25,7 +25,7 @@ def test_flow_report_and_manifest(run_dir):
     assert rep["export"]["torch_vs_qonnx_mismatches"] == 0
     assert rep["golden"]["qonnx_mismatches"] == 0
     assert rep["verify"]["mismatches"] == 0 and rep["verify"]["vectors"] >= 3000
-    assert rep["golden"]["accuracy"] == pytest.approx(rep["train"]["accuracy_quantized"], abs=1e-9)
+    assert rep["golden"]["accuracy"] == pytest.approx(rep["train"]["accuracy_quantized"], abs=1e-4)
     assert rep["fpga"]["timing_met"] is True
     assert rep["energy"]["pj_per_inference"] > 0
     man = json.loads((run_dir / "manifest.json").read_text())["files"]

@@ -92,7 +92,8 @@ def pot_quantize(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor
         if not torch.isfinite(wmax) or wmax <= 0:
             emax = torch.tensor(0.0, dtype=w.dtype, device=w.device)
         else:
-            emax = torch.floor(torch.log2(wmax * (4.0 / 3.0)))
+            # clamp so that 2^emin stays a normal float32 (tiny weight tensors would underflow to 0)
+            emax = torch.clamp(torch.floor(torch.log2(wmax * (4.0 / 3.0))), min=-100.0)
         emin = emax - (n_exp - 1)
         a = w.abs()
         e = torch.floor(torch.log2(torch.clamp(a, min=torch.finfo(w.dtype).tiny) * (4.0 / 3.0)))

@@ -378,7 +378,7 @@ def test_run_stage(models, tmp_path):
 
     rd = RunDir(tmp_path / "run")
     (rd.stage_dir("export") / "model.onnx").write_bytes(onnx.load(str(models("mlp"))).SerializeToString())
-    cfg = config.load("digits_mlp", {"rtl.pipeline": 2})
+    cfg = config.load("digits_mlp", {"rtl.pipeline": 2, "rtl.strategy": "latency", "rtl.reuse": 1})
     figs = run_stage(rd, cfg)
     assert figs == {"rtl.strategy": "latency", "rtl.reuse": 1, "rtl.latency_cycles": 6, "rtl.ii": 1}
     rep = rd.report()["rtl"]
@@ -457,3 +457,56 @@ def test_degenerate_neurons_and_unused_inputs(tmp_path, kw):
     x = _codes(m, 150, seed=2)
     out, _ = simulate(d, x, backpressure=True)
     assert np.array_equal(out, m.run(x))
+
+
+# ---- folded (resource) architecture: pipelined datapath, input-serial folding ----------------------
+@needs_iverilog
+@needs_verilator
+@pytest.mark.parametrize("kw", [{"strategy": "resource", "reuse": 2, "pipeline": 0},
+                                {"strategy": "resource", "reuse": 3, "pipeline": 2},
+                                {"strategy": "resource", "reuse": 6, "pipeline": 5},
+                                {"strategy": "resource", "reuse": 20, "pipeline": 1},     # input-serial
+                                {"strategy": "resource", "reuse": 100, "pipeline": 3}])   # input-serial, 1 slot
+def test_folded_pipelined_and_input_serial(tmp_path, kw):
+    m = _hand_model(seed=3)
+    d = tmp_path / "rtl"
+    iface = generate(m, d, **kw)
+    _lint(d, iface)
+    x = _codes(m, 80, seed=4)
+    out, _ = simulate(d, x, backpressure=True)
+    assert np.array_equal(out, m.run(x))
+    out, st = simulate(d, x[:12], backpressure=False, work=tmp_path / "nobp")
+    assert np.array_equal(out, m.run(x[:12]))
+    assert st["latency"] == iface["latency_cycles"] and st["ii"] == iface["ii"]
+    assert iface["ii"] <= kw["reuse"]
+
+
+def test_folded_latency_and_multipliers(models, tmp_path):
+    """fc1 64->32: reuse 32 = 1 field/step (pipelined: +stages); reuse 2048 = one MAC over 64 chunks."""
+    m = lower(models("mlp"))
+    it = generate(m, tmp_path / "a", strategy="resource", reuse=32, pipeline=0)
+    assert it["layers"][0]["latency_cycles"] == 33 and it["layers"][0]["ii"] == 32
+    it = generate(m, tmp_path / "b", strategy="resource", reuse=32, pipeline=4)
+    assert it["layers"][0]["latency_cycles"] == 37 and it["ii"] == 32
+    it = generate(m, tmp_path / "c", strategy="resource", reuse=2048, pipeline=2)
+    fc1 = (tmp_path / "c" / "fc1.v").read_text()
+    assert fc1.count(" * ") == 1 and "input-serial: 64 chunk(s) x 1 term slot(s)" in fc1
+    assert it["layers"][0]["ii"] == 2048 and it["layers"][0]["latency_cycles"] == 2048 + 2 + 1
+    assert it["layers"][1]["ii"] == 10 * 32  # fc2 32->10: every chunk one term
+    assert it["ii"] == 2048
+
+
+@needs_iverilog
+@needs_verilator
+@pytest.mark.parametrize("name,kw", [("mlp_pot_sparse", {"strategy": "resource", "reuse": 64, "pipeline": 2}),
+                                     ("cnn1d", {"strategy": "resource", "reuse": 40, "pipeline": 3})])
+def test_sim_input_serial(models, tmp_path, name, kw):
+    m = lower(models(name))
+    x = _codes(m, 40, seed=5)
+    iface = generate(m, tmp_path / "rtl", **kw)
+    _lint(tmp_path / "rtl", iface)
+    out, st = simulate(tmp_path / "rtl", x, backpressure=True)
+    assert np.array_equal(out, m.run(x))
+    out, st = simulate(tmp_path / "rtl", x[:8], backpressure=False, work=tmp_path / "nobp")
+    assert np.array_equal(out, m.run(x[:8]))
+    assert st["latency"] == iface["latency_cycles"] and st["ii"] == iface["ii"]

@@ -19,9 +19,12 @@ def generate(onnx_path_or_model, out_dir: str | Path, strategy: str = "latency",
     """Lower a QONNX model (path, ModelProto, qonnx ModelWrapper or an IR :class:`Model`) and write
     ``out_dir/*.v`` + ``out_dir/interface.json``. Returns the interface dict.
 
-    ``strategy``: ``latency`` (fully parallel, II 1) or ``resource`` (folded by ``reuse``);
+    ``strategy``: ``latency`` (fully parallel, II 1) or ``resource`` (folded by ``reuse``: over output
+    fields while ``reuse <= n_out``, beyond that also over the inputs, with a few MAC units and an
+    accumulator; II <= ``reuse`` per layer);
     ``multiplier``: ``shiftadd`` (CSD shift-add constants; power-of-two weights are wire shifts) or
-    ``dsp`` (``*`` for non-power-of-two constants); ``pipeline``: register stages per adder tree;
+    ``dsp`` (``*`` for non-power-of-two constants); ``pipeline``: register stages per adder tree
+    (resource: operand register, product register, then adder-tree levels);
     ``debug_taps``: per-layer ``dbg_<layer>_tdata/tvalid`` outputs; ``axis_slice``: a register slice
     (``hw/cs_skid_buffer.v``) on the output stream (+1 cycle latency)."""
     from codesign.rtl.ir import Model

@@ -14,11 +14,15 @@ Architectures
   The layer advances with ``en = !out_valid || out_ready`` (``in_ready = en``): backpressure stalls it.
   Latency = pipeline stages actually placed + 1.
 ``resource`` (folded, reuse factor R): a linear layer computes ``lanes = ceil(n_out / R)`` output fields
-  per cycle over ``steps = ceil(n_out / lanes)`` cycles (II = steps <= R, latency = steps). Weights and
-  biases come from a case-statement ROM addressed by the step counter; a term slot whose input index
-  changes with the step (convolutions) gets a multiplexer; a slot whose weight is zero in every step is
-  removed. Non-linear layers (maxpool, requant) stay parallel. Input is latched, results collect in a
-  register, the finished vector moves to the output register when it is free.
+  per cycle over ``groups = ceil(n_out / lanes)`` output groups. When ``R > n_out`` it also folds over the
+  inputs (input-serial): one field per group, its terms spread over ``chunks = min(R // n_out, n_terms)``
+  cycles with ``K = ceil(n_terms / chunks)`` MAC slots and an accumulator. ``steps = groups * chunks <= R``
+  = II. Weights and biases come from case-statement ROMs addressed by the step counter; a term slot whose
+  input index changes with the step gets a multiplexer (keyed by the chunk counter when that suffices); a
+  slot whose weight is zero in every step is removed. ``pipeline`` stages: operand register (ROMs and
+  multiplexers), product register, then adder-tree levels; control tags travel alongside the datapath and
+  the layer stalls only when a finished vector meets a full output register. Latency = steps + stages + 1.
+  Non-linear layers (maxpool, requant) stay parallel.
 
 Flatten/reshape/transpose layers are wiring in the top level. ``debug_taps`` adds, per computing layer,
 ``dbg_<layer>_tdata`` (its output vector) and ``dbg_<layer>_tvalid`` (high for exactly one cycle per
@@ -416,7 +420,7 @@ class Emitter:
         body.lines.append(f"            default: {nm} = {lit(0, width)};\n        endcase\n    end")
 
     def _pot_slot(self, body: _Body, pre: str, xs: Sig, ws: list[int], cw: int, w: int, lo: int, hi: int,
-                  corr: list[int]) -> Sig:
+                  corr: list[int], rom) -> Sig:
         """Power-of-two product from (zero, sign, exponent) ROMs: ``x <<< e``, negated as ``~(x <<< e)``
         with the missing +1 added to ``corr[step]`` (folded into the lane's bias ROM: no negators)."""
         exps = [abs(v).bit_length() - 1 if v else 0 for v in ws]
@@ -425,8 +429,7 @@ class Emitter:
         ew = max(1, max(rel).bit_length())
         base = fit(xs, w, body) if emin == 0 else f"{{{fit(xs, w - emin, body)}, {emin}'b0}}"
         if max(rel) > 0:
-            self._rom(body, f"{pre}_e", ew, rel, cw, "exponent ROM")
-            sh = f"({base} <<< {pre}_e)"
+            sh = f"({base} <<< {rom(f'{pre}_e', ew, rel, 'exponent ROM')})"
         else:
             sh = base
         expr = sh
@@ -434,38 +437,67 @@ class Emitter:
             if all(v <= 0 for v in ws):
                 expr = f"~{sh}"
             else:
-                self._rom(body, f"{pre}_n", 1, [int(v < 0) for v in ws], cw, "sign ROM")
-                expr = f"({sh} ^ {{{w}{{{pre}_n}}}})"
+                sn = rom(f"{pre}_n", 1, [int(v < 0) for v in ws], "sign ROM")
+                expr = f"({sh} ^ {{{w}{{{sn}}}}})"
             for t, v in enumerate(ws):
                 corr[t] += int(v < 0)  # -p = ~p + 1
         if any(v == 0 for v in ws):
-            self._rom(body, f"{pre}_z", 1, [int(v == 0) for v in ws], cw, "zero ROM")
-            expr = f"({pre}_z ? {lit(0, w)} : {expr})"
+            zn = rom(f"{pre}_z", 1, [int(v == 0) for v in ws], "zero ROM")
+            expr = f"({zn} ? {lit(0, w)} : {expr})"
         return body.wire(f"{pre}_p", w, expr, lo - 1, hi)  # ~p = -p - 1
 
+    def _fold_plan(self, ly: Layer, conns) -> tuple[int, int, int, int | None, list[int] | None]:
+        """(lanes, groups, chunks, slots per chunk or None = all, dense input column order or None)."""
+        n_out = ly.n_out
+        nterm = max((len(c) for c in conns), default=0)
+        if self.reuse <= n_out or nterm <= 1:
+            lanes = max(1, math.ceil(n_out / self.reuse))
+            return lanes, math.ceil(n_out / lanes), 1, None, None
+        # input-serial: one output field per group, its terms spread over `chunks` cycles
+        cols = None
+        if ly.kind == "dense":  # column order: slot k of chunk c reads input cols[c*K+k] for every output
+            cols = sorted({i for c in conns for i, _ in c})
+            nterm = len(cols)
+        chunks = max(1, min(self.reuse // n_out, nterm))
+        k = math.ceil(nterm / chunks)
+        chunks = math.ceil(nterm / k)
+        return 1, n_out, chunks, k, cols
+
     def emit_folded(self, ly: Layer) -> tuple[str, int, int]:
-        """Time-multiplexed linear layer; returns (verilog, latency, ii)."""
+        """Time-multiplexed, pipelined linear layer; returns (verilog, latency, ii)."""
         conns = ly.connections()
         biases = ly.bias_vector()
         n_out = ly.n_out
-        lanes = max(1, math.ceil(n_out / self.reuse))
-        steps = math.ceil(n_out / lanes)
+        lanes, groups, chunks, kslots, cols = self._fold_plan(ly, conns)
+        steps = groups * chunks
         ob = ly.out_fmt.bits
         ib = ly.in_fmt.bits
         body = _Body()
-        # slot layout per lane: slot k of lane l at step t = k-th term of neuron t*lanes+l
-        # (terms sorted by input index, padded with zero weights)
-        slot_rows = []  # per lane: list over steps of term lists
-        for lane in range(lanes):
-            rows = []
-            for t in range(steps):
-                j = t * lanes + lane
-                rows.append(sorted(conns[j]) if j < n_out else [])
-            slot_rows.append(rows)
-        used_inputs: set[int] = set()
+        opreg = self.pipeline >= 1  # register stage after the ROMs / input multiplexers
         cw = max(1, (steps - 1).bit_length())
-        lane_accs = []
-        x_names = {}
+        kw = max(1, (chunks - 1).bit_length())
+        gw = max(1, (groups - 1).bit_length())
+
+        # slot entries: ent[lane][k][t] = (input, weight) or None, t = g*chunks + c
+        def neuron_terms(j: int) -> list:
+            if cols is not None:
+                wcol = {i: wv for i, wv in conns[j]}
+                return [(i, wcol.get(i, 0)) for i in cols]
+            return sorted(conns[j])
+
+        slot_ent = []
+        for lane in range(lanes):
+            per_t = []
+            for g in range(groups):
+                j = g * lanes + lane
+                terms = neuron_terms(j) if j < n_out else []
+                for c in range(chunks):
+                    per_t.append(terms[c * kslots:(c + 1) * kslots] if kslots else terms)
+            n_slots = max((len(r) for r in per_t), default=0)
+            slot_ent.append([[(r[k] if k < len(r) else None) for r in per_t] for k in range(n_slots)])
+
+        used_inputs: set[int] = set()
+        x_names: dict[int, Sig] = {}
 
         def xsig(i: int) -> Sig:
             if i not in x_names:
@@ -475,81 +507,131 @@ class Emitter:
             used_inputs.add(i)
             return x_names[i]
 
+        def opr(nm: str, width: int, signed: bool = True) -> str:
+            """Operand register stage: ``nm`` is the (registered) value of ``nm_c``."""
+            kind = "signed " if signed else ""
+            if opreg:
+                body.lines.append(f"    reg {kind}[{width - 1}:0] {nm};\n"
+                                  f"    always @(posedge clk) if (en) {nm} <= {nm}_c;")
+            else:
+                body.lines.append(f"    wire {kind}[{width - 1}:0] {nm} = {nm}_c;")
+            return nm
+
+        def rom(nm: str, width: int, values: list[int], what: str) -> str:
+            self._rom(body, f"{nm}_c", width, values, cw, what)
+            return opr(nm, width, width > 1)
+
         xw = ib + (0 if ly.in_fmt.signed else 1)
-        # power-of-two weights with multiplier='shiftadd': ROMs hold (zero, sign, exponent) and the
-        # product is a barrel shift + conditional negation, no multiplier.
         pot_shift = ly.pot and self.multiplier == "shiftadd"
         xlo, xhi = ly.in_fmt.lo, ly.in_fmt.hi
         exact = ly.acc_bounds()
+        lane_leaves, lane_caps = [], []
         for lane in range(lanes):
-            rows = slot_rows[lane]
-            lane_b = [exact[t * lanes + lane] for t in range(steps) if t * lanes + lane < n_out]
+            lane_b = [exact[g * lanes + lane] for g in range(groups) if g * lanes + lane < n_out]
             lane_lo, lane_hi = min(b[0] for b in lane_b), max(b[1] for b in lane_b)
             body.cap = bits_for(lane_lo, lane_hi)
             corr = [0] * steps  # +1 per negated power-of-two product, per step
-            n_slots = max((len(r) for r in rows), default=0)
             leaves = []
-            for k in range(n_slots):
-                entries = [(r[k] if k < len(r) else None) for r in rows]
+            for k, entries in enumerate(slot_ent[lane]):
                 ws = [e[1] if e else 0 for e in entries]
                 if all(w == 0 for w in ws):
                     continue
-                idxs = sorted({e[0] for e in entries if e})
-                # input select
+                idxs = sorted({e[0] for e in entries if e and e[1] != 0})
+                nm = f"l{lane}_s{k}_x"
+                for i in idxs:
+                    xsig(i)
                 if len(idxs) == 1:
-                    xs = xsig(idxs[0])
+                    body.lines.append(f"    wire signed [{xw - 1}:0] {nm}_c = x{idxs[0]};")
                 else:
-                    for i in idxs:
-                        xsig(i)
-                    nm = f"l{lane}_s{k}_x"
-                    body.lines.append(f"    reg signed [{xw - 1}:0] {nm};")
-                    body.lines.append("    always @(*) begin")
-                    body.lines.append("        case (step)\n" + "".join(
-                        f"            {cw}'d{t}: {nm} = x{e[0]};\n" for t, e in enumerate(entries) if e))
-                    body.lines.append(f"            default: {nm} = {lit(0, xw)};\n        endcase\n    end")
-                    xs = Sig(nm, xw, xlo, xhi)
+                    by_c: dict[int, int] = {}
+                    ok = True
+                    for t, e in enumerate(entries):
+                        if e and e[1] != 0:
+                            ok &= by_c.setdefault(t % chunks, e[0]) == e[0]
+                    sel, n_sel, sw = ("chk", chunks, kw) if ok and chunks > 1 else ("step", steps, cw)
+                    table = by_c if sel == "chk" else {t: e[0] for t, e in enumerate(entries) if e and e[1] != 0}
+                    body.lines.append(f"    reg signed [{xw - 1}:0] {nm}_c;")
+                    body.lines.append(f"    always @(*) begin\n        case ({sel})\n" + "".join(
+                        f"            {sw}'d{t}: {nm}_c = x{table[t]};\n" for t in range(n_sel) if t in table)
+                        + f"            default: {nm}_c = {lit(0, xw)};\n        endcase\n    end")
+                xs = Sig(opr(nm, xw), xw, xlo, xhi)
                 wlo, whi = min(ws), max(ws)
                 cands = [a * b for a in (xlo, xhi) for b in (wlo, whi)] + [0]
                 plo, phi = min(cands), max(cands)
                 w_p = min(bits_for(plo, phi), body.cap)
                 if pot_shift:
-                    leaves.append(self._pot_slot(body, f"l{lane}_s{k}", xs, ws, cw, w_p, plo, phi, corr))
+                    leaves.append(self._pot_slot(body, f"l{lane}_s{k}", xs, ws, cw, w_p, plo, phi, corr, rom))
                     continue
                 pw = bits_for(wlo, whi)
-                nm = f"l{lane}_s{k}_w"
-                self._rom(body, nm, pw, ws, cw, "weight ROM")
+                wn = rom(f"l{lane}_s{k}_w", pw, ws, "weight ROM")
                 leaves.append(body.wire(f"l{lane}_s{k}_p", w_p,
-                                        f"{fit(xs, w_p, body)} * {fit(Sig(nm, pw, wlo, whi), w_p, body)}", plo, phi))
-            bs = [int(biases[t * lanes + lane]) + corr[t] if t * lanes + lane < n_out else 0 for t in range(steps)]
+                                        f"{fit(xs, w_p, body)} * {fit(Sig(wn, pw, wlo, whi), w_p, body)}", plo, phi))
+            bs = []
+            for g in range(groups):
+                j = g * lanes + lane
+                for c in range(chunks):
+                    t = g * chunks + c
+                    bs.append((int(biases[j]) if (j < n_out and c == 0) else 0) + corr[t])
             if any(b != 0 for b in bs):
                 if len(set(bs)) == 1:
                     leaves.append(const_sig(bs[0]))
                 else:
                     bw = bits_for(min(bs), max(bs))
-                    nm = f"l{lane}_b"
-                    self._rom(body, nm, bw, bs, cw, "bias ROM")
-                    leaves.append(Sig(nm, bw, min(bs), max(bs)))
-            acc = positive(body, f"l{lane}_acc", tree(body, f"l{lane}", leaves, _depth(len(leaves)), set()))
+                    leaves.append(Sig(rom(f"l{lane}_b", bw, bs, "bias ROM"), bw, min(bs), max(bs)))
+            lane_leaves.append((leaves, lane_lo, lane_hi))
+            lane_caps.append(body.cap)
             body.cap = 1 << 30
-            if not acc.const:
-                acc = Sig(acc.name, acc.width, lane_lo, lane_hi)
+        # register stages: operand register, products (level 0), adder-tree levels
+        depth = max((_depth(len(lv)) for lv, _, _ in lane_leaves), default=0)
+        cuts: set[int] = set()
+        if self.pipeline >= 2:
+            cuts.add(0)
+            cuts |= {c + 1 for c in _cuts(depth, self.pipeline - 2)}
+        n_stages = int(opreg) + len(cuts)
+        lane_accs = []
+        for lane, (leaves, lane_lo, lane_hi) in enumerate(lane_leaves):
+            body.cap = cap = lane_caps[lane]
+            s = positive(body, f"l{lane}_sum", tree(body, f"l{lane}", leaves, depth, cuts))
+            if chunks > 1:  # accumulate over the chunks of one output field (modulo 2^cap: exact at the end)
+                body.lines.append(f"    reg signed [{cap - 1}:0] l{lane}_acc;\n"
+                                  f"    wire signed [{cap - 1}:0] l{lane}_tot = (e_first ? {lit(0, cap)} : l{lane}_acc) + "
+                                  f"{fit(s, cap, body)};\n"
+                                  f"    always @(posedge clk) if (en && e_v) l{lane}_acc <= l{lane}_tot;")
+                acc = Sig(f"l{lane}_tot", cap, lane_lo, lane_hi)
+            elif s.const:
+                acc = s
+            else:
+                acc = Sig(s.name, s.width, lane_lo, lane_hi)
+            body.cap = 1 << 30
             self._requant_inst(body, ly, f"l{lane}", acc, f"q{lane}")
             lane_accs.append(f"q{lane}")
-        lat = steps + 1  # input latch + steps (the last step writes the output register)
-        v = [self._header(ly, f"folded (resource strategy), reuse {self.reuse}: {lanes} lane(s) x {steps} step(s), "
+        lat = steps + n_stages + 1  # input latch + steps + register stages (the last writes the output register)
+        mode = (f"input-serial: {chunks} chunk(s) x {kslots} term slot(s) per output field, accumulator"
+                if chunks > 1 else f"{lanes} lane(s) x {steps} step(s)")
+        v = [self._header(ly, f"folded (resource strategy), reuse {self.reuse}: {mode}; {steps} step(s); "
                               f"weights in a case ROM, {'barrel shift (power-of-two weights)' if pot_shift else 'multiplier *'}; "
-                              f"latency {lat}, II {steps}"), self._ports(ly)]
-        v.append(f"""    // {steps} step(s) per vector; step t computes output fields t*{lanes} .. t*{lanes}+{lanes - 1}
+                              f"{n_stages} register stage(s) (operands {int(opreg)}, tree {len(cuts)}); latency {lat}, II {steps}"),
+             self._ports(ly)]
+        tags = [("e_v", 1, "busy", True), ("e_final", 1, f"(step == {cw}'d{steps - 1})", False)]
+        if chunks > 1:
+            tags += [("e_first", 1, f"(chk == {kw}'d0)", False), ("e_lastc", 1, f"(chk == {kw}'d{chunks - 1})", False)]
+        if groups > 1:
+            tags.append(("e_grp", gw, "grp" if chunks > 1 else "step", False))
+        v.append(f"""    // {steps} step(s) per vector; the datapath is a {n_stages}-stage pipeline behind the step counter
     reg busy;
     reg [{cw - 1}:0] step;
     reg [{ly.n_in * ib - 1}:0] xin;                 // latched input vector
-    reg [{steps * lanes * ob - 1}:0] res;            // results of finished steps
     reg out_v;
     reg [{n_out * ob - 1}:0] out_r;
+""")
+        if chunks > 1:
+            v.append(f"    reg [{kw - 1}:0] chk;\n" + (f"    reg [{gw - 1}:0] grp;\n" if groups > 1 else ""))
+        for nm, w, _src, _ in tags:
+            v.append(f"    wire {'' if w == 1 else f'[{w - 1}:0] '}{nm};\n")
+        v.append(f"""    wire stall = e_v && e_final && out_v && !out_ready;   // finished vector, output register full
+    wire en = !stall;
     wire last = busy && (step == {cw}'d{steps - 1});
-    wire out_free = !out_v || out_ready;
-    wire finish = last && out_free;
-    assign in_ready = !busy || finish;
+    assign in_ready = en && (!busy || last);
     assign out_valid = out_v;
     assign out_data = out_r;
     always @(posedge clk) begin
@@ -557,42 +639,70 @@ class Emitter:
             busy <= 1'b0;
             step <= {cw}'d0;
             out_v <= 1'b0;
-        end else begin
+""")
+        if chunks > 1:
+            v.append(f"            chk <= {kw}'d0;\n" + (f"            grp <= {gw}'d0;\n" if groups > 1 else ""))
+        v.append("""        end else begin
             if (out_v && out_ready) out_v <= 1'b0;
-            if (finish) out_v <= 1'b1;
-            if (in_valid && in_ready) begin
-                busy <= 1'b1;
-                step <= {cw}'d0;
-            end else if (finish) begin
-                busy <= 1'b0;
-            end else if (busy && !last) begin
-                step <= step + {cw}'d1;
+            if (en && e_v && e_final) out_v <= 1'b1;
+            if (en) begin
+                if (in_valid && in_ready) begin
+                    busy <= 1'b1;
+""")
+        v.append(f"                    step <= {cw}'d0;\n")
+        if chunks > 1:
+            v.append(f"                    chk <= {kw}'d0;\n" + (f"                    grp <= {gw}'d0;\n" if groups > 1 else ""))
+        v.append("""                end else if (last) begin
+                    busy <= 1'b0;
+                end else if (busy) begin
+""")
+        v.append(f"                    step <= step + {cw}'d1;\n")
+        if chunks > 1:
+            v.append(f"                    if (chk == {kw}'d{chunks - 1}) begin\n                        chk <= {kw}'d0;\n"
+                     + (f"                        grp <= grp + {gw}'d1;\n" if groups > 1 else "")
+                     + f"                    end else chk <= chk + {kw}'d1;\n")
+        v.append("""                end
             end
         end
     end
     always @(posedge clk)
         if (in_valid && in_ready) xin <= in_data;
 """)
+        # tag pipeline (valid, last step, chunk flags, group index) alongside the datapath
+        for nm, w, src, is_valid in tags:
+            if n_stages == 0:
+                v.append(f"    assign {nm} = {src};\n")
+                continue
+            decl = "" if w == 1 else f"[{w - 1}:0] "
+            for st in range(n_stages):
+                prev = src if st == 0 else f"{nm}_d{st - 1}"
+                v.append(f"    reg {decl}{nm}_d{st};\n")
+                if is_valid:
+                    v.append(f"    always @(posedge clk) if (rst) {nm}_d{st} <= 1'b0; else if (en) {nm}_d{st} <= {prev};\n")
+                else:
+                    v.append(f"    always @(posedge clk) if (en) {nm}_d{st} <= {prev};\n")
+            v.append(f"    assign {nm} = {nm}_d{n_stages - 1};\n")
         v.append("\n".join(body.lines) + "\n")
         lane_cat = "{" + ", ".join(reversed(lane_accs)) + "}"
         v.append(f"    wire [{lanes * ob - 1}:0] lanes_q = {lane_cat};\n")
-        v.append("    always @(posedge clk)\n        if (busy) begin\n            case (step)\n")
-        for t in range(steps):
-            v.append(f"                {cw}'d{t}: res[{(t + 1) * lanes * ob - 1}:{t * lanes * ob}] <= lanes_q;\n")
-        v.append("                default: ;\n            endcase\n        end\n")
-        full = f"{{lanes_q, res[{(steps - 1) * lanes * ob - 1}:0]}}" if steps > 1 else "lanes_q"
-        total = steps * lanes * ob
+        wr = "en && e_v" + (" && e_lastc" if chunks > 1 else "")
+        total = groups * lanes * ob
+        if groups > 1:
+            v.append(f"    reg [{(groups - 1) * lanes * ob - 1}:0] res;            // results of finished groups\n")
+            v.append(f"    always @(posedge clk)\n        if ({wr}) begin\n            case (e_grp)\n")
+            for g in range(groups - 1):
+                v.append(f"                {gw}'d{g}: res[{(g + 1) * lanes * ob - 1}:{g * lanes * ob}] <= lanes_q;\n")
+            v.append("                default: ;\n            endcase\n        end\n")
+            full = "{lanes_q, res}"
+        else:
+            full = "lanes_q"
         if total > n_out * ob:
             v.append(f"    wire [{total - 1}:0] res_all = {full};\n")
-            v.append(f"    wire _unused_pad = &{{1'b0, res_all[{total - 1}:{n_out * ob}], res[{total - 1}:{(steps - 1) * lanes * ob}], 1'b0}};\n"
-                     if steps > 1 else f"    wire _unused_pad = &{{1'b0, res_all[{total - 1}:{n_out * ob}], res, 1'b0}};\n")
-            v.append(f"    always @(posedge clk)\n        if (finish) out_r <= res_all[{n_out * ob - 1}:0];\n")
-        else:
-            if steps > 1:
-                v.append(f"    wire _unused_last = &{{1'b0, res[{total - 1}:{(steps - 1) * lanes * ob}], 1'b0}};\n")
-            else:
-                v.append("    wire _unused_last = &{1'b0, res, 1'b0};\n")
-            v.append(f"    always @(posedge clk)\n        if (finish) out_r <= {full};\n")
+            v.append(f"    wire _unused_pad = &{{1'b0, res_all[{total - 1}:{n_out * ob}], 1'b0}};\n")
+            full = f"res_all[{n_out * ob - 1}:0]"
+        v.append(f"    always @(posedge clk)\n        if (en && e_v && e_final) out_r <= {full};\n")
+        if chunks > 1:
+            v.append("    wire _unused_lastc = e_lastc;\n" if groups == 1 else "")
         v.append(self._unused(ly, used_inputs, "xin"))
         v.append(self._unused_sliced(body))
         v.append("endmodule\n")

@@ -91,7 +91,7 @@ class RunDir:
     REPORT = "report.json"
 
     def __init__(self, root: str | Path):
-        self.root = Path(root)
+        self.root = Path(root).absolute()  # stages pass paths below root; keep them unambiguous
         self.root.mkdir(parents=True, exist_ok=True)
 
     # ---- paths ---------------------------------------------------------------------------

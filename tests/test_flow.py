@@ -10,11 +10,12 @@ import pytest
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("flow") / "run"
-    cmd = [sys.executable, "-m", "codesign", "flow", "digits_mlp_pot", "--out", str(out),
+    work = tmp_path_factory.mktemp("flow")
+    out = work / "run"
+    cmd = [sys.executable, "-m", "codesign", "flow", "digits_mlp_pot", "--out", "run",  # relative, as users type it
            "--set", "model.hidden=[8]", "--set", "train.epochs=3", "--set", "train.float_epochs=2",
            "--set", "verify.random_vectors=3000", "--set", "fpga.clock_mhz=25"]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=1500)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=1500, cwd=work)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return out
 

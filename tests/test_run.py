@@ -48,3 +48,12 @@ def test_require_names_the_missing_stage(tmp_path):
     rd = RunDir(tmp_path)
     with pytest.raises(StageInputError, match="codesign export"):
         rd.require("export/model.onnx", "export")
+
+
+def test_relative_run_dir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rd = RunDir("runs/x")
+    p = rd.stage_dir("train") / "model.pt"
+    p.write_bytes(b"m")
+    rd.add(p, "train")
+    assert "train/model.pt" in rd.manifest()["files"]

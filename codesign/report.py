@@ -84,13 +84,24 @@ def _csv(path, rows: list[dict[str, Any]]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
+def _save_figure(fig, path) -> None:
+    """Write a matplotlib figure atomically and release it."""
+    import matplotlib.pyplot as plt
+
+    from codesign.run import atomic_path
+
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+
+
 def _scatter(rows, x: str, y: str, path, title: str) -> bool:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from codesign.run import atomic_path
 
     pts = [r for r in rows if r.get(x) is not None and r.get(y) is not None]
     if not pts:
@@ -107,10 +118,7 @@ def _scatter(rows, x: str, y: str, path, title: str) -> bool:
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    _save_figure(fig, path)
     return True
 
 
@@ -124,7 +132,6 @@ def _layer_energy_plot(study_dir, rows, path) -> bool:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from codesign.run import atomic_path
 
     done = [r for r in rows if r.get("energy_pj") is not None]
     base = [r for r in done if not r.get("param:prune.sparsity")] or done
@@ -148,10 +155,7 @@ def _layer_energy_plot(study_dir, rows, path) -> bool:
     ax.set_ylabel("pJ per inference")
     ax.set_title("per-layer energy: best unpruned vs lowest-energy Pareto design")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    _save_figure(fig, path)
     return True
 
 

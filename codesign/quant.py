@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from brevitas.core.function_wrapper import TensorClamp
@@ -282,49 +283,77 @@ def _conv_out(length: int, k: int, s: int, p: int) -> int:
     return (length + 2 * p - k) // s + 1
 
 
-def build_model(cfg: Config, input_shape, n_classes: int) -> QuantNet:
-    """The quantized Brevitas network described by ``cfg.model`` / ``cfg.quant``."""
-    input_shape = tuple(int(v) for v in input_shape)
-    check_config(cfg, input_shape, n_classes)
+@dataclass(frozen=True)
+class LayerSpec:
+    """One layer of the network ``cfg.model`` describes: ``kind`` is conv/linear/relu/pool/flatten;
+    ``args`` are the torch constructor's positional arguments; ``of`` names the conv/linear layer a
+    ReLU belongs to (its activation quantizer is that layer's ``quant.layers.<of>.act``)."""
+
+    name: str
+    kind: str
+    args: tuple[int, ...] = ()
+    of: str = ""
+    last: bool = False
+
+
+def layer_plan(cfg: Config, input_shape, n_classes: int) -> list[LayerSpec]:
+    """The layer sequence of ``cfg.model`` (shared by the quantized and the float builder)."""
     mc = cfg.model
-    layers: list[tuple[str, nn.Module]] = [
-        ("inp", QuantIdentity(act_quant=input_quant(cfg.quant.input), return_quant_tensor=True))]
-    feat = None
+    plan: list[LayerSpec] = []
     if mc.builder in ("cnn1d", "cnn2d"):
-        conv_cls = QuantConv1d if mc.builder == "cnn1d" else QuantConv2d
-        pool_cls = nn.MaxPool1d if mc.builder == "cnn1d" else nn.MaxPool2d
         c_in, *spatial = input_shape
         for i, c_out in enumerate(mc.channels):
             n = f"conv{i + 1}"
-            layers.append((n, conv_cls(
-                c_in, c_out, mc.kernel, stride=mc.stride, padding=mc.padding, bias=True,
-                weight_quant=weight_quant(cfg.layer_weight(n)), bias_quant=bias_quant(cfg.layer_bias_bits(n)),
-                return_quant_tensor=True)))
-            layers.append((f"relu{i + 1}", QuantReLU(act_quant=act_quant(cfg.layer_act(n)), return_quant_tensor=True)))
+            plan += [LayerSpec(n, "conv", (c_in, c_out)), LayerSpec(f"relu{i + 1}", "relu", of=n)]
             spatial = [_conv_out(s, mc.kernel, mc.stride, mc.padding) for s in spatial]
             if mc.pool > 1:
                 if min(spatial) < mc.pool:
                     raise ConfigError(f"model: feature map {spatial} of {n} is smaller than pool={mc.pool}; "
                                       "use fewer conv layers or a smaller pool")
-                layers.append((f"pool{i + 1}", pool_cls(mc.pool)))
+                plan.append(LayerSpec(f"pool{i + 1}", "pool", (mc.pool,)))
                 spatial = [s // mc.pool for s in spatial]
             if min(spatial) < 1:
                 raise ConfigError(f"model: {n} output is empty (kernel/padding/stride too large)")
             c_in = c_out
-        layers.append(("flatten", nn.Flatten()))
+        plan.append(LayerSpec("flatten", "flatten"))
         feat = c_in * math.prod(spatial)
     else:
         feat = input_shape[0]
     dims = list(mc.hidden) + [n_classes]
     for i, d in enumerate(dims):
-        n = f"fc{i + 1}"
-        last = i == len(dims) - 1
-        layers.append((n, QuantLinear(
-            feat, d, bias=True, weight_quant=weight_quant(cfg.layer_weight(n)),
-            bias_quant=bias_quant(cfg.layer_bias_bits(n)), return_quant_tensor=not last)))
+        n, last = f"fc{i + 1}", i == len(dims) - 1
+        plan.append(LayerSpec(n, "linear", (feat, d), last=last))
         if not last:
-            layers.append((f"relu_fc{i + 1}", QuantReLU(act_quant=act_quant(cfg.layer_act(n)), return_quant_tensor=True)))
+            plan.append(LayerSpec(f"relu_fc{i + 1}", "relu", of=n))
         feat = d
+    return plan
+
+
+def build_model(cfg: Config, input_shape, n_classes: int) -> QuantNet:
+    """The quantized Brevitas network described by ``cfg.model`` / ``cfg.quant``."""
+    input_shape = tuple(int(v) for v in input_shape)
+    check_config(cfg, input_shape, n_classes)
+    mc = cfg.model
+    conv_cls = QuantConv1d if mc.builder == "cnn1d" else QuantConv2d
+    pool_cls = nn.MaxPool1d if mc.builder == "cnn1d" else nn.MaxPool2d
+    layers: list[tuple[str, nn.Module]] = [
+        ("inp", QuantIdentity(act_quant=input_quant(cfg.quant.input), return_quant_tensor=True))]
+    for sp in layer_plan(cfg, input_shape, n_classes):
+        n = sp.name
+        if sp.kind == "conv":
+            m: nn.Module = conv_cls(*sp.args, mc.kernel, stride=mc.stride, padding=mc.padding, bias=True,
+                                    weight_quant=weight_quant(cfg.layer_weight(n)),
+                                    bias_quant=bias_quant(cfg.layer_bias_bits(n)), return_quant_tensor=True)
+        elif sp.kind == "linear":
+            m = QuantLinear(*sp.args, bias=True, weight_quant=weight_quant(cfg.layer_weight(n)),
+                            bias_quant=bias_quant(cfg.layer_bias_bits(n)), return_quant_tensor=not sp.last)
+        elif sp.kind == "relu":
+            m = QuantReLU(act_quant=act_quant(cfg.layer_act(sp.of)), return_quant_tensor=True)
+        elif sp.kind == "pool":
+            m = pool_cls(*sp.args)
+        else:
+            m = nn.Flatten()
+        layers.append((n, m))
     return QuantNet(layers, input_shape, n_classes)
 
 
@@ -332,29 +361,21 @@ def build_float_model(cfg: Config, input_shape, n_classes: int) -> QuantNet:
     """Float twin of :func:`build_model` with the same layer and parameter names."""
     input_shape = tuple(int(v) for v in input_shape)
     mc = cfg.model
+    conv_cls = nn.Conv1d if mc.builder == "cnn1d" else nn.Conv2d
+    pool_cls = nn.MaxPool1d if mc.builder == "cnn1d" else nn.MaxPool2d
     layers: list[tuple[str, nn.Module]] = [("inp", nn.Identity())]
-    if mc.builder in ("cnn1d", "cnn2d"):
-        conv_cls = nn.Conv1d if mc.builder == "cnn1d" else nn.Conv2d
-        pool_cls = nn.MaxPool1d if mc.builder == "cnn1d" else nn.MaxPool2d
-        c_in, *spatial = input_shape
-        for i, c_out in enumerate(mc.channels):
-            layers.append((f"conv{i + 1}", conv_cls(c_in, c_out, mc.kernel, stride=mc.stride, padding=mc.padding)))
-            layers.append((f"relu{i + 1}", nn.ReLU()))
-            spatial = [_conv_out(s, mc.kernel, mc.stride, mc.padding) for s in spatial]
-            if mc.pool > 1:
-                layers.append((f"pool{i + 1}", pool_cls(mc.pool)))
-                spatial = [s // mc.pool for s in spatial]
-            c_in = c_out
-        layers.append(("flatten", nn.Flatten()))
-        feat = c_in * math.prod(spatial)
-    else:
-        feat = input_shape[0]
-    dims = list(mc.hidden) + [n_classes]
-    for i, d in enumerate(dims):
-        layers.append((f"fc{i + 1}", nn.Linear(feat, d)))
-        if i < len(dims) - 1:
-            layers.append((f"relu_fc{i + 1}", nn.ReLU()))
-        feat = d
+    for sp in layer_plan(cfg, input_shape, n_classes):
+        if sp.kind == "conv":
+            m: nn.Module = conv_cls(*sp.args, mc.kernel, stride=mc.stride, padding=mc.padding)
+        elif sp.kind == "linear":
+            m = nn.Linear(*sp.args)
+        elif sp.kind == "relu":
+            m = nn.ReLU()
+        elif sp.kind == "pool":
+            m = pool_cls(*sp.args)
+        else:
+            m = nn.Flatten()
+        layers.append((sp.name, m))
     return QuantNet(layers, input_shape, n_classes)
 
 

@@ -40,3 +40,30 @@ def test_convert_write_compile_predict(tmp_path):
     x = np.random.default_rng(0).integers(ir.input_fmt.lo, ir.input_fmt.hi + 1, size=(32, 16))
     y = hm.predict(x * 2.0**ir.input_fmt.scale_exp)
     np.testing.assert_array_equal(y, ir.run(x) * 2.0**ir.output_fmt.scale_exp)
+
+
+@pytest.mark.parametrize("kind", ["per_channel", "residual"])
+def test_predict_per_channel_and_residual(tmp_path, kind):
+    """predict() returns real values: per-channel output scales (one per field) and a residual graph."""
+    import hls4ml
+
+    from codesign.golden import GoldenModel
+    from codesign.rtl import lower
+    from codesign.rtl.fixtures import mlp_qonnx, resmlp_qonnx
+    from codesign.rtl.hls4ml_plugin import ensure_registered
+
+    ensure_registered()
+    p = tmp_path / "m.onnx"
+    if kind == "per_channel":
+        mlp_qonnx(p, (16, 8, 4), per_channel=True, seed=2)
+    else:
+        resmlp_qonnx(p, width=8, blocks=1)
+    model = onnx.load(str(p))
+    hm = hls4ml.converters.convert_from_onnx_model(model, backend="CodesignRTL", output_dir=str(tmp_path / "prj"),
+                                                   simulator="icarus")
+    hm.compile()
+    ir = lower(model)
+    assert (ir.output_exps is not None) == (kind == "per_channel")
+    x = np.random.default_rng(1).integers(ir.input_fmt.lo, ir.input_fmt.hi + 1, size=(24, 16 if kind == "per_channel" else 8))
+    real = x * 2.0**ir.input_fmt.scale_exp
+    np.testing.assert_array_equal(hm.predict(real), GoldenModel(str(p)).run(real))

@@ -5,7 +5,11 @@ QuantIdentity -> [QuantLinear -> QuantReLU]* -> QuantLinear with power-of-two sc
 (``*FixedPoint`` quantizers, Int32 bias), optionally sets every weight to 0 or +-2^e, exports with
 ``brevitas.export.export_qonnx`` and cleans it like the export stage (cleanup, GemmToMatMul).
 ``cnn_qonnx`` does the same for a Conv2d/Conv1d -> ReLU -> MaxPool -> Flatten -> Linear network
-(channels-last conversion included).
+(channels-last conversion included). ``per_channel=True``: power-of-two weight scales per output
+channel (Brevitas ``scaling_per_output_channel``), with channel ``i``'s weights made ``2^-(i % 4)``
+smaller so that the scales really differ.
+``resmlp_qonnx`` / ``rescnn_qonnx``: residual blocks (a branch of two layers added to its input, or
+to a projection of it), then a requantization; ``rescnn_qonnx`` ends with a ``TruncAvgPool2d``.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 
-def _quantizers():
+def _quantizers(per_channel: bool = False):
     from brevitas.quant import (
         Int8ActPerTensorFixedPoint,
         Int8WeightPerTensorFixedPoint,
@@ -24,7 +28,20 @@ def _quantizers():
         Uint8ActPerTensorFixedPoint,
     )
 
-    return Int8ActPerTensorFixedPoint, Int8WeightPerTensorFixedPoint, Int32Bias, Uint8ActPerTensorFixedPoint
+    wq = Int8WeightPerTensorFixedPoint.let(scaling_per_output_channel=True) if per_channel \
+        else Int8WeightPerTensorFixedPoint
+    return Int8ActPerTensorFixedPoint, wq, Int32Bias, Uint8ActPerTensorFixedPoint
+
+
+def _spread_channels(mods) -> None:
+    """Channel i's weights 2^-(i % 4) smaller: per-channel power-of-two scales that really differ."""
+    import torch
+
+    with torch.no_grad():
+        for m in mods:
+            w = m.weight
+            f = 2.0 ** -(torch.arange(w.shape[0]) % 4).float()
+            w.mul_(f.view(-1, *([1] * (w.ndim - 1))))
 
 
 def _set_weights(mods, weights: str, zero_frac: float, rng) -> None:
@@ -66,11 +83,11 @@ def _export(m, x, path: Path, channels_last: bool = False) -> Path:
 
 
 def mlp_qonnx(path, sizes=(64, 32, 10), weights: str = "fixed", zero_frac: float = 0.0, seed: int = 0,
-              zero_mask_from=None) -> Path:
+              zero_mask_from=None, per_channel: bool = False) -> Path:
     import brevitas.nn as qnn
     import torch
 
-    ia, wq, bq, ua = _quantizers()
+    ia, wq, bq, ua = _quantizers(per_channel)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     layers = [qnn.QuantIdentity(act_quant=ia, return_quant_tensor=True)]
@@ -93,6 +110,8 @@ def mlp_qonnx(path, sizes=(64, 32, 10), weights: str = "fixed", zero_frac: float
     if zero_mask_from is not None:  # zero extra weights of an otherwise identical model
         for lin, mask in zip(lins, zero_mask_from, strict=True):
             lin.weight.data[torch.tensor(mask)] = 0.0
+    if per_channel:
+        _spread_channels(lins)
     m.eval()
     with torch.no_grad():  # calibrate activation scales on random data
         m(torch.randn(64, sizes[0]))
@@ -100,11 +119,11 @@ def mlp_qonnx(path, sizes=(64, 32, 10), weights: str = "fixed", zero_frac: float
 
 
 def cnn_qonnx(path, in_shape=(1, 6, 6), channels=4, kernel=3, padding=1, stride=1, pool=2, n_out=5,
-              dims: int = 2, weights: str = "fixed", seed: int = 0) -> Path:
+              dims: int = 2, weights: str = "fixed", seed: int = 0, per_channel: bool = False) -> Path:
     import brevitas.nn as qnn
     import torch
 
-    ia, wq, bq, ua = _quantizers()
+    ia, wq, bq, ua = _quantizers(per_channel)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     conv_cls = qnn.QuantConv2d if dims == 2 else qnn.QuantConv1d
@@ -118,6 +137,93 @@ def cnn_qonnx(path, in_shape=(1, 6, 6), channels=4, kernel=3, padding=1, stride=
                             qnn.QuantReLU(act_quant=ua, return_quant_tensor=True), pool_cls(pool),
                             torch.nn.Flatten(), fc)
     _set_weights([conv, fc], weights, 0.0, rng)
+    if per_channel:
+        _spread_channels([conv, fc])
+    m.eval()
+    with torch.no_grad():
+        m(torch.randn(32, *in_shape))
+    return _export(m, torch.randn(1, *in_shape), path, channels_last=True)
+
+
+def resmlp_qonnx(path, width: int = 8, n_out: int = 4, blocks: int = 1, projection: bool = False,
+                 per_channel: bool = False, seed: int = 0) -> Path:
+    """QuantIdentity -> ``blocks`` x [x + Linear(ReLU(Linear(x))) -> QuantIdentity] -> Linear.
+    ``projection``: the skip path is a Linear of x (two accumulators at different scales are added)."""
+    import brevitas.nn as qnn
+    import torch
+
+    ia, wq, bq, ua = _quantizers(per_channel)
+    torch.manual_seed(seed)
+    kw = dict(weight_quant=wq, bias_quant=bq)
+
+    class ResMLP(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.qi = qnn.QuantIdentity(act_quant=ia, return_quant_tensor=True)
+            self.l1 = torch.nn.ModuleList(qnn.QuantLinear(width, width, return_quant_tensor=True, **kw)
+                                          for _ in range(blocks))
+            self.r1 = torch.nn.ModuleList(qnn.QuantReLU(act_quant=ua, return_quant_tensor=True) for _ in range(blocks))
+            self.l2 = torch.nn.ModuleList(qnn.QuantLinear(width, width, return_quant_tensor=False, **kw)
+                                          for _ in range(blocks))
+            self.sk = torch.nn.ModuleList(qnn.QuantLinear(width, width, return_quant_tensor=False, **kw)
+                                          for _ in range(blocks if projection else 0))
+            self.qo = torch.nn.ModuleList(qnn.QuantIdentity(act_quant=ia, return_quant_tensor=True)
+                                          for _ in range(blocks))
+            self.head = qnn.QuantLinear(width, n_out, **kw)
+
+        def forward(self, x):
+            x = self.qi(x)
+            for b in range(blocks):
+                y = self.l2[b](self.r1[b](self.l1[b](x)))
+                s = self.sk[b](x) if projection else x
+                x = self.qo[b](y + s)
+            return self.head(x)
+
+    m = ResMLP()
+    if per_channel:
+        _spread_channels([mod for mod in m.modules() if isinstance(mod, qnn.QuantLinear)])
+    m.eval()
+    with torch.no_grad():
+        m(torch.randn(64, width))
+    return _export(m, torch.randn(1, width), path)
+
+
+def rescnn_qonnx(path, in_shape=(1, 4, 4), channels: int = 4, avgpool: bool = True, per_channel: bool = False,
+                 seed: int = 0) -> Path:
+    """QuantIdentity -> Conv -> ReLU -> [Conv -> ReLU -> Conv] + skip -> ReLU (quantized)
+    -> TruncAvgPool2d(2) (when ``avgpool``) -> Flatten -> Linear; channels-last cleaned."""
+    import brevitas.nn as qnn
+    import torch
+
+    ia, wq, bq, ua = _quantizers(per_channel)
+    torch.manual_seed(seed)
+    kw = dict(weight_quant=wq, bias_quant=bq)
+
+    class ResCNN(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.qi = qnn.QuantIdentity(act_quant=ia, return_quant_tensor=True)
+            self.c0 = qnn.QuantConv2d(in_shape[0], channels, 3, padding=1, return_quant_tensor=True, **kw)
+            self.r0 = qnn.QuantReLU(act_quant=ua, return_quant_tensor=True)
+            self.c1 = qnn.QuantConv2d(channels, channels, 3, padding=1, return_quant_tensor=True, **kw)
+            self.r1 = qnn.QuantReLU(act_quant=ua, return_quant_tensor=True)
+            self.c2 = qnn.QuantConv2d(channels, channels, 3, padding=1, return_quant_tensor=False, **kw)
+            self.ro = qnn.QuantReLU(act_quant=ua, return_quant_tensor=True)
+            if avgpool:
+                self.pool = qnn.TruncAvgPool2d(2, return_quant_tensor=True)
+            n = channels * int(np.prod(in_shape[1:])) // (4 if avgpool else 1)
+            self.head = qnn.QuantLinear(n, 3, **kw)
+
+        def forward(self, x):
+            x = self.r0(self.c0(self.qi(x)))
+            z = self.ro(self.c2(self.r1(self.c1(x))) + x)
+            if avgpool:
+                z = self.pool(z)
+            return self.head(z.flatten(1))
+
+    m = ResCNN()
+    if per_channel:
+        _spread_channels([mod for mod in m.modules() if isinstance(mod, (qnn.QuantLinear, qnn.QuantConv2d))])
     m.eval()
     with torch.no_grad():
         m(torch.randn(32, *in_shape))

@@ -95,7 +95,8 @@ def _backend_class():
             x = np.asarray(x, dtype=np.float64)
             codes = ir.quantize_input(x.reshape(len(x), -1) if x.ndim > 1 else x.reshape(1, -1))
             y, _ = simulate(out, codes, simulator=c.get("Simulator", "verilator"), backpressure=False)
-            return y * 2.0 ** ir.output_fmt.scale_exp
+            exps = ir.output_exps  # per-channel output scales: one exponent per field
+            return y * 2.0 ** (ir.output_fmt.scale_exp if exps is None else exps[None, :])
 
         def build(self, model, **kwargs):
             from codesign.rtl.synth import cell_counts

@@ -211,6 +211,9 @@ def verify(
     vectors: Annotated[int | None, typer.Option(help="random vectors (default from config: 100000)")] = None,
     sim: Annotated[str | None, typer.Option(help="verilator | icarus")] = None,
     waves: Annotated[bool, typer.Option(help="dump waveforms (FST) and toggle counts")] = False,
+    gate_level: Annotated[str | None, typer.Option(
+        "--gate-level", help="simulate the yosys netlist instead of the RTL: generic | ecp5 | ice40 (vendor cell "
+        "models) | none")] = None,
 ) -> None:
     """Simulate the RTL in cocotb and compare with the golden model, bit for bit."""
     from codesign import flow as flow_mod
@@ -218,7 +221,11 @@ def verify(
 
     rd = RunDir(run_dir)
     cfg = flow_mod.run_config(rd)
-    upd = {k: v for k, v in dict(random_vectors=vectors, simulator=sim).items() if v is not None}
+    gl: bool | str | None = None
+    if gate_level is not None:
+        gl = gate_level.strip().lower()
+        gl = False if gl in ("none", "off", "false", "rtl") else True if gl == "true" else gl
+    upd = {k: v for k, v in dict(random_vectors=vectors, simulator=sim, gate_level=gl).items() if v is not None}
     if upd:
         cfg = config_mod.from_dict({**cfg.model_dump(), "verify": {**cfg.verify.model_dump(), **upd}}, "command line")
     if waves:

@@ -154,7 +154,9 @@ class VerifyConfig(_Strict):
     random_vectors: int = Field(100_000, ge=0)
     backpressure: bool = True
     style: Literal["stream", "loop"] = Field("stream", description="stream: HDL-side vector streaming (fast); loop: cocotb drives every cycle")
-    gate_level: bool = Field(False, description="simulate the yosys post-synthesis netlist instead of the RTL")
+    gate_level: bool | Literal["generic", "ecp5", "ice40"] = Field(
+        False, description="simulate the yosys post-synthesis netlist instead of the RTL: generic (or true: "
+        "yosys gates + simcells.v), ecp5 (synth_ecp5 + vendor cell models) or ice40 (synth_ice40 -dsp)")
     seed: int = 0
 
 

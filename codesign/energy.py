@@ -4,16 +4,20 @@ Analytic estimate (``estimate``): count the operations the generated hardware pe
 inference, by kind and width, and weigh them with a per-operation energy table (default
 ``energy_tables/horowitz45nm.yaml``: Horowitz, ISSCC 2014, 45 nm; replaceable by the user).
 
-Per weight layer (dense or conv, ``P`` output positions, ``O`` output units, weight codes ``W[o, :]``):
+Per weight layer (dense or conv, ``P`` output positions, ``O`` output units, weight codes ``W[o, :]``),
+fully parallel (``strategy=latency``):
   - every non-zero weight is one term; a term whose ``|w|`` is a power of two is a *shift* (wiring in
     a parallel design, ``shift_pj``), any other is a *multiply* of ``in_bits x w_bits``
     (``mult_pj`` scaled with the product of widths from the 8x8 and 32x32 points);
   - each term, and a non-zero bias, costs one *add* at the accumulator width (``add_pj`` interpolated
-    linearly in width); zero weights cost nothing (they generate no logic);
+    linearly in width); zero weights cost nothing (the parallel RTL generates no logic for them);
   - requantization (round + clip) of each output costs one add at accumulator width;
   - each output is written to a register (``out_bits x reg_bit_pj``);
   - folded layers (``strategy=resource``) read every stored weight once from a ROM
-    (``w_bits x rom_bit_pj`` each);
+    (``w_bits x rom_bit_pj`` each) and feed it through a fixed-width MAC slot, zero or not: every
+    stored weight costs one multiply ``in_bits x w_bits`` at the layer's weight width (a shift if
+    every non-zero weight of the layer is a power of two) and one add, so zeroing weights saves
+    energy only in parallel layers;
   - the input and output vectors cross the accelerator boundary (``io_bit_pj`` per bit).
 Max-pooling costs ``window - 1`` comparisons (adds) at the activation width per output.
 Borders of padded convolutions are counted as if the window were complete (a slight overestimate).
@@ -129,17 +133,29 @@ def layer_energy(op: LayerOps, table: EnergyTable, strategy: str = "latency") ->
     acc_bits = _bits_for(acc_lo, acc_hi) + 1
     nz = w != 0
     pot = _is_pot(w)
-    n_shift = int(pot.sum()) * op.positions
-    n_mult_terms = nz & ~pot
-    mult_e = 0.0
-    if n_mult_terms.any():
-        wb = np.array([_bits_for(int(v), int(v)) for v in w[n_mult_terms]])
-        mult_e = float(sum(table.mult(op.in_bits, int(b)) for b in wb)) * op.positions
-    n_mult = int(n_mult_terms.sum()) * op.positions
-    n_bias = int(op.bias_nonzero.sum()) if op.bias_nonzero is not None else 0
-    n_add = (int(nz.sum()) + n_bias + (units if op.requant else 0)) * op.positions
-    reg_bits = units * op.positions * op.out_bits
     w_bits = _bits_for(int(w.min(initial=0)), int(w.max(initial=0)))
+    n_bias = int(op.bias_nonzero.sum()) if op.bias_nonzero is not None else 0
+    if strategy == "resource":
+        # folded: every stored weight, zero or not, is a MAC slot-step of the layer's fixed-width datapath
+        # (the generated RTL keeps a zero in the weight ROM and fires the slot; only a slot whose weight is
+        # zero in every step is removed, which a per-weight count cannot see)
+        slots = w.size * op.positions
+        all_pot = bool(nz.any()) and bool((pot | ~nz).all())  # a power-of-two layer: barrel shifts
+        n_shift = slots if all_pot else 0
+        n_mult = 0 if all_pot else slots
+        mult_e = n_mult * table.mult(op.in_bits, w_bits)
+        n_add = (w.size + n_bias + (units if op.requant else 0)) * op.positions
+    else:
+        # parallel: a zero weight generates no logic at all
+        n_shift = int(pot.sum()) * op.positions
+        n_mult_terms = nz & ~pot
+        mult_e = 0.0
+        if n_mult_terms.any():
+            wb = np.array([_bits_for(int(v), int(v)) for v in w[n_mult_terms]])
+            mult_e = float(sum(table.mult(op.in_bits, int(b)) for b in wb)) * op.positions
+        n_mult = int(n_mult_terms.sum()) * op.positions
+        n_add = (int(nz.sum()) + n_bias + (units if op.requant else 0)) * op.positions
+    reg_bits = units * op.positions * op.out_bits
     rom_bits = w.size * w_bits if strategy == "resource" else 0
     bd = {"shift": n_shift * table.shift_pj, "mult": mult_e, "add": n_add * table.add(acc_bits),
           "reg": reg_bits * table.reg_bit_pj, "rom": rom_bits * table.rom_bit_pj}
@@ -254,6 +270,36 @@ def unit_costs(model, table: EnergyTable | None = None, strategy: str = "latency
         share = nle.pj / max(nxt.weights.shape[1], 1) * cols_per_unit
         costs[op.name] = own + share
     return costs
+
+
+def weight_costs(model, table: EnergyTable | None = None, strategy: str = "latency") -> dict[str, np.ndarray]:
+    """Energy (pJ per inference) saved by zeroing each single weight, per weight layer, in the shape of
+    the layer's weight tensor: in a parallel layer a non-zero weight's term (multiply or shift) and its
+    add at the layer's accumulator width, times the output positions; 0 for weights that are already
+    zero, and 0 everywhere in a folded layer (``strategy=resource``), where a zero weight still costs a
+    ROM read and a MAC slot. The cost model of fine-grained energy-aware pruning (a linear estimate: the
+    accumulator also narrows as weights go)."""
+    table = table or EnergyTable.load()
+    ops, _ = from_model(model)
+    out: dict[str, np.ndarray] = {}
+    for op in ops:
+        if op.weights is None:
+            continue
+        w = op.weights.astype(np.int64)
+        shape = tuple(getattr(model, op.name).weight.shape)
+        if strategy == "resource":
+            out[op.name] = np.zeros(shape)
+            continue
+        acc_bits = layer_energy(op, table, strategy).acc_bits
+        bits = np.zeros(w.shape, dtype=np.int64)
+        nz = w != 0
+        if nz.any():
+            bits[nz] = [_bits_for(int(v), int(v)) for v in w[nz]]
+        mult = np.array([table.mult(op.in_bits, b) if b else 0.0 for b in range(int(bits.max(initial=0)) + 1)])
+        term = np.where(_is_pot(w), table.shift_pj, mult[bits])
+        cost = np.where(nz, (term + table.add(acc_bits)) * op.positions, 0.0)
+        out[op.name] = cost.reshape(shape)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

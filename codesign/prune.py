@@ -1,4 +1,5 @@
-"""Structured pruning: rank whole neurons / filters, mask them, then remove them physically.
+"""Pruning: structured (whole neurons / filters ranked, masked, then removed physically) or fine-grained
+(single weights masked to exactly zero, ``prune.granularity: weight``; see "Weight granularity" below).
 
 Granularity: output neurons of ``fc<i>`` and output filters of ``conv<i>`` (every weight layer but the
 last). Removing unit ``j`` of a layer removes row ``j`` of its weight and bias and the matching input
@@ -27,6 +28,17 @@ smaller model computes the same function; every removal is checked (``masked_vs_
 must be 0). Quantizer state (activation scales) is copied across removal; per-tensor weight scales are
 unchanged because the removed rows and columns are zero in the masked model (a consumer's max |w| can sit
 in a removed column: masking rows only would change its scale on removal).
+
+Weight granularity: every weight layer (the last included) loses single weights; shapes never change.
+:class:`WeightMaskGuard` keeps masked weights at exactly 0 through QAT fine-tuning (masked gradients, a
+forward pre-hook that re-applies the mask), and a float 0 quantizes to code 0, so QONNX, the golden model
+and the RTL see exact zeros (``masked_nonzero_codes`` must be 0). In the fully parallel RTL a zero weight
+generates no logic; in a folded layer it still costs a ROM read and a MAC slot.
+
+Energy-aware pruning (:func:`energy_aware_prune`, ``prune.schedule: energy_aware``; Yang, Chen, Sze,
+CVPR 2017): step by step, prune the layer that accounts for the most energy (units or weights), fine-tune
+locally, keep the step if a validation guard holds (else retry it with half the step, then freeze the
+layer), fine-tune globally, iterate passes until the energy target.
 """
 
 from __future__ import annotations
@@ -556,9 +568,14 @@ def prune_model(model: nn.Module, cfg: Config, dataset, *, criterion: str | None
                 sparsity: float | None = None, schedule: str | None = None, steps: int | None = None,
                 finetune_epochs: int | None = None, scope: str | None = None,
                 budget_params: int | None = None, budget_pj: float | None = None,
-                coupled: list[list[str]] | None = None,
+                coupled: list[list[str]] | None = None, granularity: str | None = None,
                 cost_per_unit: CostFn | None = None, progress: Callable[[str], None] | None = None) -> tuple[nn.Module, Config, dict[str, Any]]:
     """Prune ``model`` (a trained QuantNet) per ``cfg.prune`` (keyword arguments override it).
+
+    ``granularity='unit'`` (default) removes whole neurons / filters of every layer but the last;
+    ``'weight'`` masks single weights of every weight layer to exactly 0 (same shapes; the returned model
+    has zero float weights, so zero codes in QONNX / golden / RTL). ``schedule='energy_aware'`` runs
+    :func:`energy_aware_prune` (Yang et al.) with ``prune.energy_ratio`` / ``budget_pj`` as the target.
 
     Budget mode (``budget_params`` / ``budget_pj``, or ``prune.budget_*``) replaces the sparsity target:
     units are removed greedily (least importance per unit of cost first) until the model has at most
@@ -581,7 +598,14 @@ def prune_model(model: nn.Module, cfg: Config, dataset, *, criterion: str | None
         budget_params, budget_pj = pc.budget_params, pc.budget_pj
     if budget_params is not None and budget_pj is not None:
         raise CodesignError("prune: give one budget, budget_params or budget_pj, not both")
+    granularity = granularity or pc.granularity
     _check_supported(model)
+    if schedule == "energy_aware":
+        return _energy_aware_stage(model, cfg, dataset, granularity, epochs, budget_params, budget_pj, progress)
+    if granularity == "weight":
+        return _prune_weights(model, cfg, dataset, criterion=criterion, sparsity=sparsity, schedule=schedule, steps=steps,
+                              epochs=epochs, scope=scope, ft_lr=ft_lr, budget_params=budget_params, budget_pj=budget_pj,
+                              progress=progress)
     coupled_groups(model, coupled)  # validate early
     if criterion == "energy" and cost_per_unit is None:
         from codesign import energy
@@ -664,7 +688,7 @@ def prune_model(model: nn.Module, cfg: Config, dataset, *, criterion: str | None
     total_units = sum(original_units.values())
     kept_units = sum(s.units for s in after if s.name in original_units)
     report = {
-        "criterion": criterion, "schedule": "budget" if budget else schedule, "scope": scope,
+        "granularity": "unit", "criterion": criterion, "schedule": "budget" if budget else schedule, "scope": scope,
         "sparsity": round(1 - kept_units / total_units, 4) if total_units else 0.0,
         "accuracy_before": acc_before,
         "accuracy_pruned_no_finetune": acc_before if acc_pruned is None else acc_pruned,
@@ -675,6 +699,37 @@ def prune_model(model: nn.Module, cfg: Config, dataset, *, criterion: str | None
         "coupled": coupled_groups(model, coupled), **extra,
     }
     return model, cfg, report
+
+
+def _energy_aware_stage(model: nn.Module, cfg: Config, dataset, granularity: str, epochs: int,
+                        budget_params: int | None, budget_pj: float | None,
+                        progress: Callable[[str], None] | None) -> tuple[nn.Module, Config, dict[str, Any]]:
+    """prune_model with ``schedule='energy_aware'``: :func:`energy_aware_prune` with the ``prune:`` options,
+    its report completed with the keys every prune report has."""
+    if budget_params is not None:
+        raise CodesignError("prune.schedule energy_aware takes an energy target (prune.energy_ratio or "
+                            "prune.budget_pj), not budget_params")
+    pc = cfg.prune
+    before = layer_stats(model)
+    params_before = sum(s.params for s in before)
+    small, scfg, rep = energy_aware_prune(model, cfg, dataset, target_ratio=pc.energy_ratio, target_pj=budget_pj,
+                                          local_drop=pc.local_drop, step_fraction=pc.step_fraction,
+                                          local_epochs=pc.local_epochs, finetune_epochs=epochs, granularity=granularity,
+                                          guard=pc.guard, local_loss=pc.local_loss, progress=progress)
+    after = layer_stats(small)
+    rep.update(schedule="energy_aware", scope="layer", accuracy_pruned_no_finetune=rep["accuracy_after"],
+               params_before=params_before, budget_unit="pJ", budget=rep["target_pj"],
+               budget_after=rep["energy_after_pj"])
+    if granularity == "unit":
+        units0 = sum(s.units for s in before[:-1])
+        rep.update(sparsity=round(1 - sum(s.units for s in after[:-1]) / units0, 4) if units0 else 0.0,
+                   params_after=sum(s.params for s in after),
+                   layers=[{"layer": b.name, "units_before": b.units, "units_after": a.units, "removed": b.units - a.units,
+                            "params_before": b.params, "params_after": a.params, "macs_before": b.macs,
+                            "macs_after": a.macs} for b, a in zip(before, after, strict=True)])
+    else:
+        rep["params_after"] = params_before - sum(la["masked"] for la in rep["layers"])
+    return small, scfg, rep
 
 
 def run_stage(rd, cfg: Config) -> dict[str, Any]:
@@ -696,101 +751,488 @@ def run_stage(rd, cfg: Config) -> dict[str, Any]:
     rd.add(out / "model.pt", "prune")
     atomic_write_json(out / "prune.json", rep)
     rd.add(out / "prune.json", "prune")
-    t = Table(title=f"structured pruning ({rep['criterion']}, {rep['schedule']})")
-    for c in ("layer", "units", "removed", "params", "MACs"):
-        t.add_column(c, justify="right")
-    for layer in rep["layers"]:
-        t.add_row(layer["layer"], f"{layer['units_before']} -> {layer['units_after']}", str(layer["removed"]),
-                  f"{layer['params_before']} -> {layer['params_after']}", f"{layer['macs_before']} -> {layer['macs_after']}")
+    if rep.get("granularity") == "weight":
+        t = Table(title=f"weight pruning ({rep['criterion']}, {rep['schedule']})")
+        for c in ("layer", "weights", "masked", "non-zero codes"):
+            t.add_column(c, justify="right")
+        for layer in rep["layers"]:
+            t.add_row(layer["layer"], str(layer["weights"]), str(layer["masked"]),
+                      f"{layer['nonzero_before']} -> {layer['nonzero_after']}")
+    else:
+        t = Table(title=f"structured pruning ({rep['criterion']}, {rep['schedule']})")
+        for c in ("layer", "units", "removed", "params", "MACs"):
+            t.add_column(c, justify="right")
+        for layer in rep["layers"]:
+            t.add_row(layer["layer"], f"{layer['units_before']} -> {layer['units_after']}", str(layer["removed"]),
+                      f"{layer['params_before']} -> {layer['params_after']}", f"{layer['macs_before']} -> {layer['macs_after']}")
     Console().print(t)
-    figures = {k: rep[k] for k in ("sparsity", "accuracy_before", "accuracy_after", "accuracy_pruned_no_finetune",
-                                   "params_before", "params_after", "masked_vs_removed_mismatches", "criterion",
-                                   "budget_unit", "budget", "budget_after") if k in rep}
+    figures = {k: rep[k] for k in ("granularity", "sparsity", "accuracy_before", "accuracy_after",
+                                   "accuracy_pruned_no_finetune", "params_before", "params_after",
+                                   "masked_vs_removed_mismatches", "masked_nonzero_codes", "criterion",
+                                   "budget_unit", "budget", "budget_after", "energy_before_pj", "energy_after_pj",
+                                   "energy_ratio") if k in rep}
     rd.record("prune", figures)
     if rep["masked_vs_removed_mismatches"]:
         raise CodesignError(f"physical removal changed the model's outputs on {rep['masked_vs_removed_mismatches']} vectors")
+    if rep.get("masked_nonzero_codes"):
+        raise CodesignError(f"{rep['masked_nonzero_codes']} pruned weights do not quantize to code 0")
     return figures
 
 
 # ---------------------------------------------------------------------------------------------
-# energy-aware pruning (Yang, Chen, Sze, CVPR 2017, with structured units)
+# fine-grained (weight) pruning: masks that keep single weights at exactly zero
 # ---------------------------------------------------------------------------------------------
+Masks = dict[str, torch.Tensor]  # weight layer -> bool tensor in the weight's shape (True = kept)
+
+
+def weight_masks(model: nn.Module, layers: list[str] | None = None) -> Masks:
+    """All-True masks (nothing pruned) for ``layers`` (default: every weight layer)."""
+    return {n: torch.ones_like(getattr(model, n).weight, dtype=torch.bool) for n in (layers or model.weight_layers())}
+
+
+def apply_weight_masks(model: nn.Module, masks: Masks) -> None:
+    """Zero the float weights outside the masks (in place). With zero-point-0 quantizers a float 0
+    quantizes to code 0 (fixed point: ``round(0 / s) = 0``; power of two: 0 is a code), so the exported
+    QONNX initializers, the golden model and the RTL see exact zeros."""
+    with torch.no_grad():
+        for n, m in masks.items():
+            getattr(model, n).weight.masked_fill_(~m, 0.0)
+
+
+def _mask_pre_hook(m: torch.Tensor):
+    def hook(mod, inp):  # returns None: the input is left as it is
+        mod.weight.data.masked_fill_(~m, 0.0)
+    return hook
+
+
+class WeightMaskGuard:
+    """Context manager keeping masked weights at exactly zero while a model trains: the masks are
+    applied on entry, every gradient is multiplied by its mask (so Adam's moments of a masked weight
+    stay 0 and weight decay has nothing to decay), a forward pre-hook re-applies the mask before every
+    forward (belt and braces: the best-validation checkpoint of the training loop is copied after a
+    forward), and the mask is applied once more on exit, when the hooks are removed."""
+
+    def __init__(self, model: nn.Module, masks: Masks):
+        self.model, self.masks, self.handles = model, masks, []
+
+    def __enter__(self) -> WeightMaskGuard:
+        apply_weight_masks(self.model, self.masks)
+        for n, m in self.masks.items():
+            mod = getattr(self.model, n)
+            self.handles.append(mod.weight.register_hook(lambda g, m=m: g * m.to(g.dtype)))
+            self.handles.append(mod.register_forward_pre_hook(_mask_pre_hook(m)))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+        apply_weight_masks(self.model, self.masks)
+
+
+def finetune_masked(model: nn.Module, dataset, epochs: int, lr: float, cfg: Config, seed: int,
+                    masks: Masks | None) -> nn.Module:
+    """:func:`finetune` with the weight masks enforced throughout (no masks: plain fine-tuning)."""
+    if not masks:
+        return finetune(model, dataset, epochs, lr, cfg, seed)
+    with WeightMaskGuard(model, masks):
+        return finetune(model, dataset, epochs, lr, cfg, seed)
+
+
+def weight_codes(model: nn.Module, layer: str) -> torch.Tensor:
+    """Integer weight codes of ``layer`` as Brevitas quantizes (and exports) them."""
+    m = getattr(model, layer)
+    with torch.no_grad():
+        qw = m.quant_weight()
+        return torch.round(qw.value / qw.scale).to(torch.int64)
+
+
+def masked_nonzero_codes(model: nn.Module, masks: Masks) -> int:
+    """Masked weights whose quantized code is not 0 (must be 0)."""
+    return int(sum(int(((weight_codes(model, n) != 0) & ~m).sum()) for n, m in masks.items()))
+
+
+def taylor_weight_scores(model: nn.Module, x: np.ndarray, y: np.ndarray, layers: list[str], batches: int = 8,
+                         batch_size: int = 128) -> dict[str, torch.Tensor]:
+    """Per-weight first-order Taylor importance (w * dL/dw)^2, summed over training batches."""
+    model.train()
+    scores: dict[str, torch.Tensor] = {}
+    rng = np.random.default_rng(0)
+    for _ in range(batches):
+        idx = rng.choice(len(x), size=min(batch_size, len(x)), replace=False)
+        model.zero_grad()
+        nn.functional.cross_entropy(model(torch.as_tensor(x[idx])), torch.as_tensor(y[idx])).backward()
+        for n in layers:
+            w = getattr(model, n).weight
+            scores[n] = scores.get(n, 0) + (w.detach() * w.grad.detach()).pow(2).double()
+    model.zero_grad()
+    model.eval()
+    return scores
+
+
+def weight_importance(model: nn.Module, layer: str, criterion: str, *, grads: dict[str, torch.Tensor] | None = None,
+                      seed: int = 0, cost: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """Importance of every single weight of ``layer`` (weight shape; higher = keep)."""
+    w = getattr(model, layer).weight.detach().double()
+    if criterion in ("l1", "l2"):  # the norm of one weight is its magnitude
+        return w.abs().numpy()
+    if criterion == "random":
+        return np.random.default_rng(seed + sum(map(ord, layer))).random(tuple(w.shape))
+    if criterion == "taylor":
+        if grads is None or layer not in grads:
+            raise CodesignError("criterion 'taylor' needs gradients from training data (a dataset)")
+        return grads[layer].numpy()
+    if criterion == "energy":
+        if cost is None:
+            raise CodesignError("criterion 'energy' needs a cost model (per-weight pJ)")
+        return w.abs().numpy() / np.maximum(np.asarray(cost[layer], dtype=float), 1e-12)
+    if criterion in ("fpgm", "bn_gamma"):
+        raise UnsupportedError(f"criterion {criterion!r} ranks whole units; with prune.granularity 'weight' use "
+                               "l1, l2, taylor, random or energy")
+    raise CodesignError(f"unknown pruning criterion {criterion!r}")
+
+
+def select_weights(scores: dict[str, np.ndarray], masks: Masks, sparsity: float, scope: str = "layer",
+                   per_layer: dict[str, float] | None = None) -> Masks:
+    """New masks removing ``sparsity`` of each layer's weights (cumulative: already masked weights stay
+    masked and count), the least important first. ``scope='global'`` ranks all weights together on
+    scores normalized by each layer's maximum. Never masks every weight of a layer."""
+    out: Masks = {}
+    if scope == "global" and per_layer is None:
+        total = sum(m.numel() for m in masks.values())
+        n_keep = total - int(round(sparsity * total))
+        flat, owner = [], []
+        for n, m in masks.items():
+            sc = np.asarray(scores[n], dtype=float).reshape(-1)
+            top = sc[m.reshape(-1).numpy()].max(initial=0.0)
+            sc = np.where(m.reshape(-1).numpy(), sc / (top if top > 0 else 1.0), -np.inf)
+            flat.append(sc)
+            owner.append(n)
+        allsc = np.concatenate(flat)
+        order = np.argsort(-allsc, kind="stable")
+        keep = np.zeros(len(allsc), dtype=bool)
+        keep[order[:max(n_keep, 0)]] = True
+        keep &= np.isfinite(allsc)
+        off = 0
+        for n, sc in zip(owner, flat, strict=True):
+            k = keep[off:off + len(sc)].copy()
+            if not k.any():  # never a whole layer
+                k[int(np.argmax(sc))] = True
+            out[n] = torch.as_tensor(k).reshape(masks[n].shape)
+            off += len(sc)
+        return out
+    for n, m in masks.items():
+        frac = (per_layer or {}).get(n, sparsity)
+        size = m.numel()
+        n_keep = max(1, min(int(m.sum()), size - int(round(frac * size))))
+        sc = np.where(m.reshape(-1).numpy(), np.asarray(scores[n], dtype=float).reshape(-1), -np.inf)
+        keep = np.zeros(size, dtype=bool)
+        keep[np.argsort(-sc, kind="stable")[:n_keep]] = True
+        out[n] = torch.as_tensor(keep).reshape(m.shape)
+    return out
+
+
+def _drop_smallest(w: torch.Tensor, mask: torch.Tensor, k: int) -> torch.Tensor:
+    """``mask`` with its ``k`` kept weights of smallest magnitude masked too."""
+    sc = np.where(mask.reshape(-1).numpy(), w.detach().abs().double().reshape(-1).numpy(), np.inf)
+    out = mask.clone().reshape(-1)
+    out[torch.as_tensor(np.argsort(sc, kind="stable")[:k])] = False
+    return out.reshape(mask.shape)
+
+
+def _weight_layer_report(model: nn.Module, before: dict[str, int], masks: Masks) -> list[dict[str, Any]]:
+    rows = []
+    for n in model.weight_layers():
+        w = getattr(model, n).weight
+        m = masks.get(n)
+        rows.append({"layer": n, "weights": int(w.numel()), "nonzero_before": before[n],
+                     "nonzero_after": int((weight_codes(model, n) != 0).sum()),
+                     "masked": int((~m).sum()) if m is not None else 0})
+    return rows
+
+
+def _kept_params(model: nn.Module, masks: Masks) -> int:
+    n = 0
+    for layer in model.weight_layers():
+        mod = getattr(model, layer)
+        n += int(masks[layer].sum()) if layer in masks else mod.weight.numel()
+        n += mod.bias.numel() if mod.bias is not None else 0
+    return n
+
+
+def _prune_weights(model: nn.Module, cfg: Config, dataset, *, criterion: str, sparsity: float, schedule: str,
+                   steps: int, epochs: int, scope: str, ft_lr: float, budget_params: int | None,
+                   budget_pj: float | None, progress: Callable[[str], None] | None) -> tuple[nn.Module, Config, dict[str, Any]]:
+    """prune_model with ``granularity='weight'``: every weight layer (the last included) loses its least
+    important single weights; masks keep them at 0 through fine-tuning; shapes are unchanged."""
+    import copy
+
+    from codesign import energy
+
+    model = copy.deepcopy(model)
+    t0 = time.time()
+    layers = model.weight_layers()
+    masks = weight_masks(model, layers)
+    nz_before = {n: int((weight_codes(model, n) != 0).sum()) for n in layers}
+    params_before = _kept_params(model, masks)
+    acc_before = accuracy(model, dataset.x_test, dataset.y_test)
+    table = energy.EnergyTable.load()
+
+    def scores_for(m, t):
+        grads = taylor_weight_scores(m, dataset.x_train, dataset.y_train, layers) if criterion == "taylor" else None
+        cost = energy.weight_costs(m, table, cfg.rtl.strategy) if criterion == "energy" else None
+        return {n: weight_importance(m, n, criterion, grads=grads, seed=cfg.seed + t, cost=cost) for n in layers}
+
+    extra: dict[str, Any] = {}
+    acc_pruned = None
+    if budget_params is not None or budget_pj is not None:
+        if budget_pj is not None:
+            unit, limit = "pJ", float(budget_pj)
+
+            def total(m):
+                ops, io = energy.from_model(m)
+                return float(energy.estimate(ops, table, cfg.rtl.strategy, io)["pj_per_inference"])
+
+            def costs(m):
+                return energy.weight_costs(m, table, cfg.rtl.strategy)
+        else:
+            unit, limit = "params", float(budget_params)
+
+            def total(m):
+                return float(_kept_params(m, masks))
+
+            def costs(m):
+                return {n: masks[n].double().numpy() for n in layers}
+        start = total(model)
+        for t in range(60):
+            cur = total(model)
+            if cur <= limit * (1 + 1e-9):
+                break
+            sc, co = scores_for(model, t), costs(model)
+            cand = []
+            for n in layers:
+                s = np.asarray(sc[n], dtype=float).reshape(-1)
+                s = s / (s.max() if s.max() > 0 else 1.0)
+                c = np.asarray(co[n], dtype=float).reshape(-1)
+                mk = masks[n].reshape(-1).numpy()
+                idx = np.nonzero(mk & (c > 0))[0]
+                cand += [(s[i] / c[i], n, int(i), c[i]) for i in idx]
+            cand.sort(key=lambda r: (r[0], r[1], r[2]))
+            got, left = 0.0, {n: int(masks[n].sum()) for n in layers}
+            new = {n: masks[n].clone().reshape(-1) for n in layers}
+            for _, n, i, c in cand:
+                if got >= cur - limit:
+                    break
+                if left[n] > 1:
+                    new[n][i] = False
+                    left[n] -= 1
+                    got += c
+            new = {n: v.reshape(masks[n].shape) for n, v in new.items()}
+            if all(torch.equal(new[n], masks[n]) for n in layers):
+                raise CodesignError(f"prune: budget {limit:g} {unit} cannot be met with single weights: {cur:g} {unit}"
+                                    + (" (folded layers, rtl.strategy resource: a zero weight saves no energy)"
+                                       if unit == "pJ" and cfg.rtl.strategy == "resource" else ""))
+            masks = new
+            apply_weight_masks(model, masks)
+            if progress:
+                progress(f"budget step {t + 1}: {total(model):.6g} {unit} (limit {limit:g}), kept weights "
+                         + ", ".join(f"{n} {int(masks[n].sum())}" for n in layers))
+        else:
+            raise CodesignError(f"prune: budget {limit:g} {unit} not met after 60 steps")
+        acc_pruned = accuracy(model, dataset.x_test, dataset.y_test)
+        model = finetune_masked(model, dataset, epochs, ft_lr, cfg, cfg.seed, masks)
+        extra.update({"budget_unit": unit, "budget": limit, "budget_before": start, "budget_after": total(model)})
+    else:
+        targets = schedule_targets(schedule, sparsity, steps)
+        per_step_epochs = max(1, epochs // len(targets)) if epochs else 0
+        for t, target in enumerate(targets):
+            masks = select_weights(scores_for(model, t), masks, target, scope)
+            apply_weight_masks(model, masks)
+            if acc_pruned is None:
+                acc_pruned = accuracy(model, dataset.x_test, dataset.y_test)
+            if progress:
+                progress(f"step {t + 1}/{len(targets)}: weight sparsity {target:.2f}, kept weights "
+                         + ", ".join(f"{n} {int(masks[n].sum())}/{masks[n].numel()}" for n in layers))
+            model = finetune_masked(model, dataset, per_step_epochs, ft_lr, cfg, cfg.seed + t, masks)
+    total_w = sum(m.numel() for m in masks.values())
+    report = {
+        "granularity": "weight", "criterion": criterion, "schedule": "budget" if extra else schedule, "scope": scope,
+        "sparsity": round(sum(int((~m).sum()) for m in masks.values()) / total_w, 4),
+        "accuracy_before": acc_before,
+        "accuracy_pruned_no_finetune": acc_before if acc_pruned is None else acc_pruned,
+        "accuracy_after": accuracy(model, dataset.x_test, dataset.y_test),
+        "params_before": params_before, "params_after": _kept_params(model, masks),
+        "masked_vs_removed_mismatches": 0, "masked_nonzero_codes": masked_nonzero_codes(model, masks),
+        "seconds": round(time.time() - t0, 2), "layers": _weight_layer_report(model, nz_before, masks), **extra,
+    }
+    return model, cfg, report
+
+
+# ---------------------------------------------------------------------------------------------
+# energy-aware pruning (Yang, Chen, Sze, CVPR 2017)
+# ---------------------------------------------------------------------------------------------
+def val_metrics(model: nn.Module, dataset) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) on the validation split."""
+    from codesign.train import predict
+
+    logits = torch.as_tensor(predict(model, dataset.x_val))
+    y = torch.as_tensor(dataset.y_val, dtype=torch.long)
+    return float((logits.argmax(1) == y).double().mean()), float(nn.functional.cross_entropy(logits, y))
+
+
 def energy_aware_prune(model: nn.Module, cfg: Config, dataset, *, target_ratio: float | None = 2.5,
                        target_pj: float | None = None, max_drop: float = 0.01, local_drop: float = 0.03,
                        step_fraction: float = 0.15, local_epochs: int = 5, finetune_epochs: int | None = None,
-                       progress: Callable[[str], None] | None = None) -> tuple[nn.Module, Config, dict[str, Any]]:
+                       granularity: str = "unit", guard: str = "accuracy", local_loss: float = 0.05,
+                       rounds: int = 3, progress: Callable[[str], None] | None = None) -> tuple[nn.Module, Config, dict[str, Any]]:
     """Prune where the energy is spent until the estimate reaches the target.
 
-    Each step ranks the prunable layers by the energy their units account for (the energy model's
-    :func:`codesign.energy.unit_costs`: own terms and register plus their columns in the next layer),
-    removes ``step_fraction`` of the units of the most energy-hungry layer (lowest L1 magnitude per pJ),
-    fine-tunes locally for ``local_epochs`` and keeps the step only if validation accuracy stays within
-    ``local_drop`` of the unpruned model; otherwise the layer is frozen and the next one is tried. A global
-    fine-tuning (``finetune_epochs``) ends the search. ``target_pj`` (budget mode) overrides ``target_ratio``.
+    Each step takes the layer that accounts for the most prunable energy and removes ``step_fraction``
+    of what is left of it:
+
+    * ``granularity='unit'``: whole neurons / filters (lowest L1 magnitude per pJ; a unit's energy is
+      :func:`codesign.energy.unit_costs`: own terms and register plus its columns in the next layer),
+      removed physically; layers ranked by the summed unit costs; the last layer is not prunable;
+    * ``granularity='weight'`` (Yang et al.): single weights, smallest magnitude within the layer
+      first, masked to exactly 0 (:class:`WeightMaskGuard`; shapes unchanged); layers ranked by the energy
+      their non-zero weights cost (:func:`codesign.energy.weight_costs`: 0 in folded layers, where a zero
+      weight saves nothing); every weight layer is prunable.
+
+    The pruned model is fine-tuned locally (``local_epochs``, masks enforced) and the step is kept only if
+    the guard holds on the validation split: ``guard='accuracy'``: accuracy within ``local_drop`` of the
+    unpruned model; ``guard='loss'``: mean cross-entropy at most ``local_loss`` (nats) above it. A failed
+    step is retried on the same layer with half the step (down to one unit, or 1% of the layer's remaining
+    weights); only when the smallest step fails is the layer frozen. A global fine-tuning
+    (``finetune_epochs``) ends a pass; while the target is not reached, another pass starts from the
+    globally fine-tuned model with every layer unfrozen (up to ``rounds`` passes, as Yang et al. iterate).
+    ``target_pj`` (budget mode) overrides ``target_ratio``.
     """
     import copy
 
     from codesign import energy
 
+    if granularity not in ("unit", "weight"):
+        raise CodesignError(f"prune.granularity must be 'unit' or 'weight' (got {granularity!r})")
+    if guard not in ("accuracy", "loss"):
+        raise CodesignError(f"energy-aware guard must be 'accuracy' or 'loss' (got {guard!r})")
+    strategy = cfg.rtl.strategy
     table = energy.EnergyTable.load()
 
     def total_pj(m: nn.Module) -> float:
         ops, io = energy.from_model(m)
-        return float(energy.estimate(ops, table, cfg.rtl.strategy, io)["pj_per_inference"])
+        return float(energy.estimate(ops, table, strategy, io)["pj_per_inference"])
 
     t0 = time.time()
+    model = copy.deepcopy(model)
     e0 = total_pj(model)
     target = target_pj if target_pj is not None else e0 / float(target_ratio or 1.0)
-    acc0_val = accuracy(model, dataset.x_val, dataset.y_val)
+    acc0_val, loss0_val = val_metrics(model, dataset)
     acc0 = accuracy(model, dataset.x_test, dataset.y_test)
     before = layer_stats(model)
+    weight = granularity == "weight"
+    layers = model.weight_layers() if weight else prunable_layers(model)
+    masks = weight_masks(model, layers) if weight else None
+    nz_before = {n: int((weight_codes(model, n) != 0).sum()) for n in model.weight_layers()}
     frozen: set[str] = set()
-    history = [{"step": 0, "energy_pj": e0, "val_accuracy": acc0_val, "layer": None}]
+    frac = {n: float(step_fraction) for n in layers}  # halved on the layer after a failed step
+    history: list[dict[str, Any]] = [{"step": 0, "energy_pj": e0, "val_accuracy": acc0_val, "val_loss": loss0_val,
+                                      "layer": None}]
     mismatches = 0
+    local_runs = 0
     e = e0
     step = 0
     epochs = cfg.prune.finetune_epochs if finetune_epochs is None else finetune_epochs
-    for _round in range(3):  # global fine-tuning can move the estimate: prune again if it did
+
+    def ok(acc_val: float, loss_val: float) -> bool:
+        if guard == "loss":
+            return loss_val <= loss0_val + local_loss
+        return acc_val >= acc0_val - local_drop - 1e-12
+
+    def layer_energy(m: nn.Module) -> dict[str, float]:
+        if weight:
+            return {n: float(c.sum()) for n, c in energy.weight_costs(m, table, strategy).items()}
+        return {n: float(c.sum()) for n, c in energy.unit_costs(m, table, strategy).items()}
+
+    def remaining(m: nn.Module, n: str) -> int:
+        return int(masks[n].sum()) if weight else int(getattr(m, n).weight.shape[0])
+
+    for _round in range(max(1, rounds)):
         while e > target:
-            costs = energy.unit_costs(model, table, cfg.rtl.strategy)
-            candidates = sorted(((float(c.sum()), n) for n, c in costs.items() if n not in frozen and len(c) > 1), reverse=True)
+            le = layer_energy(model)
+            candidates = sorted(((le[n], n) for n in layers if n not in frozen and remaining(model, n) > 1 and le[n] > 0),
+                                reverse=True)
             if not candidates:
                 break
             _, layer = candidates[0]
-            n_units = len(costs[layer])
-            n_remove = max(1, int(round(step_fraction * n_units)))
-            n_remove = min(n_remove, n_units - 1)
-            score = importance(model, layer, "energy", cost_per_unit=lambda m, n: energy.unit_costs(m, table)[n])
-            keep = {n: np.arange(len(c)) for n, c in costs.items()}
-            keep[layer] = np.sort(np.argsort(-score, kind="stable")[: n_units - n_remove])
-            trial, trial_cfg, mism = prune_once(model, cfg, keep, dataset.x_val)
-            mismatches += mism
-            trial = finetune(trial, dataset, local_epochs, cfg.train.lr * 0.5, trial_cfg, cfg.seed + step)
-            acc_val = accuracy(trial, dataset.x_val, dataset.y_val)
-            step += 1
-            if acc_val < acc0_val - local_drop:
-                frozen.add(layer)
+            n_left = remaining(model, layer)
+            min_step = 1 if not weight else max(1, int(math.ceil(0.01 * n_left)))
+            k = min(max(1, int(round(frac[layer] * n_left))), n_left - 1)
+            while True:
+                if weight:
+                    tmasks = dict(masks)
+                    tmasks[layer] = _drop_smallest(getattr(model, layer).weight, masks[layer], k)
+                    trial, trial_cfg = copy.deepcopy(model), cfg
+                    apply_weight_masks(trial, tmasks)
+                else:
+                    costs = energy.unit_costs(model, table, strategy)
+                    score = importance(model, layer, "energy", cost_per_unit=lambda m, n, c=costs: c[n])
+                    keep = {n: np.arange(len(c)) for n, c in costs.items()}
+                    keep[layer] = np.sort(np.argsort(-score, kind="stable")[: n_left - k])
+                    trial, trial_cfg, mism = prune_once(model, cfg, keep, dataset.x_val)
+                    mismatches += mism
+                    tmasks = None
+                trial = finetune_masked(trial, dataset, local_epochs, cfg.train.lr * 0.5, trial_cfg, cfg.seed + step,
+                                        tmasks)
+                local_runs += 1
+                acc_val, loss_val = val_metrics(trial, dataset)
+                step += 1
+                what = f"{layer} {n_left}->{n_left - k} {'weights' if weight else 'units'}"
+                if ok(acc_val, loss_val):
+                    model, cfg = trial, trial_cfg
+                    if weight:
+                        masks = tmasks
+                    e = total_pj(model)
+                    history.append({"step": step, "energy_pj": e, "val_accuracy": acc_val, "val_loss": loss_val,
+                                    "layer": layer, "kept": n_left - k})
+                    if progress:
+                        progress(f"step {step}: {what}, {e:.1f} pJ ({e0 / e:.2f}x), val acc {acc_val:.4f}, "
+                                 f"val loss {loss_val:.4f}")
+                    break
+                if k <= min_step:
+                    frozen.add(layer)
+                    if progress:
+                        progress(f"step {step}: {what} fails the guard (val acc {acc_val:.4f}, loss {loss_val:.4f}); "
+                                 "layer frozen")
+                    break
+                k = max(min_step, k // 2)
+                frac[layer] /= 2
                 if progress:
-                    progress(f"step {step}: {layer} {n_units}->{n_units - n_remove} drops val accuracy to {acc_val:.4f}; layer frozen")
-                continue
-            model, cfg = trial, trial_cfg
-            e = total_pj(model)
-            history.append({"step": step, "energy_pj": e, "val_accuracy": acc_val, "layer": layer,
-                            "units": n_units - n_remove})
-            if progress:
-                progress(f"step {step}: {layer} {n_units}->{n_units - n_remove} units, {e:.1f} pJ ({e0 / e:.2f}x), val acc {acc_val:.4f}")
-        model = finetune(copy.deepcopy(model), dataset, epochs, cfg.train.lr * 0.3, cfg, cfg.seed + 999 + _round)
+                    progress(f"step {step}: {what} fails the guard (val acc {acc_val:.4f}, loss {loss_val:.4f}); "
+                             f"retry with {k}")
+        model = finetune_masked(model, dataset, epochs, cfg.train.lr * 0.3, cfg, cfg.seed + 999 + _round, masks)
         e = total_pj(model)
-        if e <= target or len(frozen) >= len(prunable_layers(model)):
+        if e <= target or _round == max(1, rounds) - 1:
             break
+        frozen.clear()  # another pass from the globally fine-tuned model (Yang et al. iterate the passes)
     after = layer_stats(model)
     e = total_pj(model)
-    report = {
-        "criterion": "energy-aware", "energy_before_pj": e0, "energy_after_pj": e, "energy_ratio": e0 / e,
+    acc_val, loss_val = val_metrics(model, dataset)
+    report: dict[str, Any] = {
+        "criterion": "energy-aware", "granularity": granularity, "guard": guard,
+        "energy_before_pj": e0, "energy_after_pj": e, "energy_ratio": e0 / e,
         "target_pj": target, "reached": e <= target * (1 + 1e-9),
-        "within_max_drop": accuracy(model, dataset.x_val, dataset.y_val) >= acc0_val - max_drop,
+        "within_max_drop": acc_val >= acc0_val - max_drop,
         "accuracy_before": acc0, "accuracy_after": accuracy(model, dataset.x_test, dataset.y_test),
-        "masked_vs_removed_mismatches": mismatches, "seconds": round(time.time() - t0, 2), "history": history,
-        "layers": [{"layer": b.name, "units_before": b.units, "units_after": a.units} for b, a in zip(before, after, strict=True)],
+        "val_accuracy_before": acc0_val, "val_accuracy_after": acc_val, "val_loss_before": loss0_val,
+        "val_loss_after": loss_val, "masked_vs_removed_mismatches": mismatches,
+        "local_finetunes": local_runs, "epochs": local_runs * local_epochs + epochs * (_round + 1),
+        "frozen": sorted(frozen), "seconds": round(time.time() - t0, 2), "history": history,
     }
+    if weight:
+        report["masked_nonzero_codes"] = masked_nonzero_codes(model, masks)
+        report["sparsity"] = round(sum(int((~m).sum()) for m in masks.values()) / sum(m.numel() for m in masks.values()), 4)
+        report["layers"] = _weight_layer_report(model, nz_before, masks)
+    else:
+        report["layers"] = [{"layer": b.name, "units_before": b.units, "units_after": a.units}
+                            for b, a in zip(before, after, strict=True)]
     return model, cfg, report

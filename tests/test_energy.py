@@ -36,6 +36,48 @@ def test_folded_reads_rom():
     assert par.rom_bits == 0 and fold.rom_bits > 0 and fold.pj > par.pj
 
 
+def test_zeroed_weights_save_energy_in_parallel_layers_only():
+    """A zero weight generates no logic in a parallel layer; in a folded layer it still costs a ROM read
+    and a MAC slot (the weight ROM keeps the 0 and the slot fires every step)."""
+    t = energy.EnergyTable.load()
+    dense, sparse = ops([[3, 5, -7, 9], [6, -2, 11, 1]]), ops([[3, 0, 0, 9], [6, 0, 11, 0]])
+    par_d, par_s = energy.layer_energy(dense, t, "latency"), energy.layer_energy(sparse, t, "latency")
+    assert par_s.pj < par_d.pj and par_s.mults < par_d.mults and par_s.adds < par_d.adds
+    fold_d, fold_s = energy.layer_energy(dense, t, "resource"), energy.layer_energy(sparse, t, "resource")
+    assert fold_s.pj == pytest.approx(fold_d.pj) and fold_s.mults == fold_d.mults == 8
+    assert fold_s.rom_bits == fold_d.rom_bits == 8 * 5  # 8 stored weights of 5 bits (-7..11)
+    # all-power-of-two folded layer: barrel shifts, still one slot per stored weight, zero or not
+    pot = energy.layer_energy(ops([[2, 0, -4, 1]]), t, "resource")
+    assert pot.shifts == 4 and pot.mults == 0
+
+
+def test_weight_costs_parallel_vs_folded():
+    from codesign import config
+    from codesign.quant import build_model
+
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    m = build_model(config.load("digits_mlp", {"model.hidden": [8]}), (64,), 10).eval()
+    with torch.no_grad():
+        m.fc1.weight[:, :32] = 0
+    par = energy.weight_costs(m, strategy="latency")
+    fold = energy.weight_costs(m, strategy="resource")
+    assert par["fc1"].shape == tuple(m.fc1.weight.shape) and set(par) == {"fc1", "fc2"}
+    with torch.no_grad():
+        qw = m.fc1.quant_weight()
+        codes = torch.round(qw.value / qw.scale).numpy()
+    assert np.all(par["fc1"][:, :32] == 0) and np.all((par["fc1"] > 0) == (codes != 0))
+    assert all(np.all(c == 0) for c in fold.values())
+    # the per-weight costs account for the layer's terms: zeroing every weight of fc1 saves about their sum
+    o, io = energy.from_model(m)
+    e0 = energy.estimate(o, strategy="latency", io_bits=io)["per_layer"]["fc1"]
+    with torch.no_grad():
+        m.fc1.weight.zero_()
+    o, io = energy.from_model(m)
+    e1 = energy.estimate(o, strategy="latency", io_bits=io)["per_layer"]["fc1"]
+    assert e0 - e1 == pytest.approx(par["fc1"].sum(), rel=0.25)  # linear estimate (the accumulator narrows too)
+
+
 def test_bad_table(tmp_path):
     p = tmp_path / "t.yaml"
     p.write_text("name: x\nadd_pj: {8: 0.03}\n")

@@ -121,7 +121,10 @@ def prune(
     run_dir: RunArg,
     criterion: Annotated[str | None, typer.Option(help="l1 | l2 | fpgm | taylor | random | bn_gamma | energy")] = None,
     sparsity: Annotated[float | None, typer.Option(help="fraction of hidden neurons/filters removed")] = None,
-    schedule: Annotated[str | None, typer.Option(help="oneshot | iterative | agp")] = None,
+    schedule: Annotated[str | None, typer.Option(help="oneshot | iterative | agp | energy_aware (Yang et al.)")] = None,
+    granularity: Annotated[str | None, typer.Option(
+        help="unit (whole neurons/filters removed) | weight (single weights zeroed: free in fully parallel RTL)")] = None,
+    energy_ratio: Annotated[float | None, typer.Option(help="energy_aware: stop at this many times lower energy")] = None,
     steps: Annotated[int | None, typer.Option(help="pruning steps of iterative/agp")] = None,
     finetune_epochs: Annotated[int | None, typer.Option(help="fine-tuning epochs (QAT)")] = None,
     finetune_lr: Annotated[float | None, typer.Option(help="fine-tuning learning rate (default train.lr)")] = None,
@@ -130,13 +133,15 @@ def prune(
     budget_pj: Annotated[float | None, typer.Option(help="budget mode: at most E pJ per inference (energy model)")] = None,
     slimming_l1: Annotated[float | None, typer.Option(help="bn_gamma: L1 penalty on the BatchNorm gammas")] = None,
 ) -> None:
-    """Structured pruning (whole neurons/filters removed) with fine-tuning; options override `prune:` of the run's config."""
+    """Pruning with fine-tuning: structured (whole neurons/filters removed) or per weight, by a criterion or
+    energy-aware (Yang et al.); options override `prune:` of the run's config."""
     from codesign import flow as flow_mod
     from codesign.run import RunDir
 
     rd = RunDir(run_dir)
     cfg = flow_mod.run_config(rd)
-    upd = {k: v for k, v in dict(criterion=criterion, sparsity=sparsity, schedule=schedule, steps=steps,
+    upd = {k: v for k, v in dict(criterion=criterion, sparsity=sparsity, schedule=schedule, granularity=granularity,
+                                 energy_ratio=energy_ratio, steps=steps,
                                  finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, scope=scope, budget_params=budget_params,
                                  budget_pj=budget_pj, slimming_l1=slimming_l1).items() if v is not None}
     if budget_params is not None:

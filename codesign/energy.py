@@ -19,7 +19,8 @@ fully parallel (``strategy=latency``):
     every non-zero weight of the layer is a power of two) and one add, so zeroing weights saves
     energy only in parallel layers;
   - the input and output vectors cross the accelerator boundary (``io_bit_pj`` per bit).
-Max-pooling costs ``window - 1`` comparisons (adds) at the activation width per output.
+Max-pooling and average pooling cost ``window - 1`` comparisons or additions per output; a residual ``add``
+layer one addition per output field. Per-channel weight scales are counted on the unaligned codes.
 Borders of padded convolutions are counted as if the window were complete (a slight overestimate).
 
 The same counting works on the RTL IR (``from_ir``: what the hardware will really contain) and on a
@@ -189,13 +190,21 @@ def from_ir(model) -> tuple[list[LayerOps], int]:
             else:
                 mat = w.reshape(w.shape[0], -1)
                 positions = ly.n_out // w.shape[0]
+            if ly.field_shift is not None:  # per-channel scales: the IR stores codes aligned to the finest scale
+                fs = np.asarray(ly.field_shift, dtype=np.int64)
+                per_unit = fs if ly.kind == "dense" else (
+                    fs.reshape(positions, -1).min(0) if ly.layout == "NHWC" else fs.reshape(-1, positions).min(1))
+                mat = mat.astype(np.int64) >> per_unit.reshape(-1, 1)  # exact: every code is a multiple
             ops.append(LayerOps(ly.name, ly.kind, positions, mat, ly.in_fmt.bits, ly.in_fmt.signed, ly.out_fmt.bits,
                                 bias_nonzero=(ly.bias != 0) if ly.bias is not None else None,
                                 requant=ly.requant is not None, units=mat.shape[0]))
-        elif ly.kind == "maxpool":
+        elif ly.kind in ("maxpool", "avgpool"):  # window - 1 comparisons / additions per output
             ch = ly.out_shape[-1] if ly.layout == "NHWC" else ly.out_shape[0]
             ops.append(LayerOps(ly.name, ly.kind, ly.n_out // ch, None, ly.in_fmt.bits, ly.in_fmt.signed,
                                 ly.out_fmt.bits, requant=False, window=int(np.prod(ly.kernel)), units=ch))
+        elif ly.kind == "add":  # residual join: one addition per output field
+            ops.append(LayerOps(ly.name, ly.kind, ly.n_out, None, ly.acc_fmt.bits if ly.acc_fmt else ly.in_fmt.bits,
+                                True, ly.out_fmt.bits, requant=False, window=2, units=1))
     io_bits = int(np.prod(model.input_shape)) * model.input_fmt.bits + \
         int(np.prod(model.output_shape)) * model.output_fmt.bits
     return ops, io_bits

@@ -234,3 +234,23 @@ def test_broken_skip_path_is_caught_and_localized(res_models, tmp_path):
     res = verify(d, p, vectors=300, simulator="icarus")
     assert res["mismatches"] > 0
     assert res["localization"]["first_bad_layer"] == "add1"
+
+
+def test_energy_counts_residual_and_per_channel_layers(res_models):
+    """The analytic energy model sees the add (one addition per field) and avgpool layers of a lowered
+    graph, and counts per-channel weights on their own (unaligned) codes."""
+    from codesign.energy import estimate, from_ir
+
+    for name, kinds in (("res2p_pc", {"add"}), ("rescnn", {"add", "avgpool"})):
+        m = lower(res_models(name))
+        ops, io_bits = from_ir(m)
+        got = {op.kind for op in ops}
+        assert kinds <= got, (name, got)
+        est = estimate(ops, io_bits=io_bits)
+        adds = [le for le in est["layers"] if le["kind"] == "add"]
+        assert adds and all(le["adds"] == ly.n_out for le, ly in zip(adds, [ly for ly in m.layers if ly.kind == "add"],
+                                                                     strict=True))
+        for op, ly in zip([o for o in ops if o.weights is not None], [ly for ly in m.layers if ly.is_linear],
+                          strict=True):
+            if ly.field_shift is not None and np.any(ly.field_shift):
+                assert np.abs(op.weights).max() < np.abs(ly.weights).max()  # unaligned codes are narrower

@@ -1,8 +1,9 @@
 """``python -m bench {all,rtl,verify,golden,flow,accuracy,da4ml} [--quick]``.
 
 Each sub-benchmark prints its table and rewrites its own section of docs/benchmarks.md (between
-``<!-- bench:NAME -->`` markers). ``--quick`` (what CI can run): few training epochs, few vectors, no
-place and route. Run directories live in runs/bench (full) or runs/bench-quick and are reused.
+``<!-- bench:NAME -->`` markers). ``--quick`` (what CI can run, < 5 min on 2 idle cores): few training
+epochs, few vectors, fewer models, no place and route; it prints its tables and leaves the doc alone
+unless ``--doc`` is given. Run directories live in runs/bench (full) or runs/bench-quick and are reused.
 """
 
 from __future__ import annotations
@@ -20,6 +21,14 @@ from bench.common import Ctx, log
 BENCHES = ("accuracy", "golden", "rtl", "verify", "da4ml", "flow")
 
 
+def _cpu() -> float:
+    """User + system CPU seconds of this process and of its waited-for subprocesses."""
+    import resource
+
+    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -28,8 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=Path, default=None, help="run directories (default runs/bench[-quick])")
     ap.add_argument("--no-pnr", action="store_true", help="da4ml: skip nextpnr (fmax) in full mode")
     ap.add_argument("--targets", default="ecp5,xilinx", help="yosys targets of the rtl/da4ml benches (full mode)")
-    ap.add_argument("--models", default="", help="da4ml: only these models (comma separated)")
+    ap.add_argument("--models", default="", help="da4ml, flow: only these models (comma separated)")
+    ap.add_argument("--no-reuse", action="store_true",
+                    help="da4ml: re-measure Verilator builds of unchanged designs (synthesis/PnR caches: delete stat_*.txt, nextpnr.log)")
     ap.add_argument("--no-doc", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    ap.add_argument("--doc", action="store_true",
+                    help="with --quick: also write the quick results into docs/benchmarks.md (default: print only)")
     args = ap.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     try:
@@ -38,23 +51,27 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(1)
     except ImportError:
         pass
-    ctx = Ctx(quick=args.quick, runs=args.runs, write_doc=not args.no_doc)
+    # quick (CI) results must not replace the full-mode tables of the doc unless asked to
+    ctx = Ctx(quick=args.quick, runs=args.runs, write_doc=not args.no_doc and (not args.quick or args.doc))
     ctx.pnr = not args.no_pnr
+    ctx.reuse = not args.no_reuse
     ctx.targets = tuple(t for t in args.targets.split(",") if t)
     ctx.models = tuple(m for m in args.models.split(",") if m)
     ctx.runs.mkdir(parents=True, exist_ok=True)
     todo = BENCHES if args.which == "all" else (args.which,)
     failed = []
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu()
     for name in todo:
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), _cpu()
         try:
             importlib.import_module(f"bench.{name}").run(ctx)
         except Exception:  # noqa: BLE001 - one failing bench must not hide the others
             traceback.print_exc()
             failed.append(name)
-        log(f"{name}: {time.perf_counter() - t1:.0f} s")
-    log(f"done in {time.perf_counter() - t0:.0f} s" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+        log(f"{name}: {time.perf_counter() - t1:.0f} s wall, {_cpu() - c1:.0f} CPU s")
+    log(f"done in {time.perf_counter() - t0:.0f} s wall, {_cpu() - c0:.0f} CPU s (this process and its finished "
+        f"subprocesses), load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}"
+        + (f"; FAILED: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
 
 

@@ -35,6 +35,7 @@ class Ctx:
         self.pnr = True
         self.targets: tuple[str, ...] = ("ecp5", "xilinx")
         self.models: tuple[str, ...] = ()
+        self.reuse = True  # reuse measurements of unchanged designs (Verilator builds, synthesis, place and route)
         self.command = command or "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
     def overrides(self, name: str) -> dict[str, Any]:

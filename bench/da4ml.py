@@ -19,10 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import Ctx, log, run_dir, section, table
+from bench.common import Ctx, log, machine, run_dir, section, table
 from bench.synth import synth_files
 
 MODELS = ("digits_mlp_pot_pruned", "jet_mlp", "digits_mlp_pot", "digits_mlp")
+QUICK_MODELS = ("digits_mlp_pot_pruned",)  # --quick: smallest model, no Verilator builds, ECP5 only
 ORDER = ("digits_mlp", "digits_mlp_pot", "digits_mlp_pot_pruned", "jet_mlp")  # table order
 LATENCY_CUTOFF = 5  # da4ml pipeline stage depth (its own adder-depth units)
 
@@ -32,24 +33,40 @@ def _yowasp(name: str) -> str:
     return str(exe) if exe.exists() else f"yowasp-{name}"
 
 
-def pnr_fmax(folder: Path, files: list[str], top: str, timeout: int = 1800) -> dict:
-    """yosys synth_ecp5 -> nextpnr-ecp5 --85k --out-of-context; fmax of the clock from the log."""
+def _newer(path: Path, folder: Path, files: list[str]) -> bool:
+    return path.exists() and all(path.stat().st_mtime > (folder / f).stat().st_mtime for f in files)
+
+
+def pnr_fmax(folder: Path, files: list[str], top: str, timeout: int = 7200, reuse: bool = True,
+             cached_only: bool = False) -> dict | None:
+    """yosys synth_ecp5 -> nextpnr-ecp5 --85k --out-of-context; fmax of the clock from the log.
+    ``reuse``: parse ``nextpnr.log`` of an earlier run when it is newer than every source file."""
+    logf = folder / "nextpnr.log"
+    if reuse and _newer(logf, folder, files):
+        fm = re.findall(r"Max frequency for clock\s+'[^']*':\s+([\d.]+) MHz", logf.read_text())
+        if fm:
+            return {"fmax_mhz": float(fm[-1]), "seconds": None, "reused": True}
+    if cached_only:
+        return None
     t0 = time.perf_counter()
-    p = subprocess.run([_yowasp("yosys"), "-q", "-p",
-                        f"read_verilog -sv {' '.join(files)}; synth_ecp5 -top {top} -json pnr_in.json"],
-                       cwd=folder, capture_output=True, text=True, timeout=timeout)
-    if p.returncode:
-        return {"error": "yosys: " + (p.stdout + p.stderr)[-300:]}
+    if not (reuse and _newer(folder / "pnr_in.json", folder, files)):
+        p = subprocess.run([_yowasp("yosys"), "-q", "-p",
+                            f"read_verilog -sv {' '.join(files)}; synth_ecp5 -top {top} -json pnr_in.json"],
+                           cwd=folder, capture_output=True, text=True, timeout=timeout)
+        if p.returncode:
+            return {"error": "yosys: " + (p.stdout + p.stderr)[-300:]}
+    t1 = time.perf_counter()
     p = subprocess.run([_yowasp("nextpnr-ecp5"), "--85k", "--json", "pnr_in.json", "--out-of-context",
                         "--freq", "100", "--timing-allow-fail", "--seed", "1", "--report", "pnr_report.json"],
                        cwd=folder, capture_output=True, text=True, timeout=timeout)
     dt = time.perf_counter() - t0
     log_text = p.stdout + p.stderr
-    (folder / "nextpnr.log").write_text(log_text)
     fm = re.findall(r"Max frequency for clock\s+'[^']*':\s+([\d.]+) MHz", log_text)
     if p.returncode or not fm:
+        (folder / "nextpnr.failed.log").write_text(log_text)
         return {"error": "nextpnr: " + log_text[-300:], "seconds": dt}
-    return {"fmax_mhz": float(fm[-1]), "seconds": dt}
+    logf.write_text(log_text)
+    return {"fmax_mhz": float(fm[-1]), "seconds": dt, "pnr_s": time.perf_counter() - t1}
 
 
 def _verilator_on_path() -> None:
@@ -66,9 +83,38 @@ def _verilator_on_path() -> None:
         os.environ["PATH"] = f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"
 
 
-def da4ml_design(ir, name: str, folder: Path, n_vectors: int, gm) -> dict:
+def _same_files(new: Path, old: Path) -> bool:
+    """Every file under ``new`` exists under ``old`` with the same bytes (``old`` also holds our synthesis
+    outputs: stat_*.txt, pnr_in.json, nextpnr.log)."""
+    files = [p.relative_to(new) for p in new.rglob("*") if p.is_file()]
+    return all((old / f).is_file() and (old / f).read_bytes() == (new / f).read_bytes() for f in files)
+
+
+def write_netlist(comb, name: str, folder: Path):
+    """Write da4ml's Verilog for ``comb`` into ``folder``, keeping the old files (and their mtimes, so
+    cached synthesis results stay valid) when the new netlist is identical. -> (VerilogModel, rewritten)."""
     from da4ml.codegen import VerilogModel
 
+    def model(path: Path):
+        return VerilogModel(comb, f"da4ml_{name}", path, latency_cutoff=LATENCY_CUTOFF, print_latency=False)
+
+    tmp = folder.with_name(folder.name + ".new")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model(tmp).write()
+    if (folder / "src").exists() and _same_files(tmp / "src", folder / "src"):
+        shutil.rmtree(tmp)
+        return model(folder), False
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return model(folder), True
+
+
+def da4ml_design(ir, name: str, folder: Path, n_vectors: int, gm, prev: dict | None = None,
+                 build: bool = True) -> dict:
+    """Trace, check (interpreter + Verilator model) and write the da4ml design. ``prev``: the stored
+    result of an earlier run; its Verilator build time is reused when the netlist and the compiled
+    model are unchanged (``vm._compile`` takes 1-9 min on the digits/jet designs). ``build=False``: no
+    Verilator model (interpreter check only)."""
     from bench.da4ml_model import comb_logic
 
     t0 = time.perf_counter()
@@ -81,16 +127,19 @@ def da4ml_design(ir, name: str, folder: Path, n_vectors: int, gm) -> dict:
     y = np.asarray(y).reshape(n_vectors, -1)
     xf = x.reshape(n_vectors, -1).astype(np.float64)
     mism_interp = int((comb.predict(xf) != y).any(axis=1).sum())
-    vm = VerilogModel(comb, f"da4ml_{name}", folder, latency_cutoff=LATENCY_CUTOFF, print_latency=False)
-    meta = folder / "metadata.json"
-    onnx_mtime = getattr(gm, "bench_onnx_mtime", 0)
-    if not (meta.exists() and meta.stat().st_mtime > onnx_mtime):  # same ONNX -> same netlist: keep it
-        if folder.exists():
-            shutil.rmtree(folder)
-        vm.write()
+    vm, rewritten = write_netlist(comb, name, folder)
     stages = len(vm._pipe.solutions) if vm._pipe is not None else 0  # noqa: SLF001
     r = {"trace_s": t_trace, "mismatches_interp": mism_interp, "vectors": n_vectors, "stages": stages,
          "latency": stages + 1, "cost": float(comb.cost)}
+    src = folder / "src"
+    # the top, its stages and the static library modules (lookup_table.v only when tables are used:
+    # it $readmemh's a placeholder file otherwise)
+    has_tables = any((src / "memfiles").glob("*")) if (src / "memfiles").exists() else False
+    files = sorted(str(p.relative_to(src)) for p in src.rglob("*.v")
+                   if "wrapper" not in p.name and (has_tables or p.name != "lookup_table.v"))
+    r["files"], r["top"], r["src"] = files, f"da4ml_{name}", str(src)
+    if not build:
+        return r
     _verilator_on_path()
     import os
 
@@ -98,8 +147,13 @@ def da4ml_design(ir, name: str, folder: Path, n_vectors: int, gm) -> dict:
     os.environ["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"  # the wheel's verilated.mk PCH flag is broken
     t0 = time.perf_counter()
     try:
-        vm._compile(nproc=2)  # noqa: SLF001 - compile() = write() + _compile(); the files are written above
-        r["verilator_build_s"] = time.perf_counter() - t0
+        libs = list((folder / "sim").glob(f"libda4ml_{name}_wrapper_*.so"))
+        if not rewritten and len(libs) == 1 and prev and prev.get("verilator_build_s"):
+            vm._load_lib()  # noqa: SLF001 - same netlist: reuse the compiled model and its build time
+            r["verilator_build_s"], r["verilator_build_reused"] = prev["verilator_build_s"], True
+        else:
+            vm._compile(nproc=2)  # noqa: SLF001 - compile() = write() + _compile(); the files are written above
+            r["verilator_build_s"] = time.perf_counter() - t0
         yr = np.asarray(vm.predict(xf)).reshape(n_vectors, -1)
         r["mismatches_rtl"] = int((yr != y).any(axis=1).sum())
     except Exception as e:  # noqa: BLE001 - report, keep benchmarking
@@ -109,13 +163,6 @@ def da4ml_design(ir, name: str, folder: Path, n_vectors: int, gm) -> dict:
             os.environ.pop("MAKEFLAGS", None)
         else:
             os.environ["MAKEFLAGS"] = saved
-    src = folder / "src"
-    # the top, its stages and the static library modules (lookup_table.v only when tables are used:
-    # it $readmemh's a placeholder file otherwise)
-    has_tables = any((src / "memfiles").glob("*")) if (src / "memfiles").exists() else False
-    files = sorted(str(p.relative_to(src)) for p in src.rglob("*.v")
-                   if "wrapper" not in p.name and (has_tables or p.name != "lookup_table.v"))
-    r["files"], r["top"], r["src"] = files, f"da4ml_{name}", str(src)
     return r
 
 
@@ -135,25 +182,39 @@ def run(ctx: Ctx, models: tuple[str, ...] = MODELS, pnr: bool = True) -> dict:
     res = {}
     if getattr(ctx, "models", None):
         models = ctx.models
+    elif ctx.quick:
+        models = QUICK_MODELS
+    store = ctx.runs / "bench_da4ml"
+    store.mkdir(exist_ok=True)
     for name in models:
         run = run_dir(ctx, name, until="export")
         onnx = run / "export" / "model.onnx"
         ir = lower(onnx)
         gm = GoldenModel(onnx)
-        gm.bench_onnx_mtime = onnx.stat().st_mtime
+        prev_file = store / f"{name}.json"
+        prev = json.loads(prev_file.read_text()) if prev_file.exists() and ctx.reuse else {}
         log(f"da4ml: {name}: trace + check + Verilator build")
-        d = da4ml_design(ir, name, run / "bench_da4ml", n_vec, gm)
+        d = da4ml_design(ir, name, run / "bench_da4ml", n_vec, gm, prev=prev.get("da4ml"), build=not ctx.quick)
         ours_dir = run / "bench_rtl" / "latency"  # shared with `bench rtl` (same ONNX -> same RTL)
         ifj = ours_dir / "interface.json"
-        if ifj.exists() and ifj.stat().st_mtime > onnx.stat().st_mtime:
-            iface = json.loads(ifj.read_text())
-        else:
-            iface = generate(onnx, ours_dir, strategy="latency", reuse=1)
+        regenerated = not (ifj.exists() and ifj.stat().st_mtime > onnx.stat().st_mtime)
+        iface = generate(onnx, ours_dir, strategy="latency", reuse=1) if regenerated else json.loads(ifj.read_text())
         o = {"latency": iface["latency_cycles"], "ii": iface["ii"]}
         from bench.rtl import verilator_build_s
 
-        log(f"da4ml: {name}: our Verilator build")
-        o.update(verilator_build_s(ours_dir, onnx))
+        po = prev.get("ours", {})
+        if ctx.quick:
+            pass  # no Verilator builds in quick mode (bench verify / flow build digits_mlp)
+        elif d.get("verilator_build_reused") and not regenerated and po.get("build_s"):
+            # both build times come from the same earlier run (same load): keep them together
+            o.update({k: po[k] for k in ("build_s", "cached", "build_cpu", "mismatches") if k in po})
+            o["build_reused"] = True
+        else:
+            if d.get("verilator_build_reused"):  # ours must be re-measured: re-measure da4ml's in the same run
+                log(f"da4ml: {name}: re-measuring da4ml's Verilator build next to ours")
+                d = da4ml_design(ir, name, run / "bench_da4ml", n_vec, gm, prev=None)
+            log(f"da4ml: {name}: our Verilator build")
+            o.update(verilator_build_s(ours_dir, onnx))
         for t in ("ecp5", "xilinx"):
             if t in targets:
                 log(f"da4ml: {name}: yosys synth_{t} (ours, da4ml)")
@@ -166,14 +227,17 @@ def run(ctx: Ctx, models: tuple[str, ...] = MODELS, pnr: bool = True) -> dict:
                     got = {"error": str(e)[-300:]}
                 if got is not None:
                     tgt[t] = got
-        if do_pnr:
-            log(f"da4ml: {name}: nextpnr-ecp5 out of context (ours, da4ml)")
-            o["pnr"] = pnr_fmax(ours_dir, iface["files"], iface["top"])
-            d["pnr"] = pnr_fmax(Path(d["src"]), d["files"], d["top"])
-        res[name] = {"ours": o, "da4ml": d}
-        store = ctx.runs / "bench_da4ml"
-        store.mkdir(exist_ok=True)
-        (store / f"{name}.json").write_text(json.dumps(res[name], indent=1, default=str))
+            res[name] = {"ours": o, "da4ml": d, "measured": stamp()}
+            prev_file.write_text(json.dumps(res[name], indent=1, default=str))  # keep what is done so far
+        for who, x, folder, files, top in (("ours", o, ours_dir, iface["files"], iface["top"]),
+                                            ("da4ml", d, Path(d["src"]), d["files"], d["top"])):
+            if do_pnr:
+                log(f"da4ml: {name}: nextpnr-ecp5 out of context ({who})")
+            got = pnr_fmax(folder, files, top, cached_only=not do_pnr)
+            if got is not None:
+                x["pnr"] = got
+            res[name] = {"ours": o, "da4ml": d, "measured": stamp()}
+            prev_file.write_text(json.dumps(res[name], indent=1, default=str))
     return render_all(ctx, targets, do_pnr)
 
 
@@ -186,9 +250,16 @@ def render_all(ctx: Ctx, targets: tuple[str, ...] = ("ecp5",), do_pnr: bool = Fa
     return res
 
 
+def stamp() -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()) + f" ({machine().split(', ')[-1]})"
+
+
 def _ratio(a, b):
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b:
-        return f"{a / b:.2f}"
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        if b:
+            return f"{a / b:.2f}"
+        if not a:
+            return "0/0"
     return "-"
 
 
@@ -207,7 +278,8 @@ def render(res: dict, targets: tuple[str, ...], do_pnr: bool) -> str:
                      _ratio(o.get("ecp5", {}).get("FF"), d.get("ecp5", {}).get("FF")),
                      _ratio(o.get("xilinx", {}).get("LUT"), d.get("xilinx", {}).get("LUT")),
                      _ratio(o.get("xilinx", {}).get("FF"), d.get("xilinx", {}).get("FF")),
-                     _ratio(o.get("xilinx", {}).get("CARRY4"), d.get("xilinx", {}).get("CARRY4")), "-",
+                     _ratio(o.get("xilinx", {}).get("CARRY4"), d.get("xilinx", {}).get("CARRY4")),
+                     _ratio(o.get("xilinx", {}).get("DSP"), d.get("xilinx", {}).get("DSP")),
                      _ratio(o.get("pnr", {}).get("fmax_mhz"), d.get("pnr", {}).get("fmax_mhz")),
                      _ratio(o.get("latency"), d.get("latency")),
                      _ratio(o.get("build_s"), d.get("verilator_build_s"))])
@@ -216,12 +288,27 @@ def render(res: dict, targets: tuple[str, ...], do_pnr: bool) -> str:
     checks = []
     for name, r in res.items():
         d = r["da4ml"]
+        rtl = (f"{d['mismatches_rtl']} (da4ml Verilator RTL model)" if "mismatches_rtl" in d
+               else "Verilator RTL model not built")
+        ours = (f"ours {r['ours']['mismatches']} on the 1k-vector Verilator smoke run" if "mismatches" in r["ours"]
+                else "ours: no Verilator run here")
         checks.append(f"{name}: {d['mismatches_interp']} / {d['vectors']} mismatches (da4ml interpreter), "
-                      f"{d.get('mismatches_rtl', 'n/a')} (da4ml Verilator RTL model) vs our golden model; "
-                      f"ours {r['ours'].get('mismatches')} on the 1k-vector smoke run")
+                      f"{rtl} vs our golden model; {ours}")
     body += "\n\nBit-exactness of the da4ml designs against `codesign.golden.GoldenModel` (random input codes):\n\n"
     body += "\n".join(f"- {c}" for c in checks)
-    if not do_pnr:
-        body += ("\n\nNo place and route in this run (quick mode or `--no-pnr`): fmax not measured. Empty Xilinx "
-                 "columns: `synth_xilinx` not run for that model (`--targets ecp5`).")
+    when = [f"{name} {r['measured']}" for name, r in res.items() if r.get("measured")]
+    if when:
+        body += ("\n\nEach model's rows are stored per model (`<runs>/bench_da4ml/<model>.json`) and may come from "
+                 "separate runs: last written " + "; ".join(when) + ". Verilator build times of one model are always "
+                 "measured in the same run (or both reused from it when neither netlist changed); synthesis and "
+                 "place-and-route results are reused while their RTL files are unchanged.")
+    no_fmax = [n for n, r in res.items() if "fmax_mhz" not in r["ours"].get("pnr", {}) or
+               "fmax_mhz" not in r["da4ml"].get("pnr", {})]
+    no_xil = [n for n, r in res.items() if "LUT" not in r["ours"].get("xilinx", {}) or
+              "LUT" not in r["da4ml"].get("xilinx", {})]
+    if no_fmax:
+        body += (f" fmax (nextpnr-ecp5 `--85k --out-of-context`, seed 1) not measured yet for: {', '.join(no_fmax)} "
+                 "(`python -m bench da4ml --models M` without `--no-pnr`).")
+    if no_xil:
+        body += f" `synth_xilinx` not run yet for: {', '.join(no_xil)} (`--targets ecp5,xilinx`)."
     return body

@@ -15,8 +15,12 @@ from bench.synth import synth_files
 REUSE = 8
 
 
+QUICK_MODEL = "digits_mlp_pot_pruned"  # --quick: the smallest design, both architectures, ECP5 only
+
+
 def designs(ctx: Ctx) -> list[tuple[str, str, int]]:
-    return [(m, s, r) for m in DIGITS for s, r in (("latency", 1), ("resource", REUSE))]
+    models = (QUICK_MODEL,) if ctx.quick else DIGITS
+    return [(m, s, r) for m in models for s, r in (("latency", 1), ("resource", REUSE))]
 
 
 def generate(run: Path, strategy: str, reuse: int) -> tuple[Path, dict]:
@@ -54,9 +58,6 @@ def run(ctx: Ctx) -> dict:
     results: list[dict] = []
     targets = ("ecp5",) if ctx.quick else ctx.targets
     todo = designs(ctx)
-    if ctx.quick:  # the fully parallel 8-bit design takes minutes in synth_xilinx; quick mode keeps ECP5
-        todo = [d for d in todo if not (d[0] == "digits_mlp" and d[1] == "latency")] + \
-               [("digits_mlp", "latency", 1)]
     for name, strategy, reuse in todo:
         run = run_dir(ctx, name, until="export")
         out, iface = generate(run, strategy, reuse)
@@ -72,16 +73,18 @@ def run(ctx: Ctx) -> dict:
             if got is not None:
                 r[t] = got
         results.append(r)
-    log("rtl: Verilator build of digits_mlp fully parallel (cold, no ccache)")
-    run = run_dir(ctx, "digits_mlp", until="export")
-    out, _ = generate(run, "latency", 1)
-    vb = verilator_build_s(out, run / "export" / "model.onnx")
+    vb = None
+    if not ctx.quick:  # quick: `bench verify` and `bench flow` already build digits_mlp with Verilator
+        log("rtl: Verilator build of digits_mlp fully parallel (cold, no ccache)")
+        run = run_dir(ctx, "digits_mlp", until="export")
+        out, _ = generate(run, "latency", 1)
+        vb = verilator_build_s(out, run / "export" / "model.onnx")
     (ctx.runs / "bench_rtl.json").write_text(json.dumps({"designs": results, "verilator": vb}, indent=1))
     render(ctx, results, vb)
     return {"designs": results, "verilator": vb}
 
 
-def render(ctx: Ctx, results: list[dict], vb: dict) -> None:
+def render(ctx: Ctx, results: list[dict], vb: dict | None) -> None:
     rows = []
     for r in results:
         name, reuse = r["model"], r["reuse"]
@@ -99,7 +102,11 @@ def render(ctx: Ctx, results: list[dict], vb: dict) -> None:
              "their weights from a ROM, so an 8-bit fixed-point folded layer has real variable multipliers "
              "(MULT18/DSP48: n_in per lane, 4 x 64 + 2 x 32 = 320 for digits_mlp), while folded power-of-two layers use barrel shifters instead.")
     if ctx.quick:
-        body += " Quick mode: ECP5 only, and the models are trained for a few epochs only (weights differ from full runs)."
+        body += (f" Quick mode: {QUICK_MODEL} only, ECP5 only, trained for a few epochs (weights differ from full "
+                 "runs); no Verilator build measurement.")
+    if vb is None:
+        section(ctx, "rtl", "RTL resources and latency", body)
+        return
     cpu = f", {vb['build_cpu']:.0f} CPU s" if vb.get("build_cpu") else ""
     body += (f"\n\nVerilator build of digits_mlp fully parallel (cocotb runner, cold: fresh build folder, ccache "
              f"disabled): **{vb['build_s']:.1f} s wall{cpu}** (issue target <= 60 s: "

@@ -43,3 +43,117 @@ def test_da4ml_equivalent_is_bit_exact(rounding):
     x = rng.integers(-128, 128, (3000, 6))
     got = comb_logic(ir).predict(x.astype(np.float64))
     assert np.array_equal(got, ir.run(x))
+
+
+def _two_layer_net(shift: int, seed: int = 1):
+    """Two wide-shift layers whose outputs saturate often: with da4ml 0.6.0, the round-half-even
+    construction used to shift da4ml's internal scale factor by 2**-shift twice per layer, down to
+    2**-48 here, below 2**-31, where da4ml mis-encodes the saturation constant (jet_mlp: 138/5000
+    vectors wrong)."""
+    from codesign.rtl.ir import FixedFormat, Layer, Model, Requant
+
+    rng = np.random.default_rng(seed)
+    fin, out, acc = FixedFormat(8, True, -7), FixedFormat(6, False, -2), FixedFormat(32, True, -14)
+    w1, w2 = rng.integers(-600, 1000, (16, 12)), rng.integers(-1500, 1000, (12, 6))
+    l1 = Layer("fc1", "dense", (16,), (12,), fin, out, "a", acc_fmt=acc, weights=w1, bias=None, w_scale_exp=-7,
+               requant=Requant(shift, "ROUND", True, out))
+    l2 = Layer("fc2", "dense", (12,), (6,), out, out, "b", acc_fmt=acc, weights=w2,
+               bias=rng.integers(150000, 250000, 6), w_scale_exp=-7, requant=Requant(shift, "ROUND", True, out))
+    return Model("t", "x", (16,), fin, [l1, l2])
+
+
+def test_da4ml_equivalent_saturates_after_wide_shifts():
+    pytest.importorskip("da4ml")
+    from bench.da4ml_model import MIN_FACTOR_EXP, comb_logic, min_factor_exp, trace_ir
+
+    ir = _two_layer_net(12)
+    x = np.random.default_rng(1).integers(-128, 128, (3000, 6 + 10))
+    ref = ir.run(x, trace=True)
+    assert (ref["fc2"] == 63).mean() > 0.01  # the saturation path is exercised
+    _, out = trace_ir(ir)
+    assert min_factor_exp(out) >= MIN_FACTOR_EXP
+    got = comb_logic(ir).predict(x.astype(np.float64))
+    assert np.array_equal(got, ref["fc2"])
+
+
+def test_da4ml_equivalent_refuses_beyond_da4ml_factor_range():
+    pytest.importorskip("da4ml")
+    from bench.da4ml_model import trace_ir
+
+    with pytest.raises(NotImplementedError, match="scale factor"):
+        trace_ir(_two_layer_net(20))
+
+
+def test_quick_mode_prints_only_unless_doc(monkeypatch, tmp_path):
+    import importlib
+    import types
+
+    import bench.__main__ as bm
+
+    seen = []
+    fake = types.SimpleNamespace(run=lambda ctx: seen.append((ctx.quick, ctx.write_doc, ctx.models)))
+    monkeypatch.setattr(importlib, "import_module", lambda name: fake)
+    assert bm.main(["flow", "--quick", "--runs", str(tmp_path)]) == 0
+    assert bm.main(["flow", "--quick", "--doc", "--runs", str(tmp_path), "--models", "digits_mlp,jet_mlp"]) == 0
+    assert bm.main(["all", "--runs", str(tmp_path), "--no-doc"]) == 0
+    assert seen[0] == (True, False, ()) and seen[1] == (True, True, ("digits_mlp", "jet_mlp"))
+    assert len(seen) == 2 + len(bm.BENCHES) and not any(w for _, w, _ in seen[2:])
+
+
+def test_da4ml_render_reports_every_ratio_and_what_is_missing():
+    from bench.da4ml import render
+
+    ecp5 = {"LUT4": 100, "CCU2": 50, "LUT4eq": 200, "FF": 30}
+    full = {"ours": {"ecp5": ecp5, "xilinx": {"LUT": 90, "FF": 30, "CARRY4": 20, "DSP": 0}, "latency": 4,
+                     "build_s": 20.0, "mismatches": 0, "pnr": {"fmax_mhz": 150.0}},
+            "da4ml": {"ecp5": {**ecp5, "LUT4": 200}, "xilinx": {"LUT": 100, "FF": 20, "CARRY4": 10, "DSP": 0},
+                      "latency": 5, "verilator_build_s": 40.0, "mismatches_interp": 0, "mismatches_rtl": 0,
+                      "vectors": 5000, "pnr": {"fmax_mhz": 120.0}}, "measured": "2026-01-01 00:00 UTC"}
+    quick = {"ours": {"ecp5": ecp5, "latency": 4}, "da4ml": {"ecp5": ecp5, "latency": 4, "mismatches_interp": 0,
+                                                            "vectors": 2000}}
+    text = render({"a": full, "b": quick}, ("ecp5",), False)
+    ratio_a = next(ln for ln in text.splitlines() if ln.startswith("| a | **ours/da4ml**"))
+    cells = [c.strip() for c in ratio_a.strip("| ").split("|")][2:]
+    assert cells == ["0.50", "1.00", "1.00", "1.00", "0.90", "1.50", "2.00", "0/0", "1.25", "0.80", "0.50"]
+    assert "not measured yet for: b" in text and "not run yet for: b" in text
+    assert "Verilator RTL model not built" in text
+
+
+@pytest.mark.slow
+def test_bench_all_quick(tmp_path):
+    """The CI smoke run end to end: every section printed, nothing failed, the doc left alone
+    (issue #10: < 5 min on 2 idle cores; cold: fresh run, Verilator and ccache folders)."""
+    import os
+    import subprocess
+    import sys
+
+    from bench.common import DOC, ROOT
+
+    before = DOC.read_text() if DOC.exists() else None
+    env = {**os.environ, "CODESIGN_SIM_CACHE": str(tmp_path / "sim"), "CCACHE_DIR": str(tmp_path / "ccache")}
+    p = subprocess.run([sys.executable, "-m", "bench", "all", "--quick", "--runs", str(tmp_path / "runs")],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    for title in ("Accuracy of the model zoo", "Golden model throughput", "RTL resources and latency",
+                  "Verification speed", "Comparison with da4ml", "Flow wall time per stage"):
+        assert f"### {title}" in p.stdout, title
+    assert "0 / 2000 mismatches (da4ml interpreter)" in p.stdout
+    if before is not None:  # quick results are printed, not written (another process may edit the doc: compare
+        assert "(quick mode)" not in DOC.read_text().replace(before, "")  # only what changed)
+
+
+def test_da4ml_netlist_kept_when_unchanged(tmp_path):
+    """An identical netlist is not rewritten (its cached synthesis results stay valid); a different one is."""
+    pytest.importorskip("da4ml")
+    from bench.da4ml import write_netlist
+    from bench.da4ml_model import comb_logic
+
+    folder = tmp_path / "d"
+    _, new = write_netlist(comb_logic(_two_layer_net(12)), "t", folder)
+    top = folder / "src" / "da4ml_t.v"
+    (folder / "src" / "stat_ecp5.txt").write_text("cached")
+    mtime = top.stat().st_mtime_ns
+    _, again = write_netlist(comb_logic(_two_layer_net(12)), "t", folder)
+    assert new and not again and top.stat().st_mtime_ns == mtime and (folder / "src" / "stat_ecp5.txt").exists()
+    _, changed = write_netlist(comb_logic(_two_layer_net(12, seed=2)), "t", folder)
+    assert changed and not (folder / "src" / "stat_ecp5.txt").exists()

@@ -187,6 +187,10 @@ def rtl(
     strategy: Annotated[str | None, typer.Option(help="latency (fully parallel) | resource (folded)")] = None,
     reuse: Annotated[int | None, typer.Option(help="reuse factor for the folded architecture")] = None,
     multiplier: Annotated[str | None, typer.Option(help="dsp | shiftadd, for non-power-of-two weights")] = None,
+    io: Annotated[str | None, typer.Option(help="vector (one input vector per beat) | stream (one pixel per beat, "
+                                                "conv/pool layers on line buffers)")] = None,
+    share: Annotated[bool | None, typer.Option("--share/--no-share", help="fully parallel layers: compute shift-add "
+                                               "terms that several outputs have in common once (default: on)")] = None,
 ) -> None:
     """Generate Verilog for the accelerator."""
     if target.suffix == ".onnx":
@@ -195,7 +199,7 @@ def rtl(
         if out is None:
             raise CodesignError("with a .onnx file, --out DIR is required")
         iface = generate(target, out, strategy=strategy or "latency", reuse=reuse or 1,
-                         multiplier=multiplier or "shiftadd")
+                         multiplier=multiplier or "shiftadd", io=io or "vector", share=share is not False)
         console.print(f"wrote {out} (latency {iface['latency_cycles']} cycles, II {iface['ii']})")
         return
     from codesign import flow as flow_mod
@@ -203,7 +207,7 @@ def rtl(
 
     rd = RunDir(target)
     cfg = flow_mod.run_config(rd)
-    upd = {k: v for k, v in dict(strategy=strategy, reuse=reuse, multiplier=multiplier).items() if v is not None}
+    upd = {k: v for k, v in dict(strategy=strategy, reuse=reuse, multiplier=multiplier, io=io, share=share).items() if v is not None}
     if upd:
         cfg = config_mod.from_dict({**cfg.model_dump(), "rtl": {**cfg.rtl.model_dump(), **upd}}, "command line")
         flow_mod.save_config(rd, cfg)

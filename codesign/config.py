@@ -150,6 +150,12 @@ class RTLConfig(_Strict):
     reuse: int = Field(1, ge=1)
     multiplier: Literal["dsp", "shiftadd"] = "shiftadd"
     pipeline: int = Field(1, ge=0, description="register stages in each adder tree (0 = combinational)")
+    share: bool = Field(True, description="fully parallel layers: compute shift-add terms that several outputs have "
+                        "in common once (common-subexpression sharing, as da4ml does); false = one tree per output")
+    io: Literal["vector", "stream"] = Field(
+        "vector", description="top-level input: 'vector' = one whole input vector per beat; 'stream' = one pixel "
+        "(its channels) per beat in raster order, the leading conv/pool layers stream over line buffers and a "
+        "collector feeds the vector layers (hls4ml io_stream; latency strategy only; see docs/rtl-backend.md)")
     debug_taps: bool = Field(False, description="expose every layer's output (dbg_<layer>_tdata/tvalid) for debugging")
     axis_slice: bool = Field(False, description="register slice (skid buffer) on the output stream: +1 cycle, cuts tready paths")
 

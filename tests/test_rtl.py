@@ -316,13 +316,13 @@ def test_debug_taps_match_layer_outputs(models, tmp_path):
 def test_zero_weights_generate_no_terms(models, tmp_path):
     m = lower(models("mlp_pot"))
     d1 = tmp_path / "full"
-    generate(m, d1)
+    generate(m, d1, share=False)  # one tree per output: every term is named after its input and output
     ly = m.layers[0]
     zeroed = [(0, 0), (5, 3), (63, 31)]
     for i, j in zeroed:
         ly.weights[i, j] = 0
     d2 = tmp_path / "sparse"
-    generate(m, d2)
+    generate(m, d2, share=False)
     t1, t2 = ((d / "fc1.v").read_text() for d in (d1, d2))
     for i, j in zeroed:
         assert f"n{j}_t{i}p" in t1 or f"n{j}_t{i}n" in t1

@@ -15,7 +15,8 @@ from codesign.rtl.frontend_qonnx import load_model, lower
 
 def generate(onnx_path_or_model, out_dir: str | Path, strategy: str = "latency", reuse: int = 1,
              multiplier: str = "shiftadd", pipeline: int = 1, debug_taps: bool = False,
-             name: str = "codesign", onnx_rel: str | None = None, axis_slice: bool = False) -> dict:
+             name: str = "codesign", onnx_rel: str | None = None, axis_slice: bool = False,
+             share: bool = True, io: str = "vector") -> dict:
     """Lower a QONNX model (path, ModelProto, qonnx ModelWrapper or an IR :class:`Model`) and write
     ``out_dir/*.v`` + ``out_dir/interface.json``. Returns the interface dict.
 
@@ -26,7 +27,11 @@ def generate(onnx_path_or_model, out_dir: str | Path, strategy: str = "latency",
     ``dsp`` (``*`` for non-power-of-two constants); ``pipeline``: register stages per adder tree
     (resource: operand register, product register, then adder-tree levels);
     ``debug_taps``: per-layer ``dbg_<layer>_tdata/tvalid`` outputs; ``axis_slice``: a register slice
-    (``hw/cs_skid_buffer.v``) on the output stream (+1 cycle latency)."""
+    (``hw/cs_skid_buffer.v``) on the output stream (+1 cycle latency); ``share``: compute shift-add
+    terms that several outputs of a fully parallel layer have in common once (:mod:`codesign.rtl.cse`);
+    ``io``: ``vector`` (one whole input vector per beat) or ``stream`` (one pixel per beat: the leading
+    window layers stream over line buffers, a collector hands the feature map to the vector layers; see
+    :mod:`codesign.rtl.stream`; latency strategy only)."""
     from codesign.rtl.ir import Model
 
     out_dir = Path(out_dir)
@@ -43,7 +48,7 @@ def generate(onnx_path_or_model, out_dir: str | Path, strategy: str = "latency",
     for old in out_dir.glob("*.v"):  # a regenerated folder holds exactly the new design
         old.unlink()
     em = Emitter(model, strategy=strategy, reuse=reuse, multiplier=multiplier, pipeline=pipeline,
-                 debug_taps=debug_taps, axis_slice=axis_slice)
+                 debug_taps=debug_taps, axis_slice=axis_slice, share_terms=share, io=io)
     iface = em.emit(out_dir, onnx_rel=onnx_rel)
     (out_dir / "interface.json").write_text(json.dumps(iface, indent=2) + "\n")
     return iface
@@ -61,11 +66,13 @@ def run_stage(rd, cfg) -> dict:
     except Exception as e:  # noqa: BLE001 - a corrupt file is a user-visible input problem
         raise UnsupportedError(f"{src}: cannot read ONNX model ({e})") from None
     iface = generate(model, out, strategy=r.strategy, reuse=r.reuse, multiplier=r.multiplier,
-                     pipeline=r.pipeline, debug_taps=r.debug_taps, axis_slice=r.axis_slice, name=cfg.name,
+                     pipeline=r.pipeline, debug_taps=r.debug_taps, axis_slice=r.axis_slice, share=r.share, io=r.io, name=cfg.name,
                      onnx_rel="../export/model.onnx")
     atomic_write_json(out / "interface.json", iface)
     rd.add_tree(out, "rtl")
     figures = {"rtl.strategy": iface["strategy"], "rtl.reuse": iface["reuse"],
                "rtl.latency_cycles": iface["latency_cycles"], "rtl.ii": iface["ii"]}
+    if iface.get("io") == "stream":
+        figures["rtl.io"] = "stream"
     rd.record("rtl", {k.split(".", 1)[1]: v for k, v in figures.items()})
     return figures

@@ -39,6 +39,7 @@ vector: when it is handed to the next layer), so taps arrive in input order.
 
 from __future__ import annotations
 
+import heapq
 import math
 import shutil
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from codesign.errors import UnsupportedError
+from codesign.rtl.cse import share
 from codesign.rtl.ir import FixedFormat, Layer, Model, Requant, bits_for, normalize_rounding, shift_round
 
 HW_DIR = Path(__file__).resolve().parent.parent.parent / "hw"
@@ -229,7 +231,10 @@ def _depth(n: int) -> int:
 # ---- the emitter ------------------------------------------------------------------------------
 class Emitter:
     def __init__(self, model: Model, strategy: str = "latency", reuse: int = 1, multiplier: str = "shiftadd",
-                 pipeline: int = 1, debug_taps: bool = False, axis_slice: bool = False):
+                 pipeline: int = 1, debug_taps: bool = False, axis_slice: bool = False,
+                 share_terms: bool = True, share_depth: int = 3, io: str = "vector", top: str = "codesign_top"):
+        if io not in ("vector", "stream"):
+            raise UnsupportedError(f"rtl.io {io!r}: must be 'vector' or 'stream'")
         if strategy not in ("latency", "resource"):
             raise UnsupportedError(f"rtl.strategy {strategy!r}: must be 'latency' or 'resource'")
         if multiplier not in ("shiftadd", "dsp"):
@@ -241,8 +246,12 @@ class Emitter:
         self.reuse = reuse
         self.multiplier = multiplier
         self.pipeline = pipeline
+        self.share = share_terms  # common-subexpression sharing in fully parallel adder trees (codesign.rtl.cse)
+        self.share_depth = share_depth  # at most this many adders deep per shared term
         self.debug_taps = debug_taps
         self.axis_slice = axis_slice  # cs_skid_buffer on the output: cuts the ready chain, +1 latency
+        self.io = io  # 'stream': one pixel per input beat, leading window layers on line buffers (codesign.rtl.stream)
+        self.top = top  # name of the top module (and its file)
         self.lib_used: set[str] = set()
         self.layer_info: dict[str, dict] = {}
         self.skips: dict[tuple[str, int], int] = {}  # (join layer, input port) -> FIFO depth
@@ -314,32 +323,119 @@ class Emitter:
         return ("    // only the low bits of these reach the (modular) result\n"
                 f"    wire _unused_hi = &{{1'b0, {', '.join(sorted(body.sliced))}, 1'b0}};\n")
 
-    def _leaves(self, body: _Body, prefix: str, xs: dict[int, Sig], terms, bias: int) -> list[Sig]:
-        """Tree leaves of one output: CSD digits (shift-add) or products, plus the bias constant.
-        Widths are capped at ``body.cap`` (the exact result width; the sum is taken modulo 2^cap)."""
+    @staticmethod
+    def _digit_leaf(body: _Body, nm: str, x: Sig, s: int, k: int) -> Sig:
+        """The term ``s * (x << k)`` as a wire shift (``neg`` set for s < 0), at most ``body.cap`` bits."""
         cap = body.cap
-        leaves = []
-        for i, wv in terms:
-            x = xs[i]
-            if not (_ispow2(wv) or self.multiplier == "shiftadd"):
+        slo, shi = x.lo << k, x.hi << k  # stored: x << k; the true value is s * that
+        inner = min(max(bits_for(slo, shi) - k, x.width), cap - k)
+        shifted = fit(x, inner, body) if k == 0 else f"{{{fit(x, inner, body)}, {k}'b0}}"
+        lo, hi = sorted((s * slo, s * shi))
+        leaf = body.wire(nm, inner + k, shifted, lo, hi)
+        leaf.neg = s < 0
+        return leaf
+
+    def _linear_sums(self, body: _Body, ly: Layer, xs: dict[int, Sig], conns, biases, exact) -> tuple[list[Sig], set[int]]:
+        """Exact sums of the constant-weight terms of every output (fully parallel Dense/Conv/Add/AvgPool).
+
+        Shift-add digits (CSD; power-of-two weights are one digit) that pairs of outputs have in common are
+        computed once (:mod:`codesign.rtl.cse`, ``share``); every output is then reduced by an adder tree that
+        combines its shallowest terms first. ``self.pipeline`` register stages are spread over the deepest
+        output's adder levels; a signal consumed across a stage is registered once and shared.
+        Returns the sums (true bounds) and the register cuts (adder levels followed by registers)."""
+        n_in = ly.n_in
+        caps = [bits_for(*exact[j]) for j in range(len(conns))]
+        cols, prods = [], []
+        for j, terms in enumerate(conns):
+            dg, pr = [], []
+            for i, wv in terms:
+                if _ispow2(wv) or self.multiplier == "shiftadd":
+                    # a digit of weight 2^cap or more is a multiple of 2^cap: zero modulo the result width
+                    dg += [(i, k, sg) for sg, k in csd(int(wv)) if k < caps[j]]
+                else:
+                    pr.append((i, int(wv)))
+            cols.append(dg)
+            prods.append(pr)
+        shared, cols = share(cols, first_id=n_in, max_level=self.share_depth) if self.share else ([], cols)
+        if shared:
+            body.lines.append(f"    // {len(shared)} shift-add terms are shared between outputs (s<id>: codesign.rtl.cse)")
+        sh_by_id = {t.id: t for t in shared}
+        level = {t.id: t.level for t in shared}
+
+        # plan: per output, a tree that adds the two shallowest pending terms first
+        plans, depth = [], 0
+        for j in range(len(conns)):
+            heap = [(level.get(d[0], 0), n, ("d", d)) for n, d in enumerate(cols[j])]
+            heap += [(0, len(heap) + n, ("p", i, wv)) for n, (i, wv) in enumerate(prods[j])]
+            if int(biases[j]) != 0:
+                heap.append((0, len(heap), ("b", int(biases[j]))))
+            heapq.heapify(heap)
+            seq = len(heap)
+            while len(heap) > 1:
+                la, _, a = heapq.heappop(heap)
+                lb, _, b = heapq.heappop(heap)
+                heapq.heappush(heap, (max(la, lb) + 1, seq, ("+", a, b, max(la, lb) + 1)))
+                seq += 1
+            plans.append(heap[0] if heap else (0, 0, ("b", 0)))
+            depth = max(depth, plans[-1][0])
+        cuts = set(_cuts(depth + 1, self.pipeline))
+        delayed: dict[tuple[str, int], Sig] = {}
+
+        def delay(x: Sig, frm: int, to: int) -> Sig:
+            """``x`` (valid after level ``frm``) registered at every cut it crosses before level ``to``."""
+            for c in sorted(cuts):
+                if frm <= c < to and not x.const:
+                    key = (x.name, c)
+                    if key not in delayed:
+                        delayed[key] = body.reg(f"{x.name.split('_d')[0]}_d{c}", x)
+                    x = delayed[key]
+            return x
+
+        made: dict[int, Sig] = {}
+
+        def source(src: int, at: int) -> Sig:
+            """Input field or shared term ``src`` as a signal usable by an adder at level ``at``."""
+            if src < n_in:
+                return delay(xs[src], 0, at)
+            if src not in made:
+                t = sh_by_id[src]
+                cap, body.cap = body.cap, 1 << 30  # shared terms are exact (never wrapped)
+                name = {i: (f"x{i}" if i < n_in else f"s{i}") for i in (t.a, t.b)}
+                body.lines.append(f"    // shared term s{src} = ({name[t.a]} << {t.ka}) {'+' if t.sign_b > 0 else '-'} "
+                                  f"({name[t.b]} << {t.kb}), adder level {t.level}")
+                a = self._digit_leaf(body, f"s{src}_a", source(t.a, t.level), 1, t.ka)
+                b = self._digit_leaf(body, f"s{src}_b", source(t.b, t.level), t.sign_b, t.kb)
+                made[src] = add_sigs(body, f"s{src}", a, b)
+                body.cap = cap
+            return delay(made[src], level[src], at)
+
+        def emit_node(j: int, node, at: int) -> Sig:
+            if node[0] == "d":
+                src, k, sg = node[1]
+                nm = f"{src}" if src < n_in else f"s{src}"
+                return self._digit_leaf(body, f"n{j}_t{nm}{'n' if sg < 0 else 'p'}{k}", source(src, at), sg, k)
+            if node[0] == "p":
+                i, wv = node[1], node[2]
+                x = xs[i]
                 lo, hi = sorted((wv * x.lo, wv * x.hi))
-                w = min(bits_for(lo, hi), cap)
-                leaves.append(body.wire(f"{prefix}_m{i}", w, f"{fit(x, w, body)} * {lit(wv, w)}", lo, hi))
-                continue
-            for s, k in csd(wv):
-                if k >= cap:
-                    continue  # a multiple of 2^cap: zero modulo the result width
-                slo, shi = x.lo << k, x.hi << k  # stored: x << k; the true value is s * that
-                inner = min(max(bits_for(slo, shi) - k, x.width), cap - k)
-                w = inner + k
-                shifted = fit(x, inner, body) if k == 0 else f"{{{fit(x, inner, body)}, {k}'b0}}"
-                lo, hi = sorted((s * slo, s * shi))
-                leaf = body.wire(f"{prefix}_t{i}{'n' if s < 0 else 'p'}{k}", w, shifted, lo, hi)
-                leaf.neg = s < 0
-                leaves.append(leaf)
-        if bias != 0:
-            leaves.append(const_sig(int(bias)))
-        return leaves
+                w = min(bits_for(lo, hi), body.cap)
+                return delay(body.wire(f"n{j}_m{i}", w, f"{fit(x, w, body)} * {lit(wv, w)}", lo, hi), 0, at)
+            if node[0] == "b":
+                return const_sig(node[1])
+            lv = node[3]
+            a, b = emit_node(j, node[1], lv), emit_node(j, node[2], lv)
+            body.n += 1
+            return delay(add_sigs(body, f"n{j}_a{body.n}", a, b), lv, at)
+
+        sums = []
+        for j, (_, _, root) in enumerate(plans):
+            body.cap = caps[j]
+            acc = positive(body, f"n{j}_acc", emit_node(j, root, depth + 1))
+            body.cap = 1 << 30
+            if not acc.const:
+                acc = Sig(acc.name, acc.width, *exact[j])  # true range (the tree may be wrapped)
+            sums.append(acc)
+        return sums, cuts
 
     def _requant_inst(self, body: _Body, ly: Layer, prefix: str, acc: Sig, qname: str, shift: int | None = None,
                       rq: Requant | None = None, ob: int | None = None) -> None:
@@ -393,33 +489,24 @@ class Emitter:
             s = xs[i]
             body.lines.append(f"    wire signed [{s.width - 1}:0] x{i} = {s.name};")
             xs[i] = Sig(f"x{i}", s.width, s.lo, s.hi)
-        # leaves per output
-        all_leaves = []
         exact = ly.acc_bounds() if ly.is_acc else None
         if exact is not None and any(fs):
             exact = [(lo >> t, hi >> t) for (lo, hi), t in zip(exact, fs, strict=True)]
-        caps = []
-        for j, terms in enumerate(conns):
-            if ly.kind == "maxpool":
-                all_leaves.append([xs[i] for i, _ in terms])
-            elif ly.kind == "requant":
-                all_leaves.append([xs[j]])
-            else:
-                body.cap = bits_for(*exact[j])
-                all_leaves.append(self._leaves(body, f"n{j}", xs, terms, int(biases[j])))
-            caps.append(body.cap)
-            body.cap = 1 << 30
-        depth = max((_depth(len(lv)) for lv in all_leaves), default=0)
-        cuts = set(_cuts(depth + 1, self.pipeline))
-        op = max_sigs if ly.kind == "maxpool" else add_sigs
+        if ly.kind in ("maxpool", "requant"):  # max / pass-through: level-synchronous trees
+            all_leaves = [[xs[i] for i, _ in terms] for terms in conns] if ly.kind == "maxpool" else \
+                [[xs[j]] for j in range(ly.n_out)]
+            depth = max((_depth(len(lv)) for lv in all_leaves), default=0)
+            cuts = set(_cuts(depth + 1, self.pipeline))
+            op = max_sigs if ly.kind == "maxpool" else add_sigs
+            accs = [positive(body, f"n{j}_acc", tree(body, f"n{j}", lv, depth, cuts, op=op))
+                    for j, lv in enumerate(all_leaves)]
+            if exact is not None:
+                accs = [a if a.const else Sig(a.name, a.width, *exact[j]) for j, a in enumerate(accs)]
+        else:
+            accs, cuts = self._linear_sums(body, ly, xs, conns, biases, exact)
         ob = ly.out_fmt.bits
         outs = []
-        for j, lv in enumerate(all_leaves):
-            body.cap = caps[j]
-            acc = positive(body, f"n{j}_acc", tree(body, f"n{j}", lv, depth, cuts, op=op))
-            body.cap = 1 << 30
-            if exact is not None and not acc.const:
-                acc = Sig(acc.name, acc.width, *exact[j])  # true range (the tree may be wrapped)
+        for j, acc in enumerate(accs):
             if ly.kind == "maxpool":
                 qn = f"q{j}"
                 if acc.const:
@@ -777,6 +864,10 @@ class Emitter:
 
     # ---- top level -----------------------------------------------------------------------------
     def emit(self, out_dir: str | Path, onnx_rel: str = "../export/model.onnx") -> dict:
+        if self.io == "stream":
+            from codesign.rtl.stream import emit_stream
+
+            return emit_stream(self, out_dir, onnx_rel)
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         files, layer_files = [], []
@@ -803,15 +894,15 @@ class Emitter:
             self.lib_used.add("cs_skid_buffer.v")
             latency += 1
         top = self.emit_top() if m.is_chain else self.emit_top_graph()
-        (out_dir / "codesign_top.v").write_text(top)
+        (out_dir / f"{self.top}.v").write_text(top)
         for lib in sorted(self.lib_used):
             shutil.copyfile(HW_DIR / lib, out_dir / lib)
             files.append(lib)
-        files += layer_files + ["codesign_top.v"]
+        files += layer_files + [f"{self.top}.v"]
         fin, fout = m.input_fmt, m.output_fmt
         out_exps = m.output_exps
         iface = {
-            "top": "codesign_top",
+            "top": self.top,
             "files": files,
             "clock": "clk", "reset": "rst", "reset_active_low": False,
             "input": {"tdata": "s_axis_tdata", "tvalid": "s_axis_tvalid", "tready": "s_axis_tready",
@@ -887,7 +978,7 @@ class Emitter:
         nin = int(np.prod(m.input_shape)) * fin.bits
         nout = int(np.prod(m.output_shape)) * fout.bits
         lines = [
-            "// codesign_top: generated by codesign.rtl (do not edit)",
+            f"// {self.top}: generated by codesign.rtl (do not edit)",
             f"//   network : {m.name}, {len([ly for ly in m.layers if not ly.is_wiring])} layer module(s)",
             f"//   input   : {list(m.input_shape)} {fin.describe()} (field i = s_axis_tdata[i*{fin.bits} +: {fin.bits}])",
             f"//   output  : {list(m.output_shape)} {fout.describe()} (field i = m_axis_tdata[i*{fout.bits} +: {fout.bits}])",
@@ -904,7 +995,7 @@ class Emitter:
                 if not ly.is_wiring:
                     ports.append(f"    output wire [{ly.n_out * ly.out_fmt.bits - 1}:0] dbg_{ly.name}_tdata")
                     ports.append(f"    output wire dbg_{ly.name}_tvalid")
-        lines.append("module codesign_top (\n" + ",\n".join(ports) + "\n);")
+        lines.append(f"module {self.top} (\n" + ",\n".join(ports) + "\n);")
         return lines
 
     def emit_top(self) -> str:

@@ -15,6 +15,10 @@ Usage::
     model.compile()      # Verilator build of a streaming testbench
     y = model.predict(x)  # real-valued outputs, bit-exact with the RTL
 
+hls4ml's ``io_type='io_stream'`` selects ``codesign.rtl``'s ``io='stream'`` (one pixel per input beat, the
+leading conv/pool layers on line buffers, :mod:`codesign.rtl.stream`); ``io_parallel`` (the default) is
+``io='vector'``.
+
 The backend keeps hls4ml's conversion (parsing, ModelGraph) but lowers the *original* QONNX graph
 (``config['OnnxModel']``) with :mod:`codesign.rtl.frontend_qonnx`: hls4ml's own optimizer flows are
 replaced by an empty flow, because its precision inference would re-derive what the QONNX graph
@@ -29,6 +33,18 @@ import numpy as np
 
 NAME = "CodesignRTL"
 FLOW = "codesignrtl:noop"
+IO_TYPES = {"io_parallel": "vector", "io_stream": "stream"}
+
+
+def io_from_hls4ml(io_type: str | None) -> str:
+    """hls4ml's ``IOType`` -> ``codesign.rtl.generate(io=...)``."""
+    if io_type is None:
+        return "vector"
+    if io_type not in IO_TYPES:
+        from codesign.errors import UnsupportedError
+
+        raise UnsupportedError(f"hls4ml io_type {io_type!r}: CodesignRTL supports {', '.join(IO_TYPES)}")
+    return IO_TYPES[io_type]
 
 
 def _backend_class():
@@ -47,9 +63,9 @@ def _backend_class():
 
         # ---- conversion -------------------------------------------------------------------------
         def create_initial_config(self, strategy="latency", reuse=1, multiplier="shiftadd", pipeline=1,
-                                  debug_taps=False, simulator="verilator", **_):
+                                  debug_taps=False, simulator="verilator", io_type="io_parallel", share=True, **_):
             return {"Strategy": strategy, "ReuseFactor": reuse, "Multiplier": multiplier, "Pipeline": pipeline,
-                    "DebugTaps": debug_taps, "Simulator": simulator}
+                    "DebugTaps": debug_taps, "Simulator": simulator, "IOType": io_type, "Share": share}
 
         def create_layer_class(self, layer_class):
             return layer_class
@@ -75,7 +91,8 @@ def _backend_class():
             model._codesign_ir = ir
             model._codesign_iface = generate(ir, out, strategy=c["Strategy"], reuse=int(c["ReuseFactor"]),
                                              multiplier=c["Multiplier"], pipeline=int(c["Pipeline"]),
-                                             debug_taps=bool(c["DebugTaps"]), onnx_rel="(in memory)")
+                                             debug_taps=bool(c["DebugTaps"]), onnx_rel="(in memory)",
+                                             io=io_from_hls4ml(c.get("IOType")), share=bool(c.get("Share", True)))
             return out
 
         def compile(self, model):
@@ -94,7 +111,10 @@ def _backend_class():
             ir = model._codesign_ir
             x = np.asarray(x, dtype=np.float64)
             codes = ir.quantize_input(x.reshape(len(x), -1) if x.ndim > 1 else x.reshape(1, -1))
-            y, _ = simulate(out, codes, simulator=c.get("Simulator", "verilator"), backpressure=False)
+            if io_from_hls4ml(c.get("IOType")) == "stream":  # pixel beats: the codesign.verify driver
+                y = _simulate_stream(out, codes, c.get("Simulator", "verilator"))
+            else:
+                y, _ = simulate(out, codes, simulator=c.get("Simulator", "verilator"), backpressure=False)
             exps = ir.output_exps  # per-channel output scales: one exponent per field
             return y * 2.0 ** (ir.output_fmt.scale_exp if exps is None else exps[None, :])
 
@@ -107,6 +127,19 @@ def _backend_class():
             return cell_counts(out, kwargs.get("target", "ecp5"))
 
     return CodesignRTLBackend
+
+
+def _simulate_stream(out: Path, codes: np.ndarray, simulator: str) -> np.ndarray:
+    from codesign.verify.core import simulate
+    from codesign.verify.iface import load_interface
+
+    iface = load_interface(out)
+    r = simulate(iface, codes, simulator=simulator, work=out.parent / f"{out.name}_sim_stream")
+    if len(r.got) != len(codes) or r.unknown.any():
+        from codesign.errors import VerificationError
+
+        raise VerificationError(f"stream simulation returned {len(r.got)} of {len(codes)} outputs")
+    return r.got
 
 
 def register(register_backend=None, register_writer=None, **_):

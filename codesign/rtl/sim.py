@@ -141,6 +141,9 @@ def simulate(rtl_dir: str | Path, x_codes: np.ndarray, simulator: str = "icarus"
     ``build_s``, ``run_s``."""
     rtl_dir = Path(rtl_dir).resolve()
     iface = json.loads((rtl_dir / "interface.json").read_text())
+    if iface.get("io", "vector") != "vector":
+        raise ValueError(f"{rtl_dir}: codesign.rtl.sim.simulate drives one vector per beat; simulate io="
+                         f"{iface['io']} designs with codesign.verify (it cuts vectors into beats)")
     fin, fout = iface["input"], iface["output"]
     x_codes = np.asarray(x_codes, dtype=np.int64).reshape(len(x_codes), -1)
     n = len(x_codes)

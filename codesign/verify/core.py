@@ -88,7 +88,9 @@ def simulate(iface: Interface, x: np.ndarray, *, simulator: str = "verilator", s
     for f in work.glob("*.txt"):
         f.unlink()
     in_file = work / "in.hex"
-    in_file.write_bytes(pack_hex_lines(x, iface.input))
+    # io=stream: each vector is input.beats beats (one line each); STALL_FROM and NIN count beats
+    nb = iface.input.beats
+    in_file.write_bytes(pack_hex_lines(iface.input.to_beats(x), iface.input.beat_stream()))
     lat = iface.latency_cycles or 0
     idle_limit = max(20000, 100 * (lat + (iface.ii or 1)))
     taps = iface.taps if with_taps else []
@@ -96,13 +98,15 @@ def simulate(iface: Interface, x: np.ndarray, *, simulator: str = "verilator", s
     # they write only when given a +TAP<k> file
     if style == "stream":
         wrapper = work / f"{TB_TOP}.v"
-        wrapper.write_text(generate_wrapper(iface, depth_for(n, iface.input.width)))
+        wrapper.write_text(generate_wrapper(iface, depth_for(n * nb, iface.input.beat_width)))
         b = sim.build([*iface.files, wrapper], TB_TOP, simulator, waves=waves, hdl_clock=hdl_clock,
                       build_root=build_root, log_dir=work, public=[(TB_TOP, "clk"), (TB_TOP, "done")])
         plus = [f"+IN={in_file}", f"+OUT={work / 'out.txt'}", f"+INLOG={work / 'inlog.txt'}",
-                f"+STATUS={work / 'status.txt'}", f"+N={n}", f"+STALL_FROM={stall_from}", f"+GAP={gap}",
+                f"+STATUS={work / 'status.txt'}", f"+N={n}", f"+STALL_FROM={stall_from * nb}", f"+GAP={gap}",
                 f"+BP={bp}", f"+SEED={seed + 1}", f"+IDLE={idle_limit}"]
         plus += [f"+TAP{k}={work / f'tap{k}.txt'}" for k in range(len(taps))]
+        if iface.io == "stream":
+            plus.append(f"+NIN={n * nb}")
         if waves and simulator == "icarus":
             plus.append(f"+dumpfile_path={work / 'dump.fst'}")
         cfg: dict[str, Any] = {"hdl_clock": hdl_clock}
@@ -111,13 +115,15 @@ def simulate(iface: Interface, x: np.ndarray, *, simulator: str = "verilator", s
         b = sim.build(iface.files, iface.top, simulator, waves=waves, build_root=build_root, log_dir=work,
                       public=[(iface.top, "*")])
         plus = [f"+dumpfile_path={work / 'dump.fst'}"] if waves and simulator == "icarus" else []
-        cfg = {"in_file": str(in_file), "out_hex_digits": iface.output.hex_digits, "stall_from": stall_from,
+        cfg = {"in_file": str(in_file), "out_hex_digits": iface.output.hex_digits, "stall_from": stall_from * nb,
                "gap": gap, "bp": bp, "seed": seed, "idle_limit": idle_limit, "clock": iface.clock,
                "reset": iface.reset, "reset_active_low": iface.reset_active_low,
                "in": {"tdata": iface.input.tdata, "tvalid": iface.input.tvalid, "tready": iface.input.tready},
                "out": {"tdata": iface.output.tdata, "tvalid": iface.output.tvalid, "tready": iface.output.tready},
                "taps": [{"tdata": la.stream.tdata, "tvalid": la.stream.tvalid, "hex_digits": la.stream.hex_digits}
                         for la in taps if la.stream is not None]}
+        if iface.io == "stream":
+            cfg["n_out"] = n  # the input file holds n * beats beats
         module = "codesign.verify.tb_loop"
     run_s, cpu_s = sim.run(b, module, work, cfg, plusargs=plus, waves=waves)
     import json
@@ -141,24 +147,33 @@ def simulate(iface: Interface, x: np.ndarray, *, simulator: str = "verilator", s
 # ---- checks -----------------------------------------------------------------------------------
 
 def _timing(r: SimResult, stall_from: int, iface: Interface) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Latency (input accept -> output accept, with tready high) and II from the full-throughput phase."""
-    k = min(len(r.in_cycles), len(r.out_cycles), stall_from)
+    """Latency (input accept -> output accept, with tready high) and II from the full-throughput phase.
+    io=stream: per vector from its first input beat; the declared values are the maxima (the first
+    vectors, entering an empty pipeline, may be faster)."""
+    nb = iface.input.beats
+    beats = r.in_cycles
+    in_cycles = beats[::nb] if nb > 1 else beats  # first beat of every vector
+    k = min(len(in_cycles), len(r.out_cycles), stall_from)
     lat: dict[str, Any] = {"declared": iface.latency_cycles, "measured_min": None, "measured_max": None}
     ii: dict[str, Any] = {"declared": iface.ii, "measured_min": None, "measured_max": None}
     if k > 0:
-        limit = r.in_cycles[stall_from - 1] if stall_from < len(r.in_cycles) else np.iinfo(np.int64).max
+        limit = beats[stall_from * nb - 1] if stall_from * nb < len(beats) else np.iinfo(np.int64).max
         ok_idx = np.nonzero(r.out_cycles[:k] <= limit)[0]
         if len(ok_idx):
-            d = r.out_cycles[ok_idx] - r.in_cycles[ok_idx]
+            d = r.out_cycles[ok_idx] - in_cycles[ok_idx]
             lat.update(measured_min=int(d.min()), measured_max=int(d.max()), vectors=int(len(ok_idx)))
-        kin = min(len(r.in_cycles), stall_from)
+        kin = min(len(in_cycles), stall_from)
         if kin > 1:
-            dd = np.diff(r.in_cycles[:kin])
+            dd = np.diff(in_cycles[:kin])
             vals, counts = np.unique(dd, return_counts=True)
             ii.update(measured_min=int(dd.min()), measured_max=int(dd.max()), measured_mode=int(vals[counts.argmax()]),
                       vectors=int(kin))
-    lat["ok"] = lat["measured_min"] is not None and (
-        iface.latency_cycles is None or lat["measured_min"] == lat["measured_max"] == iface.latency_cycles)
+    if iface.io == "stream":
+        lat["ok"] = lat["measured_min"] is not None and (
+            iface.latency_cycles is None or lat["measured_max"] == iface.latency_cycles)
+    else:
+        lat["ok"] = lat["measured_min"] is not None and (
+            iface.latency_cycles is None or lat["measured_min"] == lat["measured_max"] == iface.latency_cycles)
     ii["ok"] = ii["measured_max"] is None or iface.ii is None or ii["measured_max"] == iface.ii
     return lat, ii
 
@@ -488,8 +503,10 @@ def _regenerate_hook(rd: Any, cfg: Any) -> Callable[[Path], Path] | None:
 
     def regen(dest: Path) -> Path:
         r = cfg.rtl
+        kw = {"io": r.io} if getattr(r, "io", "vector") != "vector" else {}
         gen(str(rd.path("export", "model.onnx")), dest, strategy=r.strategy, reuse=r.reuse,
-            multiplier=r.multiplier, pipeline=r.pipeline, debug_taps=True, axis_slice=r.axis_slice, name=cfg.name)
+            multiplier=r.multiplier, pipeline=r.pipeline, debug_taps=True, axis_slice=r.axis_slice, name=cfg.name,
+            **kw)
         return dest
 
     return regen

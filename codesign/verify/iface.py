@@ -2,6 +2,11 @@
 
 The schema is in docs/contracts.md. One vector per beat; field ``i`` of ``tdata`` is bits
 ``[i*bits +: bits]`` (field 0 in the LSBs), two's complement when signed.
+
+``"io": "stream"`` (codesign.rtl.stream): the input takes ``input.beats`` beats per vector of
+``input.fields_per_beat`` fields each (``tdata`` is ``fields_per_beat * bits`` wide); field ``c`` of beat
+``p`` carries input-vector field ``input.beat_fields[p][c]``. ``fields``/``shape`` still describe the whole
+vector (stimulus, golden model); :meth:`Stream.to_beats` cuts vectors into beats.
 """
 
 from __future__ import annotations
@@ -26,10 +31,33 @@ class Stream:
     signed: bool
     scale_exp: int | None
     shape: tuple[int, ...]
+    beats: int = 1  # io=stream: beats per vector
+    beat_fields: tuple[tuple[int, ...], ...] | None = None  # io=stream: input field of each beat's fields
 
     @property
     def width(self) -> int:
+        """Bits of a whole vector (= tdata in vector mode)."""
         return self.fields * self.bits
+
+    @property
+    def beat_width(self) -> int:
+        """Width of ``tdata`` (one beat)."""
+        return self.beat_stream().width
+
+    def beat_stream(self) -> Stream:
+        """The stream of single beats (itself in vector mode)."""
+        if self.beat_fields is None:
+            return self
+        f = len(self.beat_fields[0])
+        return Stream(self.tdata, self.tvalid, self.tready, f, self.bits, self.signed, self.scale_exp, (f,))
+
+    def to_beats(self, codes: np.ndarray) -> np.ndarray:
+        """(N, fields) vectors -> (N * beats, fields per beat) beat codes, in stream order."""
+        c = np.asarray(codes).reshape(-1, self.fields)
+        if self.beat_fields is None:
+            return c
+        idx = np.asarray(self.beat_fields, dtype=np.int64)
+        return c[:, idx].reshape(len(c) * idx.shape[0], idx.shape[1])
 
     @property
     def bytes_per_field(self) -> int:
@@ -87,6 +115,11 @@ class Interface:
         return int(self.raw.get("reuse", 1) or 1)
 
     @property
+    def io(self) -> str:
+        """``vector`` (one vector per beat) or ``stream`` (input.beats pixel beats per vector)."""
+        return str(self.raw.get("io", "vector"))
+
+    @property
     def onnx(self) -> str | None:
         return self.raw.get("onnx") or None
 
@@ -105,6 +138,13 @@ def _stream(d: dict[str, Any], where: str, *, tap: bool = False) -> Stream:
         if int(np.prod(shape)) != fields:
             raise ValueError(f"shape {list(shape)} has {int(np.prod(shape))} elements, fields is {fields}")
         se = d.get("scale_exp")
+        beats, bf = int(d.get("beats", 1) or 1), None
+        if d.get("beat_fields") is not None:
+            bf = tuple(tuple(int(v) for v in row) for row in d["beat_fields"])
+            if len(bf) != beats or len({len(r) for r in bf}) != 1 or sorted(v for r in bf for v in r) != list(range(fields)):
+                raise ValueError(f"beat_fields must be {beats} beats of equal size covering the {fields} fields once")
+        elif beats != 1:
+            raise ValueError("beats > 1 needs beat_fields")
         return Stream(
             tdata=str(d["tdata"]),
             tvalid=str(d["tvalid"]),
@@ -114,6 +154,8 @@ def _stream(d: dict[str, Any], where: str, *, tap: bool = False) -> Stream:
             signed=bool(d.get("signed", True)),
             scale_exp=None if se is None else int(se),
             shape=shape,
+            beats=beats,
+            beat_fields=bf,
         )
     except (KeyError, TypeError, ValueError) as e:
         what = f"missing key {e}" if isinstance(e, KeyError) else str(e)

@@ -11,6 +11,9 @@ Runtime knobs are plusargs, so one build serves every run of the same DUT:
 +STALL_FROM=<index> +GAP=<0..256> +BP=<0..256> +SEED=<int> +IDLE=<cycles>``.
 GAP/BP are probabilities in 1/256: a beat is held back (tvalid low) with probability GAP/256,
 tready is low with probability BP/256, for vectors from STALL_FROM on.
+
+``io=stream`` interfaces (several input beats per vector): the file holds one beat per line,
+``+NIN=<input beats>`` (N counts the output vectors) and STALL_FROM counts input beats.
 """
 
 from __future__ import annotations
@@ -34,7 +37,9 @@ def depth_for(n_vectors: int, width: int) -> int:
 
 
 def generate_wrapper(iface: Interface, depth: int) -> str:
-    iw, ow = iface.input.width, iface.output.width
+    iw, ow = iface.input.beat_width, iface.output.width
+    stream_io = iface.io == "stream"
+    nin = "n_in" if stream_io else "n_vec"  # input beats (stream: several per output vector)
     rst_expr = "~rst" if iface.reset_active_low else "rst"
     ports = [
         f".{iface.clock}(clk)",
@@ -80,7 +85,7 @@ module {TB_TOP};
     reg [IW-1:0] mem_in [0:DEPTH-1];
     reg [8*1024-1:0] in_file, out_file, inlog_file, status_file;
     integer fo, fi, fs;
-    integer n_vec, stall_from, gap_th, bp_th, idle_limit, seed;
+    integer n_vec, {"n_in, " if stream_io else ""}stall_from, gap_th, bp_th, idle_limit, seed;
     reg [31:0] ra, rb;
     reg [63:0] cycle;
     integer in_idx, out_idx, idle, nxt, proto_err, first_proto_err;
@@ -110,8 +115,8 @@ module {TB_TOP};
     endfunction
 
     initial begin
-        if (!$value$plusargs("N=%d", n_vec)) n_vec = 0;
-        if (!$value$plusargs("STALL_FROM=%d", stall_from)) stall_from = n_vec;
+        if (!$value$plusargs("N=%d", n_vec)) n_vec = 0;{nl + '        if (!$value$plusargs("NIN=%d", n_in)) n_in = n_vec;' if stream_io else ""}
+        if (!$value$plusargs("STALL_FROM=%d", stall_from)) stall_from = {nin};
         if (!$value$plusargs("GAP=%d", gap_th)) gap_th = 0;
         if (!$value$plusargs("BP=%d", bp_th)) bp_th = 0;
         if (!$value$plusargs("IDLE=%d", idle_limit)) idle_limit = 100000;
@@ -120,7 +125,7 @@ module {TB_TOP};
         rb = xs32(32'h7f4a7c15 ^ (seed * 7 + 1));
         if (ra == 0) ra = 1;
         if (rb == 0) rb = 1;
-        if ($value$plusargs("IN=%s", in_file) && n_vec > 0) $readmemh(in_file, mem_in, 0, n_vec - 1);
+        if ($value$plusargs("IN=%s", in_file) && {nin} > 0) $readmemh(in_file, mem_in, 0, {nin} - 1);
         fo = 0; fi = 0; fs = 0;
         if ($value$plusargs("OUT=%s", out_file)) fo = $fopen(out_file, "w");
         if ($value$plusargs("INLOG=%s", inlog_file)) fi = $fopen(inlog_file, "w");
@@ -159,15 +164,15 @@ module {TB_TOP};
             in_idx <= nxt;
             if (s_tvalid && !in_fire) begin
                 // AXI: hold tvalid and tdata until accepted
-            end else if (nxt < n_vec && !(stall_from < n_vec && nxt >= stall_from && ra[7:0] < gap_th)) begin
+            end else if (nxt < {nin} && !(stall_from < {nin} && nxt >= stall_from && ra[7:0] < gap_th)) begin
                 s_tvalid <= 1'b1;
                 s_tdata <= mem_in[nxt];
             end else begin
                 s_tvalid <= 1'b0;
                 s_tdata <= {{{rep}{{ra ^ rb}}}};  // garbage while tvalid is low
             end
-            bp_en <= stall_from < n_vec && nxt >= stall_from;
-            m_tready <= !(stall_from < n_vec && nxt >= stall_from && rb[7:0] < bp_th);
+            bp_en <= stall_from < {nin} && nxt >= stall_from;
+            m_tready <= !(stall_from < {nin} && nxt >= stall_from && rb[7:0] < bp_th);
             idle = out_fire ? 0 : idle + 1;
             if (out_fire) out_idx = out_idx + 1;
             if (out_idx >= n_vec || idle > idle_limit) begin

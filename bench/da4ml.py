@@ -26,6 +26,9 @@ MODELS = ("digits_mlp_pot_pruned", "jet_mlp", "digits_mlp_pot", "digits_mlp")
 QUICK_MODELS = ("digits_mlp_pot_pruned",)  # --quick: smallest model, no Verilator builds, ECP5 only
 ORDER = ("digits_mlp", "digits_mlp_pot", "digits_mlp_pot_pruned", "jet_mlp")  # table order
 LATENCY_CUTOFF = 5  # da4ml pipeline stage depth (its own adder-depth units)
+# nextpnr router for both designs: router1 (the default) had not routed da4ml's digits_mlp_pot netlist after
+# 2 h (its pruned one: 30k of 40k arcs still unrouted after 13 min), router2 routes both generators' designs
+ROUTER = "router2"
 
 
 def _yowasp(name: str) -> str:
@@ -39,34 +42,41 @@ def _newer(path: Path, folder: Path, files: list[str]) -> bool:
 
 def pnr_fmax(folder: Path, files: list[str], top: str, timeout: int = 7200, reuse: bool = True,
              cached_only: bool = False) -> dict | None:
-    """yosys synth_ecp5 -> nextpnr-ecp5 --85k --out-of-context; fmax of the clock from the log.
-    ``reuse``: parse ``nextpnr.log`` of an earlier run when it is newer than every source file."""
-    logf = folder / "nextpnr.log"
+    """yosys synth_ecp5 -> nextpnr-ecp5 --85k --out-of-context --router ROUTER; fmax of the clock from the
+    log. ``reuse``: parse ``nextpnr_<router>.log`` of an earlier run when it is newer than every source file."""
+    logf = folder / f"nextpnr_{ROUTER}.log"
     if reuse and _newer(logf, folder, files):
         fm = re.findall(r"Max frequency for clock\s+'[^']*':\s+([\d.]+) MHz", logf.read_text())
         if fm:
-            return {"fmax_mhz": float(fm[-1]), "seconds": None, "reused": True}
+            return {"fmax_mhz": float(fm[-1]), "seconds": None, "reused": True, "router": ROUTER}
     if cached_only:
         return None
     t0 = time.perf_counter()
     if not (reuse and _newer(folder / "pnr_in.json", folder, files)):
-        p = subprocess.run([_yowasp("yosys"), "-q", "-p",
-                            f"read_verilog -sv {' '.join(files)}; synth_ecp5 -top {top} -json pnr_in.json"],
-                           cwd=folder, capture_output=True, text=True, timeout=timeout)
+        try:
+            p = subprocess.run([_yowasp("yosys"), "-q", "-p",
+                                f"read_verilog -sv {' '.join(files)}; synth_ecp5 -top {top} -json pnr_in.json"],
+                               cwd=folder, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return {"error": f"yosys: not finished after {timeout} s"}
         if p.returncode:
             return {"error": "yosys: " + (p.stdout + p.stderr)[-300:]}
     t1 = time.perf_counter()
-    p = subprocess.run([_yowasp("nextpnr-ecp5"), "--85k", "--json", "pnr_in.json", "--out-of-context",
-                        "--freq", "100", "--timing-allow-fail", "--seed", "1", "--report", "pnr_report.json"],
-                       cwd=folder, capture_output=True, text=True, timeout=timeout)
+    try:
+        p = subprocess.run([_yowasp("nextpnr-ecp5"), "--85k", "--json", "pnr_in.json", "--out-of-context",
+                            "--freq", "100", "--timing-allow-fail", "--seed", "1", "--router", ROUTER,
+                            "--report", f"pnr_report_{ROUTER}.json"],
+                           cwd=folder, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:  # a result to report (da4ml's netlists route slowly), not a crash
+        return {"error": f"nextpnr: not finished after {timeout} s", "seconds": time.perf_counter() - t0}
     dt = time.perf_counter() - t0
     log_text = p.stdout + p.stderr
     fm = re.findall(r"Max frequency for clock\s+'[^']*':\s+([\d.]+) MHz", log_text)
     if p.returncode or not fm:
-        (folder / "nextpnr.failed.log").write_text(log_text)
+        (folder / f"nextpnr_{ROUTER}.failed.log").write_text(log_text)
         return {"error": "nextpnr: " + log_text[-300:], "seconds": dt}
     logf.write_text(log_text)
-    return {"fmax_mhz": float(fm[-1]), "seconds": dt, "pnr_s": time.perf_counter() - t1}
+    return {"fmax_mhz": float(fm[-1]), "seconds": dt, "pnr_s": time.perf_counter() - t1, "router": ROUTER}
 
 
 def _verilator_on_path() -> None:
@@ -173,8 +183,9 @@ def run(ctx: Ctx, models: tuple[str, ...] = MODELS, pnr: bool = True) -> dict:
         msg = f"da4ml is not installed ({e}); `pip install da4ml` to run this comparison."
         print(msg)
         return {"skipped": msg}
+    from bench.rtl import generate as generate_ours
     from codesign.golden import GoldenModel
-    from codesign.rtl import generate, lower
+    from codesign.rtl import lower
 
     n_vec = 2000 if ctx.quick else 5000
     targets = ("ecp5",) if ctx.quick else ctx.targets
@@ -196,9 +207,7 @@ def run(ctx: Ctx, models: tuple[str, ...] = MODELS, pnr: bool = True) -> dict:
         log(f"da4ml: {name}: trace + check + Verilator build")
         d = da4ml_design(ir, name, run / "bench_da4ml", n_vec, gm, prev=prev.get("da4ml"), build=not ctx.quick)
         ours_dir = run / "bench_rtl" / "latency"  # shared with `bench rtl` (same ONNX -> same RTL)
-        ifj = ours_dir / "interface.json"
-        regenerated = not (ifj.exists() and ifj.stat().st_mtime > onnx.stat().st_mtime)
-        iface = generate(onnx, ours_dir, strategy="latency", reuse=1) if regenerated else json.loads(ifj.read_text())
+        _, iface, regenerated = generate_ours(run, "latency", 1)
         o = {"latency": iface["latency_cycles"], "ii": iface["ii"]}
         from bench.rtl import verilator_build_s
 
@@ -306,8 +315,13 @@ def render(res: dict, targets: tuple[str, ...], do_pnr: bool) -> str:
                "fmax_mhz" not in r["da4ml"].get("pnr", {})]
     no_xil = [n for n, r in res.items() if "LUT" not in r["ours"].get("xilinx", {}) or
               "LUT" not in r["da4ml"].get("xilinx", {})]
+    pnr_err = [f"{n} ({who}: {r[who]['pnr']['error'][:80]})" for n, r in res.items() for who in ("ours", "da4ml")
+               if "error" in r[who].get("pnr", {})]
+    if pnr_err:
+        body += " nextpnr failed or did not finish for: " + "; ".join(pnr_err) + "."
     if no_fmax:
-        body += (f" fmax (nextpnr-ecp5 `--85k --out-of-context`, seed 1) not measured yet for: {', '.join(no_fmax)} "
+        body += (f" fmax (nextpnr-ecp5 `--85k --out-of-context --router {ROUTER}`, seed 1) not measured yet for: "
+                 f"{', '.join(no_fmax)} "
                  "(`python -m bench da4ml --models M` without `--no-pnr`).")
     if no_xil:
         body += f" `synth_xilinx` not run yet for: {', '.join(no_xil)} (`--targets ecp5,xilinx`)."

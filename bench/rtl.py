@@ -23,15 +23,27 @@ def designs(ctx: Ctx) -> list[tuple[str, str, int]]:
     return [(m, s, r) for m in models for s, r in (("latency", 1), ("resource", REUSE))]
 
 
-def generate(run: Path, strategy: str, reuse: int) -> tuple[Path, dict]:
+def generate(run: Path, strategy: str, reuse: int, folder: str | None = None, **options) -> tuple[Path, dict, bool]:
+    """Our RTL of ``run``'s export in ``run/bench_rtl/<strategy>``. The design is generated into a temporary
+    folder every time (a changed generator changes the RTL of an unchanged ONNX); the old folder, with its
+    synthesis / place-and-route results and their mtimes, is kept when every generated file is identical.
+    ``folder``: another folder name under bench_rtl; ``options``: more ``codesign.rtl.generate`` arguments.
+    -> (folder, interface, rewritten)."""
     from codesign.rtl import generate as gen
 
-    out = run / "bench_rtl" / (strategy if reuse == 1 else f"{strategy}{reuse}")
+    out = run / "bench_rtl" / (folder or (strategy if reuse == 1 else f"{strategy}{reuse}"))
     onnx = run / "export" / "model.onnx"
-    ifj = out / "interface.json"
-    if ifj.exists() and ifj.stat().st_mtime > onnx.stat().st_mtime:  # same ONNX -> same RTL: keep it
-        return out, json.loads(ifj.read_text())
-    return out, gen(onnx, out, strategy=strategy, reuse=reuse)
+    tmp = out.with_name(out.name + ".new")
+    shutil.rmtree(tmp, ignore_errors=True)
+    iface = gen(onnx, tmp, strategy=strategy, reuse=reuse, **options, onnx_rel=os.path.relpath(onnx.resolve(), out.resolve()))
+    same = out.is_dir() and all((out / p.name).is_file() and (out / p.name).read_bytes() == p.read_bytes()
+                                for p in tmp.iterdir() if p.is_file())
+    if same:
+        shutil.rmtree(tmp)
+        return out, iface, False
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out, iface, True
 
 
 def verilator_build_s(rtl_dir: Path, onnx: Path) -> dict:
@@ -60,7 +72,7 @@ def run(ctx: Ctx) -> dict:
     todo = designs(ctx)
     for name, strategy, reuse in todo:
         run = run_dir(ctx, name, until="export")
-        out, iface = generate(run, strategy, reuse)
+        out, iface, _ = generate(run, strategy, reuse)
         r: dict = {"model": name, "strategy": strategy, "reuse": reuse, "latency": iface["latency_cycles"],
                    "ii": iface["ii"]}
         for t in ("ecp5", "xilinx"):
@@ -77,7 +89,7 @@ def run(ctx: Ctx) -> dict:
     if not ctx.quick:  # quick: `bench verify` and `bench flow` already build digits_mlp with Verilator
         log("rtl: Verilator build of digits_mlp fully parallel (cold, no ccache)")
         run = run_dir(ctx, "digits_mlp", until="export")
-        out, _ = generate(run, "latency", 1)
+        out, _, _ = generate(run, "latency", 1)
         vb = verilator_build_s(out, run / "export" / "model.onnx")
     (ctx.runs / "bench_rtl.json").write_text(json.dumps({"designs": results, "verilator": vb}, indent=1))
     render(ctx, results, vb)

@@ -58,17 +58,14 @@ def _verify(rtl: Path, onnx: Path, test_x: Path | None, vectors: int, simulator:
 
 
 def folded(run: Path) -> tuple[Path, dict]:
-    """The digits_mlp RTL with the model's default (folded) rtl config, generated once per ONNX."""
+    """The digits_mlp RTL with the model's default (folded) rtl config."""
+    from bench.rtl import generate
     from codesign import config
-    from codesign.rtl import generate as gen
 
     r = config.load("digits_mlp").rtl
-    out = run / "bench_rtl" / f"{r.strategy}{r.reuse}p{r.pipeline}"
-    onnx = run / "export" / "model.onnx"
-    ifj = out / "interface.json"
-    if ifj.exists() and ifj.stat().st_mtime > onnx.stat().st_mtime:
-        return out, json.loads(ifj.read_text())
-    return out, gen(onnx, out, strategy=r.strategy, reuse=r.reuse, multiplier=r.multiplier, pipeline=r.pipeline)
+    out, iface, _ = generate(run, r.strategy, r.reuse, folder=f"{r.strategy}{r.reuse}p{r.pipeline}",
+                             multiplier=r.multiplier, pipeline=r.pipeline)
+    return out, iface
 
 
 def run(ctx: Ctx) -> dict:
@@ -79,7 +76,7 @@ def run(ctx: Ctx) -> dict:
     onnx = run / "export" / "model.onnx"
     tx = run / "export" / "test_x.npy"
     test_x = tx if tx.exists() else None
-    par, _ = generate(run, "latency", 1)
+    par, _, _ = generate(run, "latency", 1)
     fold, fi = folded(run)
     fold_name = f"folded (reuse {fi.get('reuse')}, II {fi.get('ii')})"
     q = ctx.quick

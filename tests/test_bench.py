@@ -133,6 +133,7 @@ def test_bench_all_quick(tmp_path):
     env = {**os.environ, "CODESIGN_SIM_CACHE": str(tmp_path / "sim"), "CCACHE_DIR": str(tmp_path / "ccache")}
     p = subprocess.run([sys.executable, "-m", "bench", "all", "--quick", "--runs", str(tmp_path / "runs")],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    print("\n".join(ln for ln in p.stderr.splitlines() if ln.startswith("[bench")))  # per-bench wall / CPU s
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     for title in ("Accuracy of the model zoo", "Golden model throughput", "RTL resources and latency",
                   "Verification speed", "Comparison with da4ml", "Flow wall time per stage"):

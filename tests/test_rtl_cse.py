@@ -122,3 +122,24 @@ def test_share_cuts_adders_in_yosys(tmp_path):
         assert c.get("$mul", 0) == 0
         counts[flag] = c.get("$add", 0) + c.get("$sub", 0)
     assert counts[True] < 0.8 * counts[False], counts
+
+
+def test_share_switch_cli_and_config(tmp_path):
+    """`codesign rtl --no-share` and config rtl.share: false give one tree per output; the default shares."""
+    import subprocess
+
+    from codesign import config
+    from codesign.rtl.fixtures import mlp_qonnx
+
+    assert config.load("digits_mlp").rtl.share is True
+    assert config.load("digits_mlp", {"rtl.share": False}).rtl.share is False
+    onnx_path = tmp_path / "mlp_pot.onnx"
+    mlp_qonnx(onnx_path, (64, 32, 10), "pot")
+    texts = {}
+    for flag in ("--share", "--no-share"):
+        out = tmp_path / flag.strip("-")
+        p = subprocess.run([sys.executable, "-m", "codesign", "rtl", str(onnx_path), "--out", str(out), flag],
+                           capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr[-2000:]
+        texts[flag] = (out / "fc1.v").read_text()
+    assert "shared term s" in texts["--share"] and "shared term" not in texts["--no-share"]

@@ -9,6 +9,7 @@ yosys scripts and, in full mode, placed and routed out of context by nextpnr-ecp
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -140,7 +141,7 @@ def da4ml_design(ir, name: str, folder: Path, n_vectors: int, gm, prev: dict | N
     vm, rewritten = write_netlist(comb, name, folder)
     stages = len(vm._pipe.solutions) if vm._pipe is not None else 0  # noqa: SLF001
     r = {"trace_s": t_trace, "mismatches_interp": mism_interp, "vectors": n_vectors, "stages": stages,
-         "latency": stages + 1, "cost": float(comb.cost)}
+         "latency": stages + 1, "cost": float(comb.cost), "rewritten": rewritten}
     src = folder / "src"
     # the top, its stages and the static library modules (lookup_table.v only when tables are used:
     # it $readmemh's a placeholder file otherwise)
@@ -207,8 +208,12 @@ def run(ctx: Ctx, models: tuple[str, ...] = MODELS, pnr: bool = True) -> dict:
         log(f"da4ml: {name}: trace + check + Verilator build")
         d = da4ml_design(ir, name, run / "bench_da4ml", n_vec, gm, prev=prev.get("da4ml"), build=not ctx.quick)
         ours_dir = run / "bench_rtl" / "latency"  # shared with `bench rtl` (same ONNX -> same RTL)
-        _, iface, regenerated = generate_ours(run, "latency", 1)
-        o = {"latency": iface["latency_cycles"], "ii": iface["ii"]}
+        _, iface, _ = generate_ours(run, "latency", 1)
+        sha = hashlib.sha256(b"".join((ours_dir / f).read_bytes() for f in iface["files"])).hexdigest()[:16]
+        # "regenerated": our RTL differs from the one the stored results were measured on (`bench rtl` may
+        # have rewritten the shared folder since)
+        regenerated = prev.get("ours", {}).get("rtl_sha") != sha
+        o = {"latency": iface["latency_cycles"], "ii": iface["ii"], "rtl_sha": sha}
         from bench.rtl import verilator_build_s
 
         po = prev.get("ours", {})
@@ -243,6 +248,10 @@ def run(ctx: Ctx, models: tuple[str, ...] = MODELS, pnr: bool = True) -> dict:
             if do_pnr:
                 log(f"da4ml: {name}: nextpnr-ecp5 out of context ({who})")
             got = pnr_fmax(folder, files, top, cached_only=not do_pnr)
+            changed = regenerated if who == "ours" else d.get("rewritten", True)
+            old_pnr = prev.get(who, {}).get("pnr", {})
+            if got is None and not changed and "error" in old_pnr:
+                got = old_pnr  # e.g. "not finished after 7200 s": still the result for these unchanged files
             if got is not None:
                 x["pnr"] = got
             res[name] = {"ours": o, "da4ml": d, "measured": stamp()}

@@ -42,6 +42,13 @@ class Ctx:
         return dict(QUICK_OVERRIDES) if self.quick else {}
 
 
+def same_files(new: Path, old: Path) -> bool:
+    """Every file under ``new`` exists under ``old`` with the same bytes (``old`` may hold more: synthesis
+    outputs such as stat_*.txt, pnr_in.json, nextpnr logs)."""
+    files = [p.relative_to(new) for p in new.rglob("*") if p.is_file()]
+    return all((old / f).is_file() and (old / f).read_bytes() == (new / f).read_bytes() for f in files)
+
+
 def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 

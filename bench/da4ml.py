@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import Ctx, log, machine, run_dir, section, table
+from bench.common import Ctx, log, machine, run_dir, same_files, section, table
 from bench.synth import synth_files
 
 MODELS = ("digits_mlp_pot_pruned", "jet_mlp", "digits_mlp_pot", "digits_mlp")
@@ -94,13 +94,6 @@ def _verilator_on_path() -> None:
         os.environ["PATH"] = f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"
 
 
-def _same_files(new: Path, old: Path) -> bool:
-    """Every file under ``new`` exists under ``old`` with the same bytes (``old`` also holds our synthesis
-    outputs: stat_*.txt, pnr_in.json, nextpnr.log)."""
-    files = [p.relative_to(new) for p in new.rglob("*") if p.is_file()]
-    return all((old / f).is_file() and (old / f).read_bytes() == (new / f).read_bytes() for f in files)
-
-
 def write_netlist(comb, name: str, folder: Path):
     """Write da4ml's Verilog for ``comb`` into ``folder``, keeping the old files (and their mtimes, so
     cached synthesis results stay valid) when the new netlist is identical. -> (VerilogModel, rewritten)."""
@@ -112,7 +105,7 @@ def write_netlist(comb, name: str, folder: Path):
     tmp = folder.with_name(folder.name + ".new")
     shutil.rmtree(tmp, ignore_errors=True)
     model(tmp).write()
-    if (folder / "src").exists() and _same_files(tmp / "src", folder / "src"):
+    if (folder / "src").exists() and same_files(tmp / "src", folder / "src"):
         shutil.rmtree(tmp)
         return model(folder), False
     shutil.rmtree(folder, ignore_errors=True)
@@ -207,8 +200,7 @@ def run(ctx: Ctx, models: tuple[str, ...] = MODELS, pnr: bool = True) -> dict:
         prev = json.loads(prev_file.read_text()) if prev_file.exists() and ctx.reuse else {}
         log(f"da4ml: {name}: trace + check + Verilator build")
         d = da4ml_design(ir, name, run / "bench_da4ml", n_vec, gm, prev=prev.get("da4ml"), build=not ctx.quick)
-        ours_dir = run / "bench_rtl" / "latency"  # shared with `bench rtl` (same ONNX -> same RTL)
-        _, iface, _ = generate_ours(run, "latency", 1)
+        ours_dir, iface, _ = generate_ours(run, "latency", 1)  # the folder `bench rtl` uses too
         sha = hashlib.sha256(b"".join((ours_dir / f).read_bytes() for f in iface["files"])).hexdigest()[:16]
         # "regenerated": our RTL differs from the one the stored results were measured on (`bench rtl` may
         # have rewritten the shared folder since)

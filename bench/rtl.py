@@ -9,7 +9,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from bench.common import DIGITS, Ctx, log, run_dir, section, table
+from bench.common import DIGITS, Ctx, log, run_dir, same_files, section, table
 from bench.synth import synth_files
 
 REUSE = 8
@@ -36,9 +36,7 @@ def generate(run: Path, strategy: str, reuse: int, folder: str | None = None, **
     tmp = out.with_name(out.name + ".new")
     shutil.rmtree(tmp, ignore_errors=True)
     iface = gen(onnx, tmp, strategy=strategy, reuse=reuse, **options, onnx_rel=os.path.relpath(onnx.resolve(), out.resolve()))
-    same = out.is_dir() and all((out / p.name).is_file() and (out / p.name).read_bytes() == p.read_bytes()
-                                for p in tmp.iterdir() if p.is_file())
-    if same:
+    if out.is_dir() and same_files(tmp, out):
         shutil.rmtree(tmp)
         return out, iface, False
     shutil.rmtree(out, ignore_errors=True)

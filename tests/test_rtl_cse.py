@@ -97,7 +97,7 @@ def test_shared_design_is_bit_exact(tmp_path, pot, pipeline):
     d = tmp_path / "rtl"
     iface = generate(m, d, pipeline=pipeline)
     text = (d / "fc1.v").read_text()
-    assert "wire signed" in text and " s2" in text.replace("(", " ")  # shared terms exist
+    assert "shared term s" in text  # the design really shares terms
     _lint(d, iface)
     rng = np.random.default_rng(pipeline)
     x = rng.integers(m.input_fmt.lo, m.input_fmt.hi + 1, size=(400, 20))

@@ -35,11 +35,11 @@ class Shared:
     level: int
 
 
-def _key(d1: Digit, d2: Digit) -> tuple[tuple[int, int, int, int], Digit]:
-    """Canonical pair key (src1, src2, k2 - k1, s1 * s2) and the first digit of the pair."""
+def _key(d1: Digit, d2: Digit) -> tuple[int, int, int, int]:
+    """Canonical pair key ``(src1, src2, k2 - k1, s1 * s2)``, the pair ordered by (source, shift)."""
     if (d2[0], d2[1]) < (d1[0], d1[1]):
         d1, d2 = d2, d1
-    return (d1[0], d2[0], d2[1] - d1[1], d1[2] * d2[2]), d1
+    return d1[0], d2[0], d2[1] - d1[1], d1[2] * d2[2]
 
 
 def share(columns: list[list[Digit]], first_id: int, max_level: int = 3,
@@ -72,10 +72,9 @@ def share(columns: list[list[Digit]], first_id: int, max_level: int = 3,
     for ci, c in enumerate(cols):
         for a in range(len(c)):
             for b in range(a + 1, len(c)):
-                bump(_key(c[a], c[b])[0], ci, 1)
+                bump(_key(c[a], c[b]), ci, 1)
 
     shared: list[Shared] = []
-    next_id = first_id
     while heap:
         negn, lv, key = heapq.heappop(heap)
         if counts.get(key, 0) != -negn:
@@ -85,8 +84,7 @@ def share(columns: list[list[Digit]], first_id: int, max_level: int = 3,
         if lv > max_level:
             continue
         s1, s2, dk, ss = key
-        new = next_id
-        created = False
+        new = first_id + len(shared)  # the id of this pair's shared term, once it replaces an instance
         for ci in sorted(where.get(key, ())):
             c = cols[ci]
             while True:  # replace disjoint instances of the pair in this column
@@ -105,15 +103,13 @@ def share(columns: list[list[Digit]], first_id: int, max_level: int = 3,
                 for gone in (d1, d2):  # drops every pair count of d1 and d2, the shared pair once
                     c.remove(gone)
                     for e in c:
-                        bump(_key(gone, e)[0], ci, -1)
+                        bump(_key(gone, e), ci, -1)
                 base = min(d1[1], d2[1])
-                if not created:
+                if new not in level:
                     level[new] = max(lvl(s1), lvl(s2)) + 1
                     shared.append(Shared(new, s1, d1[1] - base, s2, d2[1] - base, ss, level[new]))
-                    next_id += 1
-                    created = True
                 nd = (new, base, d1[2])
                 for e in c:
-                    bump(_key(nd, e)[0], ci, 1)
+                    bump(_key(nd, e), ci, 1)
                 c.append(nd)
     return shared, cols

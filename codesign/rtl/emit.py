@@ -382,13 +382,14 @@ class Emitter:
         delayed: dict[tuple[str, int], Sig] = {}
 
         def delay(x: Sig, frm: int, to: int) -> Sig:
-            """``x`` (valid after level ``frm``) registered at every cut it crosses before level ``to``."""
+            """``x`` (valid after level ``frm``) registered at every cut it crosses before level ``to``;
+            each copy ``<name>_d<cut>`` is made once and shared by all users."""
+            base = x.name
             for c in sorted(cuts):
                 if frm <= c < to and not x.const:
-                    key = (x.name, c)
-                    if key not in delayed:
-                        delayed[key] = body.reg(f"{x.name.split('_d')[0]}_d{c}", x)
-                    x = delayed[key]
+                    if (base, c) not in delayed:
+                        delayed[(base, c)] = body.reg(f"{base}_d{c}", x)
+                    x = delayed[(base, c)]
             return x
 
         made: dict[int, Sig] = {}

@@ -16,13 +16,20 @@ A study YAML::
       quant.weight.bits: [3, 4, 6, 8]
       prune.sparsity: {low: 0.0, high: 0.8, step: 0.1}   # a range: float (or int with ints)
       prune.criterion: [l1, energy]
+    heartbeat_s: 15                # a running trial's heartbeat period
+    grace_s: 45                    # no heartbeat for this long: the trial's worker is dead
 
 Each trial runs train -> (prune) -> export (with its 0-mismatch check) in its own run folder
 ``<study>/trials/<number>/`` and costs the design with the analytic energy model on the RTL IR
 (fast path); ``luts`` adds a yosys synthesis estimate (slower). Trials are stored as they finish: a
-study killed mid-way and started again completes only the missing trials (stale running trials are
-marked failed first), and several workers (``--workers N`` here, or the same command on other
+study killed mid-way and started again completes only the missing trials, and several workers (``--workers N`` here, or the same command on other
 machines with a shared ``storage``) share one study without running a trial twice.
+
+A worker can die at any point (SIGKILL, power loss) without blocking the study: each trial is created
+in one transaction together with its worker's host, pid and process start time, and a heartbeat runs
+while it is evaluated. A RUNNING trial is failed (and its point re-run) as soon as its worker is known
+to be gone: a dead pid on this host at once, elsewhere ``grace_s`` after its last heartbeat, or after
+its start when it never sent one.
 """
 
 from __future__ import annotations
@@ -53,6 +60,8 @@ class StudyConfig(BaseModel):
     set: dict[str, Any] = Field(default_factory=dict)
     space: dict[str, Any] = Field(default_factory=dict)
     seed: int = 0
+    heartbeat_s: int = Field(15, ge=1)  # a running trial's worker writes a heartbeat this often
+    grace_s: int = Field(45, ge=2)  # a trial without a heartbeat for this long is failed and replaced
 
 
 def load_study_config(path: str | Path) -> StudyConfig:
@@ -155,7 +164,7 @@ def open_study(sc: StudyConfig, study_dir: Path):
     for attempt in range(10):  # workers starting together race to create the schema / the study
         try:
             storage = optuna.storages.RDBStorage(
-                _storage_url(sc, study_dir), heartbeat_interval=15, grace_period=45,
+                _storage_url(sc, study_dir), heartbeat_interval=sc.heartbeat_s, grace_period=sc.grace_s,
                 engine_kwargs={"connect_args": {"timeout": 60}} if sc.storage is None else {})
             return _create(sc, storage)
         except Exception as e:  # sqlalchemy IntegrityError / OperationalError
@@ -197,39 +206,149 @@ def _host() -> str:
     return socket.gethostname()
 
 
-def _pid_alive(pid: int) -> bool:
+def _proc_start(pid: int) -> int | None:
+    """Start time of process ``pid`` in clock ticks since boot (Linux), None where unknown: with the pid
+    it names one process, so a pid reused by a later process does not keep a dead worker's trial alive."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def _pid_alive(pid: int, start: int | None = None) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    return start is None or _proc_start(pid) in (None, start)
 
 
-def fail_dead_trials(study) -> list[int]:
+def _identity() -> dict[str, Any]:
+    return {"codesign:host": _host(), "codesign:pid": os.getpid(), "codesign:pid_start": _proc_start(os.getpid())}
+
+
+def _new_trial(study):
+    """A RUNNING trial created in one transaction together with its worker's identity (host, pid,
+    process start time), so a worker killed at any point leaves either no trial or one that
+    :func:`fail_dead_trials` can fail. (``Study.ask`` then ``set_trial_system_attr`` left a window in
+    which a killed worker's trial had neither a pid nor a heartbeat and blocked the study forever.)"""
+    import datetime
+
+    import optuna
+    from optuna.trial import FrozenTrial, TrialState
+
+    tmpl = FrozenTrial(number=-1, state=TrialState.RUNNING, value=None,
+                       datetime_start=datetime.datetime.now(), datetime_complete=None, params={},
+                       distributions={}, user_attrs={}, system_attrs=_identity(), intermediate_values={},
+                       trial_id=-1)
+    return optuna.Trial(study, study._storage.create_new_trial(study._study_id, template_trial=tmpl))
+
+
+def _heartbeat_ids(storage) -> set[int]:
+    """Trials that have recorded at least one heartbeat (Optuna's heartbeat table)."""
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    rdb = getattr(storage, "_backend", storage)  # Optuna wraps the RDBStorage in a cache
+    with _create_scoped_session(rdb.scoped_session) as session:
+        return {tid for (tid,) in session.query(models.TrialHeartbeatModel.trial_id).all()}
+
+
+def _why_dead(t, beating: set[int], grace_s: float) -> str | None:
+    """Why RUNNING trial ``t``'s worker is known to be gone, or None while it may be alive."""
+    import datetime
+
+    host, pid = t.system_attrs.get("codesign:host"), t.system_attrs.get("codesign:pid")
+    if host == _host() and isinstance(pid, int) and pid != os.getpid() and \
+            not _pid_alive(pid, t.system_attrs.get("codesign:pid_start")):
+        return f"worker pid {pid} is gone"
+    start = t.datetime_start  # aware (UTC) from the database, naive (local time) from Optuna's cache
+    age = (datetime.datetime.now().astimezone() - start.astimezone()).total_seconds() if start else 0.0
+    if t._trial_id not in beating and age > grace_s:
+        # a worker on another host killed before its first heartbeat (or an old trial without identity)
+        return f"no heartbeat {age:.0f} s after its start"
+    return None
+
+
+def fail_dead_trials(study, grace_s: float) -> list[int]:
     """Mark RUNNING trials as FAIL when their worker is gone: at once for a dead process on this host
-    (its pid is recorded at trial start), else by Optuna's heartbeat (``grace_period`` without one)."""
+    (pid and process start time are stored with the trial), by Optuna's heartbeat (``grace_period``
+    without one) elsewhere, and a trial that never sent a heartbeat once it is older than the grace
+    period. Returns the numbers of the trials failed here."""
     import warnings
 
     import optuna
     from optuna.storages import fail_stale_trials
 
+    storage = study._storage
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "experimental feature"
         fail_stale_trials(study)
     failed = []
-    storage = study._storage
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        host, pid = t.system_attrs.get("codesign:host"), t.system_attrs.get("codesign:pid")
-        if host == _host() and isinstance(pid, int) and pid != os.getpid() and not _pid_alive(pid):
-            try:
-                storage.set_trial_system_attr(t._trial_id, "codesign:failed_reason", f"worker pid {pid} is gone")
-                storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
-                failed.append(t.number)
-            except Exception:  # another worker got there first
-                pass
+    beating = _heartbeat_ids(storage) if running else set()
+    for t in running:
+        why = _why_dead(t, beating, grace_s)
+        if why is None:
+            continue
+        try:
+            storage.set_trial_system_attr(t._trial_id, "codesign:failed_reason", why)
+            storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+            failed.append(t.number)
+        except Exception:  # another worker (or the heartbeat check above) got there first
+            pass
     return failed
+
+
+def _run_trial(study, sc: StudyConfig, study_dir: Path) -> str:
+    """Create, evaluate and finish one trial (with a heartbeat while it runs); returns its final state
+    name. A trial beyond the requested count (others are complete or running) is PRUNED unevaluated."""
+    import optuna
+    from optuna.storages._heartbeat import get_heartbeat_thread
+
+    TS = optuna.trial.TrialState
+    trial = _new_trial(study)
+    state, values = TS.COMPLETE, None
+    with get_heartbeat_thread(trial._trial_id, study._storage):
+        try:
+            values = _objective(study, sc, study_dir, trial)
+        except optuna.TrialPruned:
+            state = TS.PRUNED
+        except Exception as e:
+            trial.set_user_attr("error", f"{type(e).__name__}: {e}"[:500])
+            state = TS.FAIL
+    study.tell(trial, values if state == TS.COMPLETE else None, state=state)
+    return state.name
+
+
+def _objective(study, sc: StudyConfig, study_dir: Path, trial) -> tuple[float, ...]:
+    import optuna
+
+    TS = optuna.trial.TrialState
+    ahead = [t for t in study.get_trials(deepcopy=False, states=(TS.COMPLETE, TS.RUNNING)) if t.number < trial.number]
+    if len(ahead) >= sc.trials:
+        trial.set_user_attr("surplus", True)
+        raise optuna.TrialPruned("enough trials complete or running")
+    params = suggest(trial, sc.space)
+    for t in study.get_trials(deepcopy=False, states=(TS.COMPLETE,)):
+        # samplers (NSGA-II on a small categorical space) re-propose points: reuse the result
+        if t.params == trial.params and "duplicate_of" not in t.user_attrs:
+            for k, v in t.user_attrs.items():
+                trial.set_user_attr(k, v)
+            trial.set_user_attr("duplicate_of", t.number)
+            return tuple(t.values)
+    cfg = trial_config(sc, params, trial.number)
+    t0 = time.time()
+    res = evaluate(cfg, study_dir / "trials" / f"{trial.number:04d}", sc.objectives)
+    for k, v in res.items():
+        trial.set_user_attr(k, v)
+    trial.set_user_attr("seconds", round(time.time() - t0, 1))
+    trial.set_user_attr("worker_pid", os.getpid())
+    trial.set_user_attr("run_dir", f"trials/{trial.number:04d}")
+    return tuple(res[o] for o in sc.objectives)
 
 
 def worker(sc: StudyConfig, study_dir: Path, progress: bool = True) -> int:
@@ -242,57 +361,22 @@ def worker(sc: StudyConfig, study_dir: Path, progress: bool = True) -> int:
 
     TS = optuna.trial.TrialState
     study = open_study(sc, study_dir)
-    failed = fail_dead_trials(study)
+    failed = fail_dead_trials(study, sc.grace_s)
     if failed and progress:
         print(f"[study {sc.name}] trials {failed} of dead workers marked failed", flush=True)
     ran = fails = 0
-    surplus = False
-
-    def objective(trial) -> tuple[float, ...]:
-        nonlocal surplus
-        storage = study._storage
-        storage.set_trial_system_attr(trial._trial_id, "codesign:host", _host())
-        storage.set_trial_system_attr(trial._trial_id, "codesign:pid", os.getpid())
-        ahead = [t for t in study.get_trials(deepcopy=False, states=(TS.COMPLETE, TS.RUNNING))
-                 if t.number < trial.number]
-        if len(ahead) >= sc.trials:
-            surplus = True
-            trial.set_user_attr("surplus", True)
-            raise optuna.TrialPruned("enough trials complete or running")
-        params = suggest(trial, sc.space)
-        for t in study.get_trials(deepcopy=False, states=(TS.COMPLETE,)):
-            # samplers (NSGA-II on a small categorical space) re-propose points: reuse the result
-            if t.params == trial.params and "duplicate_of" not in t.user_attrs:
-                for k, v in t.user_attrs.items():
-                    trial.set_user_attr(k, v)
-                trial.set_user_attr("duplicate_of", t.number)
-                return tuple(t.values)
-        cfg = trial_config(sc, params, trial.number)
-        t0 = time.time()
-        try:
-            res = evaluate(cfg, study_dir / "trials" / f"{trial.number:04d}", sc.objectives)
-        except Exception as e:
-            trial.set_user_attr("error", f"{type(e).__name__}: {e}"[:500])
-            raise
-        for k, v in res.items():
-            trial.set_user_attr(k, v)
-        trial.set_user_attr("seconds", round(time.time() - t0, 1))
-        trial.set_user_attr("worker_pid", os.getpid())
-        trial.set_user_attr("run_dir", f"trials/{trial.number:04d}")
-        return tuple(res[o] for o in sc.objectives)
-
     while _n_complete(study) < sc.trials:
         if _count(study, TS.COMPLETE, TS.RUNNING) >= sc.trials:  # the others are finishing the study
             time.sleep(1.0)
-            fail_dead_trials(study)
+            failed = fail_dead_trials(study, sc.grace_s)
+            if failed and progress:
+                print(f"[study {sc.name}] trials {failed} of dead workers marked failed", flush=True)
             continue
-        surplus = False
-        before = _count(study, TS.FAIL)
-        study.optimize(objective, n_trials=1, catch=(Exception,))
-        if surplus:  # lost a race with another worker for the last trial(s)
+        state = _run_trial(study, sc, study_dir)
+        if state == "PRUNED":  # lost a race with another worker for the last trial(s)
             continue
         ran += 1
-        fails += _count(study, TS.FAIL) > before
+        fails += state == "FAIL"
         if progress:
             print(f"[study {sc.name}] {_n_complete(study)}/{sc.trials} trials complete", flush=True)
         if fails > 2 * sc.trials:  # every trial failing: stop instead of looping forever

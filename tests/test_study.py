@@ -36,27 +36,70 @@ def _write_study(path: Path, name: str, trials: int) -> Path:
 
 
 FAKE = """
-import sys, time
+import os, signal, sys, time
 from pathlib import Path
+from optuna.storages import RDBStorage
 from codesign import study
+
+KILL_AT = sys.argv[4] if len(sys.argv) > 4 else ""
+armed = []  # trial id of the third trial this process creates: the one to die in
+
+
+def die(point, trial_id=None):
+    if KILL_AT == point and armed and (trial_id is None or trial_id == armed[0]):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def patch(name, before=None, after=None):
+    orig = getattr(RDBStorage, name)
+
+    def wrapped(self, *a, **k):
+        if before:
+            before(*a)
+        r = orig(self, *a, **k)
+        if after:
+            after(r, *a)
+        return r
+    setattr(RDBStorage, name, wrapped)
+
+
+created = []
+def on_create(frozen, *a):
+    created.append(frozen._trial_id)
+    if len(created) == 3:
+        armed.append(frozen._trial_id)
+        die("create")
+
+
+# the methods Optuna's cached storage calls on its RDBStorage
+patch("_create_new_trial", after=on_create)
+patch("record_heartbeat", after=lambda r, tid: die("heartbeat", tid))
+patch("_set_trial_param", after=lambda r, tid, *a: die("param", tid))
+patch("set_trial_state_values", before=lambda tid, *a: die("tell", tid),
+      after=lambda r, tid, *a: die("told", tid))
+
 
 def fake(cfg, run_dir, objectives):
     run_dir.mkdir(parents=True, exist_ok=True)
+    if armed:
+        (run_dir / "partial.txt").write_text("half")
+        die("evaluate")
     time.sleep(float(sys.argv[3]))
     (run_dir / "done.txt").write_text(cfg.name)
     s = cfg.prune.sparsity if cfg.prune.enabled else 0.0
     e = 400.0 * (1 - s) * (0.4 if cfg.quant.weight.scheme == "pot" else 1.0) * cfg.quant.weight.bits / 4
     return {"accuracy": 0.95 - 0.2 * s * s, "energy_pj": e, "params": 100.0}
 
+
 study.evaluate = fake
 study.run_study(sys.argv[1], Path(sys.argv[2]))
 """
 
 
-def _cmd(cfg: Path, out: Path, fake_s: float | None = 1.0) -> list[str]:
+def _cmd(cfg: Path, out: Path, fake_s: float | None = 1.0, kill_at: str = "") -> list[str]:
     if fake_s is None:
         return [sys.executable, "-m", "codesign", "-q", "study", str(cfg), "--out", str(out)]
-    return [sys.executable, "-c", FAKE, str(cfg), str(out), str(fake_s)]
+    return [sys.executable, "-c", FAKE, str(cfg), str(out), str(fake_s), kill_at]
 
 
 def _marker(out: Path, t) -> Path:
@@ -85,14 +128,23 @@ def _trials(out: Path):
     return optuna.load_study(study_name=sc.name, storage=f"sqlite:///{out / 'study.db'}").get_trials()
 
 
-def _kill_and_resume(tmp: Path, fake_s: float | None) -> dict:
-    """A 4-trial study killed (SIGKILL) after >= 2 complete trials, then run again to the end."""
+KILL_POINTS = ("create", "heartbeat", "param", "evaluate", "tell", "told")
+
+
+def _kill_and_resume(tmp: Path, fake_s: float | None, kill_at: str = "") -> dict:
+    """A 4-trial study killed (SIGKILL), then run again to the end. With ``kill_at`` the worker kills
+    itself at that point of its third trial (see ``FAKE``): right after the trial is created, after its
+    first heartbeat, after a parameter is stored, inside the evaluation, just before / after the result
+    is stored. Without it, the test kills the worker from outside once 2 trials are complete."""
     cfg, out = _write_study(tmp / "s.yaml", "resume", 4), tmp / "out"
-    p = subprocess.Popen(_cmd(cfg, out, fake_s), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
+    p = subprocess.Popen(_cmd(cfg, out, fake_s, kill_at), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE)
     t0 = time.time()
     try:
-        while sum(s == "COMPLETE" for s in _states(out / "study.db").values()) < 2:
+        if kill_at:
+            p.wait(timeout=300)
+            assert p.returncode == -signal.SIGKILL, f"the kill at {kill_at!r} did not land: {p.stderr.read().decode()[-2000:]}"
+        while not kill_at and sum(s == "COMPLETE" for s in _states(out / "study.db").values()) < 2:
             assert p.poll() is None, f"study ended early: {p.stderr.read().decode()[-2000:]}"
             assert time.time() - t0 < 600, "study too slow"
             time.sleep(0.1)
@@ -101,14 +153,16 @@ def _kill_and_resume(tmp: Path, fake_s: float | None) -> dict:
         p.wait()
     before = {t.number: t for t in _trials(out) if t.state.name == "COMPLETE"}
     mtimes = {n: _marker(out, t).stat().st_mtime for n, t in before.items()}
-    r = subprocess.run(_cmd(cfg, out, fake_s), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900)
+    # a hang here (a trial left RUNNING forever) fails on the timeout instead of blocking the suite
+    r = subprocess.run(_cmd(cfg, out, fake_s), cwd=ROOT, env=_env(), capture_output=True, text=True,
+                       timeout=120 if fake_s else 900)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     return {"out": out, "before": before, "mtimes": mtimes, "after": _trials(out)}
 
 
-def _check_resumed(res: dict) -> None:
+def _check_resumed(res: dict, n_before: int = 2) -> None:
     before, after, out = res["before"], res["after"], res["out"]
-    assert len(before) >= 2
+    assert len(before) >= n_before
     complete = {t.number: t for t in after if t.state.name == "COMPLETE"}
     assert len(complete) == 4
     assert not [t for t in after if t.state.name == "RUNNING"]  # the killed trial was failed, not left running
@@ -125,8 +179,21 @@ def _check_resumed(res: dict) -> None:
         assert (out / f).stat().st_size > 0, f
 
 
-def test_kill_and_resume_completes_only_missing_trials(tmp_path):
-    _check_resumed(_kill_and_resume(tmp_path, 1.0))
+@pytest.mark.parametrize("kill_at", KILL_POINTS)
+def test_kill_and_resume_completes_only_missing_trials(tmp_path, kill_at):
+    res = _kill_and_resume(tmp_path, 0.2, kill_at)
+    _check_resumed(res)
+    failed = [t for t in res["after"] if t.state.name == "FAIL"]
+    if kill_at == "told":  # the result was stored before the kill: nothing to fail or re-run
+        assert not failed and len(res["before"]) == 3
+    else:  # the killed trial (the third; for "evaluate" the first one evaluated from the third on, since
+        # a re-proposed point reuses a result) was failed by the resumed worker and its place re-run
+        assert len(failed) == 1 and (failed[0].number >= 2 if kill_at == "evaluate" else failed[0].number == 2)
+        assert "is gone" in failed[0].system_attrs["codesign:failed_reason"]
+
+
+def test_kill_and_resume_from_outside(tmp_path):
+    _check_resumed(_kill_and_resume(tmp_path, 0.5))
 
 
 @pytest.mark.slow
@@ -187,22 +254,45 @@ def test_two_workers_share_one_storage(tmp_path, fake_s):
             assert t.user_attrs.get("surplus") and not (out / "trials" / f"{t.number:04d}").exists()
 
 
+def _running(st, **system_attrs):
+    import datetime
+
+    from optuna.trial import FrozenTrial, TrialState
+
+    start = datetime.datetime.now() - datetime.timedelta(seconds=system_attrs.pop("age", 0))
+    tmpl = FrozenTrial(number=-1, state=TrialState.RUNNING, value=None, datetime_start=start,
+                       datetime_complete=None, params={}, distributions={}, user_attrs={},
+                       system_attrs={f"codesign:{k}": v for k, v in system_attrs.items()},
+                       intermediate_values={}, trial_id=-1)
+    tid = st._storage.create_new_trial(st._study_id, template_trial=tmpl)
+    return st._storage.get_trial(tid)
+
+
 def test_dead_worker_trial_is_failed(tmp_path):
     import optuna
 
     sc = study.StudyConfig(name="dead", trials=1, sampler="random")
     st = study.open_study(sc, tmp_path)
-    t = st.ask()
     p = subprocess.Popen([sys.executable, "-c", "pass"])
     p.wait()  # a pid that is certainly gone
-    st._storage.set_trial_system_attr(t._trial_id, "codesign:host", study._host())
-    st._storage.set_trial_system_attr(t._trial_id, "codesign:pid", p.pid)
-    alive = st.ask()
-    st._storage.set_trial_system_attr(alive._trial_id, "codesign:host", study._host())
-    st._storage.set_trial_system_attr(alive._trial_id, "codesign:pid", os.getppid())
-    assert study.fail_dead_trials(st) == [t.number]
+    host = study._host()
+    gone = _running(st, host=host, pid=p.pid)
+    alive = _running(st, host=host, pid=os.getppid(), pid_start=study._proc_start(os.getppid()))
+    # a live pid that belongs to another process now (the dead worker's pid was reused)
+    reused = _running(st, host=host, pid=os.getppid(), pid_start=study._proc_start(os.getppid()) - 1)
+    # a worker elsewhere that died before its first heartbeat: failed once older than the grace period
+    silent = _running(st, host="elsewhere", pid=1, age=120)
+    young = _running(st, host="elsewhere", pid=1)
+    legacy = _running(st, age=120)  # no identity and no heartbeat (trials from before this fix)
+    beating = _running(st, host="elsewhere", pid=1, age=120)
+    st._storage.record_heartbeat(beating._trial_id)  # alive by its heartbeat (stale only after grace)
+    assert sorted(study.fail_dead_trials(st, grace_s=60)) == sorted([gone.number, reused.number, silent.number,
+                                                                     legacy.number])
     states = {x.number: x.state for x in st.get_trials()}
-    assert states == {t.number: optuna.trial.TrialState.FAIL, alive.number: optuna.trial.TrialState.RUNNING}
+    assert [n for n, s in states.items() if s == optuna.trial.TrialState.RUNNING] == \
+        [alive.number, young.number, beating.number]
+    reasons = {x.number: x.system_attrs.get("codesign:failed_reason") for x in st.get_trials()}
+    assert "is gone" in reasons[gone.number] and "no heartbeat" in reasons[silent.number]
 
 
 def test_study_config_errors(tmp_path):

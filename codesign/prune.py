@@ -405,12 +405,10 @@ def schedule_targets(schedule: str, sparsity: float, steps: int) -> list[float]:
 
 
 def finetune(model: nn.Module, dataset, epochs: int, lr: float, cfg: Config, seed: int) -> nn.Module:
-    """Fine-tune with the training loop of :mod:`codesign.train` (best validation checkpoint kept)."""
-    from codesign.train import _fit
+    """Fine-tune with :func:`codesign.train.fine_tune` (best validation checkpoint kept); returns ``model``."""
+    from codesign.train import fine_tune
 
-    if epochs > 0:
-        _fit(model, dataset, cfg, epochs, seed, "fine-tune", progress=False, lr=lr)
-    model.eval()
+    fine_tune(model, dataset, cfg, epochs=epochs, lr=lr, seed=seed)
     return model
 
 

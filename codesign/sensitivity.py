@@ -48,13 +48,12 @@ def _candidates(cfg: Config, layer: str, min_bits: dict[str, int]) -> list[tuple
 
 
 def _finetune_and_score(cfg: Config, base_state: dict, ds, epochs: int, seed: int) -> float:
-    from codesign.train import _fit, accuracy, seed_everything
+    from codesign.train import accuracy, fine_tune, seed_everything
 
     seed_everything(seed)
     m = quant.build_model(cfg, ds.input_shape, ds.n_classes)
     m.load_state_dict(base_state, strict=False)
-    if epochs > 0:
-        _fit(m, ds, cfg, epochs, seed, "sensitivity", False)
+    fine_tune(m, ds, cfg, epochs=epochs, seed=seed, label="sensitivity")
     return accuracy(m, ds.x_test, ds.y_test)
 
 

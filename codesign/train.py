@@ -294,6 +294,25 @@ def train_model(cfg: Config, dataset, progress: bool = True) -> tuple[nn.Module,
     return model, history
 
 
+def fine_tune(model: nn.Module, dataset, cfg: Config, *, epochs: int, lr: float | None = None, seed: int = 0,
+              label: str = "fine-tune", progress: bool = False) -> list[dict[str, float]]:
+    """Continue training ``model`` in place with the training loop of :func:`train_model`.
+
+    The loop is ``cfg.train``'s: its optimizer (Adam or SGD, ``train.weight_decay``), its schedule over
+    ``epochs`` (cosine or constant), early stopping after ``train.patience`` epochs without progress, and
+    the weights of the best validation epoch restored at the end. ``lr`` overrides ``train.lr``; ``seed``
+    seeds the batch order (callers pass e.g. ``cfg.seed + step`` for one fine-tuning per pruning step).
+    No distillation and no INQ freezing: those belong to :func:`train_model`. Quantized models fine-tune
+    with QAT; weight masks, if any, are the caller's (e.g. ``codesign.prune.WeightMaskGuard``).
+
+    ``epochs <= 0`` leaves the weights unchanged. The model is returned in eval mode. Returns the epoch
+    history (``epoch``, ``loss``, ``val_acc``, ``lr``, ``best``), empty without epochs.
+    """
+    hist = _fit(model, dataset, cfg, epochs, seed, label, progress, lr=lr) if epochs > 0 else []
+    model.eval()
+    return hist
+
+
 # ---------------------------------------------------------------------------------------------
 # model.pt
 # ---------------------------------------------------------------------------------------------

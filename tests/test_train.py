@@ -129,3 +129,24 @@ def test_sgd_constant_schedule():
     ds = data.load(cfg.data, cfg.seed)
     m, h = train.train_model(cfg, ds, progress=False)
     assert all(e["lr"] == 0.05 for e in h["qat"]) and h["accuracy_quantized"] > 0.3
+
+
+def test_fine_tune_public_api():
+    """fine_tune: the training loop on an existing model, seeded, lr override, no epochs = no change."""
+    from codesign.quant import build_model
+
+    cfg = config.load("digits_mlp", {**FAST, "train.float_epochs": 0})
+    ds = data.load(cfg.data, cfg.seed)
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        m = build_model(cfg, ds.input_shape, ds.n_classes)
+        p0 = _params(m)
+        assert train.fine_tune(m, ds, cfg, epochs=0) == [] and not m.training
+        assert all(torch.equal(p0[k], v) for k, v in _params(m).items())
+        h = train.fine_tune(m, ds, cfg, epochs=2, lr=0.5 * cfg.train.lr, seed=3)
+        runs.append((_params(m), h))
+    assert not m.training and len(runs[0][1]) == 2
+    assert cfg.train.schedule == "cosine"  # half-way through 2 epochs: half the (overridden) lr
+    assert runs[0][1][0]["lr"] == pytest.approx(0.25 * cfg.train.lr)
+    assert all(torch.equal(runs[0][0][k], runs[1][0][k]) for k in runs[0][0])

@@ -127,7 +127,7 @@ def test_energy_aware_weight_granularity(trained):
 
 def _fake_guard(monkeypatch, passes):
     """Validation metrics that pass the guard iff ``passes(model)``; the unpruned model passes."""
-    monkeypatch.setattr(prune, "val_metrics", lambda m, ds: (1.0, 0.0) if passes(m) else (0.0, 9.0))
+    monkeypatch.setattr(prune.energy_aware, "val_metrics", lambda m, ds: (1.0, 0.0) if passes(m) else (0.0, 9.0))
 
 
 @pytest.mark.parametrize("guard", ["accuracy", "loss"])

@@ -1,0 +1,103 @@
+"""What unit and weight pruning share: the model's weight layers and their statistics, accuracy on a
+split, fine-tuning between pruning steps, and the sparsity schedules.
+
+Schedules: ``oneshot``; ``iterative`` (``steps`` equal steps, fine-tuning in between); ``agp``
+(Zhu & Gupta 2017: cumulative sparsity ``s_t = s * (1 - (1 - t/T)^3)`` over ``steps`` steps).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from codesign.config import Config
+from codesign.errors import CodesignError, UnsupportedError
+
+CostFn = Callable[[nn.Module, str], np.ndarray]
+
+
+@dataclass
+class LayerStat:
+    name: str
+    units: int
+    kept: int
+    params: int
+    macs: int
+
+
+def prunable_layers(model: nn.Module) -> list[str]:
+    """Weight layers whose outputs can be pruned: all but the last (the class scores)."""
+    layers = model.weight_layers()
+    return layers[:-1]
+
+
+def _check_supported(model: nn.Module) -> None:
+    order = list(model.order)
+    for n in order:
+        m = getattr(model, n)
+        if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
+            raise UnsupportedError(f"layer {n}: BatchNorm coupling is not supported by the pruner yet")
+    if not hasattr(model, "weight_layers"):
+        raise UnsupportedError("the pruner needs a codesign.quant.QuantNet (sequential, named layers)")
+
+
+def layer_stats(model: nn.Module) -> list[LayerStat]:
+    """Units, parameters and MACs per weight layer (one inference)."""
+    stats: list[LayerStat] = []
+    hooks = []
+
+    def hook(name):
+        def f(mod, inp, out):
+            o = out.value if hasattr(out, "value") else out
+            w = mod.weight
+            spatial = int(math.prod(o.shape[2:])) if o.dim() > 2 else 1
+            params = w.numel() + (mod.bias.numel() if mod.bias is not None else 0)
+            stats.append(LayerStat(name, w.shape[0], w.shape[0], params, w.numel() * spatial))
+        return f
+
+    for n in model.weight_layers():
+        hooks.append(getattr(model, n).register_forward_hook(hook(n)))
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        model(torch.zeros((1, *model.input_shape)))
+    model.train(was_training)
+    for h in hooks:
+        h.remove()
+    return stats
+
+
+def outputs(model: nn.Module, x: np.ndarray) -> np.ndarray:
+    from codesign.train import predict
+
+    return predict(model, x)
+
+
+def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
+    from codesign.train import accuracy as acc
+
+    return acc(model, x, y)
+
+
+def schedule_targets(schedule: str, sparsity: float, steps: int) -> list[float]:
+    """Cumulative sparsity after each pruning step."""
+    if schedule == "oneshot":
+        return [sparsity]
+    if schedule == "iterative":
+        return [sparsity * (t + 1) / steps for t in range(steps)]
+    if schedule == "agp":
+        return [sparsity * (1 - (1 - (t + 1) / steps) ** 3) for t in range(steps)]
+    raise CodesignError(f"unknown pruning schedule {schedule!r}")
+
+
+def finetune(model: nn.Module, dataset, epochs: int, lr: float, cfg: Config, seed: int) -> nn.Module:
+    """Fine-tune with :func:`codesign.train.fine_tune` (best validation checkpoint kept); returns ``model``."""
+    from codesign.train import fine_tune
+
+    fine_tune(model, dataset, cfg, epochs=epochs, lr=lr, seed=seed)
+    return model

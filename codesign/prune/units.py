@@ -1,0 +1,295 @@
+"""Structured pruning of whole units: output neurons of ``fc<i>`` and output filters of ``conv<i>``
+(every weight layer but the last).
+
+Removing unit ``j`` of a layer removes row ``j`` of its weight and bias and the matching input
+column(s) of the next weight layer: channel ``j`` of a conv feeding ``flatten`` owns the
+``spatial`` consecutive columns ``j*S .. j*S+S-1`` of ``fc1`` (PyTorch's NCHW flatten order).
+
+Criteria (importance of a unit; the least important go first):
+  ``l1``/``l2`` (Li et al. 2016): norm of the unit's weights; ``fpgm`` (He et al. 2019): summed
+  distance to the layer's other filters (units near the geometric median are redundant);
+  ``taylor`` (Molchanov et al. 2019): sum over the unit's weights of (w * dL/dw)^2 accumulated on
+  training batches; ``random``: a seeded baseline; ``energy``: importance per unit of cost, with the
+  cost supplied by a callable (``cost_per_unit``), e.g. the energy model's pJ per unit; ``bn_gamma``
+  (Liu et al. 2017, network slimming): |gamma| of BatchNorms trained with an L1 penalty on a float twin,
+  then folded into the layers before removal (:mod:`codesign.prune.slimming`).
+Coupling (residual Adds): ``prune.coupled`` or a model's ``coupled_groups`` list layers pruned as one
+unit set (summed importance, same indices everywhere); a non-sequential model declares its dataflow with
+``prune_consumers()`` and ``rebuild(units)``; unsafe removals raise a CodesignError naming the layers.
+
+Masked vs removed: masking zeroes the unit's weight row and bias, and the columns that read it in the
+consumer layers. With zero-point-0 quantizers a zero unit outputs exactly 0 after ReLU, so the physically
+smaller model computes the same function; every removal is checked (``masked_vs_removed_mismatches``
+must be 0). Quantizer state (activation scales) is copied across removal; per-tensor weight scales are
+unchanged because the removed rows and columns are zero in the masked model (a consumer's max |w| can sit
+in a removed column: masking rows only would change its scale on removal).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from codesign.config import Config
+from codesign.errors import CodesignError, UnsupportedError
+from codesign.prune.common import CostFn, _check_supported, outputs, prunable_layers
+
+
+def _rows(w: torch.Tensor) -> torch.Tensor:
+    return w.detach().reshape(w.shape[0], -1).double()
+
+
+def importance(model: nn.Module, layer: str, criterion: str, *, grads: dict[str, torch.Tensor] | None = None,
+               seed: int = 0, cost_per_unit: CostFn | None = None) -> np.ndarray:
+    """Importance score per output unit of ``layer`` (higher = keep)."""
+    w = _rows(getattr(model, layer).weight)
+    if criterion == "l1":
+        return w.abs().sum(1).numpy()
+    if criterion == "l2":
+        return w.pow(2).sum(1).sqrt().numpy()
+    if criterion == "fpgm":
+        return torch.cdist(w, w).sum(1).numpy()
+    if criterion == "random":
+        return np.random.default_rng(seed + sum(map(ord, layer))).random(w.shape[0])
+    if criterion == "taylor":
+        if grads is None or layer not in grads:
+            raise CodesignError("criterion 'taylor' needs gradients from training data (a dataset)")
+        return grads[layer].numpy()
+    if criterion == "energy":
+        if cost_per_unit is None:
+            raise CodesignError("criterion 'energy' needs a cost model (cost_per_unit)")
+        base = w.abs().sum(1).numpy()
+        cost = np.asarray(cost_per_unit(model, layer), dtype=float)
+        return base / np.maximum(cost, 1e-12)
+    if criterion == "bn_gamma":
+        if grads is None or layer not in grads:
+            raise UnsupportedError("criterion 'bn_gamma' needs the BatchNorm gammas of a slimming run "
+                                   "(slimming_train; prune_model does it for prune.criterion: bn_gamma)")
+        return np.abs(np.asarray(grads[layer], dtype=float))
+    raise CodesignError(f"unknown pruning criterion {criterion!r}")
+
+
+def taylor_scores(model: nn.Module, x: np.ndarray, y: np.ndarray, batches: int = 8, batch_size: int = 128) -> dict[str, torch.Tensor]:
+    """First-order Taylor importance: sum over a unit's weights of (w * dL/dw)^2, summed over batches."""
+    model.train()
+    scores: dict[str, torch.Tensor] = {}
+    rng = np.random.default_rng(0)
+    for _ in range(batches):
+        idx = rng.choice(len(x), size=min(batch_size, len(x)), replace=False)
+        model.zero_grad()
+        loss = nn.functional.cross_entropy(model(torch.as_tensor(x[idx])), torch.as_tensor(y[idx]))
+        loss.backward()
+        for n in prunable_layers(model):
+            w = getattr(model, n).weight
+            s = (w.detach() * w.grad.detach()).pow(2).reshape(w.shape[0], -1).sum(1).double()
+            scores[n] = scores.get(n, 0) + s
+    model.zero_grad()
+    model.eval()
+    return scores
+
+
+def coupled_groups(model: nn.Module, coupled: list[list[str]] | None = None) -> list[list[str]]:
+    """Groups of prunable layers whose outputs are joined by an Add (pruned as one unit set).
+
+    From the model's ``coupled_groups`` attribute (set by a residual builder) and ``coupled``
+    (``prune.coupled``); overlapping groups are merged. Members must be prunable and equally wide.
+    """
+    layers = prunable_layers(model)
+    groups: list[set[str]] = []
+    for g in [*getattr(model, "coupled_groups", []), *(coupled or [])]:
+        g = set(g)
+        for n in sorted(g):
+            if n not in layers:
+                raise CodesignError(f"prune.coupled: {n} is not a prunable layer of this model "
+                                    f"(prunable: {', '.join(layers)})")
+        for other in [o for o in groups if o & g]:
+            groups.remove(other)
+            g |= other
+        groups.append(g)
+    out = []
+    for g in groups:
+        members = [n for n in layers if n in g]
+        widths = {n: int(getattr(model, n).weight.shape[0]) for n in members}
+        if len(set(widths.values())) > 1:
+            raise CodesignError(f"prune.coupled: layers {', '.join(members)} have different widths {widths}; "
+                                "outputs joined by an Add must have the same units")
+        if len(members) > 1:
+            out.append(members)
+    return out
+
+
+def _unit_sets(model: nn.Module, coupled: list[list[str]] | None) -> list[list[str]]:
+    """Prunable layers grouped: a coupled group is one entry, every other layer its own."""
+    groups = coupled_groups(model, coupled)
+    grouped = {n for g in groups for n in g}
+    return groups + [[n] for n in prunable_layers(model) if n not in grouped]
+
+
+def select_units(model: nn.Module, criterion: str, sparsity: float, scope: str = "layer", *,
+                 grads: dict[str, torch.Tensor] | None = None, seed: int = 0,
+                 cost_per_unit: CostFn | None = None, per_layer: dict[str, float] | None = None,
+                 coupled: list[list[str]] | None = None) -> dict[str, np.ndarray]:
+    """Indices of the units to KEEP per prunable layer, removing ``sparsity`` of them (rounded).
+
+    ``scope='layer'`` removes the same fraction from each layer (or ``per_layer[name]``); ``'global'``
+    ranks all units together on scores normalized by each layer's maximum. Never removes a whole layer.
+    Coupled layers (:func:`coupled_groups`) are ranked on their summed importance and keep the same units.
+    """
+    sets = _unit_sets(model, coupled)
+    scores: dict[str, np.ndarray] = {}
+    for g in sets:
+        per = [np.asarray(importance(model, n, criterion, grads=grads, seed=seed, cost_per_unit=cost_per_unit),
+                          dtype=float) for n in g]
+        if len(g) > 1 and scope == "global":
+            per = [p / (p.max() if p.max() > 0 else 1.0) for p in per]
+        scores[g[0]] = np.sum(per, axis=0)
+    keep: dict[str, np.ndarray] = {}
+    if scope == "global" and per_layer is None:
+        total = sum(len(s) for s in scores.values())
+        n_remove = int(round(sparsity * total))
+        flat = [(s / (s.max() if s.max() > 0 else 1.0), n, i) for n, ss in scores.items() for i, s in enumerate(ss)]
+        flat.sort(key=lambda t: (t[0], t[1], t[2]))
+        removed = {n: set() for n in scores}
+        for _, n, i in flat:
+            if n_remove == 0:
+                break
+            if len(removed[n]) < len(scores[n]) - 1:
+                removed[n].add(i)
+                n_remove -= 1
+        for g in sets:
+            for n in g:
+                keep[n] = np.array(sorted(set(range(len(scores[g[0]]))) - removed[g[0]]), dtype=np.int64)
+        return keep
+    for g in sets:
+        s = scores[g[0]]
+        frac = max((per_layer or {}).get(n, sparsity) for n in g)
+        n_keep = len(s) - int(round(frac * len(s)))
+        if n_keep < 1:
+            raise CodesignError(f"layer {', '.join(g)}: sparsity {frac} would remove all {len(s)} units; "
+                                "keep at least one (lower the sparsity)")
+        order = np.argsort(-s, kind="stable")
+        for n in g:
+            keep[n] = np.sort(order[:n_keep])
+    return keep
+
+
+def apply_mask(model: nn.Module, keep: dict[str, np.ndarray]) -> None:
+    """Zero the weight rows and biases of every unit not in ``keep``, and the input columns that read
+    them in the consumer layers (in place).
+
+    Zeroing the columns too makes the masked model the exact image of the removed one: a consumer's
+    per-tensor weight scale comes from its max |w|, which may sit in a column that removal drops.
+    """
+    in_idx = _input_index(model, keep)
+    with torch.no_grad():
+        for n, k in keep.items():
+            m = getattr(model, n)
+            mask = torch.zeros(m.weight.shape[0], dtype=torch.bool)
+            mask[torch.as_tensor(k)] = True
+            m.weight[~mask] = 0
+            if m.bias is not None:
+                m.bias[~mask] = 0
+        for c, idx in in_idx.items():
+            w = getattr(model, c).weight
+            cols = torch.zeros(w.shape[1], dtype=torch.bool)
+            cols[torch.as_tensor(idx)] = True
+            w[:, ~cols] = 0
+
+
+def consumers(model: nn.Module) -> dict[str, list[str]]:
+    """Weight layers that read each prunable layer's output. A sequential QuantNet: the next weight
+    layer; a non-sequential model (residual) declares it with a ``prune_consumers()`` method."""
+    if hasattr(model, "prune_consumers"):
+        return {k: list(v) for k, v in model.prune_consumers().items()}
+    wl = model.weight_layers()
+    return {n: [wl[i + 1]] for i, n in enumerate(wl[:-1])}
+
+
+def pruned_config(cfg: Config, model: nn.Module, keep: dict[str, np.ndarray]) -> Config:
+    """``cfg`` with the smaller layer sizes (conv channels / hidden widths)."""
+    channels = [len(keep[f"conv{i + 1}"]) if f"conv{i + 1}" in keep else c for i, c in enumerate(cfg.model.channels)]
+    hidden = [len(keep[f"fc{i + 1}"]) if f"fc{i + 1}" in keep else h for i, h in enumerate(cfg.model.hidden)]
+    return cfg.model_copy(update={"model": cfg.model.model_copy(update={"channels": channels, "hidden": hidden})})
+
+
+def _input_index(model: nn.Module, keep: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Input columns each consumer keeps; refuses removals that are unsafe for the graph (coupling)."""
+    for g in coupled_groups(model):
+        present = [n for n in g if n in keep]
+        if present and len(present) < len(g):
+            raise CodesignError(f"coupled layers {', '.join(g)} (outputs joined by an Add) must be pruned together; "
+                                f"only {', '.join(present)} given")
+        for n in present[1:]:
+            if not np.array_equal(np.asarray(keep[n]), np.asarray(keep[present[0]])):
+                raise CodesignError(f"coupled layers {', '.join(g)} (outputs joined by an Add) must keep the same units; "
+                                    f"{present[0]} and {n} differ")
+    cons = consumers(model)
+    in_idx: dict[str, np.ndarray] = {}
+    source: dict[str, str] = {}
+    for n, k in keep.items():
+        if n not in cons:
+            raise UnsupportedError(f"layer {n}: the pruner does not know which layers read its output; "
+                                   "cannot remove its units safely")
+        units = int(getattr(model, n).weight.shape[0])
+        k = np.asarray(k, dtype=np.int64)
+        for c in cons[n]:
+            cols = int(getattr(model, c).weight.shape[1])
+            if cols % units:
+                raise UnsupportedError(f"layer {c}: {cols} input columns are not a multiple of the {units} units of {n} "
+                                       f"(concatenation?); cannot prune {n} safely")
+            s = cols // units  # NCHW flatten: channel j owns columns j*s .. j*s+s-1
+            idx = (k[:, None] * s + np.arange(s)[None, :]).reshape(-1)
+            if c in in_idx and not np.array_equal(in_idx[c], idx):
+                raise CodesignError(f"layer {c} reads the sum of {source[c]} and {n}: they must keep the same units "
+                                    f"(declare them coupled: prune.coupled: [[{source[c]}, {n}]])")
+            in_idx[c], source[c] = idx, n
+    return in_idx
+
+
+def remove_units(model: nn.Module, cfg: Config, keep: dict[str, np.ndarray]) -> tuple[nn.Module, Config]:
+    """A new, physically smaller model without the pruned units; quantizer state is copied.
+
+    A sequential QuantNet is rebuilt from the smaller config; any other model provides
+    ``rebuild(units: dict[str, int])`` (its config is returned unchanged).
+    """
+    from codesign.quant import build_model
+
+    _check_supported(model)
+    in_idx = _input_index(model, keep)
+    if hasattr(model, "rebuild"):
+        new_cfg = cfg
+        small = model.rebuild({n: len(k) for n, k in keep.items()})
+    else:
+        new_cfg = pruned_config(cfg, model, keep)
+        small = build_model(new_cfg, model.input_shape, model.n_classes)
+    src = model.state_dict()
+    out_idx: dict[str, np.ndarray] = {n: k for n, k in keep.items()}
+    new_state = {}
+    for key, t in src.items():
+        layer, _, param = key.partition(".")
+        if param in ("weight", "bias"):
+            if layer in out_idx:
+                t = t[torch.as_tensor(out_idx[layer])]
+            if param == "weight" and layer in in_idx:
+                t = t[:, torch.as_tensor(in_idx[layer])]
+        new_state[key] = t.clone()
+    try:
+        missing, unexpected = small.load_state_dict(new_state, strict=False)
+    except RuntimeError as e:
+        raise UnsupportedError(f"cannot remove units safely: {str(e).splitlines()[-1].strip()}") from None
+    if unexpected:
+        raise UnsupportedError(f"cannot remove units safely: unexpected state {unexpected[:3]}")
+    small.eval()
+    return small, new_cfg
+
+
+def prune_once(model: nn.Module, cfg: Config, keep: dict[str, np.ndarray], check_x: np.ndarray) -> tuple[nn.Module, Config, int]:
+    """Mask, remove physically, and count mismatches between the masked and the removed model."""
+    import copy
+
+    masked = copy.deepcopy(model)
+    apply_mask(masked, keep)
+    small, new_cfg = remove_units(masked, cfg, keep)
+    mism = int((outputs(masked, check_x) != outputs(small, check_x)).any(axis=1).sum())
+    return small, new_cfg, mism

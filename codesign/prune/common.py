@@ -84,6 +84,39 @@ def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
     return acc(model, x, y)
 
 
+def seeded_random_scores(seed: int, layer: str, shape: int | tuple[int, ...]) -> np.ndarray:
+    """The ``random`` criterion: uniform scores, reproducible per ``seed`` and layer name."""
+    return np.random.default_rng(seed + sum(map(ord, layer))).random(shape)
+
+
+def taylor_of(grads: dict[str, torch.Tensor] | None, layer: str) -> np.ndarray:
+    """The ``taylor`` criterion: the scores of ``layer`` accumulated by :func:`taylor_accumulate`."""
+    if grads is None or layer not in grads:
+        raise CodesignError("criterion 'taylor' needs gradients from training data (a dataset)")
+    return grads[layer].numpy()
+
+
+def taylor_accumulate(model: nn.Module, x: np.ndarray, y: np.ndarray, layers: list[str],
+                      reduce: Callable[[torch.Tensor], torch.Tensor], batches: int = 8,
+                      batch_size: int = 128) -> dict[str, torch.Tensor]:
+    """First-order Taylor importance (Molchanov et al. 2019): ``(w * dL/dw)^2`` of every weight of
+    ``layers``, passed through ``reduce`` (per unit: summed over the row; per weight: as is) and summed
+    over ``batches`` training batches (a fixed seed picks them). Leaves the model in eval mode."""
+    model.train()
+    scores: dict[str, torch.Tensor] = {}
+    rng = np.random.default_rng(0)
+    for _ in range(batches):
+        idx = rng.choice(len(x), size=min(batch_size, len(x)), replace=False)
+        model.zero_grad()
+        nn.functional.cross_entropy(model(torch.as_tensor(x[idx])), torch.as_tensor(y[idx])).backward()
+        for n in layers:
+            w = getattr(model, n).weight
+            scores[n] = scores.get(n, 0) + reduce((w.detach() * w.grad.detach()).pow(2))
+    model.zero_grad()
+    model.eval()
+    return scores
+
+
 def schedule_targets(schedule: str, sparsity: float, steps: int) -> list[float]:
     """Cumulative sparsity after each pruning step."""
     if schedule == "oneshot":

@@ -33,7 +33,15 @@ from torch import nn
 
 from codesign.config import Config
 from codesign.errors import CodesignError, UnsupportedError
-from codesign.prune.common import CostFn, _check_supported, outputs, prunable_layers
+from codesign.prune.common import (
+    CostFn,
+    _check_supported,
+    outputs,
+    prunable_layers,
+    seeded_random_scores,
+    taylor_accumulate,
+    taylor_of,
+)
 
 
 def _rows(w: torch.Tensor) -> torch.Tensor:
@@ -51,11 +59,9 @@ def importance(model: nn.Module, layer: str, criterion: str, *, grads: dict[str,
     if criterion == "fpgm":
         return torch.cdist(w, w).sum(1).numpy()
     if criterion == "random":
-        return np.random.default_rng(seed + sum(map(ord, layer))).random(w.shape[0])
+        return seeded_random_scores(seed, layer, w.shape[0])
     if criterion == "taylor":
-        if grads is None or layer not in grads:
-            raise CodesignError("criterion 'taylor' needs gradients from training data (a dataset)")
-        return grads[layer].numpy()
+        return taylor_of(grads, layer)
     if criterion == "energy":
         if cost_per_unit is None:
             raise CodesignError("criterion 'energy' needs a cost model (cost_per_unit)")
@@ -70,23 +76,13 @@ def importance(model: nn.Module, layer: str, criterion: str, *, grads: dict[str,
     raise CodesignError(f"unknown pruning criterion {criterion!r}")
 
 
+def _row_sums(t: torch.Tensor) -> torch.Tensor:
+    return t.reshape(t.shape[0], -1).sum(1).double()
+
+
 def taylor_scores(model: nn.Module, x: np.ndarray, y: np.ndarray, batches: int = 8, batch_size: int = 128) -> dict[str, torch.Tensor]:
     """First-order Taylor importance: sum over a unit's weights of (w * dL/dw)^2, summed over batches."""
-    model.train()
-    scores: dict[str, torch.Tensor] = {}
-    rng = np.random.default_rng(0)
-    for _ in range(batches):
-        idx = rng.choice(len(x), size=min(batch_size, len(x)), replace=False)
-        model.zero_grad()
-        loss = nn.functional.cross_entropy(model(torch.as_tensor(x[idx])), torch.as_tensor(y[idx]))
-        loss.backward()
-        for n in prunable_layers(model):
-            w = getattr(model, n).weight
-            s = (w.detach() * w.grad.detach()).pow(2).reshape(w.shape[0], -1).sum(1).double()
-            scores[n] = scores.get(n, 0) + s
-    model.zero_grad()
-    model.eval()
-    return scores
+    return taylor_accumulate(model, x, y, prunable_layers(model), _row_sums, batches, batch_size)
 
 
 def coupled_groups(model: nn.Module, coupled: list[list[str]] | None = None) -> list[list[str]]:

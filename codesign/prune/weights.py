@@ -17,7 +17,7 @@ from torch import nn
 
 from codesign.config import Config
 from codesign.errors import CodesignError, UnsupportedError
-from codesign.prune.common import finetune
+from codesign.prune.common import finetune, seeded_random_scores, taylor_accumulate, taylor_of
 
 Masks = dict[str, torch.Tensor]  # weight layer -> bool tensor in the weight's shape (True = kept)
 
@@ -92,19 +92,7 @@ def masked_nonzero_codes(model: nn.Module, masks: Masks) -> int:
 def taylor_weight_scores(model: nn.Module, x: np.ndarray, y: np.ndarray, layers: list[str], batches: int = 8,
                          batch_size: int = 128) -> dict[str, torch.Tensor]:
     """Per-weight first-order Taylor importance (w * dL/dw)^2, summed over training batches."""
-    model.train()
-    scores: dict[str, torch.Tensor] = {}
-    rng = np.random.default_rng(0)
-    for _ in range(batches):
-        idx = rng.choice(len(x), size=min(batch_size, len(x)), replace=False)
-        model.zero_grad()
-        nn.functional.cross_entropy(model(torch.as_tensor(x[idx])), torch.as_tensor(y[idx])).backward()
-        for n in layers:
-            w = getattr(model, n).weight
-            scores[n] = scores.get(n, 0) + (w.detach() * w.grad.detach()).pow(2).double()
-    model.zero_grad()
-    model.eval()
-    return scores
+    return taylor_accumulate(model, x, y, layers, torch.Tensor.double, batches, batch_size)
 
 
 def weight_importance(model: nn.Module, layer: str, criterion: str, *, grads: dict[str, torch.Tensor] | None = None,
@@ -114,11 +102,9 @@ def weight_importance(model: nn.Module, layer: str, criterion: str, *, grads: di
     if criterion in ("l1", "l2"):  # the norm of one weight is its magnitude
         return w.abs().numpy()
     if criterion == "random":
-        return np.random.default_rng(seed + sum(map(ord, layer))).random(tuple(w.shape))
+        return seeded_random_scores(seed, layer, tuple(w.shape))
     if criterion == "taylor":
-        if grads is None or layer not in grads:
-            raise CodesignError("criterion 'taylor' needs gradients from training data (a dataset)")
-        return grads[layer].numpy()
+        return taylor_of(grads, layer)
     if criterion == "energy":
         if cost is None:
             raise CodesignError("criterion 'energy' needs a cost model (per-weight pJ)")

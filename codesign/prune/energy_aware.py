@@ -18,6 +18,7 @@ from torch import nn
 
 from codesign.config import Config
 from codesign.errors import CodesignError
+from codesign.prune.budget import total_pj
 from codesign.prune.common import accuracy, layer_stats, prunable_layers
 from codesign.prune.units import importance, prune_once
 from codesign.prune.weights import (
@@ -78,13 +79,9 @@ def energy_aware_prune(model: nn.Module, cfg: Config, dataset, *, target_ratio: 
     strategy = cfg.rtl.strategy
     table = energy.EnergyTable.load()
 
-    def total_pj(m: nn.Module) -> float:
-        ops, io = energy.from_model(m)
-        return float(energy.estimate(ops, table, strategy, io)["pj_per_inference"])
-
     t0 = time.time()
     model = copy.deepcopy(model)
-    e0 = total_pj(model)
+    e0 = total_pj(model, table, strategy)
     target = target_pj if target_pj is not None else e0 / float(target_ratio or 1.0)
     acc0_val, loss0_val = val_metrics(model, dataset)
     acc0 = accuracy(model, dataset.x_test, dataset.y_test)
@@ -151,7 +148,7 @@ def energy_aware_prune(model: nn.Module, cfg: Config, dataset, *, target_ratio: 
                     model, cfg = trial, trial_cfg
                     if weight:
                         masks = tmasks
-                    e = total_pj(model)
+                    e = total_pj(model, table, strategy)
                     history.append({"step": step, "energy_pj": e, "val_accuracy": acc_val, "val_loss": loss_val,
                                     "layer": layer, "kept": n_left - k})
                     if progress:
@@ -170,12 +167,12 @@ def energy_aware_prune(model: nn.Module, cfg: Config, dataset, *, target_ratio: 
                     progress(f"step {step}: {what} fails the guard (val acc {acc_val:.4f}, loss {loss_val:.4f}); "
                              f"retry with {k}")
         model = finetune_masked(model, dataset, epochs, cfg.train.lr * 0.3, cfg, cfg.seed + 999 + _round, masks)
-        e = total_pj(model)
+        e = total_pj(model, table, strategy)
         if e <= target or _round == max(1, rounds) - 1:
             break
         frozen.clear()  # another pass from the globally fine-tuned model (Yang et al. iterate the passes)
     after = layer_stats(model)
-    e = total_pj(model)
+    e = total_pj(model, table, strategy)
     acc_val, loss_val = val_metrics(model, dataset)
     report: dict[str, Any] = {
         "criterion": "energy-aware", "granularity": granularity, "guard": guard,

@@ -16,7 +16,7 @@ from torch import nn
 
 from codesign.config import Config
 from codesign.errors import CodesignError
-from codesign.prune.budget import _budget_keep, _budget_meter
+from codesign.prune.budget import budget_keep, budget_masks, budget_meter
 from codesign.prune.common import (
     CostFn,
     _check_supported,
@@ -30,10 +30,10 @@ from codesign.prune.energy_aware import energy_aware_prune
 from codesign.prune.slimming import slimming_train
 from codesign.prune.units import coupled_groups, importance, prune_once, select_units, taylor_scores
 from codesign.prune.weights import (
-    _kept_params,
     _weight_layer_report,
     apply_weight_masks,
     finetune_masked,
+    kept_params,
     masked_nonzero_codes,
     select_weights,
     taylor_weight_scores,
@@ -119,14 +119,15 @@ def prune_model(model: nn.Module, cfg: Config, dataset, *, criterion: str | None
     acc_pruned = None
     budget = budget_params is not None or budget_pj is not None
     if budget:
-        unit, limit, total, unit_costs = _budget_meter(cfg, budget_params, budget_pj)
-        start_total = total(model)
+        meter = budget_meter(cfg, budget_params, budget_pj)
+        unit, limit = meter.unit, meter.limit
+        start_total = meter.total(model)
         t = 0
-        while (cur := total(model)) > limit * (1 + 1e-9):
+        while (cur := meter.total(model)) > limit * (1 + 1e-9):
             grads = grads_for(model)
             scores = {n: np.asarray(importance(model, n, criterion, grads=grads, seed=cfg.seed + t,
                                                cost_per_unit=cost_per_unit), dtype=float) for n in prunable_layers(model)}
-            keep = _budget_keep(model, scores, unit_costs(model), cur - limit, coupled)
+            keep = budget_keep(model, scores, meter.costs(model), cur - limit, coupled)
             if all(len(k) == getattr(model, n).weight.shape[0] for n, k in keep.items()) or t >= 50:
                 raise CodesignError(f"prune: budget {limit:g} {unit} cannot be met: {cur:g} {unit} with one unit "
                                     "left in every prunable layer")
@@ -135,11 +136,11 @@ def prune_model(model: nn.Module, cfg: Config, dataset, *, criterion: str | None
             mismatches += mism
             t += 1
             if progress:
-                progress(f"budget step {t}: {total(model):.6g} {unit} (limit {limit:g}), units "
+                progress(f"budget step {t}: {meter.total(model):.6g} {unit} (limit {limit:g}), units "
                          + ", ".join(f"{n} {len(k)}" for n, k in keep.items()))
         acc_pruned = accuracy(model, dataset.x_test, dataset.y_test)
         model = finetune(model, dataset, epochs, ft_lr, cfg, cfg.seed)
-        extra.update({"budget_unit": unit, "budget": limit, "budget_before": start_total, "budget_after": total(model)})
+        extra.update({"budget_unit": unit, "budget": limit, "budget_before": start_total, "budget_after": meter.total(model)})
     else:
         targets = schedule_targets(schedule, sparsity, steps)
         per_step_epochs = max(1, epochs // len(targets)) if epochs else 0
@@ -200,7 +201,7 @@ def _prune_weights(model: nn.Module, cfg: Config, dataset, *, criterion: str, sp
     layers = model.weight_layers()
     masks = weight_masks(model, layers)
     nz_before = {n: int((weight_codes(model, n) != 0).sum()) for n in layers}
-    params_before = _kept_params(model, masks)
+    params_before = kept_params(model, masks)
     acc_before = accuracy(model, dataset.x_test, dataset.y_test)
     table = energy.EnergyTable.load()
 
@@ -212,48 +213,14 @@ def _prune_weights(model: nn.Module, cfg: Config, dataset, *, criterion: str, sp
     extra: dict[str, Any] = {}
     acc_pruned = None
     if budget_params is not None or budget_pj is not None:
-        if budget_pj is not None:
-            unit, limit = "pJ", float(budget_pj)
-
-            def total(m):
-                ops, io = energy.from_model(m)
-                return float(energy.estimate(ops, table, cfg.rtl.strategy, io)["pj_per_inference"])
-
-            def costs(m):
-                return energy.weight_costs(m, table, cfg.rtl.strategy)
-        else:
-            unit, limit = "params", float(budget_params)
-
-            def total(m):
-                return float(_kept_params(m, masks))
-
-            def costs(m):
-                return {n: masks[n].double().numpy() for n in layers}
-        start = total(model)
+        meter = budget_meter(cfg, budget_params, budget_pj, "weight")
+        unit, limit = meter.unit, meter.limit
+        start = meter.total(model, masks)
         for t in range(60):
-            cur = total(model)
+            cur = meter.total(model, masks)
             if cur <= limit * (1 + 1e-9):
                 break
-            sc, co = scores_for(model, t), costs(model)
-            cand = []
-            for n in layers:
-                s = np.asarray(sc[n], dtype=float).reshape(-1)
-                s = s / (s.max() if s.max() > 0 else 1.0)
-                c = np.asarray(co[n], dtype=float).reshape(-1)
-                mk = masks[n].reshape(-1).numpy()
-                idx = np.nonzero(mk & (c > 0))[0]
-                cand += [(s[i] / c[i], n, int(i), c[i]) for i in idx]
-            cand.sort(key=lambda r: (r[0], r[1], r[2]))
-            got, left = 0.0, {n: int(masks[n].sum()) for n in layers}
-            new = {n: masks[n].clone().reshape(-1) for n in layers}
-            for _, n, i, c in cand:
-                if got >= cur - limit:
-                    break
-                if left[n] > 1:
-                    new[n][i] = False
-                    left[n] -= 1
-                    got += c
-            new = {n: v.reshape(masks[n].shape) for n, v in new.items()}
+            new = budget_masks(scores_for(model, t), meter.costs(model, masks), masks, cur - limit)
             if all(torch.equal(new[n], masks[n]) for n in layers):
                 raise CodesignError(f"prune: budget {limit:g} {unit} cannot be met with single weights: {cur:g} {unit}"
                                     + (" (folded layers, rtl.strategy resource: a zero weight saves no energy)"
@@ -261,13 +228,13 @@ def _prune_weights(model: nn.Module, cfg: Config, dataset, *, criterion: str, sp
             masks = new
             apply_weight_masks(model, masks)
             if progress:
-                progress(f"budget step {t + 1}: {total(model):.6g} {unit} (limit {limit:g}), kept weights "
+                progress(f"budget step {t + 1}: {meter.total(model, masks):.6g} {unit} (limit {limit:g}), kept weights "
                          + ", ".join(f"{n} {int(masks[n].sum())}" for n in layers))
         else:
             raise CodesignError(f"prune: budget {limit:g} {unit} not met after 60 steps")
         acc_pruned = accuracy(model, dataset.x_test, dataset.y_test)
         model = finetune_masked(model, dataset, epochs, ft_lr, cfg, cfg.seed, masks)
-        extra.update({"budget_unit": unit, "budget": limit, "budget_before": start, "budget_after": total(model)})
+        extra.update({"budget_unit": unit, "budget": limit, "budget_before": start, "budget_after": meter.total(model, masks)})
     else:
         targets = schedule_targets(schedule, sparsity, steps)
         per_step_epochs = max(1, epochs // len(targets)) if epochs else 0
@@ -287,7 +254,7 @@ def _prune_weights(model: nn.Module, cfg: Config, dataset, *, criterion: str, sp
         "accuracy_before": acc_before,
         "accuracy_pruned_no_finetune": acc_before if acc_pruned is None else acc_pruned,
         "accuracy_after": accuracy(model, dataset.x_test, dataset.y_test),
-        "params_before": params_before, "params_after": _kept_params(model, masks),
+        "params_before": params_before, "params_after": kept_params(model, masks),
         "masked_vs_removed_mismatches": 0, "masked_nonzero_codes": masked_nonzero_codes(model, masks),
         "seconds": round(time.time() - t0, 2), "layers": _weight_layer_report(model, nz_before, masks), **extra,
     }

@@ -115,7 +115,7 @@ def coupled_groups(model: nn.Module, coupled: list[list[str]] | None = None) -> 
     return out
 
 
-def _unit_sets(model: nn.Module, coupled: list[list[str]] | None) -> list[list[str]]:
+def unit_sets(model: nn.Module, coupled: list[list[str]] | None) -> list[list[str]]:
     """Prunable layers grouped: a coupled group is one entry, every other layer its own."""
     groups = coupled_groups(model, coupled)
     grouped = {n for g in groups for n in g}
@@ -132,7 +132,7 @@ def select_units(model: nn.Module, criterion: str, sparsity: float, scope: str =
     ranks all units together on scores normalized by each layer's maximum. Never removes a whole layer.
     Coupled layers (:func:`coupled_groups`) are ranked on their summed importance and keep the same units.
     """
-    sets = _unit_sets(model, coupled)
+    sets = unit_sets(model, coupled)
     scores: dict[str, np.ndarray] = {}
     for g in sets:
         per = [np.asarray(importance(model, n, criterion, grads=grads, seed=seed, cost_per_unit=cost_per_unit),

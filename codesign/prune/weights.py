@@ -174,7 +174,7 @@ def _weight_layer_report(model: nn.Module, before: dict[str, int], masks: Masks)
     return rows
 
 
-def _kept_params(model: nn.Module, masks: Masks) -> int:
+def kept_params(model: nn.Module, masks: Masks) -> int:
     n = 0
     for layer in model.weight_layers():
         mod = getattr(model, layer)

@@ -20,14 +20,13 @@ from codesign.config import Config
 from codesign.errors import CodesignError
 from codesign.prune.budget import total_pj
 from codesign.prune.common import accuracy, layer_stats, prunable_layers
+from codesign.prune.report import nonzero_codes, unit_layer_rows, weight_layer_rows, weight_sparsity
 from codesign.prune.units import importance, prune_once
 from codesign.prune.weights import (
     _drop_smallest,
-    _weight_layer_report,
     apply_weight_masks,
     finetune_masked,
     masked_nonzero_codes,
-    weight_codes,
     weight_masks,
 )
 
@@ -89,7 +88,7 @@ def energy_aware_prune(model: nn.Module, cfg: Config, dataset, *, target_ratio: 
     weight = granularity == "weight"
     layers = model.weight_layers() if weight else prunable_layers(model)
     masks = weight_masks(model, layers) if weight else None
-    nz_before = {n: int((weight_codes(model, n) != 0).sum()) for n in model.weight_layers()}
+    nz_before = nonzero_codes(model)
     frozen: set[str] = set()
     frac = {n: float(step_fraction) for n in layers}  # halved on the layer after a failed step
     history: list[dict[str, Any]] = [{"step": 0, "energy_pj": e0, "val_accuracy": acc0_val, "val_loss": loss0_val,
@@ -187,9 +186,9 @@ def energy_aware_prune(model: nn.Module, cfg: Config, dataset, *, target_ratio: 
     }
     if weight:
         report["masked_nonzero_codes"] = masked_nonzero_codes(model, masks)
-        report["sparsity"] = round(sum(int((~m).sum()) for m in masks.values()) / sum(m.numel() for m in masks.values()), 4)
-        report["layers"] = _weight_layer_report(model, nz_before, masks)
+        report["sparsity"] = weight_sparsity(masks)
+        report["layers"] = weight_layer_rows(model, nz_before, masks)
     else:
-        report["layers"] = [{"layer": b.name, "units_before": b.units, "units_after": a.units}
-                            for b, a in zip(before, after, strict=True)]
+        report["layers"] = [{k: row[k] for k in ("layer", "units_before", "units_after")}
+                            for row in unit_layer_rows(before, after)]
     return model, cfg, report

@@ -9,8 +9,6 @@ generates no logic; in a folded layer it still costs a ROM read and a MAC slot.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 from torch import nn
@@ -161,17 +159,6 @@ def _drop_smallest(w: torch.Tensor, mask: torch.Tensor, k: int) -> torch.Tensor:
     out = mask.clone().reshape(-1)
     out[torch.as_tensor(np.argsort(sc, kind="stable")[:k])] = False
     return out.reshape(mask.shape)
-
-
-def _weight_layer_report(model: nn.Module, before: dict[str, int], masks: Masks) -> list[dict[str, Any]]:
-    rows = []
-    for n in model.weight_layers():
-        w = getattr(model, n).weight
-        m = masks.get(n)
-        rows.append({"layer": n, "weights": int(w.numel()), "nonzero_before": before[n],
-                     "nonzero_after": int((weight_codes(model, n) != 0).sum()),
-                     "masked": int((~m).sum()) if m is not None else 0})
-    return rows
 
 
 def kept_params(model: nn.Module, masks: Masks) -> int:

@@ -7,6 +7,7 @@ fine-tune globally, iterate passes until the energy target.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from codesign import energy
 from codesign.config import Config
 from codesign.errors import CodesignError
 from codesign.prune.budget import total_pj
@@ -23,6 +25,7 @@ from codesign.prune.common import accuracy, layer_stats, prunable_layers
 from codesign.prune.report import nonzero_codes, unit_layer_rows, weight_layer_rows, weight_sparsity
 from codesign.prune.units import importance, prune_once
 from codesign.prune.weights import (
+    Masks,
     _drop_smallest,
     apply_weight_masks,
     finetune_masked,
@@ -67,128 +70,153 @@ def energy_aware_prune(model: nn.Module, cfg: Config, dataset, *, target_ratio: 
     globally fine-tuned model with every layer unfrozen (up to ``rounds`` passes, as Yang et al. iterate).
     ``target_pj`` (budget mode) overrides ``target_ratio``.
     """
-    import copy
-
-    from codesign import energy
-
     if granularity not in ("unit", "weight"):
         raise CodesignError(f"prune.granularity must be 'unit' or 'weight' (got {granularity!r})")
     if guard not in ("accuracy", "loss"):
         raise CodesignError(f"energy-aware guard must be 'accuracy' or 'loss' (got {guard!r})")
-    strategy = cfg.rtl.strategy
-    table = energy.EnergyTable.load()
-
-    t0 = time.time()
-    model = copy.deepcopy(model)
-    e0 = total_pj(model, table, strategy)
-    target = target_pj if target_pj is not None else e0 / float(target_ratio or 1.0)
-    acc0_val, loss0_val = val_metrics(model, dataset)
-    acc0 = accuracy(model, dataset.x_test, dataset.y_test)
-    before = layer_stats(model)
-    weight = granularity == "weight"
-    layers = model.weight_layers() if weight else prunable_layers(model)
-    masks = weight_masks(model, layers) if weight else None
-    nz_before = nonzero_codes(model)
-    frozen: set[str] = set()
-    frac = {n: float(step_fraction) for n in layers}  # halved on the layer after a failed step
-    history: list[dict[str, Any]] = [{"step": 0, "energy_pj": e0, "val_accuracy": acc0_val, "val_loss": loss0_val,
-                                      "layer": None}]
-    mismatches = 0
-    local_runs = 0
-    e = e0
-    step = 0
+    run = _EnergyAwareRun(model, cfg, dataset, weight=granularity == "weight", guard=guard, local_drop=local_drop,
+                          local_loss=local_loss, step_fraction=step_fraction, local_epochs=local_epochs,
+                          progress=progress)
+    target = target_pj if target_pj is not None else run.e0 / float(target_ratio or 1.0)
     epochs = cfg.prune.finetune_epochs if finetune_epochs is None else finetune_epochs
-
-    def ok(acc_val: float, loss_val: float) -> bool:
-        if guard == "loss":
-            return loss_val <= loss0_val + local_loss
-        return acc_val >= acc0_val - local_drop - 1e-12
-
-    def layer_energy(m: nn.Module) -> dict[str, float]:
-        if weight:
-            return {n: float(c.sum()) for n, c in energy.weight_costs(m, table, strategy).items()}
-        return {n: float(c.sum()) for n, c in energy.unit_costs(m, table, strategy).items()}
-
-    def remaining(m: nn.Module, n: str) -> int:
-        return int(masks[n].sum()) if weight else int(getattr(m, n).weight.shape[0])
-
-    for _round in range(max(1, rounds)):
-        while e > target:
-            le = layer_energy(model)
-            candidates = sorted(((le[n], n) for n in layers if n not in frozen and remaining(model, n) > 1 and le[n] > 0),
-                                reverse=True)
-            if not candidates:
-                break
-            _, layer = candidates[0]
-            n_left = remaining(model, layer)
-            min_step = 1 if not weight else max(1, int(math.ceil(0.01 * n_left)))
-            k = min(max(1, int(round(frac[layer] * n_left))), n_left - 1)
-            while True:
-                if weight:
-                    tmasks = dict(masks)
-                    tmasks[layer] = _drop_smallest(getattr(model, layer).weight, masks[layer], k)
-                    trial, trial_cfg = copy.deepcopy(model), cfg
-                    apply_weight_masks(trial, tmasks)
-                else:
-                    costs = energy.unit_costs(model, table, strategy)
-                    score = importance(model, layer, "energy", cost_per_unit=lambda m, n, c=costs: c[n])
-                    keep = {n: np.arange(len(c)) for n, c in costs.items()}
-                    keep[layer] = np.sort(np.argsort(-score, kind="stable")[: n_left - k])
-                    trial, trial_cfg, mism = prune_once(model, cfg, keep, dataset.x_val)
-                    mismatches += mism
-                    tmasks = None
-                trial = finetune_masked(trial, dataset, local_epochs, cfg.train.lr * 0.5, trial_cfg, cfg.seed + step,
-                                        tmasks)
-                local_runs += 1
-                acc_val, loss_val = val_metrics(trial, dataset)
-                step += 1
-                what = f"{layer} {n_left}->{n_left - k} {'weights' if weight else 'units'}"
-                if ok(acc_val, loss_val):
-                    model, cfg = trial, trial_cfg
-                    if weight:
-                        masks = tmasks
-                    e = total_pj(model, table, strategy)
-                    history.append({"step": step, "energy_pj": e, "val_accuracy": acc_val, "val_loss": loss_val,
-                                    "layer": layer, "kept": n_left - k})
-                    if progress:
-                        progress(f"step {step}: {what}, {e:.1f} pJ ({e0 / e:.2f}x), val acc {acc_val:.4f}, "
-                                 f"val loss {loss_val:.4f}")
-                    break
-                if k <= min_step:
-                    frozen.add(layer)
-                    if progress:
-                        progress(f"step {step}: {what} fails the guard (val acc {acc_val:.4f}, loss {loss_val:.4f}); "
-                                 "layer frozen")
-                    break
-                k = max(min_step, k // 2)
-                frac[layer] /= 2
-                if progress:
-                    progress(f"step {step}: {what} fails the guard (val acc {acc_val:.4f}, loss {loss_val:.4f}); "
-                             f"retry with {k}")
-        model = finetune_masked(model, dataset, epochs, cfg.train.lr * 0.3, cfg, cfg.seed + 999 + _round, masks)
-        e = total_pj(model, table, strategy)
-        if e <= target or _round == max(1, rounds) - 1:
+    passes = max(1, rounds)
+    for p in range(passes):
+        run.prune_to(target)
+        run.model = finetune_masked(run.model, dataset, epochs, run.cfg.train.lr * 0.3, run.cfg,
+                                    run.cfg.seed + 999 + p, run.masks)
+        run.e = run.energy()
+        if run.e <= target or p == passes - 1:
             break
-        frozen.clear()  # another pass from the globally fine-tuned model (Yang et al. iterate the passes)
-    after = layer_stats(model)
-    e = total_pj(model, table, strategy)
-    acc_val, loss_val = val_metrics(model, dataset)
-    report: dict[str, Any] = {
-        "criterion": "energy-aware", "granularity": granularity, "guard": guard,
-        "energy_before_pj": e0, "energy_after_pj": e, "energy_ratio": e0 / e,
-        "target_pj": target, "reached": e <= target * (1 + 1e-9),
-        "within_max_drop": acc_val >= acc0_val - max_drop,
-        "accuracy_before": acc0, "accuracy_after": accuracy(model, dataset.x_test, dataset.y_test),
-        "val_accuracy_before": acc0_val, "val_accuracy_after": acc_val, "val_loss_before": loss0_val,
-        "val_loss_after": loss_val, "masked_vs_removed_mismatches": mismatches,
-        "local_finetunes": local_runs, "epochs": local_runs * local_epochs + epochs * (_round + 1),
-        "frozen": sorted(frozen), "seconds": round(time.time() - t0, 2), "history": history,
-    }
-    if weight:
-        report["masked_nonzero_codes"] = masked_nonzero_codes(model, masks)
-        report["sparsity"] = weight_sparsity(masks)
-        report["layers"] = weight_layer_rows(model, nz_before, masks)
-    else:
-        report["layers"] = [{k: row[k] for k in ("layer", "units_before", "units_after")}
-                            for row in unit_layer_rows(before, after)]
-    return model, cfg, report
+        run.frozen.clear()  # another pass from the globally fine-tuned model (Yang et al. iterate the passes)
+    return run.model, run.cfg, run.report(granularity, guard, target, max_drop, epochs * (p + 1))
+
+
+class _EnergyAwareRun:
+    """One run of :func:`energy_aware_prune`: the current model and config, the weight masks (weight
+    granularity), the frozen layers, the step fraction per layer, and the history and counters."""
+
+    def __init__(self, model: nn.Module, cfg: Config, dataset, *, weight: bool, guard: str, local_drop: float,
+                 local_loss: float, step_fraction: float, local_epochs: int,
+                 progress: Callable[[str], None] | None) -> None:
+        self.cfg, self.dataset, self.weight, self.progress = cfg, dataset, weight, progress
+        self.guard, self.local_drop, self.local_loss, self.local_epochs = guard, local_drop, local_loss, local_epochs
+        self.strategy = cfg.rtl.strategy
+        self.table = energy.EnergyTable.load()
+        self.t0 = time.time()
+        self.model = copy.deepcopy(model)
+        self.e0 = self.e = self.energy()
+        self.acc0_val, self.loss0_val = val_metrics(self.model, dataset)
+        self.acc0 = accuracy(self.model, dataset.x_test, dataset.y_test)
+        self.before = layer_stats(self.model)
+        self.layers = self.model.weight_layers() if weight else prunable_layers(self.model)
+        self.masks = weight_masks(self.model, self.layers) if weight else None
+        self.nz_before = nonzero_codes(self.model)
+        self.frozen: set[str] = set()
+        self.frac = {n: float(step_fraction) for n in self.layers}  # halved on the layer after a failed step
+        self.history: list[dict[str, Any]] = [{"step": 0, "energy_pj": self.e0, "val_accuracy": self.acc0_val,
+                                               "val_loss": self.loss0_val, "layer": None}]
+        self.mismatches = self.local_runs = self.step = 0
+
+    def energy(self) -> float:
+        return total_pj(self.model, self.table, self.strategy)
+
+    def guard_holds(self, acc_val: float, loss_val: float) -> bool:
+        if self.guard == "loss":
+            return loss_val <= self.loss0_val + self.local_loss
+        return acc_val >= self.acc0_val - self.local_drop - 1e-12
+
+    def remaining(self, n: str) -> int:
+        """Units (or kept weights) left in layer ``n``."""
+        return int(self.masks[n].sum()) if self.weight else int(getattr(self.model, n).weight.shape[0])
+
+    def next_layer(self) -> str | None:
+        """The unfrozen layer with more than one unit (weight) left that accounts for the most energy."""
+        costs = energy.weight_costs if self.weight else energy.unit_costs
+        le = {n: float(c.sum()) for n, c in costs(self.model, self.table, self.strategy).items()}
+        candidates = sorted(((le[n], n) for n in self.layers
+                             if n not in self.frozen and self.remaining(n) > 1 and le[n] > 0), reverse=True)
+        return candidates[0][1] if candidates else None
+
+    def prune_to(self, target: float) -> None:
+        """One pass: prune the most expensive layer, step by step, until the target or no layer is left."""
+        while self.e > target:
+            layer = self.next_layer()
+            if layer is None:
+                break
+            self.prune_layer(layer)
+
+    def trial(self, layer: str, k: int, n_left: int) -> tuple[nn.Module, Config, Masks | None]:
+        """The current model with ``k`` more units (weights) of ``layer`` pruned, not yet fine-tuned."""
+        if self.weight:
+            masks = dict(self.masks)
+            masks[layer] = _drop_smallest(getattr(self.model, layer).weight, self.masks[layer], k)
+            trial = copy.deepcopy(self.model)
+            apply_weight_masks(trial, masks)
+            return trial, self.cfg, masks
+        costs = energy.unit_costs(self.model, self.table, self.strategy)
+        score = importance(self.model, layer, "energy", cost_per_unit=lambda m, n, c=costs: c[n])
+        keep = {n: np.arange(len(c)) for n, c in costs.items()}
+        keep[layer] = np.sort(np.argsort(-score, kind="stable")[: n_left - k])
+        trial, trial_cfg, mism = prune_once(self.model, self.cfg, keep, self.dataset.x_val)
+        self.mismatches += mism
+        return trial, trial_cfg, None
+
+    def prune_layer(self, layer: str) -> None:
+        """One step on ``layer``: prune, fine-tune locally, keep it if the guard holds; else retry with half
+        the step, down to the smallest step (then the layer is frozen)."""
+        n_left = self.remaining(layer)
+        min_step = 1 if not self.weight else max(1, int(math.ceil(0.01 * n_left)))
+        k = min(max(1, int(round(self.frac[layer] * n_left))), n_left - 1)
+        while True:
+            trial, trial_cfg, tmasks = self.trial(layer, k, n_left)
+            trial = finetune_masked(trial, self.dataset, self.local_epochs, self.cfg.train.lr * 0.5, trial_cfg,
+                                    self.cfg.seed + self.step, tmasks)
+            self.local_runs += 1
+            acc_val, loss_val = val_metrics(trial, self.dataset)
+            self.step += 1
+            what = f"{layer} {n_left}->{n_left - k} {'weights' if self.weight else 'units'}"
+            failed = f"fails the guard (val acc {acc_val:.4f}, loss {loss_val:.4f})"
+            if self.guard_holds(acc_val, loss_val):
+                self.model, self.cfg, self.masks = trial, trial_cfg, tmasks  # tmasks: None for units
+                self.e = self.energy()
+                self.history.append({"step": self.step, "energy_pj": self.e, "val_accuracy": acc_val,
+                                     "val_loss": loss_val, "layer": layer, "kept": n_left - k})
+                self.say(f"step {self.step}: {what}, {self.e:.1f} pJ ({self.e0 / self.e:.2f}x), "
+                         f"val acc {acc_val:.4f}, val loss {loss_val:.4f}")
+                return
+            if k <= min_step:
+                self.frozen.add(layer)
+                self.say(f"step {self.step}: {what} {failed}; layer frozen")
+                return
+            k = max(min_step, k // 2)
+            self.frac[layer] /= 2
+            self.say(f"step {self.step}: {what} {failed}; retry with {k}")
+
+    def say(self, msg: str) -> None:
+        if self.progress:
+            self.progress(msg)
+
+    def report(self, granularity: str, guard: str, target: float, max_drop: float, global_epochs: int) -> dict[str, Any]:
+        """The run's report (``global_epochs``: the global fine-tuning epochs of every pass together)."""
+        after = layer_stats(self.model)
+        e = self.energy()
+        acc_val, loss_val = val_metrics(self.model, self.dataset)
+        report: dict[str, Any] = {
+            "criterion": "energy-aware", "granularity": granularity, "guard": guard,
+            "energy_before_pj": self.e0, "energy_after_pj": e, "energy_ratio": self.e0 / e,
+            "target_pj": target, "reached": e <= target * (1 + 1e-9),
+            "within_max_drop": acc_val >= self.acc0_val - max_drop,
+            "accuracy_before": self.acc0, "accuracy_after": accuracy(self.model, self.dataset.x_test, self.dataset.y_test),
+            "val_accuracy_before": self.acc0_val, "val_accuracy_after": acc_val, "val_loss_before": self.loss0_val,
+            "val_loss_after": loss_val, "masked_vs_removed_mismatches": self.mismatches,
+            "local_finetunes": self.local_runs, "epochs": self.local_runs * self.local_epochs + global_epochs,
+            "frozen": sorted(self.frozen), "seconds": round(time.time() - self.t0, 2), "history": self.history,
+        }
+        if self.weight:
+            report["masked_nonzero_codes"] = masked_nonzero_codes(self.model, self.masks)
+            report["sparsity"] = weight_sparsity(self.masks)
+            report["layers"] = weight_layer_rows(self.model, self.nz_before, self.masks)
+        else:
+            report["layers"] = [{k: row[k] for k in ("layer", "units_before", "units_after")}
+                                for row in unit_layer_rows(self.before, after)]
+        return report

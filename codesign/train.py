@@ -27,7 +27,7 @@ import copy
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -38,6 +38,9 @@ from codesign import quant
 from codesign.config import Config
 from codesign.errors import CodesignError, ConfigError, StageInputError
 from codesign.run import RunDir, atomic_path, atomic_write_json
+
+if TYPE_CHECKING:
+    from codesign.data import Dataset
 
 
 def seed_everything(seed: int) -> None:
@@ -294,7 +297,7 @@ def train_model(cfg: Config, dataset, progress: bool = True) -> tuple[nn.Module,
     return model, history
 
 
-def fine_tune(model: nn.Module, dataset, cfg: Config, *, epochs: int, lr: float | None = None, seed: int = 0,
+def fine_tune(model: nn.Module, dataset: Dataset, cfg: Config, *, epochs: int, lr: float | None = None, seed: int = 0,
               label: str = "fine-tune", progress: bool = False) -> list[dict[str, float]]:
     """Continue training ``model`` in place with the training loop of :func:`train_model`.
 

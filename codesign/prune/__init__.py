@@ -3,7 +3,8 @@
 
 The package, one module per concern (docs/pruning.md describes the method and the figures):
 
-* :mod:`.common`: the model's weight layers and their statistics, accuracy, fine-tuning, schedules;
+* :mod:`.common`: the model's weight layers and their statistics, accuracy, the shared parts of the
+  ``random`` / ``taylor`` criteria, fine-tuning, schedules;
 * :mod:`.units`: unit criteria, coupled groups, :func:`select_units`, masking and physical removal of
   whole neurons / filters;
 * :mod:`.slimming`: network slimming (``bn_gamma``) on a BatchNorm twin, folded back;
@@ -11,6 +12,7 @@ The package, one module per concern (docs/pruning.md describes the method and th
 * :mod:`.budget`: budget mode: unit / weight costs, the greedy budget selection, the budget meter, the
   energy estimate of a model;
 * :mod:`.energy_aware`: the energy-aware schedule of Yang, Chen, Sze (CVPR 2017);
+* :mod:`.report`: the per-layer rows and the summary of ``prune.json``, for every driver;
 * :mod:`.stage`: :func:`prune_model` (the driver) and :func:`run_stage` (the flow stage).
 
 Every name below is importable as ``codesign.prune.<name>``, as it was from the single module.

@@ -73,7 +73,8 @@ def budget_meter(cfg: Config, budget_params: int | None, budget_pj: float | None
     if granularity == "weight":
         return BudgetMeter("params", float(budget_params), lambda m, masks=None: float(kept_params(m, masks)),
                            lambda m, masks=None: {n: k.double().numpy() for n, k in masks.items()})
-    return BudgetMeter("params", float(budget_params), lambda m, masks=None: float(sum(s.params for s in layer_stats(m))),
+    return BudgetMeter("params", float(budget_params),
+                       lambda m, masks=None: float(sum(s.params for s in layer_stats(m))),
                        lambda m, masks=None: unit_param_costs(m))
 
 

@@ -1,5 +1,6 @@
 """What unit and weight pruning share: the model's weight layers and their statistics, accuracy on a
-split, fine-tuning between pruning steps, and the sparsity schedules.
+split, the ``random`` and ``taylor`` criteria's common parts, fine-tuning between pruning steps
+(:func:`codesign.train.fine_tune`), and the sparsity schedules.
 
 Schedules: ``oneshot``; ``iterative`` (``steps`` equal steps, fine-tuning in between); ``agp``
 (Zhu & Gupta 2017: cumulative sparsity ``s_t = s * (1 - (1 - t/T)^3)`` over ``steps`` steps).
@@ -10,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -17,6 +19,9 @@ from torch import nn
 
 from codesign.config import Config
 from codesign.errors import CodesignError, UnsupportedError
+
+if TYPE_CHECKING:
+    from codesign.data import Dataset
 
 CostFn = Callable[[nn.Module, str], np.ndarray]
 
@@ -128,7 +133,7 @@ def schedule_targets(schedule: str, sparsity: float, steps: int) -> list[float]:
     raise CodesignError(f"unknown pruning schedule {schedule!r}")
 
 
-def finetune(model: nn.Module, dataset, epochs: int, lr: float, cfg: Config, seed: int) -> nn.Module:
+def finetune(model: nn.Module, dataset: Dataset, epochs: int, lr: float, cfg: Config, seed: int) -> nn.Module:
     """Fine-tune with :func:`codesign.train.fine_tune` (best validation checkpoint kept); returns ``model``."""
     from codesign.train import fine_tune
 

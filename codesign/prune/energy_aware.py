@@ -11,7 +11,7 @@ import copy
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -33,8 +33,11 @@ from codesign.prune.weights import (
     weight_masks,
 )
 
+if TYPE_CHECKING:
+    from codesign.data import Dataset
 
-def val_metrics(model: nn.Module, dataset) -> tuple[float, float]:
+
+def val_metrics(model: nn.Module, dataset: Dataset) -> tuple[float, float]:
     """(accuracy, mean cross-entropy) on the validation split."""
     from codesign.train import predict
 
@@ -43,7 +46,7 @@ def val_metrics(model: nn.Module, dataset) -> tuple[float, float]:
     return float((logits.argmax(1) == y).double().mean()), float(nn.functional.cross_entropy(logits, y))
 
 
-def energy_aware_prune(model: nn.Module, cfg: Config, dataset, *, target_ratio: float | None = 2.5,
+def energy_aware_prune(model: nn.Module, cfg: Config, dataset: Dataset, *, target_ratio: float | None = 2.5,
                        target_pj: float | None = None, max_drop: float = 0.01, local_drop: float = 0.03,
                        step_fraction: float = 0.15, local_epochs: int = 5, finetune_epochs: int | None = None,
                        granularity: str = "unit", guard: str = "accuracy", local_loss: float = 0.05,
@@ -95,7 +98,7 @@ class _EnergyAwareRun:
     """One run of :func:`energy_aware_prune`: the current model and config, the weight masks (weight
     granularity), the frozen layers, the step fraction per layer, and the history and counters."""
 
-    def __init__(self, model: nn.Module, cfg: Config, dataset, *, weight: bool, guard: str, local_drop: float,
+    def __init__(self, model: nn.Module, cfg: Config, dataset: Dataset, *, weight: bool, guard: str, local_drop: float,
                  local_loss: float, step_fraction: float, local_epochs: int,
                  progress: Callable[[str], None] | None) -> None:
         self.cfg, self.dataset, self.weight, self.progress = cfg, dataset, weight, progress
@@ -196,7 +199,8 @@ class _EnergyAwareRun:
         if self.progress:
             self.progress(msg)
 
-    def report(self, granularity: str, guard: str, target: float, max_drop: float, global_epochs: int) -> dict[str, Any]:
+    def report(self, granularity: str, guard: str, target: float, max_drop: float,
+               global_epochs: int) -> dict[str, Any]:
         """The run's report (``global_epochs``: the global fine-tuning epochs of every pass together)."""
         after = layer_stats(self.model)
         e = self.energy()
@@ -206,7 +210,8 @@ class _EnergyAwareRun:
             "energy_before_pj": self.e0, "energy_after_pj": e, "energy_ratio": self.e0 / e,
             "target_pj": target, "reached": e <= target * (1 + 1e-9),
             "within_max_drop": acc_val >= self.acc0_val - max_drop,
-            "accuracy_before": self.acc0, "accuracy_after": accuracy(self.model, self.dataset.x_test, self.dataset.y_test),
+            "accuracy_before": self.acc0,
+            "accuracy_after": accuracy(self.model, self.dataset.x_test, self.dataset.y_test),
             "val_accuracy_before": self.acc0_val, "val_accuracy_after": acc_val, "val_loss_before": self.loss0_val,
             "val_loss_after": loss_val, "masked_vs_removed_mismatches": self.mismatches,
             "local_finetunes": self.local_runs, "epochs": self.local_runs * self.local_epochs + global_epochs,

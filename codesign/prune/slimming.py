@@ -6,6 +6,7 @@ quantized layers, rank units by ``|gamma|``.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -15,8 +16,11 @@ from codesign.config import Config
 from codesign.errors import UnsupportedError
 from codesign.prune.common import prunable_layers
 
+if TYPE_CHECKING:
+    from codesign.data import Dataset
 
-def slimming_train(model: nn.Module, cfg: Config, dataset, *, epochs: int | None = None, l1: float | None = None,
+
+def slimming_train(model: nn.Module, cfg: Config, dataset: Dataset, *, epochs: int | None = None, l1: float | None = None,
                    seed: int = 0) -> tuple[nn.Module, dict[str, torch.Tensor]]:
     """Network slimming (Liu et al. 2017) for a BatchNorm-free integer flow.
 

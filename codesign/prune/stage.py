@@ -10,7 +10,7 @@ import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -51,6 +51,10 @@ from codesign.prune.weights import (
     weight_importance,
     weight_masks,
 )
+
+if TYPE_CHECKING:
+    from codesign.data import Dataset
+    from codesign.run import RunDir
 
 Progress = Callable[[str], None] | None
 Result = tuple[nn.Module, Config, dict[str, Any]]
@@ -93,7 +97,7 @@ def _options(cfg: Config, *, criterion: str | None, sparsity: float | None, sche
                     granularity=granularity or pc.granularity)
 
 
-def prune_model(model: nn.Module, cfg: Config, dataset, *, criterion: str | None = None,
+def prune_model(model: nn.Module, cfg: Config, dataset: Dataset, *, criterion: str | None = None,
                 sparsity: float | None = None, schedule: str | None = None, steps: int | None = None,
                 finetune_epochs: int | None = None, scope: str | None = None,
                 budget_params: int | None = None, budget_pj: float | None = None,
@@ -134,7 +138,7 @@ class _UnitRun:
 
     model: nn.Module
     cfg: Config
-    dataset: Any
+    dataset: Dataset
     opt: _Options
     cost_per_unit: CostFn | None
     gammas: dict[str, torch.Tensor] | None = None
@@ -156,7 +160,7 @@ class _UnitRun:
         self.mismatches += mism
 
 
-def _prune_units(model: nn.Module, cfg: Config, dataset, opt: _Options, cost_per_unit: CostFn | None,
+def _prune_units(model: nn.Module, cfg: Config, dataset: Dataset, opt: _Options, cost_per_unit: CostFn | None,
                  progress: Progress) -> Result:
     """prune_model with ``granularity='unit'``: whole neurons / filters removed physically."""
     coupled_groups(model, opt.coupled)  # validate early
@@ -229,8 +233,9 @@ def _units_by_schedule(run: _UnitRun, original: dict[str, int], progress: Progre
         grads = run.grads()
         seed = run.cfg.seed + t
         if opt.scope == "global":
-            keep = select_units(run.model, opt.criterion, 1 - sum(original[n] * (1 - target) for n in cur) / sum(cur.values()),
-                                "global", grads=grads, seed=seed, cost_per_unit=run.cost_per_unit, coupled=opt.coupled)
+            sparsity = 1 - sum(original[n] * (1 - target) for n in cur) / sum(cur.values())
+            keep = select_units(run.model, opt.criterion, sparsity, "global", grads=grads, seed=seed,
+                                cost_per_unit=run.cost_per_unit, coupled=opt.coupled)
         else:
             keep = select_units(run.model, opt.criterion, 0.0, "layer", grads=grads, seed=seed,
                                 cost_per_unit=run.cost_per_unit, per_layer=per_layer, coupled=opt.coupled)
@@ -246,7 +251,7 @@ def _units_by_schedule(run: _UnitRun, original: dict[str, int], progress: Progre
 # ---------------------------------------------------------------------------------------------
 # single weights
 # ---------------------------------------------------------------------------------------------
-def _prune_weights(model: nn.Module, cfg: Config, dataset, opt: _Options, progress: Progress) -> Result:
+def _prune_weights(model: nn.Module, cfg: Config, dataset: Dataset, opt: _Options, progress: Progress) -> Result:
     """prune_model with ``granularity='weight'``: every weight layer (the last included) loses its least
     important single weights; masks keep them at 0 through fine-tuning; shapes are unchanged."""
     model = copy.deepcopy(model)
@@ -265,7 +270,8 @@ def _prune_weights(model: nn.Module, cfg: Config, dataset, opt: _Options, progre
 
     prune = _weights_to_budget if opt.budget else _weights_by_schedule
     model, masks, acc_pruned, extra = prune(model, cfg, dataset, opt, masks, scores_for, progress)
-    report = prune_report("weight", opt.criterion, "budget" if extra else opt.schedule, opt.scope, weight_sparsity(masks),
+    report = prune_report("weight", opt.criterion, "budget" if extra else opt.schedule, opt.scope,
+                          weight_sparsity(masks),
                           accuracy=(acc_before, acc_pruned, accuracy(model, dataset.x_test, dataset.y_test)),
                           params=(params_before, kept_params(model, masks)), mismatches=0,
                           masked_nonzero=masked_nonzero_codes(model, masks), t0=t0,
@@ -276,8 +282,8 @@ def _prune_weights(model: nn.Module, cfg: Config, dataset, opt: _Options, progre
 WeightScores = Callable[[nn.Module, int], dict[str, np.ndarray]]
 
 
-def _weights_to_budget(model: nn.Module, cfg: Config, dataset, opt: _Options, masks: Masks, scores_for: WeightScores,
-                       progress: Progress) -> tuple[nn.Module, Masks, float, dict[str, Any]]:
+def _weights_to_budget(model: nn.Module, cfg: Config, dataset: Dataset, opt: _Options, masks: Masks,
+                       scores_for: WeightScores, progress: Progress) -> tuple[nn.Module, Masks, float, dict[str, Any]]:
     """Budget mode: mask weights greedily until the budget holds (60 steps at most), then fine-tune."""
     meter = budget_meter(cfg, opt.budget_params, opt.budget_pj, "weight")
     unit, limit = meter.unit, meter.limit
@@ -304,8 +310,8 @@ def _weights_to_budget(model: nn.Module, cfg: Config, dataset, opt: _Options, ma
                                       "budget_after": meter.total(model, masks)}
 
 
-def _weights_by_schedule(model: nn.Module, cfg: Config, dataset, opt: _Options, masks: Masks, scores_for: WeightScores,
-                         progress: Progress) -> tuple[nn.Module, Masks, float | None, dict[str, Any]]:
+def _weights_by_schedule(model: nn.Module, cfg: Config, dataset: Dataset, opt: _Options, masks: Masks,
+                         scores_for: WeightScores, progress: Progress) -> tuple[nn.Module, Masks, float | None, dict[str, Any]]:
     """Sparsity schedule: cumulative masks to each step's target, fine-tuning (masks enforced) after each."""
     targets = schedule_targets(opt.schedule, opt.sparsity, opt.steps)
     per_step_epochs = max(1, opt.epochs // len(targets)) if opt.epochs else 0
@@ -325,7 +331,7 @@ def _weights_by_schedule(model: nn.Module, cfg: Config, dataset, opt: _Options, 
 # ---------------------------------------------------------------------------------------------
 # energy-aware
 # ---------------------------------------------------------------------------------------------
-def _energy_aware_stage(model: nn.Module, cfg: Config, dataset, opt: _Options, progress: Progress) -> Result:
+def _energy_aware_stage(model: nn.Module, cfg: Config, dataset: Dataset, opt: _Options, progress: Progress) -> Result:
     """prune_model with ``schedule='energy_aware'``: :func:`energy_aware_prune` with the ``prune:`` options,
     its report completed with the keys every prune report has."""
     if opt.budget_params is not None:
@@ -354,7 +360,7 @@ def _energy_aware_stage(model: nn.Module, cfg: Config, dataset, opt: _Options, p
 # ---------------------------------------------------------------------------------------------
 # flow stage
 # ---------------------------------------------------------------------------------------------
-def run_stage(rd, cfg: Config) -> dict[str, Any]:
+def run_stage(rd: RunDir, cfg: Config) -> dict[str, Any]:
     """Prune ``train/model.pt`` per ``cfg.prune``; write ``prune/model.pt`` and ``prune/prune.json``."""
     from rich.console import Console
 

@@ -9,6 +9,8 @@ generates no logic; in a folded layer it still costs a ROM read and a MAC slot.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from torch import nn
@@ -16,6 +18,9 @@ from torch import nn
 from codesign.config import Config
 from codesign.errors import CodesignError, UnsupportedError
 from codesign.prune.common import finetune, seeded_random_scores, taylor_accumulate, taylor_of
+
+if TYPE_CHECKING:
+    from codesign.data import Dataset
 
 Masks = dict[str, torch.Tensor]  # weight layer -> bool tensor in the weight's shape (True = kept)
 
@@ -65,7 +70,7 @@ class WeightMaskGuard:
         apply_weight_masks(self.model, self.masks)
 
 
-def finetune_masked(model: nn.Module, dataset, epochs: int, lr: float, cfg: Config, seed: int,
+def finetune_masked(model: nn.Module, dataset: Dataset, epochs: int, lr: float, cfg: Config, seed: int,
                     masks: Masks | None) -> nn.Module:
     """:func:`finetune` with the weight masks enforced throughout (no masks: plain fine-tuning)."""
     if not masks:

@@ -41,7 +41,8 @@ def prunable_layers(model: nn.Module) -> list[str]:
     return layers[:-1]
 
 
-def _check_supported(model: nn.Module) -> None:
+def check_supported(model: nn.Module) -> None:
+    """Refuse models the pruner cannot handle: BatchNorm modules, or no named weight layers."""
     order = list(model.order)
     for n in order:
         m = getattr(model, n)

@@ -26,8 +26,8 @@ from codesign.prune.report import nonzero_codes, unit_layer_rows, weight_layer_r
 from codesign.prune.units import importance, prune_once
 from codesign.prune.weights import (
     Masks,
-    _drop_smallest,
     apply_weight_masks,
+    drop_smallest,
     finetune_masked,
     masked_nonzero_codes,
     weight_masks,
@@ -152,7 +152,7 @@ class _EnergyAwareRun:
         """The current model with ``k`` more units (weights) of ``layer`` pruned, not yet fine-tuned."""
         if self.weight:
             masks = dict(self.masks)
-            masks[layer] = _drop_smallest(getattr(self.model, layer).weight, self.masks[layer], k)
+            masks[layer] = drop_smallest(getattr(self.model, layer).weight, self.masks[layer], k)
             trial = copy.deepcopy(self.model)
             apply_weight_masks(trial, masks)
             return trial, self.cfg, masks

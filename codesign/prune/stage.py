@@ -22,8 +22,8 @@ from codesign.errors import CodesignError
 from codesign.prune.budget import budget_keep, budget_masks, budget_meter
 from codesign.prune.common import (
     CostFn,
-    _check_supported,
     accuracy,
+    check_supported,
     finetune,
     layer_stats,
     prunable_layers,
@@ -121,7 +121,7 @@ def prune_model(model: nn.Module, cfg: Config, dataset: Dataset, *, criterion: s
     opt = _options(cfg, criterion=criterion, sparsity=sparsity, schedule=schedule, steps=steps,
                    finetune_epochs=finetune_epochs, scope=scope, budget_params=budget_params, budget_pj=budget_pj,
                    coupled=coupled, granularity=granularity)
-    _check_supported(model)
+    check_supported(model)
     if opt.schedule == "energy_aware":
         return _energy_aware_stage(model, cfg, dataset, opt, progress)
     if opt.granularity == "weight":

@@ -35,7 +35,7 @@ from codesign.config import Config
 from codesign.errors import CodesignError, UnsupportedError
 from codesign.prune.common import (
     CostFn,
-    _check_supported,
+    check_supported,
     outputs,
     prunable_layers,
     seeded_random_scores,
@@ -251,7 +251,7 @@ def remove_units(model: nn.Module, cfg: Config, keep: dict[str, np.ndarray]) -> 
     """
     from codesign.quant import build_model
 
-    _check_supported(model)
+    check_supported(model)
     in_idx = _input_index(model, keep)
     if hasattr(model, "rebuild"):
         new_cfg = cfg

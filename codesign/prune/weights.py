@@ -158,7 +158,7 @@ def select_weights(scores: dict[str, np.ndarray], masks: Masks, sparsity: float,
     return out
 
 
-def _drop_smallest(w: torch.Tensor, mask: torch.Tensor, k: int) -> torch.Tensor:
+def drop_smallest(w: torch.Tensor, mask: torch.Tensor, k: int) -> torch.Tensor:
     """``mask`` with its ``k`` kept weights of smallest magnitude masked too."""
     sc = np.where(mask.reshape(-1).numpy(), w.detach().abs().double().reshape(-1).numpy(), np.inf)
     out = mask.clone().reshape(-1)

@@ -16,8 +16,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from codesign.errors import ConfigError
+from codesign.resources import models_dir
 
-ZOO_DIR = Path(__file__).resolve().parent.parent / "models"
+ZOO_DIR = models_dir()
 DEFAULT_MODEL = "digits_mlp"
 
 Rounding = Literal["ROUND", "FLOOR", "CEIL", "ROUND_TO_ZERO", "HALF_UP"]

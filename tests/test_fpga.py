@@ -21,6 +21,7 @@ from codesign.fpga.host import argmax_first, decode_reply, encode_request, reply
 from codesign.fpga.interface import load_interface
 from codesign.fpga.reports import clock_name, nextpnr_report, parse_log_utilisation, resources_from_cells
 from codesign.fpga.targets import TARGETS
+from codesign.resources import hw_dir
 
 DUT = Path(__file__).parent / "data" / "fpga_dut"
 REF = json.loads((DUT / "reference.json").read_text())
@@ -57,7 +58,7 @@ def test_generated_wrappers_compile(tmp_path, shape):
     for name, text in [("ooc.v", wrappers.ooc_top(iface)), ("core.v", wrappers.uart_core(iface)),
                        ("ulx3s.v", wrappers.board_top(iface, "ulx3s")), ("iceb.v", wrappers.board_top(iface, "icebreaker"))]:
         (tmp_path / name).write_text(text)
-    hw = Path(__file__).resolve().parent.parent / "hw"
+    hw = hw_dir()
     for top, files in [("codesign_ooc_top", ["ooc.v"]), ("board_top", ["core.v", "ulx3s.v"]),
                        ("board_top", ["core.v", "iceb.v"])]:
         r = subprocess.run(["iverilog", "-g2005", "-Wall", "-s", top, "-o", str(tmp_path / "a.out"), str(tmp_path / "stub.v"),

@@ -174,7 +174,8 @@ endmodule
 
 @needs_iverilog
 def test_cs_requant_exhaustive(tmp_path):
-    from codesign.rtl.emit import HW_DIR, MODE_CODES
+    from codesign.resources import hw_dir
+    from codesign.rtl.emit import MODE_CODES
 
     cases = [(10, 4, s, n, sh, mode, r) for mode in ROUNDING_MODES for (s, n, sh, r) in
              ((0, 0, 3, 1), (1, 1, 2, 0), (1, 0, 1, 1), (0, 1, 4, 0))]
@@ -183,7 +184,7 @@ def test_cs_requant_exhaustive(tmp_path):
         d = tmp_path / f"c{k}"
         d.mkdir()
         (d / "tb.v").write_text(REQ_TB.format(w=w, ow=ow, sg=sg, nw=nw, sh=sh, md=MODE_CODES[mode], rl=rl))
-        subprocess.run(["iverilog", "-g2012", "-o", "t.vvp", "tb.v", str(HW_DIR / "cs_requant.v")], cwd=d, check=True)
+        subprocess.run(["iverilog", "-g2012", "-o", "t.vvp", "tb.v", str(hw_dir() / "cs_requant.v")], cwd=d, check=True)
         subprocess.run(["vvp", "-n", "t.vvp"], cwd=d, check=True, capture_output=True)
         got = np.array([int(v) for v in (d / "req.txt").read_text().split()])
         if sg:
@@ -218,10 +219,10 @@ endmodule
 
 @needs_iverilog
 def test_skid_buffer_preserves_order(tmp_path):
-    from codesign.rtl.emit import HW_DIR
+    from codesign.resources import hw_dir
 
     (tmp_path / "tb.v").write_text(SKID_TB)
-    subprocess.run(["iverilog", "-g2012", "-o", "t.vvp", "tb.v", str(HW_DIR / "cs_skid_buffer.v")], cwd=tmp_path,
+    subprocess.run(["iverilog", "-g2012", "-o", "t.vvp", "tb.v", str(hw_dir() / "cs_skid_buffer.v")], cwd=tmp_path,
                    check=True)
     subprocess.run(["vvp", "-n", "t.vvp"], cwd=tmp_path, check=True, capture_output=True)
     got = [int(v) for v in (tmp_path / "skid.txt").read_text().split()]

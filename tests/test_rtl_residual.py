@@ -194,10 +194,10 @@ endmodule
 @needs_iverilog
 @pytest.mark.parametrize("depth", [2, 3, 5])
 def test_cs_fifo_preserves_order(tmp_path, depth):
-    from codesign.rtl.emit import HW_DIR
+    from codesign.resources import hw_dir
 
     (tmp_path / "tb.v").write_text(FIFO_TB.replace("{depth}", str(depth)))
-    subprocess.run(["iverilog", "-g2012", "-o", "t.vvp", "tb.v", str(HW_DIR / "cs_fifo.v")], cwd=tmp_path, check=True)
+    subprocess.run(["iverilog", "-g2012", "-o", "t.vvp", "tb.v", str(hw_dir() / "cs_fifo.v")], cwd=tmp_path, check=True)
     subprocess.run(["vvp", "-n", "t.vvp"], cwd=tmp_path, check=True, capture_output=True)
     got = [int(v) for v in (tmp_path / "fifo.txt").read_text().split()]
     assert got == list(range(len(got))) and len(got) >= 240

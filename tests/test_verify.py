@@ -195,6 +195,30 @@ def test_pytest_fixture(codesign_verify):
     assert res["mismatches"] == 0
 
 
+class _PytestConfig:
+    def __init__(self, options: dict, ini: dict):
+        self.options, self.ini = options, ini
+
+    def getoption(self, name):
+        return self.options.get(name)
+
+    def getini(self, name):
+        return self.ini.get(name, False if name == "codesign_waves" else "")
+
+
+def test_pytest_fixture_defaults_are_verify_config_keys():
+    from codesign.errors import ConfigError
+    from codesign.verify.pytest_plugin import verify_defaults
+
+    vc = verify_defaults(_PytestConfig({}, {}))
+    assert (vc.simulator, vc.random_vectors, vc.waves) == ("verilator", 100_000, False)
+    vc = verify_defaults(_PytestConfig({"--codesign-vectors": 50}, {"codesign_sim": "icarus", "codesign_vectors": "7",
+                                                                    "codesign_waves": True}))
+    assert (vc.simulator, vc.random_vectors, vc.waves) == ("icarus", 50, True)  # the command line wins
+    with pytest.raises(ConfigError, match="verify.simulator"):
+        verify_defaults(_PytestConfig({}, {"codesign_sim": "modelsim"}))
+
+
 @needs_verilator
 def test_run_stage(tmp_path, monkeypatch):
     from codesign import config as config_mod

@@ -121,7 +121,7 @@ def test_da4ml_render_reports_every_ratio_and_what_is_missing():
 
 def test_bench_all_quick(tmp_path):
     """The CI smoke run end to end, part of `make test`: every section printed, nothing failed, the doc
-    left alone (issue #10: < 5 min on 2 cores; cold: fresh run, Verilator and ccache folders; measured
+    left alone (target: < 5 min on 2 cores; cold: fresh run, Verilator and ccache folders; measured
     167 s wall with two other jobs running)."""
     import os
     import subprocess

@@ -377,7 +377,7 @@ def test_cli_gate_level_option(tmp_path, monkeypatch):
 @needs_yosys
 @needs_verilator
 def test_digits_mlp_ecp5_gate_level_10k(tmp_path):
-    """The issue's gate-level target: the ECP5 netlist (synth_ecp5, DSPs kept) of a digits-sized MLP
+    """The gate-level verification target: the ECP5 netlist (synth_ecp5, DSPs kept) of a digits-sized MLP
     (64-32-10, 8-bit), folded like the default digits_mlp config (reuse 32, pipeline 4), simulated
     with the vendor cell models on 10,000 random + corner vectors with backpressure (~2-4 min)."""
     rtl = pytest.importorskip("codesign.rtl")

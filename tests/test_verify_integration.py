@@ -50,7 +50,7 @@ def test_generated_mlp_icarus_and_localization(small_mlp, tmp_path):
 @pytest.mark.slow
 @needs_verilator
 def test_digits_mlp_100k(tmp_path):
-    """The issue's target: a digits-sized MLP (64-32-10), 100k random vectors + corners on Verilator."""
+    """The verification target: a digits-sized MLP (64-32-10), 100k random vectors + corners on Verilator."""
     from codesign.rtl.fixtures import mlp_qonnx
 
     onnx = mlp_qonnx(tmp_path / "model.onnx", sizes=(64, 32, 10), seed=0)

@@ -7,7 +7,6 @@ word-level (``coarse``) statistics; the full ECP5 synthesis comparisons are mark
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 
 import numpy as np
@@ -21,30 +20,9 @@ from codesign.rtl.emit import csd
 from codesign.rtl.ir import ROUNDING_MODES, FixedFormat, Requant, shift_round
 from codesign.rtl.sim import simulate, tool_env
 
-HAVE_IVERILOG = shutil.which("iverilog") is not None
-needs_iverilog = pytest.mark.skipif(not HAVE_IVERILOG, reason="iverilog not installed")
-
-
-def _have_verilator() -> bool:
-    from codesign.rtl.sim import verilator_bin
-
-    return verilator_bin() is not None
-
-
-needs_verilator = pytest.mark.skipif(not _have_verilator(), reason="verilator not installed")
-
-
-def _have_yosys() -> bool:
-    try:
-        from codesign.rtl.synth import yosys_cmd
-
-        yosys_cmd()
-        return True
-    except Exception:
-        return False
-
-
-needs_yosys = pytest.mark.skipif(not _have_yosys(), reason="yosys not installed")
+needs_iverilog = pytest.mark.needs("iverilog")
+needs_verilator = pytest.mark.needs("verilator")
+needs_yosys = pytest.mark.needs("yosys")
 
 
 # ---- fixtures: tiny Brevitas models exported to cleaned QONNX (session-scoped, ~4 s each) -----------
@@ -392,7 +370,7 @@ def test_run_stage(models, tmp_path):
 @pytest.mark.parametrize("name", ["mlp", "cnn2d", "cnn1d"])
 def test_ir_agrees_with_golden_model(models, name):
     """Cross-check with the independent golden model (codes of the output and of every layer tap)."""
-    golden = pytest.importorskip("codesign.golden")
+    from codesign import golden
     p = models(name)
     m = lower(p)
     g = golden.GoldenModel(str(p))

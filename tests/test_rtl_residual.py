@@ -26,9 +26,6 @@ from rtl_helpers import (
 from codesign.errors import UnsupportedError
 from codesign.rtl import generate, lower
 
-pytest.importorskip("brevitas")
-golden = pytest.importorskip("codesign.golden")
-
 
 @pytest.fixture(scope="module")
 def res_models(tmp_path_factory):
@@ -203,13 +200,10 @@ def test_cs_fifo_preserves_order(tmp_path, depth):
     assert got == list(range(len(got))) and len(got) >= 240
 
 
+@pytest.mark.needs("yosys")
 def test_residual_yosys_parses_fifo_as_memory(res_models, tmp_path):
     from codesign.rtl.synth import cell_counts, yosys_cmd
 
-    try:
-        yosys_cmd()
-    except Exception:
-        pytest.skip("yosys not installed")
     d = tmp_path / "rtl"
     iface = generate(res_models("res1"), d, strategy="resource", reuse=4, pipeline=2)
     p = subprocess.run([yosys_cmd(), "-q", "-p", f"read_verilog -sv {' '.join(iface['files'])}; "

@@ -24,9 +24,6 @@ from codesign.rtl import generate, lower
 from codesign.rtl.sim import tool_env
 from codesign.rtl.stream import plan_stream
 
-pytest.importorskip("brevitas")
-pytest.importorskip("codesign.golden")
-
 # name: cnn_qonnx keyword arguments
 CASES = {
     "conv2d_pad_s1": dict(in_shape=(2, 6, 6), channels=3, kernel=3, padding=1, stride=1, pool=2),

@@ -33,9 +33,8 @@ def build_mlp(folder: Path, sizes: list[int], seed: int = 0) -> Path:
         Int32Bias,
         Uint8ActPerTensorFixedPoint,
     )
-    from qonnx.core.modelwrapper import ModelWrapper
-    from qonnx.transformation.gemm_to_matmul import GemmToMatMul
-    from qonnx.util.cleanup import cleanup_model
+
+    from codesign.export import clean_qonnx
 
     torch.manual_seed(seed)
     layers: list[torch.nn.Module] = [qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, return_quant_tensor=True)]
@@ -53,8 +52,7 @@ def build_mlp(folder: Path, sizes: list[int], seed: int = 0) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         export_qonnx(net, args=x, export_path=str(raw))
-        mw = cleanup_model(ModelWrapper(str(raw))).transform(GemmToMatMul())
-        cleanup_model(mw).save(str(clean))
+        clean_qonnx(raw).save(str(clean))
     return clean
 
 

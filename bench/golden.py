@@ -54,7 +54,7 @@ def render(ctx: Ctx, outs: list[str]) -> dict:
     return {"ratios": ratios}
 
 
-# ------------------------------------------------------------------ exactness over the zoo (issue #4)
+# ------------------------------------------------------------------ exactness over the zoo
 ZOO_OFFLINE = ("digits_mlp", "digits_mlp_pot", "digits_mlp_pot_pruned", "digits_cnn", "mnist1d_cnn", "jet_mlp")
 KINDS = (("mlp", False), ("mlp", True), ("mlp_pc", False), ("conv1d", False), ("conv2d", False),
          ("conv2d", True), ("conv2d_pc", False))
@@ -101,7 +101,7 @@ def _exactness_row(label: str, raw, clean, x_test, n_random: int) -> list:
 
 def run_exactness(ctx: Ctx) -> dict:
     """Golden == execute_onnx on every offline zoo model (test set + random on-grid vectors) and on every
-    quantizer kind of the test suite (random vectors): issue #4's exactness criterion, at full size."""
+    quantizer kind of the test suite (random vectors): the golden model's exactness criterion, at full size."""
     import tempfile
     from pathlib import Path
 

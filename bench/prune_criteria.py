@@ -1,4 +1,4 @@
-"""Structured-pruning criterion comparison (issue #8): the same budget (``--sparsity`` of the hidden
+"""Structured-pruning criterion comparison: the same budget (``--sparsity`` of the hidden
 neurons / filters physically removed, one-shot, same fine-tuning) for every criterion.
 
     .venv/bin/python -m bench.prune_criteria --model digits_mlp --seeds 0 1 --sparsity 0.5

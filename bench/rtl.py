@@ -1,5 +1,5 @@
 """``python -m bench rtl``: resources, latency/II of the generated RTL (fully parallel and folded) and
-the Verilator build time of digits_mlp fully parallel (issue target <= 60 s)."""
+the Verilator build time of digits_mlp fully parallel (target <= 60 s)."""
 
 from __future__ import annotations
 
@@ -119,7 +119,7 @@ def render(ctx: Ctx, results: list[dict], vb: dict | None) -> None:
         return
     cpu = f", {vb['build_cpu']:.0f} CPU s" if vb.get("build_cpu") else ""
     body += (f"\n\nVerilator build of digits_mlp fully parallel (cocotb runner, cold: fresh build folder, ccache "
-             f"disabled): **{vb['build_s']:.1f} s wall{cpu}** (issue target <= 60 s: "
+             f"disabled): **{vb['build_s']:.1f} s wall{cpu}** (target <= 60 s: "
              f"{'met' if vb['build_s'] <= 60 else 'NOT met in wall time on this loaded machine'}), "
              f"{vb['mismatches']} mismatches on the smoke run. The same cold build inside `bench verify` took "
              "the CPU time given there (`build CPU s`), which is what an idle machine needs at most.")

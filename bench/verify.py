@@ -3,9 +3,9 @@
 Rows (full mode; quick mode uses fewer vectors):
 
 - Verilator, ``stream`` testbench (HDL-side $readmemh wrapper), the fully parallel digits_mlp, test set +
-  100k random + corner vectors, from a cold build (fresh build folder, no ccache): the issue's
+  100k random + corner vectors, from a cold build (fresh build folder, no ccache): the target
   "whole verification under 90 s on 2 cores"; then the same run on the cached build: bulk vectors/s
-  (issue target >= 50,000 vectors/s).
+  (target >= 50,000 vectors/s).
 - Verilator ``loop`` testbench (Python drives every cycle) for reference.
 - The folded digits_mlp of the model's default config (``models/digits_mlp.yaml``: reuse 32,
   pipeline 4) on Verilator and on Icarus with the full stimulus (Icarus: HDL clock).
@@ -153,7 +153,7 @@ def render(ctx: Ctx, out: list[dict], errors: list[str], ok_icarus: bool = True)
         tot, cpu = s["total"], _cpu_total(s)
         body += (f"\n\nWhole verification of the fully parallel digits_mlp (cold Verilator build + "
                  f"{cold['vectors']:,} vectors + golden + compare): **{tot:.1f} s wall, {cpu:.0f} CPU s** "
-                 f"(issue target < 90 s for 100k vectors on 2 cores: {'met' if tot < 90 else 'not met'} in wall "
+                 f"(target < 90 s for 100k vectors on 2 cores: {'met' if tot < 90 else 'not met'} in wall "
                  f"time on this machine at load {cold['load_before'][0] if cold.get('load_before') else '?'}; "
                  f"{'met' if cpu < 90 else 'not met'} in CPU time, which is what an idle 2-core machine needs at "
                  "most: the build is a parallel make).")
@@ -167,7 +167,7 @@ def render(ctx: Ctx, out: list[dict], errors: list[str], ok_icarus: bool = True)
                  f"{'cached' if s['build_cached'] else 'a ccache-warm rebuild'}): "
                  f"{warm['vectors_per_s'] or 0:,.0f} vectors/s wall "
                  f"(simulator start-up included), {vps_cpu or 0:,.0f} vectors per CPU second, "
-                 f"{core or 0:,.0f} vectors/s in the run loop alone (issue target >= 50,000 vectors/s: "
+                 f"{core or 0:,.0f} vectors/s in the run loop alone (target >= 50,000 vectors/s: "
                  f"{'met' if (vps_cpu or 0) >= 50_000 else 'not met'} per CPU second).")
     body += ("\n\nvectors/s (wall) counts the simulator run only (vectors / sim s, start-up included); vectors per "
              "CPU s uses the simulator's CPU time, which the load does not inflate. total CPU s = build + simulation + "

@@ -219,7 +219,8 @@ def verify(
     run_dir: RunArg,
     vectors: Annotated[int | None, typer.Option(help="random vectors (default from config: 100000)")] = None,
     sim: Annotated[str | None, typer.Option(help="verilator | icarus")] = None,
-    waves: Annotated[bool, typer.Option(help="dump waveforms (FST) and toggle counts")] = False,
+    waves: Annotated[bool | None, typer.Option("--waves/--no-waves", help="dump waveforms (FST) and toggle counts "
+                                               "(config verify.waves)")] = None,
     gate_level: Annotated[str | None, typer.Option(
         "--gate-level", help="simulate the yosys netlist instead of the RTL: generic | ecp5 | ice40 (vendor cell "
         "models) | none")] = None,
@@ -234,13 +235,10 @@ def verify(
     if gate_level is not None:
         gl = gate_level.strip().lower()
         gl = False if gl in ("none", "off", "false", "rtl") else True if gl == "true" else gl
-    upd = {k: v for k, v in dict(random_vectors=vectors, simulator=sim, gate_level=gl).items() if v is not None}
+    upd = {k: v for k, v in dict(random_vectors=vectors, simulator=sim, gate_level=gl, waves=waves).items()
+           if v is not None}
     if upd:
         cfg = config_mod.from_dict({**cfg.model_dump(), "verify": {**cfg.verify.model_dump(), **upd}}, "command line")
-    if waves:
-        import os
-
-        os.environ["CODESIGN_WAVES"] = "1"
     _print_figures("verify", flow_mod.run_step(rd, cfg, flow_mod.get_step("verify")))
 
 
@@ -266,17 +264,22 @@ def fpga(
 @app.command()
 def energy(
     run_dir: RunArg,
-    activity: Annotated[bool, typer.Option("--activity", help="also simulate the RTL on the test set and weigh "
-                                           "toggles with yosys cell counts (needs verilator/icarus + yosys)")] = False,
-    vectors: Annotated[int, typer.Option(help="test vectors simulated for --activity")] = 1000,
+    activity: Annotated[bool | None, typer.Option("--activity/--no-activity", help="also simulate the RTL on the "
+                                                  "test set and weigh toggles with yosys cell counts (needs "
+                                                  "verilator/icarus + yosys; config energy.activity)")] = None,
+    vectors: Annotated[int | None, typer.Option(help="test vectors simulated for --activity (config energy.vectors, "
+                                                "default 1000)")] = None,
 ) -> None:
     """Estimate energy per layer and per inference (analytic; with --activity also from simulation toggles)."""
-    if activity:
-        import os
+    from codesign import flow as flow_mod
+    from codesign.run import RunDir
 
-        os.environ["CODESIGN_ENERGY_ACTIVITY"] = "1"
-        os.environ["CODESIGN_ENERGY_VECTORS"] = str(vectors)
-    _run_stage("energy", run_dir)
+    rd = RunDir(run_dir)
+    cfg = flow_mod.run_config(rd)
+    upd = {k: v for k, v in dict(activity=activity, vectors=vectors).items() if v is not None}
+    if upd:
+        cfg = config_mod.from_dict({**cfg.model_dump(), "energy": {**cfg.energy.model_dump(), **upd}}, "command line")
+    _print_figures("energy", flow_mod.run_step(rd, cfg, flow_mod.get_step("energy")))
 
 
 @app.command()

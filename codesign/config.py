@@ -16,8 +16,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from codesign.errors import ConfigError
+from codesign.resources import models_dir
 
-ZOO_DIR = Path(__file__).resolve().parent.parent / "models"
+ZOO_DIR = models_dir()
 DEFAULT_MODEL = "digits_mlp"
 
 Rounding = Literal["ROUND", "FLOOR", "CEIL", "ROUND_TO_ZERO", "HALF_UP"]
@@ -175,6 +176,17 @@ class VerifyConfig(_Strict):
         False, description="simulate the yosys post-synthesis netlist instead of the RTL: generic (or true: "
         "yosys gates + simcells.v), ecp5 (synth_ecp5 + vendor cell models) or ice40 (synth_ice40 -dsp)")
     seed: int = 0
+    waves: bool = Field(False, description="also simulate the test set with a waveform dump (FST, or VCD without "
+                        "lz4) and count toggles per layer (verify/sim/waves/)")
+    verilator_opt: str | None = Field(None, description="make variables for Verilator's C++ compile, e.g. "
+                                      "'OPT_FAST=-O2 OPT_SLOW=-O0 OPT_GLOBAL=-O1'; null: codesign.verify.sim."
+                                      "VERILATOR_OPT (fastest build + 100k-vector run measured)")
+
+
+class EnergyConfig(_Strict):
+    activity: bool = Field(False, description="also the activity-based estimate: simulate the RTL on the test set "
+                           "and weigh toggles with yosys cell counts (needs a simulator and yosys)")
+    vectors: int = Field(1000, ge=1, description="activity: test vectors simulated (the test set repeated if shorter)")
 
 
 class FPGAConfig(_Strict):
@@ -196,6 +208,7 @@ class Config(_Strict):
     rtl: RTLConfig = Field(default_factory=RTLConfig)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
     fpga: FPGAConfig = Field(default_factory=FPGAConfig)
+    energy: EnergyConfig = Field(default_factory=EnergyConfig)
 
     def layer_weight(self, layer: str) -> WeightQuant:
         o = self.quant.layers.get(layer)

@@ -419,9 +419,10 @@ def activity_estimate(toggles: dict[str, Any], layers: list[str], vectors: int,
 
 def activity_from_rtl(rtl_dir: str | Path, test_x: np.ndarray, *, vectors: int = 1000, simulator: str = "verilator",
                       work: str | Path | None = None, cells: bool = True, synth_timeout: int = 900,
-                      cell_table: str | Path | None = None) -> dict[str, Any]:
+                      cell_table: str | Path | None = None, verilator_opt: str | None = None) -> dict[str, Any]:
     """Simulate the RTL on ``test_x[:vectors]`` (cocotb, waveform on), count toggles per layer
-    (pywellen) and weigh them with the yosys cell counts of each layer module."""
+    (pywellen) and weigh them with the yosys cell counts of each layer module. ``verilator_opt``: as in
+    :func:`codesign.verify.verify`."""
     import tempfile
     import time
 
@@ -442,7 +443,8 @@ def activity_from_rtl(rtl_dir: str | Path, test_x: np.ndarray, *, vectors: int =
     work = Path(work) if work is not None else Path(tempfile.mkdtemp(prefix="codesign-energy-"))
     t0 = time.perf_counter()
     # one full-throughput run with the waveform on (no backpressure: II = 1, one vector per cycle)
-    r = simulate(iface, x, simulator=simulator, style="stream", waves=True, work=work / "sim", with_taps=False)
+    r = simulate(iface, x, simulator=simulator, style="stream", waves=True, work=work / "sim", with_taps=False,
+                 verilator_opt=verilator_opt)
     wf = vsim.wave_file(r.build, work / "sim")
     if wf is None:
         raise RuntimeError("the simulator wrote no waveform file")
@@ -526,22 +528,17 @@ def bar_chart(result: dict[str, Any], path: Path, title: str = "") -> None:
     plt.close(fig)
 
 
-def run_stage(rd, cfg, activity: bool | None = None, vectors: int | None = None) -> dict[str, Any]:
+def run_stage(rd, cfg) -> dict[str, Any]:
     """Analytic energy of the generated accelerator (from ``export/model.onnx`` through the RTL IR);
-    with ``activity`` (or ``CODESIGN_ENERGY_ACTIVITY=1``) also the activity-based estimate from a
-    simulation of ``rtl/`` (generated into ``energy/rtl`` if the rtl stage has not run) over the test set
-    (``vectors``, default 1000 or ``CODESIGN_ENERGY_VECTORS``)."""
-    import os
-
+    with ``energy.activity`` also the activity-based estimate from a simulation of ``rtl/`` (generated
+    into ``energy/rtl`` if the rtl stage has not run) over ``energy.vectors`` test vectors."""
     from rich.console import Console
     from rich.table import Table
 
     from codesign.rtl.frontend_qonnx import lower
     from codesign.run import atomic_write_json
 
-    if activity is None:
-        activity = os.environ.get("CODESIGN_ENERGY_ACTIVITY", "") not in ("", "0")
-    vectors = vectors or int(os.environ.get("CODESIGN_ENERGY_VECTORS", "1000"))
+    activity, vectors = cfg.energy.activity, cfg.energy.vectors
     onnx_path = rd.require("export/model.onnx", "export")
     ir = lower(onnx_path)
     ops, io_bits = from_ir(ir)
@@ -558,7 +555,7 @@ def run_stage(rd, cfg, activity: bool | None = None, vectors: int | None = None)
             generate(onnx_path, rtl, strategy=r.strategy, reuse=r.reuse, multiplier=r.multiplier, pipeline=r.pipeline)
         test_x = np.load(rd.require("export/test_x.npy", "export"))
         act = activity_from_rtl(rtl, test_x, vectors=vectors, simulator=cfg.verify.simulator,
-                                work=out / "activity")
+                                work=out / "activity", verilator_opt=cfg.verify.verilator_opt)
         res["activity"] = act
     atomic_write_json(out / "energy.json", res)
     rd.add(out / "energy.json", "energy")

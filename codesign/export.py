@@ -1,10 +1,10 @@
 """Export stage: Brevitas model -> QONNX (raw) -> cleaned QONNX, validated against PyTorch.
 
-Artifacts (``export/``): ``model_raw.onnx`` (``brevitas.export.export_qonnx``), ``model.onnx`` (cleaned:
-``cleanup_model``, channels-last for conv graphs with a channels-last input, a zero bias for a Gemm
-without bias, ``GemmToMatMul``, ``rounding_mode`` attributes upper-case QONNX names: ``ROUND``
-(half to even), ``FLOOR``, ``CEIL``, ``DOWN`` (Brevitas ROUND_TO_ZERO); weight Quant nodes carry their
-quantizer's real rounding, Brevitas writes ROUND there), ``test_x.npy`` (test
+Artifacts (``export/``): ``model_raw.onnx`` (``brevitas.export.export_qonnx``), ``model.onnx`` (cleaned by
+:func:`clean_qonnx`: ``cleanup_model``, channels-last for conv graphs with a channels-last input, a zero
+bias for a Gemm without bias, ``GemmToMatMul``, ``rounding_mode`` attributes upper-case QONNX names:
+``ROUND`` (half to even), ``FLOOR``, ``CEIL``, ``DOWN`` (Brevitas ROUND_TO_ZERO); weight Quant nodes carry
+their quantizer's real rounding, Brevitas writes ROUND there), ``test_x.npy`` (test
 inputs, float64 real values on the input quantizer's grid, in the cleaned graph's layout, i.e.
 channels-last for conv models) and ``test_y.npy``.
 
@@ -31,6 +31,7 @@ import os
 import time
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -39,6 +40,9 @@ import torch
 from codesign.config import Config
 from codesign.errors import CodesignError, UnsupportedError
 from codesign.run import RunDir, atomic_path
+
+if TYPE_CHECKING:
+    from qonnx.core.modelwrapper import ModelWrapper
 
 META_POT_LAYERS = "codesign.pot_layers"
 META_POT_NODES = "codesign.pot_weight_quant_nodes"
@@ -84,19 +88,48 @@ def qonnx_rounding(mode: str) -> str:
     return {"ROUND_TO_ZERO": "DOWN", "HALF_EVEN": "ROUND"}.get(m, m)
 
 
-def clean_qonnx(raw_path: Path):
-    """Cleaned ModelWrapper of a raw Brevitas QONNX file (see module docstring)."""
+def clean_qonnx(model: str | Path | onnx.ModelProto, *, channels_last: bool | None = None,
+                input_channels_last: bool = True) -> ModelWrapper:
+    """The cleaned QONNX graph codesign works on, as a qonnx ``ModelWrapper``, from a raw QONNX export
+    (Brevitas ``export_qonnx``): a path or an ``onnx.ModelProto`` (not modified). The export stage,
+    the RTL and golden-model test fixtures and the benchmarks all clean through here. Steps:
+
+    1. ``cleanup_model`` (qonnx): InferShapes, unique parameter tensors, constant folding that keeps
+       the Quant nodes, transposes folded into Quant initializers, unused tensors and static inputs
+       removed, unique node names, readable tensor names. The next steps need the shapes; the names
+       make the graph the same on every export of the same model.
+    2. Channels-last, when ``channels_last`` (default: when the graph has a Conv):
+       ``ConvertToChannelsLastAndClean`` turns the NCHW conv/pool nodes into qonnx's channels-last ops
+       and removes the transposes it can, so a pixel's channels are the innermost dimension (the layout
+       of the golden model, the RTL and hls4ml). ``input_channels_last`` makes the graph input NHWC too
+       (the export stage: ``test_x.npy`` is in that layout); otherwise one Transpose stays at the input
+       and the graph takes PyTorch's NCHW input (the test fixtures). Then ``cleanup_model`` again.
+    3. A zero bias for every Gemm without one: ``GemmToMatMul`` does not support Gemm's optional input
+       C (ONNX >= 11), which is how a Linear layer without bias is exported.
+    4. ``GemmToMatMul``: Gemm -> MatMul + Add, the ops the golden model, the RTL frontend and hls4ml
+       read. Its warning about ONNX opset 9 is silenced: the export stage checks the cleaned graph
+       against PyTorch (0 mismatches).
+    5. ``cleanup_model`` again: shapes and readable names of the new MatMul/Add nodes.
+    6. ``rounding_mode`` attributes to upper-case QONNX names (:func:`qonnx_rounding`): Brevitas may write
+       ``ROUND_TO_ZERO`` or ``HALF_EVEN``, qonnx executes ``DOWN`` and ``ROUND``.
+    """
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.transformation.gemm_to_matmul import GemmToMatMul
     from qonnx.util.cleanup import cleanup_model
 
-    warnings.filterwarnings("ignore", message="The GemmToMatMul transformation only offers")
-    mw = ModelWrapper(str(raw_path))
+    if isinstance(model, onnx.ModelProto):
+        proto = onnx.ModelProto()
+        proto.CopyFrom(model)
+        mw = ModelWrapper(proto)
+    else:
+        mw = ModelWrapper(str(model))
     mw = cleanup_model(mw)
-    if any(n.op_type == "Conv" for n in mw.graph.node):
+    if channels_last is None:
+        channels_last = any(n.op_type == "Conv" for n in mw.graph.node)
+    if channels_last:
         from qonnx.transformation.channels_last import ConvertToChannelsLastAndClean
 
-        mw = mw.transform(ConvertToChannelsLastAndClean(make_input_channels_last=True))
+        mw = mw.transform(ConvertToChannelsLastAndClean(make_input_channels_last=input_channels_last))
         mw = cleanup_model(mw)
     for n in mw.graph.node:
         if n.op_type == "Gemm" and len(n.input) < 3:
@@ -104,17 +137,23 @@ def clean_qonnx(raw_path: Path):
             bname = mw.make_new_valueinfo_name()
             mw.set_initializer(bname, np.zeros(out_dim, dtype=np.float32))
             n.input.append(bname)
-    mw = mw.transform(GemmToMatMul())
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The GemmToMatMul transformation only offers")
+        mw = mw.transform(GemmToMatMul())
     mw = cleanup_model(mw)
     for n in mw.graph.node:
         for a in n.attribute:
             if a.name == "rounding_mode":
                 a.s = qonnx_rounding(a.s.decode()).encode()
+    return mw
+
+
+def _check_supported(mw) -> None:
+    """The flow's stages handle these ops of a cleaned graph of our models; anything else is a clear error."""
     unsupported = sorted({n.op_type for n in mw.graph.node} - {
         "Quant", "MatMul", "Add", "Mul", "Relu", "Conv", "MaxPool", "Reshape", "Flatten", "Transpose"})
     if unsupported:
         raise UnsupportedError(f"export: cleaned graph has op(s) {', '.join(unsupported)} the flow does not support")
-    return mw
 
 
 def _layer_table(mw, layer_names: list[str], pot_layers: list[str]) -> list[dict]:
@@ -164,6 +203,7 @@ def export_qonnx_model(model: torch.nn.Module, input_shape, out_raw: str | Path,
     with atomic_path(out_raw) as tmp:
         onnx.save(raw, str(tmp))
     mw = clean_qonnx(out_raw)
+    _check_supported(mw)
     layer_names = model.weight_layers() if hasattr(model, "weight_layers") else []
     table = _layer_table(mw, layer_names, pot_layers)
     _fix_weight_rounding(mw, model, table)

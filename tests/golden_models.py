@@ -97,13 +97,12 @@ def brevitas_model(kind: str, po2: bool = False, seed: int = 0):
 
 
 def export_pair(kind: str, folder: Path, po2: bool = False, seed: int = 0) -> tuple[Path, Path]:
-    """Export (raw QONNX, cleaned channels-last GemmToMatMul QONNX) of a small Brevitas model."""
+    """Export (raw QONNX, cleaned QONNX) of a small Brevitas model, cleaned by
+    :func:`codesign.export.clean_qonnx` (conv models channels-last behind an NCHW input Transpose)."""
     import torch
     from brevitas.export import export_qonnx
-    from qonnx.core.modelwrapper import ModelWrapper
-    from qonnx.transformation.channels_last import ConvertToChannelsLastAndClean
-    from qonnx.transformation.gemm_to_matmul import GemmToMatMul
-    from qonnx.util.cleanup import cleanup_model
+
+    from codesign.export import clean_qonnx
 
     torch.set_num_threads(1)
     net, x = brevitas_model(kind, po2, seed)
@@ -112,12 +111,7 @@ def export_pair(kind: str, folder: Path, po2: bool = False, seed: int = 0) -> tu
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         export_qonnx(net, args=x, export_path=str(raw))
-        mw = cleanup_model(ModelWrapper(str(raw)))
-        if not kind.startswith("mlp"):
-            mw = mw.transform(ConvertToChannelsLastAndClean())
-        mw = mw.transform(GemmToMatMul())
-        mw = cleanup_model(mw)
-        mw.save(str(clean))
+        clean_qonnx(raw, input_channels_last=False).save(str(clean))
     return raw, clean
 
 

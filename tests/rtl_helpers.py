@@ -3,7 +3,6 @@ against the golden model, on-grid input codes with corners, onnx.helper graph bu
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,15 +15,8 @@ from codesign.rtl.sim import tool_env
 sys.path.insert(0, str(Path(__file__).parent))
 from golden_models import QDOMAIN, const, make_model, quant_node  # noqa: E402,F401  (re-exported)
 
-
-def _have_verilator() -> bool:
-    from codesign.rtl.sim import verilator_bin
-
-    return verilator_bin() is not None
-
-
-needs_verilator = pytest.mark.skipif(not _have_verilator(), reason="verilator not installed")
-needs_iverilog = pytest.mark.skipif(shutil.which("iverilog") is None, reason="iverilog not installed")
+needs_verilator = pytest.mark.needs("verilator")
+needs_iverilog = pytest.mark.needs("iverilog")
 
 
 def lint(d, iface) -> None:

@@ -25,7 +25,6 @@ def test_table():
 
 @pytest.mark.parametrize("rounding", ["ROUND", "FLOOR"])
 def test_da4ml_equivalent_is_bit_exact(rounding):
-    pytest.importorskip("da4ml")
     from bench.da4ml_model import comb_logic
     from codesign.rtl.ir import FixedFormat, Layer, Model, Requant
 
@@ -63,7 +62,6 @@ def _two_layer_net(shift: int, seed: int = 1):
 
 
 def test_da4ml_equivalent_saturates_after_wide_shifts():
-    pytest.importorskip("da4ml")
     from bench.da4ml_model import MIN_FACTOR_EXP, comb_logic, min_factor_exp, trace_ir
 
     ir = _two_layer_net(12)
@@ -77,7 +75,6 @@ def test_da4ml_equivalent_saturates_after_wide_shifts():
 
 
 def test_da4ml_equivalent_refuses_beyond_da4ml_factor_range():
-    pytest.importorskip("da4ml")
     from bench.da4ml_model import trace_ir
 
     with pytest.raises(NotImplementedError, match="scale factor"):
@@ -121,7 +118,7 @@ def test_da4ml_render_reports_every_ratio_and_what_is_missing():
 
 def test_bench_all_quick(tmp_path):
     """The CI smoke run end to end, part of `make test`: every section printed, nothing failed, the doc
-    left alone (issue #10: < 5 min on 2 cores; cold: fresh run, Verilator and ccache folders; measured
+    left alone (target: < 5 min on 2 cores; cold: fresh run, Verilator and ccache folders; measured
     167 s wall with two other jobs running)."""
     import os
     import subprocess
@@ -145,7 +142,6 @@ def test_bench_all_quick(tmp_path):
 
 def test_da4ml_netlist_kept_when_unchanged(tmp_path):
     """An identical netlist is not rewritten (its cached synthesis results stay valid); a different one is."""
-    pytest.importorskip("da4ml")
     from bench.da4ml import write_netlist
     from bench.da4ml_model import comb_logic
 

@@ -52,10 +52,11 @@ def test_zeroed_weights_save_energy_in_parallel_layers_only():
 
 
 def test_weight_costs_parallel_vs_folded():
+    import torch
+
     from codesign import config
     from codesign.quant import build_model
 
-    torch = pytest.importorskip("torch")
     torch.manual_seed(0)
     m = build_model(config.load("digits_mlp", {"model.hidden": [8]}), (64,), 10).eval()
     with torch.no_grad():
@@ -142,14 +143,11 @@ def test_compare_chart(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.needs("verilator", "yosys")
 def test_activity_from_rtl_small_mlp(tmp_path):
     """Simulate a tiny generated MLP with waveforms and weigh its toggles with yosys cells (minutes)."""
     from codesign.rtl import generate
     from codesign.rtl.fixtures import mlp_qonnx
-    from codesign.verify import sim
-
-    if not sim.available("verilator"):
-        pytest.skip("verilator not available")
     onnx = mlp_qonnx(tmp_path / "m.onnx", sizes=(8, 4, 3), weights="pot")
     generate(onnx, tmp_path / "rtl")
     x = np.random.default_rng(0).integers(-128, 128, (50, 8))  # integer codes are taken as they are

@@ -7,7 +7,6 @@ test_fpga_build.py (marked slow).
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from codesign.fpga.host import argmax_first, decode_reply, encode_request, reply
 from codesign.fpga.interface import load_interface
 from codesign.fpga.reports import clock_name, nextpnr_report, parse_log_utilisation, resources_from_cells
 from codesign.fpga.targets import TARGETS
+from codesign.resources import hw_dir
 
 DUT = Path(__file__).parent / "data" / "fpga_dut"
 REF = json.loads((DUT / "reference.json").read_text())
@@ -49,7 +49,7 @@ endmodule
     return load_interface(tmp_path)
 
 
-@pytest.mark.skipif(shutil.which("iverilog") is None, reason="iverilog not installed")
+@pytest.mark.needs("iverilog")
 @pytest.mark.parametrize("shape", [(4, 8, True, 3, 18, True), (1, 1, False, 1, 1, False), (3, 16, True, 2, 9, False),
                                    (2, 4, False, 300, 3, True), (17, 7, True, 5, 8, True)])
 def test_generated_wrappers_compile(tmp_path, shape):
@@ -57,7 +57,7 @@ def test_generated_wrappers_compile(tmp_path, shape):
     for name, text in [("ooc.v", wrappers.ooc_top(iface)), ("core.v", wrappers.uart_core(iface)),
                        ("ulx3s.v", wrappers.board_top(iface, "ulx3s")), ("iceb.v", wrappers.board_top(iface, "icebreaker"))]:
         (tmp_path / name).write_text(text)
-    hw = Path(__file__).resolve().parent.parent / "hw"
+    hw = hw_dir()
     for top, files in [("codesign_ooc_top", ["ooc.v"]), ("board_top", ["core.v", "ulx3s.v"]),
                        ("board_top", ["core.v", "iceb.v"])]:
         r = subprocess.run(["iverilog", "-g2005", "-Wall", "-s", top, "-o", str(tmp_path / "a.out"), str(tmp_path / "stub.v"),
@@ -85,7 +85,7 @@ def test_framing_roundtrip():
         decode_reply(iface, data[:-1])
 
 
-@pytest.mark.skipif(shutil.which("iverilog") is None, reason="iverilog not installed")
+@pytest.mark.needs("iverilog")
 def test_uart_board_top_simulation(tmp_path):
     """The whole ULX3S board top (UART rx/tx, framing FSM, argmax, accelerator) in cocotb + Icarus."""
     from codesign.fpga.boardsim import simulate_board
@@ -151,12 +151,12 @@ def test_vivado_handoff(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("iverilog") is None, reason="iverilog not installed")
+@pytest.mark.needs("iverilog")
 def test_board_top_with_generated_rtl_matches_golden(tmp_path):
     """A real generated accelerator (8-6-4 MLP) behind the UART board top agrees with the golden model."""
-    fixtures = pytest.importorskip("codesign.rtl.fixtures")
     from codesign.fpga.boardsim import simulate_board
     from codesign.fpga.host import check, golden_reference, load_vectors
+    from codesign.rtl import fixtures
     from codesign.rtl.api import generate
 
     onnx = fixtures.mlp_qonnx(tmp_path / "model.onnx", sizes=(8, 6, 4))

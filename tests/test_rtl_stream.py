@@ -19,13 +19,10 @@ import pytest
 from rtl_helpers import lint, needs_verilator, verify_ok
 
 from codesign.errors import UnsupportedError
+from codesign.resources import hw_dir
 from codesign.rtl import generate, lower
-from codesign.rtl.emit import HW_DIR
 from codesign.rtl.sim import tool_env
 from codesign.rtl.stream import plan_stream
-
-pytest.importorskip("brevitas")
-pytest.importorskip("codesign.golden")
 
 # name: cnn_qonnx keyword arguments
 CASES = {
@@ -62,7 +59,7 @@ def test_hw_library_lint_clean():
             ("cs_window.v", ["-GKH=2", "-GKW=3", "-GWP=8", "-GHP=5", "-GSH=3", "-GSW=2"]),
             ("cs_collect.v", []), ("cs_collect.v", ["-GN=1"])]
     for f, args in runs:
-        p = subprocess.run(["verilator", "--lint-only", "-Wall", *args, str(HW_DIR / f)], env=tool_env(),
+        p = subprocess.run(["verilator", "--lint-only", "-Wall", *args, str(hw_dir() / f)], env=tool_env(),
                            capture_output=True, text=True)
         assert p.returncode == 0, (f, args, p.stderr[-2000:])
 

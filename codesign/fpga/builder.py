@@ -23,16 +23,15 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-import codesign
 from codesign.errors import CodesignError, StageInputError
 from codesign.fpga import wrappers
 from codesign.fpga.interface import Interface, load_interface
 from codesign.fpga.reports import nextpnr_report, parse_log_utilisation, resources_from_cells, yosys_cells
 from codesign.fpga.targets import BOARD_CONSTRAINTS, BOARD_TARGET, NEXTPNR_BELS, TARGETS, Target
 from codesign.fpga.toolchain import StepResult, ToolFailed, run_step, tool_version
+from codesign.resources import boards_dir, hw_dir
 from codesign.run import atomic_write_json, atomic_write_text, sha256_file
 
-HW_DIR = Path(codesign.__file__).resolve().parent.parent / "hw"
 STEP_TIMEOUT_S = 3600.0
 
 
@@ -46,10 +45,11 @@ class FitError(CodesignError):
     """The design needs more of a resource than the device has."""
 
 
-def hw_file(*parts: str) -> Path:
-    p = HW_DIR.joinpath(*parts)
+def hw_file(name: str, folder: Path | None = None) -> Path:
+    """``name`` in the Verilog library (:func:`codesign.resources.hw_dir`) or in ``folder``."""
+    p = (folder or hw_dir()) / name
     if not p.exists():
-        raise StageInputError(f"{p} not found: the hw/ library folder of the codesign checkout is missing")
+        raise StageInputError(f"{p} not found: codesign's hw/ folder is incomplete (reinstall codesign)")
     return p
 
 
@@ -81,7 +81,7 @@ def _prepare_sources(iface: Interface, out: Path, board: str) -> tuple[str, list
         files += ["src/codesign_uart_core.v", "src/board_top.v"]
         top = wrappers.BOARD_TOP
         cname = BOARD_CONSTRAINTS[board]
-        _write_if_changed(out / cname, hw_file("boards", cname).read_text())
+        _write_if_changed(out / cname, hw_file(cname, boards_dir()).read_text())
         constraints = cname
     return top, files, constraints
 

@@ -48,10 +48,11 @@ from pathlib import Path
 import numpy as np
 
 from codesign.errors import UnsupportedError
+from codesign.resources import hw_dir
 from codesign.rtl.cse import share
 from codesign.rtl.ir import FixedFormat, Layer, Model, Requant, bits_for, normalize_rounding, shift_round
 
-HW_DIR = Path(__file__).resolve().parent.parent.parent / "hw"
+HW_DIR = hw_dir()
 MODE_CODES = {"ROUND": 0, "FLOOR": 1, "CEIL": 2, "ROUND_TO_ZERO": 3, "UP": 4, "HALF_UP": 5, "HALF_DOWN": 6}
 
 

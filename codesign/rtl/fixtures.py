@@ -3,9 +3,9 @@
 ``mlp_qonnx(path, sizes=(64, 32, 10), weights='fixed'|'pot', zero_frac=0.0, seed=0)`` builds
 QuantIdentity -> [QuantLinear -> QuantReLU]* -> QuantLinear with power-of-two scales
 (``*FixedPoint`` quantizers, Int32 bias), optionally sets every weight to 0 or +-2^e, exports with
-``brevitas.export.export_qonnx`` and cleans it like the export stage (cleanup, GemmToMatMul).
+``brevitas.export.export_qonnx`` and cleans it with the export stage's :func:`codesign.export.clean_qonnx`.
 ``cnn_qonnx`` does the same for a Conv2d/Conv1d -> ReLU -> MaxPool -> Flatten -> Linear network
-(channels-last conversion included). ``per_channel=True``: power-of-two weight scales per output
+(channels-last conversion included; the input stays NCHW behind a Transpose). ``per_channel=True``: power-of-two weight scales per output
 channel (Brevitas ``scaling_per_output_channel``), with channel ``i``'s weights made ``2^-(i % 4)``
 smaller so that the scales really differ.
 ``resmlp_qonnx`` / ``rescnn_qonnx``: residual blocks (a branch of two layers added to its input, or
@@ -62,9 +62,8 @@ def _set_weights(mods, weights: str, zero_frac: float, rng) -> None:
 
 def _export(m, x, path: Path, channels_last: bool = False) -> Path:
     from brevitas.export import export_qonnx
-    from qonnx.core.modelwrapper import ModelWrapper
-    from qonnx.transformation.gemm_to_matmul import GemmToMatMul
-    from qonnx.util.cleanup import cleanup_model
+
+    from codesign.export import clean_qonnx
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -72,12 +71,7 @@ def _export(m, x, path: Path, channels_last: bool = False) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         export_qonnx(m, args=x, export_path=str(raw))
-        mw = cleanup_model(ModelWrapper(str(raw)))
-        if channels_last:
-            from qonnx.transformation.channels_last import ConvertToChannelsLastAndClean
-
-            mw = mw.transform(ConvertToChannelsLastAndClean())
-        mw = cleanup_model(mw.transform(GemmToMatMul()))
+        mw = clean_qonnx(raw, channels_last=channels_last, input_channels_last=False)
     mw.save(str(path))
     return path
 

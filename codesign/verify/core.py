@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import time
@@ -72,8 +71,9 @@ def _status(path: Path) -> dict[str, int]:
 def simulate(iface: Interface, x: np.ndarray, *, simulator: str = "verilator", style: str = "stream",
              stall_from: int | None = None, gap: int = GAP_PROB, bp: int = BP_PROB, seed: int = 0,
              waves: bool = False, hdl_clock: bool | None = None, work: Path, build_root: Path | None = None,
-             with_taps: bool = True) -> SimResult:
-    """Run ``x`` (N, fields) codes through the RTL; return what came out and when.
+             with_taps: bool = True, verilator_opt: str | None = None) -> SimResult:
+    """Run ``x`` (N, fields) codes through the RTL; return what came out and when. ``verilator_opt``:
+    make variables for Verilator's C++ compile (:func:`codesign.verify.sim.build`).
 
     ``hdl_clock``: the stream wrapper toggles its clock itself (``always #5``) instead of a cocotb
     clock; None picks it for Icarus (no VPI callback per edge: ~10% less CPU on the folded MLP, ~30%
@@ -100,7 +100,8 @@ def simulate(iface: Interface, x: np.ndarray, *, simulator: str = "verilator", s
         wrapper = work / f"{TB_TOP}.v"
         wrapper.write_text(generate_wrapper(iface, depth_for(n * nb, iface.input.beat_width)))
         b = sim.build([*iface.files, wrapper], TB_TOP, simulator, waves=waves, hdl_clock=hdl_clock,
-                      build_root=build_root, log_dir=work, public=[(TB_TOP, "clk"), (TB_TOP, "done")])
+                      build_root=build_root, log_dir=work, public=[(TB_TOP, "clk"), (TB_TOP, "done")],
+                      verilator_opt=verilator_opt)
         plus = [f"+IN={in_file}", f"+OUT={work / 'out.txt'}", f"+INLOG={work / 'inlog.txt'}",
                 f"+STATUS={work / 'status.txt'}", f"+N={n}", f"+STALL_FROM={stall_from * nb}", f"+GAP={gap}",
                 f"+BP={bp}", f"+SEED={seed + 1}", f"+IDLE={idle_limit}"]
@@ -113,7 +114,7 @@ def simulate(iface: Interface, x: np.ndarray, *, simulator: str = "verilator", s
         module = "codesign.verify.tb_stream"
     else:
         b = sim.build(iface.files, iface.top, simulator, waves=waves, build_root=build_root, log_dir=work,
-                      public=[(iface.top, "*")])
+                      public=[(iface.top, "*")], verilator_opt=verilator_opt)
         plus = [f"+dumpfile_path={work / 'dump.fst'}"] if waves and simulator == "icarus" else []
         cfg = {"in_file": str(in_file), "out_hex_digits": iface.output.hex_digits, "stall_from": stall_from * nb,
                "gap": gap, "bp": bp, "seed": seed, "idle_limit": idle_limit, "clock": iface.clock,
@@ -198,13 +199,14 @@ def _first_mismatches(idx: np.ndarray, x: np.ndarray, exp: np.ndarray, got: np.n
 
 
 def _waves(iface: Interface, x: np.ndarray, kinds: np.ndarray, *, simulator: str, work: Path,
-           build_root: Path | None, max_vectors: int) -> tuple[str | None, dict[str, Any] | None]:
+           build_root: Path | None, max_vectors: int, verilator_opt: str | None = None
+           ) -> tuple[str | None, dict[str, Any] | None]:
     """A separate, shorter run with waveform dumping: the test set when there is one (realistic
     activity for energy estimates), else the first vectors; full throughput. Returns (file, toggles)."""
     test = np.nonzero(kinds == KINDS.index("test"))[0]
     sel = test[:max_vectors] if len(test) else np.arange(min(len(x), max_vectors))
     r = simulate(iface, x[sel], simulator=simulator, style="stream", waves=True, work=work, build_root=build_root,
-                 with_taps=False)
+                 with_taps=False, verilator_opt=verilator_opt)
     wf = sim.wave_file(r.build, work)
     if wf is None:
         return None, {"error": "the simulator wrote no waveform file"}
@@ -220,7 +222,8 @@ def _waves(iface: Interface, x: np.ndarray, kinds: np.ndarray, *, simulator: str
 
 
 def _localize(iface: Interface, ref: Reference, xf: np.ndarray, *, simulator: str, work: Path,
-              build_root: Path | None, regenerate: Callable[[Path], Path] | None) -> dict[str, Any]:
+              build_root: Path | None, regenerate: Callable[[Path], Path] | None,
+              verilator_opt: str | None = None) -> dict[str, Any]:
     """Re-run failing vectors with per-layer debug taps and name the first layer that differs."""
     loc: dict[str, Any] = {"vectors": int(len(xf))}
     if ref.trace_codes is None:
@@ -239,7 +242,8 @@ def _localize(iface: Interface, ref: Reference, xf: np.ndarray, *, simulator: st
     if use is not iface and simulator == "verilator" and sim.available("icarus"):
         simulator = "icarus"  # a fresh build is needed: Icarus compiles a large flat design much faster
     loc["simulator"] = simulator
-    r = simulate(use, xf, simulator=simulator, style="stream", work=work / "localize", build_root=build_root)
+    r = simulate(use, xf, simulator=simulator, style="stream", work=work / "localize", build_root=build_root,
+                 verilator_opt=verilator_opt)
     trace = ref.trace(xf.reshape(len(xf), *use.input.shape)) or {}
     layers, first = [], None
     for (codes, unknown), la in zip(r.taps, use.taps, strict=True):
@@ -286,7 +290,7 @@ def verify(rtl_dir: str | Path, onnx_path: Any = None, vectors: int = 100_000, s
            seed: int = 0, *, style: str = "stream", out_dir: str | Path | None = None,
            build_root: str | Path | None = None, corners: bool = True, localize: bool = True,
            hdl_clock: bool | None = None, max_report: int = 10, waves_vectors: int = 2000,
-           gate_level: bool | str = False,
+           gate_level: bool | str = False, verilator_opt: str | None = None,
            regenerate: Callable[[Path], Path] | None = None) -> dict[str, Any]:
     """Simulate the RTL in ``rtl_dir`` (its ``interface.json``) and compare it with the reference.
 
@@ -298,8 +302,9 @@ def verify(rtl_dir: str | Path, onnx_path: Any = None, vectors: int = 100_000, s
     ``waves_vectors``) dumps a waveform and counts toggles per module/layer. ``gate_level``: simulate
     the yosys netlist instead of the RTL: ``"generic"`` (or True: ``synth`` + simcells.v), ``"ecp5"``
     (``synth_ecp5`` + the vendor cell models) or ``"ice40"`` (``synth_ice40 -dsp``; see
-    :mod:`codesign.verify.gate`). Writes ``verify.json`` into ``out_dir`` when given.
-    Returns the result dict (keys in sim/README.md); it does not raise on mismatches.
+    :mod:`codesign.verify.gate`). ``verilator_opt``: make variables for Verilator's C++ compile (config
+    ``verify.verilator_opt``; default :data:`codesign.verify.sim.VERILATOR_OPT`). Writes ``verify.json``
+    into ``out_dir`` when given. Returns the result dict (keys in sim/README.md); it does not raise on mismatches.
     """
     t_start = time.perf_counter()
     iface = load_interface(rtl_dir)
@@ -365,7 +370,7 @@ def verify(rtl_dir: str | Path, onnx_path: Any = None, vectors: int = 100_000, s
         synth_s = round(time.perf_counter() - t2, 3)
     try:
         r = simulate(iface, x, simulator=simulator, style=style, stall_from=stall_from, seed=seed,
-                     hdl_clock=hdl_clock, work=work, build_root=broot, with_taps=False)
+                     hdl_clock=hdl_clock, work=work, build_root=broot, with_taps=False, verilator_opt=verilator_opt)
         t1 = time.perf_counter()
         m = min(len(r.got), n)
         bad = np.ones(n, bool)
@@ -429,14 +434,15 @@ def verify(rtl_dir: str | Path, onnx_path: Any = None, vectors: int = 100_000, s
         if len(mism_idx) and localize:
             sel = mism_idx[mism_idx < n][:64]
             loc = _localize(iface, ref, x[sel], simulator=simulator, work=work, build_root=broot,
-                            regenerate=regenerate)
+                            regenerate=regenerate, verilator_opt=verilator_opt)
             if gate_target and loc.get("regenerated") and loc.get("rerun_output_mismatches") == 0:
                 loc["note"] = ("the RTL regenerated with taps matches the golden model on these vectors, the "
                                f"{gate_target} netlist does not: a synthesis or cell-model mismatch")
             result["localization"] = loc
         if waves:
             result["waves"], result["toggles"] = _waves(iface, x, kinds, simulator=simulator, work=work / "waves",
-                                                        build_root=broot, max_vectors=waves_vectors)
+                                                        build_root=broot, max_vectors=waves_vectors,
+                                                        verilator_opt=verilator_opt)
     finally:
         if tmp is not None and not waves:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -471,11 +477,10 @@ def run_stage(rd: Any, cfg: Any) -> dict[str, Any]:
     test_x = np.load(tx) if tx.exists() else None
     vc = cfg.verify
     out = rd.stage_dir("verify")
-    waves = os.environ.get("CODESIGN_WAVES", "") not in ("", "0")
     regen = _regenerate_hook(rd, cfg)
-    res = verify(rtl, onnx, vectors=vc.random_vectors, simulator=vc.simulator, waves=waves,
+    res = verify(rtl, onnx, vectors=vc.random_vectors, simulator=vc.simulator, waves=vc.waves,
                  backpressure=vc.backpressure, test_x=test_x, seed=vc.seed, out_dir=out,
-                 regenerate=regen, style=vc.style, gate_level=vc.gate_level)
+                 regenerate=regen, style=vc.style, gate_level=vc.gate_level, verilator_opt=vc.verilator_opt)
     rd.add(out / "verify.json", "verify")
     fig = {"simulator": res["simulator"], "vectors": res["vectors"], "mismatches": res["mismatches"],
            "vectors_per_s": res["vectors_per_s"], "latency_cycles": res["latency_cycles"]["measured_max"],

@@ -6,19 +6,19 @@
 
 The fixture calls :func:`codesign.verify.verify` with ``out_dir`` in the test's ``tmp_path`` (so
 ``verify.json``, the logs and waveforms stay with the test) and attaches a one-line summary to the
-test report. Defaults can be changed on the command line (when the plugin is registered as a
-``pytest11`` entry point) or with environment variables:
+test report. Its defaults are the ``verify:`` keys of a codesign config, set on the pytest command line
+(when the plugin is registered as a ``pytest11`` entry point) or as ini keys of the pytest configuration
+(e.g. ``[tool.pytest.ini_options]`` in pyproject.toml); the command line wins:
 
-    --codesign-sim / CODESIGN_VERIFY_SIM            verilator | icarus   (default verilator)
-    --codesign-vectors / CODESIGN_VERIFY_VECTORS    random vectors       (default 100000)
-    --codesign-waves / CODESIGN_VERIFY_WAVES=1      dump waveforms + toggle counts
+    --codesign-sim / codesign_sim          verify.simulator: verilator | icarus   (default verilator)
+    --codesign-vectors / codesign_vectors  verify.random_vectors                  (default 100000)
+    --codesign-waves / codesign_waves      verify.waves: dump waveforms + toggle counts
 
 Load it in a test module with ``pytest_plugins = ["codesign.verify.pytest_plugin"]``.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--codesign-sim", default=None, help="simulator for codesign_verify (verilator|icarus)")
     g.addoption("--codesign-vectors", default=None, type=int, help="random vectors for codesign_verify")
     g.addoption("--codesign-waves", action="store_true", default=False, help="dump waves + toggle counts")
+    parser.addini("codesign_sim", "codesign_verify simulator (verilator|icarus)")
+    parser.addini("codesign_vectors", "codesign_verify random vectors")
+    parser.addini("codesign_waves", "codesign_verify: dump waves + toggle counts", type="bool", default=False)
 
 
 def _opt(config: pytest.Config, name: str) -> Any:
@@ -40,23 +43,37 @@ def _opt(config: pytest.Config, name: str) -> Any:
         return None
 
 
+def _ini(config: pytest.Config, name: str) -> Any:
+    try:
+        return config.getini(name)
+    except ValueError:  # not registered (plugin loaded late)
+        return None
+
+
+def verify_defaults(config: pytest.Config) -> Any:
+    """The fixture's defaults as a validated :class:`codesign.config.VerifyConfig` (command line, then ini)."""
+    from codesign import config as config_mod
+
+    given = {"simulator": _opt(config, "--codesign-sim") or _ini(config, "codesign_sim"),
+             "random_vectors": _opt(config, "--codesign-vectors") or _ini(config, "codesign_vectors"),
+             "waves": bool(_opt(config, "--codesign-waves") or _ini(config, "codesign_waves"))}
+    given = {k: v for k, v in given.items() if v not in (None, "")}
+    return config_mod.from_dict({"verify": given}, "pytest options (--codesign-*/codesign_*)").verify
+
+
 @pytest.fixture
 def codesign_verify(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., dict[str, Any]]:
     """Returns ``run(rtl_dir, onnx_or_reference=None, **verify_kwargs) -> result dict``."""
     from codesign.verify import summary, verify
 
-    cfg = request.config
-    sim = _opt(cfg, "--codesign-sim") or os.environ.get("CODESIGN_VERIFY_SIM") or "verilator"
-    vec = _opt(cfg, "--codesign-vectors") or os.environ.get("CODESIGN_VERIFY_VECTORS")
-    waves = bool(_opt(cfg, "--codesign-waves")) or os.environ.get("CODESIGN_VERIFY_WAVES", "") not in ("", "0")
+    vc = verify_defaults(request.config)
     calls = {"n": 0}
 
     def run(rtl_dir: str | Path, onnx: Any = None, **kw: Any) -> dict[str, Any]:
         calls["n"] += 1
-        kw.setdefault("simulator", sim)
-        if vec is not None:
-            kw.setdefault("vectors", int(vec))
-        kw.setdefault("waves", waves)
+        kw.setdefault("simulator", vc.simulator)
+        kw.setdefault("vectors", vc.random_vectors)
+        kw.setdefault("waves", vc.waves)
         kw.setdefault("out_dir", tmp_path / f"verify{calls['n'] if calls['n'] > 1 else ''}")
         res = verify(rtl_dir, onnx, **kw)
         request.node.user_properties.append(("codesign_verify", summary(res)))

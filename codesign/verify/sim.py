@@ -28,13 +28,16 @@ SIMULATORS = ("verilator", "icarus")
 # C++ optimization of Verilator's output. Generated designs are large and flat (a 64-32-10 MLP is
 # ~7 MB of C++). Measured on that MLP (CPU seconds, build / 100k-vector run): OPT_FAST=-O1 66 / 1.5,
 # -Og 43 / 1.5, -O0 27 / 5.0 (Verilator's default -Os is slower to build than -O1). -Og for the
-# per-cycle code and -O0 for the run-once (Slow) code. Override with CODESIGN_VERILATOR_OPT.
+# per-cycle code and -O0 for the run-once (Slow) code. Other flags: the config key verify.verilator_opt
+# (``build(verilator_opt=...)``), or OPT_FAST in the caller's MAKEFLAGS.
 VERILATOR_OPT = "OPT_FAST=-Og OPT_SLOW=-O0 OPT_GLOBAL=-O1"
 _VERILATOR_ARGS = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "-Wno-MULTIDRIVEN", "-Wno-TIMESCALEMOD",
                    "-Wno-INITIALDLY", "-Wno-STMTDLY"]
 
 
 def cache_root() -> Path:
+    """Where builds are cached. ``CODESIGN_SIM_CACHE`` stays an environment variable (like ``XDG_CACHE_HOME``
+    and ``CCACHE_DIR``): it is where this machine keeps reusable builds, not a choice that changes any result."""
     env = os.environ.get("CODESIGN_SIM_CACHE")
     if env:
         return Path(env)
@@ -53,10 +56,6 @@ def verilator_bin_dir() -> Path | None:
         pass
     w = shutil.which("verilator")
     return Path(w).parent if w else None
-
-
-def verilator_opt() -> str:
-    return os.environ.get("CODESIGN_VERILATOR_OPT", VERILATOR_OPT)
 
 
 def icarus_available() -> bool:
@@ -81,8 +80,9 @@ def check_available(simulator: str) -> None:
 
 
 @contextlib.contextmanager
-def sim_environment() -> Iterator[None]:
-    """PATH, ccache and make settings for the runner's subprocesses; restored afterwards."""
+def sim_environment(verilator_opt: str | None = None) -> Iterator[None]:
+    """PATH, ccache and make settings for the runner's subprocesses; restored afterwards. ``verilator_opt``:
+    make variables for Verilator's C++ compile (default :data:`VERILATOR_OPT`)."""
     saved = dict(os.environ)
     try:
         vb = verilator_bin_dir()
@@ -97,7 +97,7 @@ def sim_environment() -> Iterator[None]:
         if "CFG_CXXFLAGS_PCH_I" not in mf:
             mf = (mf + " CFG_CXXFLAGS_PCH_I=-include").strip()
         if "OPT_FAST" not in mf:
-            mf = f"{mf} {verilator_opt()}"
+            mf = f"{mf} {verilator_opt or VERILATOR_OPT}"
         os.environ["MAKEFLAGS"] = mf
         # the runner treats a pytest run specially (result files, sys.exit): we handle results ourselves
         os.environ.pop("PYTEST_CURRENT_TEST", None)
@@ -164,16 +164,19 @@ def _runner(simulator: str) -> Any:
 
 def build(sources: Sequence[Path], toplevel: str, simulator: str = "verilator", *, waves: bool = False,
           hdl_clock: bool = False, build_root: Path | None = None, log_dir: Path | None = None,
-          extra_args: Sequence[str] = (), public: Sequence[tuple[str, str]] | None = None) -> Build:
+          extra_args: Sequence[str] = (), public: Sequence[tuple[str, str]] | None = None,
+          verilator_opt: str | None = None) -> Build:
     """Compile ``sources`` (in order) with ``toplevel`` as the top; reuse a cached build if any.
 
     ``public``: (module, var pattern) pairs Python needs through VPI (Verilator only); None makes
-    every signal public, like cocotb's default."""
+    every signal public, like cocotb's default. ``verilator_opt``: make variables for Verilator's C++
+    compile (config ``verify.verilator_opt``; default :data:`VERILATOR_OPT`)."""
+    opt = verilator_opt or VERILATOR_OPT
     check_available(simulator)
     sources = [Path(s).resolve() for s in sources]
     opts = {"sim": simulator, "top": toplevel, "waves": waves, "hdl_clock": hdl_clock, "extra": list(extra_args),
             "public": [list(p) for p in public] if public is not None else None, "v": 4,
-            "opt": verilator_opt() if simulator == "verilator" else None}
+            "opt": opt if simulator == "verilator" else None}
     key = _hash(sources, opts)
     root = Path(build_root) if build_root else cache_root()
     bdir = root / f"{simulator}-{toplevel}-{key}"
@@ -204,7 +207,7 @@ def build(sources: Sequence[Path], toplevel: str, simulator: str = "verilator", 
                 # FST needs lz4 headers (liblz4-dev) for Verilator's FST writer; VCD needs nothing
                 args += ["--trace-fst"] if _has_header("lz4.h") else ["--trace"]
         log_file = (log_dir or bdir) / "build.log"
-        with sim_environment():
+        with sim_environment(opt):
             runner = _runner(simulator)
             try:
                 runner.build(sources=srcs, hdl_toplevel=toplevel, build_dir=bdir, build_args=args,
@@ -254,7 +257,8 @@ def run(b: Build, test_module: str, work: Path, config: dict, *, plusargs: Seque
         waves: bool = False) -> tuple[float, float]:
     """Run ``test_module`` (a cocotb test module) on the built design; return (wall, CPU) seconds.
 
-    ``config`` is written to ``work/tb_config.json`` and passed as ``CODESIGN_TB_CONFIG``."""
+    ``config`` is written to ``work/tb_config.json`` and passed as ``CODESIGN_TB_CONFIG``: internal, the
+    way from here into the cocotb test module inside the simulator process, not a user setting."""
     work.mkdir(parents=True, exist_ok=True)
     cfg_path = work / "tb_config.json"
     cfg_path.write_text(json.dumps({**config, "work": str(work)}))

@@ -22,6 +22,7 @@ from cocotb.triggers import FallingEdge, ReadOnly
 
 @cocotb.test()
 async def loop(dut) -> None:
+    # internal transport from codesign.verify.sim.run into the simulator process (see tb_stream.py)
     cfg = json.loads(Path(os.environ["CODESIGN_TB_CONFIG"]).read_text())
     work = Path(cfg["work"])
     t0 = time.perf_counter()

@@ -3,6 +3,9 @@
 Everything per cycle happens in the simulator; Python starts the clock (unless the wrapper makes
 its own), waits for ``done`` and records the wall time of the run. Settings come from the JSON file
 named by the ``CODESIGN_TB_CONFIG`` environment variable; results go to ``<work>/tb_result.json``.
+``CODESIGN_TB_CONFIG`` is internal: :func:`codesign.verify.sim.run` sets it for the simulator process it
+starts (cocotb imports this module inside the simulator, so a file path in the environment is the
+way in); users set ``verify:`` config keys instead.
 """
 
 from __future__ import annotations

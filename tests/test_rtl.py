@@ -17,7 +17,7 @@ from onnx import TensorProto, helper
 
 from codesign.errors import UnsupportedError
 from codesign.rtl import generate, lower
-from codesign.rtl.emit import csd
+from codesign.rtl.emit.netlist import csd
 from codesign.rtl.ir import ROUNDING_MODES, FixedFormat, Requant, shift_round
 from codesign.rtl.sim import simulate, tool_env
 
@@ -87,7 +87,7 @@ def _lint(d, iface):
 # ---- integer reference ----------------------------------------------------------------------------
 @pytest.mark.parametrize("mode", ROUNDING_MODES)
 def test_shift_round_matches_qonnx_rounding(mode):
-    from codesign.rtl.frontend_qonnx import _ROUND_FNS
+    from codesign.rtl.frontend.consts import ROUND_FNS as _ROUND_FNS
 
     a = np.arange(-600, 600, dtype=np.int64)
     for sh in range(0, 6):
@@ -130,10 +130,9 @@ def test_lower_mlp_formats_and_qonnx_agreement(models):
 def test_pot_flag_checked_on_values(models):
     m = lower(models("mlp_pot"))
     assert all(ly.pot for ly in m.layers)
-    ly = m.layers[0]
-    ly.weights = ly.weights.copy()
-    ly.weights[0, 0] = 3  # not a power of two any more
-    assert not ly.pot
+    w = m.layers[0].weights.copy()
+    w[0, 0] = 3  # not a power of two any more
+    assert not m.layers[0].replace(weights=w).pot
 
 
 def test_unsupported_op_names_node():
@@ -174,7 +173,8 @@ endmodule
 
 @needs_iverilog
 def test_cs_requant_exhaustive(tmp_path):
-    from codesign.rtl.emit import HW_DIR, MODE_CODES
+    from codesign.rtl.emit import HW_DIR
+    from codesign.rtl.emit.module import MODE_CODES
 
     cases = [(10, 4, s, n, sh, mode, r) for mode in ROUNDING_MODES for (s, n, sh, r) in
              ((0, 0, 3, 1), (1, 1, 2, 0), (1, 0, 1, 1), (0, 1, 4, 0))]
@@ -422,8 +422,8 @@ def test_raw_brevitas_graph_with_gemm_lowers_identically(models):
 def _hand_model(seed=0, n_in=12, n_out=6, rounding="HALF_UP", signed_out=True, narrow=True):
     """A hand-built IR: a dense layer with an all-zero output column (bias only), an all-zero
     output column without bias (constant 0), an unused input, then a second dense layer."""
-    from codesign.rtl.frontend_qonnx import _finish_acc
-    from codesign.rtl.ir import Layer, Model
+    from codesign.rtl.frontend.lower import sized
+    from codesign.rtl.ir import Dense, Model
 
     rng = np.random.default_rng(seed)
     fin = FixedFormat(6, True, -5)
@@ -434,16 +434,13 @@ def _hand_model(seed=0, n_in=12, n_out=6, rounding="HALF_UP", signed_out=True, n
     b = rng.integers(-300, 300, size=n_out)
     b[1] = 0
     out = FixedFormat(5, signed_out, -4, narrow)
-    l1 = Layer("fc1", "dense", (n_in,), (n_out,), fin, fin, "t1", weights=w, bias=b, w_scale_exp=-6,
-               acc_fmt=FixedFormat(1, True, -11))
-    _finish_acc(l1)
-    l1.requant = Requant(out.scale_exp - l1.acc_fmt.scale_exp, rounding, False, out)
-    l1.out_fmt = out
+    l1 = sized(Dense(name="fc1", in_shape=(n_in,), out_shape=(n_out,), in_fmt=fin, out_fmt=fin, onnx_output="t1",
+                     weights=w, bias=b, w_scale_exp=-6, acc_fmt=FixedFormat(1, True, -11)))
+    l1 = l1.replace(requant=Requant(out.scale_exp - l1.acc_fmt.scale_exp, rounding, False, out), out_fmt=out)
     w2 = rng.integers(-3, 4, size=(n_out, 3))
-    l2 = Layer("fc2", "dense", (n_out,), (3,), out, out, "t2", weights=w2, bias=None, w_scale_exp=0,
-               acc_fmt=FixedFormat(1, True, -4))
-    _finish_acc(l2)
-    return Model("hand", "x", (n_in,), fin, [l1, l2], "t2")
+    l2 = sized(Dense(name="fc2", in_shape=(n_out,), out_shape=(3,), in_fmt=out, out_fmt=out, onnx_output="t2",
+                     weights=w2, bias=None, w_scale_exp=0, acc_fmt=FixedFormat(1, True, -4)))
+    return Model("hand", "x", (n_in,), fin, (l1, l2.replace(out_fmt=l2.acc_fmt)), "t2")
 
 
 @needs_iverilog

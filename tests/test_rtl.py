@@ -141,16 +141,17 @@ def test_unsupported_op_names_node():
     inits = [helper.make_tensor(n, TensorProto.FLOAT, [], [v]) for n, v in (("s", 2**-7), ("z", 0.0), ("b", 8.0))]
     nodes = [helper.make_node("Quant", ["x", "s", "z", "b"], ["q"], domain="qonnx.custom_op.general", name="in_q",
                               signed=1, narrow=0, rounding_mode="ROUND"),
-             helper.make_node("Sigmoid", ["q"], ["y"], name="my_sigmoid")]
+             helper.make_node("Softmax", ["q"], ["sm"], name="my_softmax"),
+             helper.make_node("Quant", ["sm", "s", "z", "b"], ["y"], domain="qonnx.custom_op.general", name="out_q",
+                              signed=1, narrow=0, rounding_mode="ROUND")]
     g = helper.make_graph(nodes, "g", [x], [y], initializer=inits)
-    with pytest.raises(UnsupportedError, match="my_sigmoid.*Sigmoid"):
+    with pytest.raises(UnsupportedError, match="my_softmax.*Softmax"):  # not elementwise: no thresholds
         lower(helper.make_model(g))
-    # non power-of-two scale
+    # a float op at the end is host post-processing; a non power-of-two input scale a float-scaled input
     inits[0] = helper.make_tensor("s", TensorProto.FLOAT, [], [0.3])
-    nodes[1] = helper.make_node("Relu", ["q"], ["y"], name="r")
-    g = helper.make_graph(nodes, "g", [x], [y], initializer=inits)
-    with pytest.raises(UnsupportedError, match="in_q.*power of two"):
-        lower(helper.make_model(g))
+    nodes[1:] = [helper.make_node("Sigmoid", ["q"], ["y"], name="sig")]
+    m = lower(helper.make_model(helper.make_graph(nodes, "g", [x], [y], initializer=inits)))
+    assert m.host_post and not m.layers and m.input_fmt.scale == pytest.approx(0.3)
 
 
 # ---- library modules ------------------------------------------------------------------------------

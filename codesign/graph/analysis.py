@@ -218,8 +218,8 @@ def _output_region(model: onnx.ModelProto, out: str, kinds: dict[str, Kind]) -> 
     if len(starts) != 1:
         raise UnsupportedError(f"the float post-processing before graph output {out!r} reads {len(starts)} integer "
                                f"tensors ({sorted(starts)[:4]}); one is supported")
-    index = {id(n): k for k, n in enumerate(model.graph.node)}
-    post.sort(key=lambda n: index[id(n)])
+    index = {n.output[0]: k for k, n in enumerate(model.graph.node)}
+    post.sort(key=lambda n: index[n.output[0]])
     return starts.pop(), post
 
 

@@ -135,8 +135,8 @@ class Subgraph:
             seen.update(n.output)
             order.append(n)
             need += list(n.input)
-        index = {id(n): k for k, n in enumerate(model.graph.node)}
-        order.sort(key=lambda n: index[id(n)])
+        index = {n.output[0]: k for k, n in enumerate(model.graph.node)}
+        order.sort(key=lambda n: index[n.output[0]])
         et, op = elem_types(model), model_opsets(model)
         self.nodes = order
         self.kernels = [NodeKernel(n, {i: consts[i] for i in n.input if i in consts}, op, et) for n in order]

@@ -38,6 +38,17 @@ class Stream:
     beat_fields: tuple[tuple[int, ...], ...] | None = None  # io=stream: input field of each beat's fields
     beat_order: str | None = None  # io=stream: the beat order in words
     scale_exps: tuple[int, ...] | None = None  # per-field exponents (per-channel output scales)
+    bipolar: bool = False  # 1-bit fields: bit b carries the code 2b - 1
+    scale: float | None = None  # a float (non-power-of-two) scale of every field (scale_exp is then null)
+    scales: tuple[float, ...] | None = None  # per-field float scales
+
+    def to_bits_codes(self, codes: np.ndarray) -> np.ndarray:
+        """Codes (bipolar: -1/+1) -> the stored field values (bipolar: bits)."""
+        return (np.asarray(codes) + 1) // 2 if self.bipolar else np.asarray(codes)
+
+    def from_bits_codes(self, stored: np.ndarray) -> np.ndarray:
+        """Stored field values -> codes (bipolar bits -> -1/+1)."""
+        return 2 * np.asarray(stored) - 1 if self.bipolar else np.asarray(stored)
 
     @property
     def width(self) -> int:
@@ -90,6 +101,12 @@ class Stream:
                      beat_fields=[list(r) for r in self.beat_fields])
         if self.scale_exps is not None:
             d["scale_exps"] = list(self.scale_exps)
+        if self.bipolar:
+            d["bipolar"] = True
+        if self.scale is not None:
+            d["scale"] = self.scale
+        if self.scales is not None:
+            d["scales"] = list(self.scales)
         return d
 
 
@@ -156,6 +173,7 @@ class Interface:
     multiplier: str | None = None
     axis_slice: bool | None = None
     pipeline: int | None = None
+    host: dict | None = None  # host pre-/post-processing around the core (codesign.graph.analysis.partition)
     path: Path | None = field(default=None, compare=False)
 
     @property
@@ -186,7 +204,7 @@ class Interface:
         if self.stream is not None:
             d["stream"] = self.stream
         d["layers"] = [la.to_json() for la in self.layers]
-        for k in ("multiplier", "axis_slice", "pipeline"):
+        for k in ("multiplier", "axis_slice", "pipeline", "host"):
             if getattr(self, k) is not None:
                 d[k] = getattr(self, k)
         return d
@@ -218,7 +236,7 @@ def _stream(d: dict[str, Any], where: str, *, tap: bool = False) -> Stream:
                 raise ValueError(f"beat_fields must be {beats} beats of equal size covering the {fields} fields once")
         elif beats != 1:
             raise ValueError("beats > 1 needs beat_fields")
-        ses = d.get("scale_exps")
+        ses, scs = d.get("scale_exps"), d.get("scales")
         return Stream(
             tdata=str(d["tdata"]),
             tvalid=str(d["tvalid"]),
@@ -232,6 +250,9 @@ def _stream(d: dict[str, Any], where: str, *, tap: bool = False) -> Stream:
             beat_fields=bf,
             beat_order=d.get("beat_order"),
             scale_exps=None if ses is None else tuple(int(v) for v in ses),
+            bipolar=bool(d.get("bipolar", False)),
+            scale=None if d.get("scale") is None else float(d["scale"]),
+            scales=None if scs is None else tuple(float(v) for v in scs),
         )
     except (KeyError, TypeError, ValueError) as e:
         what = f"missing key {e}" if isinstance(e, KeyError) else str(e)
@@ -270,7 +291,8 @@ def interface_from_json(d: dict[str, Any], path: Path | None = None) -> Interfac
         timing=d.get("timing"), strategy=str(d.get("strategy", "latency")), reuse=int(d.get("reuse", 1) or 1),
         onnx=d.get("onnx") or None, stream=d.get("stream"),
         layers=tuple(_layer(la, i) for i, la in enumerate(d.get("layers") or [])),
-        multiplier=d.get("multiplier"), axis_slice=d.get("axis_slice"), pipeline=d.get("pipeline"), path=path)
+        multiplier=d.get("multiplier"), axis_slice=d.get("axis_slice"), pipeline=d.get("pipeline"), host=d.get("host"),
+        path=path)
 
 
 def load_interface(path: str | Path) -> Interface:

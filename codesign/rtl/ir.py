@@ -55,8 +55,10 @@ from codesign.rtl.formats import (  # noqa: F401  (re-exported: the IR's vocabul
     ROUNDING_MODES,
     FixedFormat,
     Requant,
+    Thresholds,
     bits_for,
     normalize_rounding,
+    requant_from_json,
     shift_round,
 )
 
@@ -124,7 +126,7 @@ class Layer:
         d: dict[str, Any] = {"kind": self.kind}
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
-            if isinstance(v, FixedFormat | Requant):
+            if isinstance(v, FixedFormat | Requant | Thresholds):
                 v = v.to_json()
             elif isinstance(v, np.ndarray):
                 v = {"dtype": str(v.dtype), "shape": list(v.shape), "data": v.ravel().tolist()}
@@ -234,7 +236,7 @@ class AccLayer(Layer):
     """A layer producing an accumulator at ``acc_fmt`` with an optional fused requantization."""
 
     acc_fmt: FixedFormat
-    requant: Requant | None = None
+    requant: Requant | Thresholds | None = None
     field_shift: np.ndarray | None = None  # per output field: power-of-two factor of terms and bias
     field_out: bool = False  # output field j at scale acc scale + field_shift[j] (network output only)
 
@@ -284,6 +286,8 @@ class AccLayer(Layer):
         acc = self._accumulate(np.asarray(x, dtype=np.int64))
         if self.field_out:  # exact: every field is a multiple of 2^field_shift
             acc = acc >> np.asarray(self.field_shift, dtype=np.int64)[None, :]
+        if isinstance(self.requant, Thresholds):
+            return self.requant.apply(acc, self.field_channels())
         return self.requant.apply(acc) if self.requant is not None else acc
 
     def _accumulate(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - every kind overrides it
@@ -461,13 +465,19 @@ class Requantize(Layer):
     """Elementwise relu / requantization of the input codes."""
 
     kind: ClassVar[str] = "requant"
-    requant: Requant
+    requant: Requant | Thresholds
+    field_ch: np.ndarray | None = None  # thresholds: the channel of every field (None: field = channel)
+
+    def field_channels(self) -> np.ndarray:
+        return np.arange(self.n_out) if self.field_ch is None else np.asarray(self.field_ch, np.int64)
 
     def describe(self) -> str:
         return (f"{self.kind} {self.in_shape}->{self.out_shape}, in {self.in_fmt.describe()}, "
                 f"{self.requant.describe()}, out {self.out_fmt.describe()}")
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        if isinstance(self.requant, Thresholds):
+            return self.requant.apply(np.asarray(x, dtype=np.int64), self.field_channels())
         return self.requant.apply(np.asarray(x, dtype=np.int64))
 
 
@@ -505,7 +515,7 @@ def layer_from_json(d: dict[str, Any]) -> Layer:
         if isinstance(v, dict) and "dtype" in v:
             v = np.asarray(v["data"], dtype=v["dtype"]).reshape(v["shape"])
         elif isinstance(v, dict) and "type" in v:
-            v = Requant.from_json(v)
+            v = requant_from_json(v)
         elif isinstance(v, dict) and "bits" in v:
             v = FixedFormat.from_json(v)
         elif isinstance(v, list):
@@ -525,6 +535,9 @@ class Model:
     input_fmt: FixedFormat
     layers: tuple[Layer, ...]
     output_name: str = ""
+    host_pre: bool = False  # float pre-processing on the host computes the input codes (see codesign.graph)
+    host_post: bool = False  # float post-processing on the host after the output codes
+    output_scales: tuple[float, ...] | None = None  # output codes with float scales: the real scale per field
 
     def replace(self, **changes: Any) -> Model:
         return dataclasses.replace(self, **changes)
@@ -580,10 +593,15 @@ class Model:
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "input_name": self.input_name, "input_shape": list(self.input_shape),
-                "input_fmt": self.input_fmt.to_json(), "output_name": self.output_name,
+                "input_fmt": self.input_fmt.to_json(), "output_name": self.output_name, "host_pre": self.host_pre,
+                "host_post": self.host_post,
+                "output_scales": None if self.output_scales is None else list(self.output_scales),
                 "layers": [ly.to_json() for ly in self.layers]}
 
 
 def model_from_json(d: dict[str, Any]) -> Model:
+    os_ = d.get("output_scales")
     return Model(d["name"], d["input_name"], tuple(d["input_shape"]), FixedFormat.from_json(d["input_fmt"]),
-                 tuple(layer_from_json(x) for x in d["layers"]), d.get("output_name", ""))
+                 tuple(layer_from_json(x) for x in d["layers"]), d.get("output_name", ""),
+                 bool(d.get("host_pre", False)), bool(d.get("host_post", False)),
+                 None if os_ is None else tuple(float(v) for v in os_))

@@ -41,7 +41,8 @@ from codesign.rtl.emit.netlist import (
     tree,
     tree_depth,
 )
-from codesign.rtl.formats import FixedFormat, Requant, bits_for
+from codesign.rtl.emit.thresholds import thresholds_folded
+from codesign.rtl.formats import FixedFormat, Requant, Thresholds, bits_for
 
 
 @dataclass(frozen=True)
@@ -264,10 +265,16 @@ def emit_folded(ly: ir.Linear, cfg: RTLConfig) -> LayerModule:
         cuts |= {c + 1 for c in spread_cuts(depth, cfg.pipeline - 2)}
     n_stages = int(fb.opreg) + len(cuts)
     lane_q = []
+    chans = ly.field_channels()
     for lane, (leaves, lane_lo, lane_hi) in enumerate(lanes):
         with body.capped(caps[lane]):
             acc = _lane_sum(body, lane, leaves, depth, cuts, caps[lane], lane_lo, lane_hi, p.chunks)
-        requant_inst(body, q_rq, qb, f"l{lane}", acc, f"q{lane}")
+        if isinstance(q_rq, Thresholds):  # the lane's field (and channel) changes with the group
+            js = [min(g * p.lanes + lane, ly.n_out - 1) for g in range(p.groups)]
+            thresholds_folded(body, q_rq, qb, f"l{lane}", acc, f"q{lane}", [int(chans[j]) for j in js], "e_grp",
+                              fb.gw)
+        else:
+            requant_inst(body, q_rq, qb, f"l{lane}", acc, f"q{lane}")
         lane_q.append(f"q{lane}")
     assert body.cap == UNCAPPED
     lat = p.steps + n_stages + 1  # input latch + steps + register stages (the last writes the output register)

@@ -27,6 +27,7 @@ from codesign.rtl.emit.module import (
     in_sig,
     ports,
     requant_inst,
+    requant_of,
     unused_inputs,
     unused_sliced,
 )
@@ -46,7 +47,7 @@ from codesign.rtl.emit.netlist import (
     tree,
     tree_depth,
 )
-from codesign.rtl.formats import Requant, bits_for
+from codesign.rtl.formats import Requant, Thresholds, bits_for
 
 SHARE_DEPTH = 3  # a shared shift-add term is at most this many adders deep
 
@@ -208,6 +209,7 @@ def _outputs(body: Body, ly: ir.Layer, accs: list[Sig], fs: list[int]) -> list[s
     """The output field wires ``q<j>``: maxpool results as they are, else requantized."""
     ob = ly.out_fmt.bits
     outs = []
+    chans = ly.field_channels() if isinstance(requant_of(ly), Thresholds) else None
     for j, acc in enumerate(accs):
         qn = f"q{j}"
         if isinstance(ly, ir.MaxPool):
@@ -222,7 +224,7 @@ def _outputs(body: Body, ly: ir.Layer, accs: list[Sig], fs: list[int]) -> list[s
             rq = ly.requant
             if fs[j] and rq is not None and not ly.field_out:
                 rq = Requant(rq.shift - fs[j], rq.rounding, rq.relu, rq.out)
-            requant_inst(body, rq, ob, f"n{j}", acc, qn)
+            requant_inst(body, rq, ob, f"n{j}", acc, qn, int(chans[j]) if chans is not None else 0)
         outs.append(qn)
     return outs
 

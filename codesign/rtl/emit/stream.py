@@ -58,8 +58,15 @@ from codesign.rtl.emit.stream_plan import (
     plan_stream,
     stream_timing,
 )
-from codesign.rtl.emit.top import VectorDesign, build_vector, layer_info, vector_interface
-from codesign.rtl.interface import Interface, Stream
+from codesign.rtl.emit.top import (
+    VectorDesign,
+    build_vector,
+    host_info,
+    layer_info,
+    port_stream,
+    vector_interface,
+)
+from codesign.rtl.interface import Interface
 
 STREAM_LIBS = ("cs_pad.v", "cs_window.v", "cs_collect.v")
 
@@ -208,18 +215,13 @@ def build_stream(m: ir.Model, cfg: RTLConfig, onnx_rel: str, top: str = "codesig
 def _interface(m, cfg, plan, stage_info, mods, vec, onnx_rel, top, files, timing) -> Interface:
     latency, ii, lats, iis = timing
     g0, gl = plan.geoms[0], plan.geoms[-1]
-    fin = m.input_fmt
     vi = vector_interface(plan.rest, cfg, vec, onnx_rel) if vec is not None else None
-    inp = Stream("s_axis_tdata", "s_axis_tvalid", "s_axis_tready", int(np.prod(m.input_shape)), fin.bits, fin.signed,
-                 fin.scale_exp, tuple(m.input_shape), beats=plan.beats,
-                 beat_fields=tuple(tuple(int(v) for v in r) for r in plan.beat_fields),
-                 beat_order=(f"beat p = pixel p of the channels-last ({g0.h}, {g0.w}, {g0.c}) image in raster "
-                             f"order (p = h*{g0.w} + w); field c of a beat = channel c; beat_fields[p][c] = the "
-                             "index of that value in the input vector (C-order flattening of input.shape)"))
-    fout, exps = m.output_fmt, m.output_exps
-    out = Stream("m_axis_tdata", "m_axis_tvalid", "m_axis_tready", int(np.prod(m.output_shape)), fout.bits, fout.signed,
-                 fout.scale_exp if exps is None else None, tuple(m.output_shape),
-                 scale_exps=None if exps is None else tuple(int(v) for v in exps))
+    inp = port_stream(m, "input", beats=plan.beats,
+                      beat_fields=tuple(tuple(int(v) for v in r) for r in plan.beat_fields),
+                      beat_order=(f"beat p = pixel p of the channels-last ({g0.h}, {g0.w}, {g0.c}) image in raster "
+                                  f"order (p = h*{g0.w} + w); field c of a beat = channel c; beat_fields[p][c] = the "
+                                  "index of that value in the input vector (C-order flattening of input.shape)"))
+    out = port_stream(m, "output")
     timing_d = {"definition": "input always valid, output always ready: latency = first pixel beat of a vector "
                               "accepted -> its output beat; II = cycles between the first beats of consecutive "
                               "vectors (maxima over the first vectors of a run, from a cycle model of the stream "
@@ -235,4 +237,5 @@ def _interface(m, cfg, plan, stage_info, mods, vec, onnx_rel, top, files, timing
     layers += list(vi.layers) if vi is not None else []
     return Interface(top=top, files=tuple(files), input=inp, output=out, latency_cycles=latency, ii=ii, io="stream",
                      timing=timing_d, strategy=cfg.strategy, reuse=cfg.reuse, onnx=onnx_rel, stream=stream_d,
-                     layers=tuple(layers), multiplier=cfg.multiplier, axis_slice=cfg.axis_slice, pipeline=cfg.pipeline)
+                     layers=tuple(layers), multiplier=cfg.multiplier, axis_slice=cfg.axis_slice, pipeline=cfg.pipeline,
+                     host=host_info(m))

@@ -107,15 +107,29 @@ def build_vector(m: ir.Model, cfg: RTLConfig, top: str = "codesign_top") -> Vect
     return VectorDesign(top, tuple(mods), text, frozenset(libs), latency, ii, skips)
 
 
-def _port_stream(m: ir.Model, side: str) -> Stream:
+def port_stream(m: ir.Model, side: str, **beats) -> Stream:
+    """The input or output port of a design: AXI-Stream names, the vector's fields and their scale."""
     if side == "input":
         f, shape = m.input_fmt, m.input_shape
         return Stream("s_axis_tdata", "s_axis_tvalid", "s_axis_tready", int(np.prod(shape)), f.bits, f.signed,
-                      f.scale_exp, tuple(shape))
+                      f.scale_exp if f.scale is None else None, tuple(shape), bipolar=f.bipolar, scale=f.scale, **beats)
     f, shape, exps = m.output_fmt, m.output_shape, m.output_exps
+    exact = exps is None and m.output_scales is None
     return Stream("m_axis_tdata", "m_axis_tvalid", "m_axis_tready", int(np.prod(shape)), f.bits, f.signed,
-                  f.scale_exp if exps is None else None, tuple(shape),
-                  scale_exps=None if exps is None else tuple(int(v) for v in exps))
+                  f.scale_exp if exact else None, tuple(shape),
+                  scale_exps=None if exps is None else tuple(int(v) for v in exps), bipolar=f.bipolar,
+                  scales=m.output_scales)
+
+
+def host_info(m: ir.Model) -> dict | None:
+    """What the host computes around the core (None: nothing, the core is the whole graph)."""
+    if not (m.host_pre or m.host_post):
+        return None
+    return {"pre": m.host_pre, "post": m.host_post, "input_tensor": m.input_name, "output_tensor": m.output_name,
+            "definition": "pre: float ops from the graph input to input_tensor's quantizer (the input port carries its "
+                          "codes); post: float ops from output_tensor (the output port's codes times their scale) to "
+                          "the graph output; both run on the host in float32 like the ONNX reference "
+                          "(codesign.golden applies them)"}
 
 
 def layer_info(ly: ir.Layer, mod: LayerModule, *, streamed: bool = False, inputs: tuple[str, ...] | None = None,
@@ -141,9 +155,10 @@ def vector_interface(m: ir.Model, cfg: RTLConfig, d: VectorDesign, onnx_rel: str
         inputs = None if m.is_chain else tuple(s or "input" for s in (ly.inputs or ()))
         layers.append(layer_info(ly, mods[ly.name], inputs=inputs if ly.inputs is not None else None,
                                  skip=skips.get(ly.name), tap=cfg.debug_taps))
-    return Interface(top=d.top, files=tuple(d.files), input=_port_stream(m, "input"), output=_port_stream(m, "output"),
+    return Interface(top=d.top, files=tuple(d.files), input=port_stream(m, "input"), output=port_stream(m, "output"),
                      latency_cycles=d.latency, ii=d.ii, strategy=cfg.strategy, reuse=cfg.reuse, onnx=onnx_rel,
-                     layers=tuple(layers), multiplier=cfg.multiplier, axis_slice=cfg.axis_slice, pipeline=cfg.pipeline)
+                     layers=tuple(layers), multiplier=cfg.multiplier, axis_slice=cfg.axis_slice, pipeline=cfg.pipeline,
+                     host=host_info(m))
 
 
 def top_head(m: ir.Model, cfg: RTLConfig, top: str) -> list[str]:

@@ -26,11 +26,19 @@ ROUND_FNS = {
 @dataclass
 class QConst:
     """Integer codes of a quantized constant; ``scale_exp`` an int or an array (broadcast to
-    ``codes.shape``) for per-channel scales."""
+    ``codes.shape``) for per-channel power-of-two scales; ``fscale`` (broadcast to ``codes.shape``) instead
+    for float scales (``scale_exp`` is then 0)."""
 
     codes: np.ndarray
     scale_exp: int | np.ndarray
     fmt: FixedFormat | None
+    fscale: np.ndarray | None = None
+
+    def real_scale(self) -> np.ndarray:
+        """The scale of every code, as float64 (broadcast to ``codes.shape``)."""
+        if self.fscale is not None:
+            return np.broadcast_to(np.asarray(self.fscale, np.float64), self.codes.shape)
+        return np.broadcast_to(np.ldexp(1.0, np.asarray(self.scale_exp, np.int64)), self.codes.shape)
 
 
 def po2_exp(scale: np.ndarray, what: str) -> int:
@@ -73,6 +81,35 @@ def quantize_const(x: np.ndarray, scale: np.ndarray, fmt_bits: int, signed: bool
     codes = ROUND_FNS[mode](np.clip(v, fmt.lo, fmt.hi)).astype(np.int64)
     u = uniform(ea)
     return QConst(codes, u if u is not None else np.broadcast_to(ea, codes.shape).copy(), fmt)
+
+
+def quantize_const_float(x: np.ndarray, scale: np.ndarray, bits: int, signed: bool, narrow: bool, mode: str,
+                         where: str) -> QConst:
+    """``Quant`` of an initializer with a float (non-power-of-two) scale: the reference's own codes
+    (qonnx ``int_quant`` arithmetic on the float32 constant)."""
+    from codesign.graph.reference import quant_codes
+
+    s = np.asarray(scale, dtype=np.float32)
+    if s.size == 0 or not np.all(np.isfinite(s)) or np.any(s <= 0):
+        raise UnsupportedError(f"{where}: scale {s.ravel()[:4].tolist()} is not positive")
+    xv = np.asarray(x, dtype=np.float32)
+    if s.ndim > xv.ndim:
+        raise UnsupportedError(f"{where}: scale shape {s.shape} does not broadcast to {xv.shape}")
+    codes = quant_codes(xv, s, np.float32(0.0), bits, signed, narrow, mode)
+    fmt = FixedFormat(bits, signed, 0, narrow, scale=float(s.ravel()[0]) if s.size == 1 else None)
+    return QConst(codes, 0, fmt, np.broadcast_to(s.astype(np.float64), codes.shape).copy())
+
+
+def bipolar_const(x: np.ndarray, scale: np.ndarray, where: str) -> QConst:
+    """``BipolarQuant`` of an initializer: codes +1 where ``x >= 0``, else -1, times the scale."""
+    xv = np.asarray(x, dtype=np.float32)
+    codes = np.where(xv >= 0, 1, -1).astype(np.int64)
+    s = np.asarray(scale, dtype=np.float64)
+    if s.size and np.all(np.frexp(s)[0] == 0.5):
+        e = (np.frexp(s)[1] - 1).astype(np.int64)
+        u = uniform(e)
+        return QConst(codes, u if u is not None else np.broadcast_to(e, codes.shape).copy(), FixedFormat(2, True, 0, True))
+    return QConst(codes, 0, FixedFormat(2, True, 0, True), np.broadcast_to(s, codes.shape).copy())
 
 
 def align_weights(codes: np.ndarray, e, ch_axis: int, where: str):

@@ -19,16 +19,88 @@ import onnx
 from onnx import numpy_helper
 
 from codesign.errors import UnsupportedError
+from codesign.graph.analysis import (
+    ACCUMULATORS,
+    DYADIC,
+    FLOAT,
+    QUANTIZERS,
+    Grid,
+    Kind,
+    annotated_grid,
+    is_po2,
+    partition,
+)
 from codesign.rtl.formats import FixedFormat, normalize_rounding
-from codesign.rtl.frontend.consts import QConst, po2_exp, quantize_const
+from codesign.rtl.frontend.consts import (
+    QConst,
+    bipolar_const,
+    po2_exp,
+    quantize_const,
+    quantize_const_float,
+)
+
+# float ops that may stand between an accumulator and its quantizer (elementwise, monotone per channel
+# for the thresholds proof to succeed; a non-monotone one is refused by the proof)
+EPILOGUE_OPS = {"BatchNormalization", "Add", "Sub", "Mul", "Div", "Relu", "Clip", "Identity", "Sigmoid", "Tanh",
+                "LeakyRelu", "HardSigmoid", "Neg"}
+
+
+def po2_or_none(scale) -> int | None:
+    """The exponent of a per-tensor power-of-two scale, else None."""
+    a = np.asarray(scale, dtype=np.float64).ravel()
+    if a.size == 0 or not np.all(a == a[0]) or not is_po2(a[0]):
+        return None
+    return int(np.frexp(a[0])[1]) - 1
+
+
+def grid_format(grid: Grid) -> FixedFormat:
+    """The code format of an annotated / ``--input-precision`` grid."""
+    if grid.bipolar:
+        return FixedFormat(1, False, grid.scale_exp, bipolar=True)
+    return FixedFormat(grid.bits, grid.signed, grid.scale_exp)
+
+
+def multithreshold_format(node, at: dict, thresholds, where: str) -> FixedFormat:
+    """Codes of a FINN ``MultiThreshold``: ``count * out_scale + out_bias`` for a count in 0..n, as codes
+    ``count + out_bias / out_scale`` at ``out_scale`` (bipolar for scale 2, bias -1)."""
+    if thresholds is None:
+        raise UnsupportedError(f"{where}: thresholds must be a constant")
+    n = int(np.asarray(thresholds).shape[-1])
+    osc, ob = float(at.get("out_scale", 1.0)), float(at.get("out_bias", 0.0))
+    if osc == 2.0 and ob == -1.0 and n == 1:
+        return FixedFormat(1, False, 0, bipolar=True)
+    off = ob / osc
+    if off != int(off):
+        raise UnsupportedError(f"{where}: out_bias {ob} is not a multiple of out_scale {osc}")
+    lo, hi = int(off), int(off) + n
+    from codesign.rtl.formats import bits_for
+
+    e = po2_or_none(osc)
+    if lo >= 0:
+        return FixedFormat(max(bits_for(0, hi) - 1, 1), False, e or 0, scale=None if e is not None else osc)
+    return FixedFormat(bits_for(lo, hi), True, e or 0, scale=None if e is not None else osc)
 
 
 @dataclass
 class QuantSpec:
-    """An activation ``Quant``: the output format (power-of-two scale) and rounding mode."""
+    """An activation quantizer: the output format and rounding mode. ``exact`` (a ``Quant`` with one
+    power-of-two scale) is a shift-and-round of a dyadic input; anything else (a float scale,
+    ``BipolarQuant``, ``MultiThreshold``) is realized as thresholds computed from ``node`` itself."""
 
     fmt: FixedFormat
     rounding: str
+    node: object | None = None  # the ONNX node
+    exact: bool = True
+
+
+@dataclass
+class Epilogue:
+    """The float function from an accumulator (ONNX tensor ``src``) to a quantizer's output (``dst``):
+    realized as integer thresholds (:mod:`codesign.rtl.frontend.thresholds`)."""
+
+    src: str
+    dst: str
+    quant: QuantSpec
 
 
 @dataclass(eq=False)
@@ -42,6 +114,7 @@ class Op:
     shape: tuple[int, ...]  # output shape without the batch axis
     in_shape: tuple[int, ...] = ()  # shape of the first input as this op sees it
     onnx_nodes: list[str] = field(default_factory=list)
+    proto: object | None = None  # the ONNX node it came from
 
     @property
     def where(self) -> str:
@@ -57,6 +130,7 @@ class AccOp(Op):
     relu: bool = False  # a fused Relu
     quant: QuantSpec | None = None  # a fused activation Quant
     trunc: TruncOp | None = None  # AveragePool: a fused Trunc
+    epilogue: Epilogue | None = None  # a fused float epilogue (then no relu / quant)
 
 
 @dataclass(eq=False)
@@ -109,6 +183,13 @@ class RequantOp(Op):
 
     relu: bool = False
     quant: QuantSpec | None = None
+    epilogue: Epilogue | None = None  # a float epilogue of the input codes (thresholds on them)
+
+
+@dataclass(eq=False)
+class FloatOp(Op):
+    """A node the reference computes in float (BatchNorm, a float bias or scale, ...): only exists fused
+    into an :class:`Epilogue`."""
 
 
 @dataclass(eq=False)
@@ -134,6 +215,15 @@ class Graph:
     ops: list[Op]
     input_quant: QuantSpec | None = None
     output_onnx: str = ""  # the ONNX graph output's own name
+    model: onnx.ModelProto | None = None  # the QONNX model (epilogues are evaluated on its own nodes)
+    core_input: str = ""  # the ONNX tensor the integer core starts from (the RTL input)
+    host_pre: bool = False  # float pre-processing on the host before the core input
+    host_post: bool = False  # float post-processing on the host after the core output
+    kinds: dict = field(default_factory=dict)  # ONNX tensor -> codesign.graph.analysis.Kind
+    shapes: dict = field(default_factory=dict)  # ONNX tensor -> shape (with the batch axis)
+
+    def shapes_of(self, tensor: str) -> tuple[int, ...]:
+        return tuple(self.shapes[tensor])
 
     def producer(self, tensor: str) -> Op | None:
         return next((op for op in self.ops if op.out == tensor), None)
@@ -180,9 +270,10 @@ def _layout(node) -> str:
 
 
 class _Importer:
-    """ONNX nodes -> ops, one per node (constants, reshapes and the input quantizer folded)."""
+    """ONNX nodes -> ops, one per node (constants, reshapes and the input quantizer folded); the host
+    pre- and post-processing of :func:`codesign.graph.analysis.partition` are left out."""
 
-    def __init__(self, mp: onnx.ModelProto, name: str):
+    def __init__(self, mp: onnx.ModelProto, name: str, input_grid: Grid | None):
         g = mp.graph
         self.inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
         self.shapes: dict[str, tuple[int, ...]] = {}
@@ -196,14 +287,27 @@ class _Importer:
         in_shape = self.shapes[gin.name][1:]
         if not in_shape or any(d <= 0 for d in in_shape):
             raise UnsupportedError(f"graph input {gin.name!r} needs a static shape (got {self.shapes[gin.name]})")
-        outs = [o.name for o in g.output]
-        if len(outs) != 1:
-            raise UnsupportedError(f"graph has {len(outs)} outputs; exactly one is supported")
-        self.graph = Graph(name, gin.name, tuple(in_shape), outs[0], [], output_onnx=outs[0])
+        grid = annotated_grid(mp, gin.name) or input_grid
+        part = partition(mp, Kind(DYADIC))
+        self.host = {n.output[0] for n in part.pre + part.post}  # by output tensor (protobuf objects are not stable)
+        self.graph = Graph(name, gin.name, tuple(in_shape), part.core_output, [], output_onnx=part.core_output,
+                           model=mp, core_input=part.core_input, host_pre=part.host_pre, host_post=part.host_post,
+                           kinds=part.kinds, shapes=self.shapes)
         self.consts: dict[str, QConst] = {}  # Quant of an initializer
         self.shape_of: dict[str, tuple[int, ...]] = {gin.name: tuple(in_shape)}  # activation tensors
         self.alias: dict[str, str] = {gin.name: ""}  # tensor -> producing op's output ("": network input)
         self.raw: set[str] = {gin.name}  # tensors before the input quantizer (the unquantized input)
+        self.node = None  # the ONNX node being imported
+        if part.host_pre:  # the core starts at the first quantizer's output: its codes are the RTL input
+            q = part.input_quant
+            self.graph.input_shape = self.shapes[q.output[0]][1:]
+            self.graph.input_quant = self.quant_spec(q, attrs(q), f"node {q.name!r} ({q.op_type})")
+            self.shape_of = {q.output[0]: self.graph.input_shape}
+            self.alias = {q.output[0]: ""}
+            self.raw = set()
+        elif part.input_quant is None and grid is not None:  # an annotated / --input-precision grid
+            self.graph.input_quant = QuantSpec(grid_format(grid), "FLOOR")
+            self.raw = set()
 
     # ---- helpers ------------------------------------------------------------------------------------
     def const(self, name: str) -> np.ndarray | None:
@@ -214,33 +318,106 @@ class _Importer:
         if name not in self.shape_of:
             raise UnsupportedError(f"{where}: input {name!r} is not an activation tensor")
         if quantized and name in self.raw:
-            raise UnsupportedError(f"{where}: applied to the unquantized graph input (add an input QuantIdentity)")
+            raise UnsupportedError(f"{where}: applied to the unquantized graph input {self.graph.input_name!r}: give "
+                                   "its grid with --input-precision (e.g. 'ap_fixed<16,6>', config key "
+                                   "rtl.input_precision), a finn_datatype annotation, or add an input quantizer")
         return self.alias.get(name, name), self.shape_of[name]
 
     def add(self, op: Op) -> None:
         op.onnx_nodes = [op.node]
+        op.proto = op.proto or self.node
         self.graph.ops.append(op)
         self.shape_of[op.out] = op.shape
 
+    def is_float(self, tensor: str) -> bool:
+        k = self.graph.kinds.get(tensor)
+        return k is not None and k.kind == FLOAT
+
     def run(self, nodes) -> Graph:
         for node in nodes:
+            if node.output[0] in self.host:
+                continue
             nm = node.name or f"{node.op_type}({', '.join(node.input)})"
             where = f"node {nm!r} ({node.op_type})"
+            self.node = node
+            if node.op_type not in QUANTIZERS and self.is_float(node.output[0]):
+                self._float(node, nm, where)
+                continue
             handler = getattr(self, f"_{node.op_type}", None)
             if handler is None:
                 raise UnsupportedError(f"{where}: op {node.domain + '.' if node.domain else ''}{node.op_type} is not "
                                        "supported by the RTL backend")
             handler(node, nm, attrs(node), list(node.input), node.output[0], where)
         if self.graph.input_quant is None:
-            raise UnsupportedError(f"graph input {self.graph.input_name!r} has no Quant node: the input format is unknown")
+            raise UnsupportedError(f"graph input {self.graph.input_name!r} has no quantizer: give its grid with "
+                                   "--input-precision (e.g. 'ap_fixed<16,6>', config key rtl.input_precision) or a "
+                                   "finn_datatype annotation")
         out = self.graph.output_name
         if out not in self.shape_of or out in self.raw:
             raise UnsupportedError(f"graph output {out!r} is not the last layer's output")
         self.graph.output_name = self.alias.get(out, out)
         return self.graph
 
+    def quant_spec(self, node, at: dict, where: str) -> QuantSpec:
+        """The output format of an activation quantizer (Quant, BipolarQuant, MultiThreshold)."""
+        op = node.op_type
+        if op == "BipolarQuant":
+            sc = self.const(node.input[1])
+            if sc is None:
+                raise UnsupportedError(f"{where}: scale must be a constant")
+            e = po2_or_none(sc)
+            fmt = FixedFormat(1, False, e if e is not None else 0, bipolar=True,
+                              scale=None if e is not None else float(np.asarray(sc).ravel()[0]))
+            return QuantSpec(fmt, "ROUND", node, exact=False)
+        if op == "MultiThreshold":
+            return QuantSpec(multithreshold_format(node, at, self.const(node.input[1]), where), "ROUND", node,
+                             exact=False)
+        sc, zp, bw = (self.const(i) for i in node.input[1:4])
+        if sc is None or zp is None or bw is None:
+            raise UnsupportedError(f"{where}: scale, zero point and bit width must be constants")
+        if np.any(np.asarray(zp) != 0):
+            raise UnsupportedError(f"{where}: non-zero zero point")
+        bits = float(np.asarray(bw).ravel()[0])
+        if bits != int(bits) or bits < 1:
+            raise UnsupportedError(f"{where}: bit width {bits} is not a positive integer")
+        mode = normalize_rounding(at.get("rounding_mode", "ROUND"))
+        signed, narrow = bool(at.get("signed", 1)), bool(at.get("narrow", 0))
+        if np.asarray(sc).size > 1 and not np.all(np.asarray(sc) == np.asarray(sc).ravel()[0]):
+            po2_exp(sc, where)  # raises: per-channel activation scales
+        e = po2_or_none(sc)
+        if int(bits) == 1 and signed:  # qonnx: a 1-bit signed Quant is the bipolar sign
+            return QuantSpec(FixedFormat(1, False, e if e is not None else 0, bipolar=True,
+                                         scale=None if e is not None else float(np.asarray(sc).ravel()[0])),
+                             mode, node, exact=False)
+        if e is not None:
+            return QuantSpec(FixedFormat(int(bits), signed, e, narrow), mode, node)
+        return QuantSpec(FixedFormat(int(bits), signed, 0, narrow, scale=float(np.asarray(sc).ravel()[0])), mode, node,
+                         exact=False)
+
     # ---- one method per ONNX op -----------------------------------------------------------------------
     def _Quant(self, node, nm, at, ins, out, where):
+        x = self.const(ins[0])
+        if x is not None:  # weights / bias: per-tensor or per-channel scale
+            self.consts[out] = self._const_quant(node, x, at, ins, where)
+            return
+        spec = self.quant_spec(node, at, where)
+        src, shape = self.act(ins[0], where, quantized=False)
+        if ins[0] in self.raw:  # the input quantizer: its output is the network input (after the raw layout ops)
+            if self.graph.input_quant is not None:
+                raise UnsupportedError(f"{where}: second quantizer on the raw input")
+            self.graph.input_quant = spec
+            self.alias[out] = src
+            self.shape_of[out] = shape
+            return
+        self.add(QuantOp(nm, node.op_type, [src], out, shape, shape, spec=spec))
+
+    _BipolarQuant = _MultiThreshold = _IntQuant = _Quant
+
+    def _const_quant(self, node, x, at, ins, where) -> QConst:
+        if node.op_type == "BipolarQuant":
+            return bipolar_const(x, self.const(ins[1]), where)
+        if node.op_type == "MultiThreshold":
+            raise UnsupportedError(f"{where}: MultiThreshold of a constant")
         sc, zp, bw = (self.const(i) for i in ins[1:4])
         if sc is None or zp is None or bw is None:
             raise UnsupportedError(f"{where}: scale, zero point and bit width must be constants")
@@ -251,22 +428,31 @@ class _Importer:
             raise UnsupportedError(f"{where}: bit width {bits} is not a positive integer")
         mode = normalize_rounding(at.get("rounding_mode", "ROUND"))
         signed, narrow = bool(at.get("signed", 1)), bool(at.get("narrow", 0))
-        x = self.const(ins[0])
-        if x is not None:  # weights / bias: per-tensor or per-channel power-of-two scale
-            self.consts[out] = quantize_const(x, sc, int(bits), signed, narrow, mode, where)
-            return
-        fmt = FixedFormat(int(bits), signed, po2_exp(sc, where), narrow)
-        if int(bits) == 1 and fmt.signed:
-            raise UnsupportedError(f"{where}: 1-bit signed (bipolar) quantization is not supported")
-        src, shape = self.act(ins[0], where, quantized=False)
-        if ins[0] in self.raw:  # the input quantizer: its output is the network input (after the raw layout ops)
-            if self.graph.input_quant is not None:
-                raise UnsupportedError(f"{where}: second quantizer on the raw input")
-            self.graph.input_quant = QuantSpec(fmt, mode)
-            self.alias[out] = src
-            self.shape_of[out] = shape
-            return
-        self.add(QuantOp(nm, "Quant", [src], out, shape, shape, spec=QuantSpec(fmt, mode)))
+        if int(bits) == 1 and signed:
+            return bipolar_const(x, sc, where)
+        if is_po2(sc):
+            return quantize_const(x, sc, int(bits), signed, narrow, mode, where)
+        return quantize_const_float(x, sc, int(bits), signed, narrow, mode, where)
+
+    def _float(self, node, nm, where):
+        """A node the reference computes in float: kept for an epilogue (elementwise, per channel)."""
+        floats = [i for i in node.input if self.is_float(i)]
+        if node.op_type in ACCUMULATORS and floats:
+            src = next((n for n in self.graph.model.graph.node if floats[0] in n.output), None)
+            by = f" (computed by node {src.name!r}, {src.op_type})" if src is not None else ""
+            raise UnsupportedError(f"{where}: reads the float tensor {floats[0]!r}{by}: an integer layer needs "
+                                   "quantized inputs (add a quantizer in front of it)")
+        if node.op_type not in EPILOGUE_OPS:
+            raise UnsupportedError(f"{where}: a float {node.op_type} between integer layers (only elementwise, "
+                                   f"per-channel ops can be folded into thresholds: {', '.join(sorted(EPILOGUE_OPS))})")
+        dyn = [i for i in node.input if i and i not in self.inits and i not in self.consts]
+        if len(dyn) != 1:
+            raise UnsupportedError(f"{where}: a float {node.op_type} of {len(dyn)} activations (an epilogue is a "
+                                   "function of one accumulator)")
+        src, shape = self.act(dyn[0], where)
+        out = node.output[0]
+        self.add(FloatOp(nm, node.op_type, [src], out, self.shapes.get(out, (0, *shape))[1:] or shape, shape,
+                         proto=node))
 
     def _MatMul(self, node, nm, at, ins, out, where):
         self._matmul(nm, "MatMul", at, ins, out, where)
@@ -427,7 +613,8 @@ class _Importer:
         self.add(TransposeOp(nm, "Transpose", [src], out, oshape, a, perm=idx.ravel().astype(np.int64)))
 
 
-def import_onnx(model: str | Path | onnx.ModelProto, name: str = "codesign") -> Graph:
-    """One op per ONNX node of a QONNX model (path, ModelProto or qonnx ModelWrapper)."""
+def import_onnx(model: str | Path | onnx.ModelProto, name: str = "codesign", input_grid: Grid | None = None) -> Graph:
+    """One op per ONNX node of a QONNX model (path, ModelProto or qonnx ModelWrapper); ``input_grid``: the
+    grid of a graph input that no quantizer and no annotation defines (``--input-precision``)."""
     mp = load_model(model)
-    return _Importer(mp, name).run(mp.graph.node)
+    return _Importer(mp, name, input_grid).run(mp.graph.node)

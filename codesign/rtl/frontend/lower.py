@@ -58,6 +58,11 @@ def with_epilogue(ly: ir.AccLayer, op: AccOp) -> ir.AccLayer:
     return ly.replace(out_fmt=ly.acc_fmt)
 
 
+def real_scale(fmt: FixedFormat) -> float:
+    """The real scale of one code of a format (a float scale, or 2^scale_exp)."""
+    return float(fmt.scale) if fmt.scale is not None else float(np.ldexp(1.0, fmt.scale_exp))
+
+
 class _Builder:
     def __init__(self, g: Graph):
         self.g = g
@@ -65,18 +70,44 @@ class _Builder:
         self.layer_of: dict[str, int] = {"": -1}  # tensor -> index of the layer writing it
         self.layers: list[ir.Layer] = []
         self.counters: dict[str, int] = {}
+        # per tensor: the real scale of its codes per channel (accumulators of float or per-channel weights)
+        self.rscale: dict[str, np.ndarray] = {"": np.array([real_scale(g.input_quant.fmt)])}
+        self.out_scales: np.ndarray | None = None  # the core output's real scale per field, when not dyadic
 
     def name(self, kind: str) -> str:
         short = _SHORT[kind]
         self.counters[short] = self.counters.get(short, 0) + 1
         return f"{short}{self.counters[short]}"
 
-    def emit(self, ly: ir.Layer, op: Op, out: str | None = None) -> None:
+    def emit(self, ly: ir.Layer, op: Op, out: str | None = None, rscale: np.ndarray | None = None) -> None:
         srcs = tuple(self.layers[self.layer_of[t]].name if self.layer_of[t] >= 0 else "" for t in op.ins)
         ly = ly.replace(inputs=srcs, onnx_nodes=tuple(op.onnx_nodes))
         self.layers.append(ly)
-        self.layer_of[out or op.out] = len(self.layers) - 1
-        self.fmt[out or op.out] = ly.out_fmt
+        t = out or op.out
+        self.layer_of[t] = len(self.layers) - 1
+        self.fmt[t] = ly.out_fmt
+        self.rscale[t] = rscale if rscale is not None else (
+            self.rscale[op.ins[0]] if isinstance(ly, ir.MaxPool | ir.Transpose | ir.Flatten) else
+            np.array([real_scale(ly.out_fmt)]))
+
+    def thresholds(self, ly: ir.Layer, ep, scale: np.ndarray, ch_axis: int, where: str):
+        """The epilogue ``ep`` of layer ``ly`` (accumulator at real scale ``scale`` per channel) as proven
+        integer thresholds on its accumulator (or input codes)."""
+        from codesign.graph.reference import model_consts  # noqa: F401  (the epilogue reads the model's constants)
+        from codesign.rtl.frontend.epilogue import epilogue_codes_fn
+        from codesign.rtl.frontend.thresholds import find_thresholds
+
+        rank = len(ly.out_shape) + 1  # the accumulator tensor: batch, then the layer's output shape
+        ch = ly.field_channels()
+        n_ch = int(ch.max()) + 1 if ch.size else 0
+        bounds = ly.acc_bounds() if isinstance(ly, ir.AccLayer) else [(ly.in_fmt.lo, ly.in_fmt.hi)] * ly.n_out
+        lo = np.full(n_ch, np.iinfo(np.int64).max, np.int64)
+        hi = np.full(n_ch, np.iinfo(np.int64).min, np.int64)
+        for (a, b), c in zip(bounds, ch, strict=True):
+            lo[c], hi[c] = min(lo[c], a), max(hi[c], b)
+        sc = np.broadcast_to(np.asarray(scale, np.float64), (n_ch,))
+        f = epilogue_codes_fn(self.g.model, ep, sc, ch_axis, rank, where)
+        return find_thresholds(f, lo, hi, ep.quant.fmt, where)
 
     def common(self, op: Op, kind: str) -> dict:
         f = self.fmt[op.ins[0]]
@@ -92,10 +123,21 @@ class _Builder:
     def _LinearOp(self, op: LinearOp) -> None:
         where = op.where
         conv = op.conv
-        codes, we, ch_shift = align_weights(op.weights.codes, op.weights.scale_exp, 0 if conv else 1, where)
         kind = ("conv1d" if len(conv["kernel"]) == 1 else "conv2d") if conv else "dense"
         c = self.common(op, kind)
-        acc = FixedFormat(1, True, c["in_fmt"].scale_exp + we)
+        w = op.weights
+        exact = w.fscale is None and c["in_fmt"].scale is None
+        if exact:  # power-of-two scales: per-channel ones aligned onto one accumulator scale
+            codes, we, ch_shift = align_weights(w.codes, w.scale_exp, 0 if conv else 1, where)
+            s_w = np.ldexp(1.0, np.asarray(we, np.int64))
+        else:  # float scales: the codes as they are, the scales go into the thresholds or the host
+            codes, we, ch_shift = w.codes.astype(np.int64), 0, None
+            s_w = _channel_scales(w.real_scale(), 0 if conv else 1, where)
+        acc = FixedFormat(1, True, c["in_fmt"].scale_exp + we if exact else 0)
+        if c["in_fmt"].bipolar:  # x = 2b - 1: weights 2w on the stored bits, -sum(w) into the bias
+            codes, extra = _bipolar_inputs(codes, conv, where)
+        else:
+            extra = None
         if conv:
             ly: ir.Linear = ir.Conv(**c, acc_fmt=acc, weights=codes, w_scale_exp=we, **conv)
         else:
@@ -103,8 +145,26 @@ class _Builder:
         if ch_shift is not None:
             ly = ly.replace(field_shift=ch_shift[ly.field_channels()] if conv else ch_shift)
         if op.bias is not None:
+            if not exact:
+                raise UnsupportedError(f"{op.bias.where}: an integer bias on a float-scaled accumulator")
             ly = self._bias(ly, op.bias)
-        self.emit(with_epilogue(sized(ly), op), op)
+        if extra is not None:
+            b = ly.bias if ly.bias is not None else np.zeros(len(extra), np.int64)
+            ly = ly.replace(bias=b.astype(np.int64) + extra)
+        ly = sized(ly)
+        scale = (np.ldexp(1.0, ly.acc_fmt.scale_exp) * np.ones(ly.n_channels) if exact
+                 else real_scale(c["in_fmt"]) * np.broadcast_to(s_w, (ly.n_channels,)))
+        if op.epilogue is not None:  # thresholds on the (aligned) accumulator: no per-field shifts
+            th = self.thresholds(ly, op.epilogue, scale, self._ch_axis(ly), f"layer {op.node!r} ({op.op_type})")
+            self.emit(ly.replace(requant=th, out_fmt=th.out, field_shift=None), op)
+            return
+        ly = with_epilogue(ly, op)
+        if not exact and ly.requant is not None:  # pragma: no cover - FuseEpilogue takes every float requantization
+            raise UnsupportedError(f"{where}: a float-scaled accumulator needs a float epilogue")
+        self.emit(ly, op, rscale=None if exact else scale)
+
+    def _ch_axis(self, ly: ir.Layer) -> int:
+        return -1 if isinstance(ly, ir.Window) and ly.layout == "NHWC" else 1
 
     def _bias(self, ly: ir.Linear, b) -> ir.Linear:
         fit = fit_bias(b.qconst, b.raw, ly.acc_fmt.scale_exp, ly.n_channels, b.where)
@@ -125,8 +185,20 @@ class _Builder:
     def _AddOp(self, op: AddOp) -> None:
         c = self.common(op, "add")
         fb = self.fmt[op.ins[1]]
+        if c["in_fmt"].scale is not None or fb.scale is not None or c["in_fmt"].bipolar or fb.bipolar:
+            raise UnsupportedError(f"{op.where}: residual Add of float-scaled or bipolar codes (only power-of-two "
+                                   "scales add exactly)")
         acc = FixedFormat(1, True, min(c["in_fmt"].scale_exp, fb.scale_exp))
-        self.emit(with_epilogue(sized(ir.Add(**c, acc_fmt=acc, in_fmt2=fb)), op), op)
+        ly = sized(ir.Add(**c, acc_fmt=acc, in_fmt2=fb))
+        self.emit(self._with_any_epilogue(ly, op), op)
+
+    def _with_any_epilogue(self, ly: ir.AccLayer, op: AccOp) -> ir.AccLayer:
+        """A dyadic accumulator's fused relu / quantizer, or its float epilogue as thresholds."""
+        if op.epilogue is None:
+            return with_epilogue(ly, op)
+        th = self.thresholds(ly, op.epilogue, np.array([np.ldexp(1.0, ly.acc_fmt.scale_exp)]), self._ch_axis(ly),
+                             f"layer {op.node!r} ({op.op_type})")
+        return ly.replace(requant=th, out_fmt=th.out)
 
     def _AvgPoolOp(self, op: AvgPoolOp) -> None:
         c = self.common(op, "avgpool")
@@ -134,7 +206,7 @@ class _Builder:
         acc = FixedFormat(1, True, c["in_fmt"].scale_exp - (kp.bit_length() - 1))
         ly = sized(ir.AvgPool(**c, acc_fmt=acc, kernel=op.kernel, stride=op.stride, pads=op.pads, layout=op.layout))
         if op.trunc is None:
-            self.emit(with_epilogue(ly, op), op)
+            self.emit(self._with_any_epilogue(ly, op), op)
             return
         t = op.trunc
         rq, extra = trunc_requants(t, ly)
@@ -157,6 +229,14 @@ class _Builder:
     def _RequantOp(self, op: RequantOp) -> None:
         c = self.common(op, "requant")
         src = c["in_fmt"]
+        if op.epilogue is not None:  # thresholds on the input codes, per channel
+            prod = self.layers[self.layer_of[op.ins[0]]] if self.layer_of[op.ins[0]] >= 0 else None
+            ch = prod.field_channels() if isinstance(prod, ir.Window) else np.arange(int(np.prod(op.in_shape)))
+            ly = ir.Requantize(**c, requant=Requant(0, "FLOOR", False, src), field_ch=ch)
+            axis = -1 if isinstance(prod, ir.Window) and prod.layout == "NHWC" else 1
+            th = self.thresholds(ly, op.epilogue, self.rscale[op.ins[0]], axis, f"node {op.node!r} ({op.op_type})")
+            self.emit(ly.replace(requant=th, out_fmt=th.out), op)
+            return
         if op.quant is not None:
             fmt = op.quant.fmt
             rq = Requant(fmt.scale_exp - src.scale_exp, op.quant.rounding, op.relu, fmt)
@@ -168,6 +248,25 @@ class _Builder:
 
     def _TransposeOp(self, op: TransposeOp) -> None:
         self.emit(ir.Transpose(**self.common(op, "transpose"), perm=op.perm), op)
+
+
+def _channel_scales(rs: np.ndarray, ch_axis: int, where: str) -> np.ndarray:
+    """Per output channel, the weights' real scale (it must not vary along the other axes)."""
+    rs = np.moveaxis(np.asarray(rs, np.float64), ch_axis, 0).reshape(rs.shape[ch_axis], -1)
+    if not np.all(rs == rs[:, :1]):
+        raise UnsupportedError(f"{where}: weight scales vary within an output channel")
+    return rs[:, 0]
+
+
+def _bipolar_inputs(codes: np.ndarray, conv: dict | None, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Bipolar inputs ``x = 2b - 1`` on the stored bits ``b``: ``sum w x = sum (2w) b - sum w``, the
+    XNOR-popcount identity (``2 * popcount - N`` for +-1 weights) with the constant in the bias."""
+    if conv is None:
+        return 2 * codes, -codes.sum(axis=0)
+    if any(conv["pads"]):
+        raise UnsupportedError(f"{where}: a padded convolution of bipolar inputs (a padded position counts 0, "
+                               "not +-1); use an unpadded convolution")
+    return 2 * codes, -codes.reshape(codes.shape[0], -1).sum(axis=1)
 
 
 def trunc_requants(t: TruncOp, ly: ir.AvgPool) -> tuple[Requant, Requant | None]:
@@ -288,7 +387,16 @@ def build_model(g: Graph) -> ir.Model:
     layers = b.run()
     if layers and b.layer_of.get(g.output_name) != len(layers) - 1:
         raise UnsupportedError(f"graph output {g.output_onnx!r} is not the last layer's output")
-    m = ir.Model(g.name, g.input_name, g.input_shape, g.input_quant.fmt, tuple(layers), g.output_onnx)
+    out_scales = None
+    if layers:  # float-scaled output codes (per channel): the host needs their scales
+        last = layers[-1]
+        rs = np.broadcast_to(np.asarray(b.rscale[g.output_name], np.float64), (int(last.field_channels().max()) + 1,))
+        per_field = rs[last.field_channels()]
+        if not np.all(per_field == real_scale(last.out_fmt)) or last.out_fmt.scale is not None:
+            out_scales = tuple(float(v) for v in per_field)
+    m = ir.Model(g.name, g.core_input if g.host_pre else g.input_name, g.input_shape, g.input_quant.fmt, tuple(layers),
+                 g.output_onnx,
+                 g.host_pre, g.host_post, out_scales)
     for p in IR_PASSES:
         m = p(m)
     return m

@@ -71,13 +71,15 @@ def trace_ir(ir):
     """-> (inputs FixedVariableArray, outputs FixedVariableArray) of the whole IR model."""
     from da4ml.trace import FixedVariableArray, HWConfig
 
+    from codesign.rtl import ir as irk
+
     f = ir.input_fmt
     n = int(np.prod(ir.input_shape))
     x = FixedVariableArray.from_lhs(np.full(n, float(f.lo)), np.full(n, float(f.hi)), np.ones(n),
                                     hwconf=HWConfig(1, -1, -1))
     inp = x
     for ly in ir.layers:
-        if ly.kind == "dense":
+        if isinstance(ly, irk.Dense):
             acc = x @ ly.weights.astype(np.float64)
             if ly.bias is not None and np.any(ly.bias != 0):
                 acc = acc + ly.bias.astype(np.float64)
@@ -89,11 +91,11 @@ def trace_ir(ir):
                 x = _requant(acc, ly.requant)
             else:
                 x = acc
-        elif ly.kind == "requant":
+        elif isinstance(ly, irk.Requantize):
             x = _requant(x, ly.requant)
-        elif ly.kind == "flatten":
+        elif isinstance(ly, irk.Flatten):
             pass
-        elif ly.kind == "transpose":
+        elif isinstance(ly, irk.Transpose):
             x = x[np.asarray(ly.perm)]
         else:
             raise NotImplementedError(f"layer {ly.name}: {ly.kind} not mapped to da4ml in this bench")

@@ -191,15 +191,17 @@ def rtl(
                                                 "conv/pool layers on line buffers)")] = None,
     share: Annotated[bool | None, typer.Option("--share/--no-share", help="fully parallel layers: compute shift-add "
                                                "terms that several outputs have in common once (default: on)")] = None,
+    pipeline: Annotated[int | None, typer.Option(help="register stages per adder tree (default 1)")] = None,
 ) -> None:
     """Generate Verilog for the accelerator."""
+    upd = {k: v for k, v in dict(strategy=strategy, reuse=reuse, multiplier=multiplier, io=io, share=share,
+                                 pipeline=pipeline).items() if v is not None}
     if target.suffix == ".onnx":
         from codesign.rtl import generate
 
         if out is None:
             raise CodesignError("with a .onnx file, --out DIR is required")
-        iface = generate(target, out, strategy=strategy or "latency", reuse=reuse or 1,
-                         multiplier=multiplier or "shiftadd", io=io or "vector", share=share is not False)
+        iface = generate(target, out, **upd)
         console.print(f"wrote {out} (latency {iface['latency_cycles']} cycles, II {iface['ii']})")
         return
     from codesign import flow as flow_mod
@@ -207,7 +209,6 @@ def rtl(
 
     rd = RunDir(target)
     cfg = flow_mod.run_config(rd)
-    upd = {k: v for k, v in dict(strategy=strategy, reuse=reuse, multiplier=multiplier, io=io, share=share).items() if v is not None}
     if upd:
         cfg = config_mod.from_dict({**cfg.model_dump(), "rtl": {**cfg.rtl.model_dump(), **upd}}, "command line")
         flow_mod.save_config(rd, cfg)

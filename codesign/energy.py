@@ -181,29 +181,31 @@ def estimate(ops: list[LayerOps], table: EnergyTable | None = None, strategy: st
 # ---------------------------------------------------------------------------------------------
 def from_ir(model) -> tuple[list[LayerOps], int]:
     """LayerOps of an RTL IR model (``codesign.rtl.ir.Model``), and the I/O bits per inference."""
+    from codesign.rtl import ir
+
     ops: list[LayerOps] = []
     for ly in model.layers:
-        if ly.is_linear:
+        if isinstance(ly, ir.Linear):
             w = ly.weights
-            if ly.kind == "dense":
+            if isinstance(ly, ir.Dense):
                 mat, positions = w.T, 1
             else:
                 mat = w.reshape(w.shape[0], -1)
                 positions = ly.n_out // w.shape[0]
             if ly.field_shift is not None:  # per-channel scales: the IR stores codes aligned to the finest scale
                 fs = np.asarray(ly.field_shift, dtype=np.int64)
-                per_unit = fs if ly.kind == "dense" else (
+                per_unit = fs if isinstance(ly, ir.Dense) else (
                     fs.reshape(positions, -1).min(0) if ly.layout == "NHWC" else fs.reshape(-1, positions).min(1))
                 mat = mat.astype(np.int64) >> per_unit.reshape(-1, 1)  # exact: every code is a multiple
             ops.append(LayerOps(ly.name, ly.kind, positions, mat, ly.in_fmt.bits, ly.in_fmt.signed, ly.out_fmt.bits,
                                 bias_nonzero=(ly.bias != 0) if ly.bias is not None else None,
                                 requant=ly.requant is not None, units=mat.shape[0]))
-        elif ly.kind in ("maxpool", "avgpool"):  # window - 1 comparisons / additions per output
+        elif isinstance(ly, ir.MaxPool | ir.AvgPool):  # window - 1 comparisons / additions per output
             ch = ly.out_shape[-1] if ly.layout == "NHWC" else ly.out_shape[0]
             ops.append(LayerOps(ly.name, ly.kind, ly.n_out // ch, None, ly.in_fmt.bits, ly.in_fmt.signed,
                                 ly.out_fmt.bits, requant=False, window=int(np.prod(ly.kernel)), units=ch))
-        elif ly.kind == "add":  # residual join: one addition per output field
-            ops.append(LayerOps(ly.name, ly.kind, ly.n_out, None, ly.acc_fmt.bits if ly.acc_fmt else ly.in_fmt.bits,
+        elif isinstance(ly, ir.Add):  # residual join: one addition per output field
+            ops.append(LayerOps(ly.name, ly.kind, ly.n_out, None, ly.acc_fmt.bits,
                                 True, ly.out_fmt.bits, requant=False, window=2, units=1))
     io_bits = int(np.prod(model.input_shape)) * model.input_fmt.bits + \
         int(np.prod(model.output_shape)) * model.output_fmt.bits
@@ -528,6 +530,19 @@ def bar_chart(result: dict[str, Any], path: Path, title: str = "") -> None:
     plt.close(fig)
 
 
+def design_ir(rd, onnx_path):
+    """The RTL IR of the run's design: ``rtl/ir.json`` when the rtl stage wrote it, else lowered from
+    ``export/model.onnx`` (the energy model needs no Verilog)."""
+    import json
+
+    from codesign.rtl import lower, model_from_json
+
+    saved = rd.path("rtl", "ir.json")
+    if saved.exists():
+        return model_from_json(json.loads(saved.read_text()))
+    return lower(onnx_path)
+
+
 def run_stage(rd, cfg) -> dict[str, Any]:
     """Analytic energy of the generated accelerator (from ``export/model.onnx`` through the RTL IR);
     with ``energy.activity`` also the activity-based estimate from a simulation of ``rtl/`` (generated
@@ -535,13 +550,11 @@ def run_stage(rd, cfg) -> dict[str, Any]:
     from rich.console import Console
     from rich.table import Table
 
-    from codesign.rtl.frontend_qonnx import lower
     from codesign.run import atomic_write_json
 
     activity, vectors = cfg.energy.activity, cfg.energy.vectors
     onnx_path = rd.require("export/model.onnx", "export")
-    ir = lower(onnx_path)
-    ops, io_bits = from_ir(ir)
+    ops, io_bits = from_ir(design_ir(rd, onnx_path))
     res = estimate(ops, EnergyTable.load(), cfg.rtl.strategy, io_bits)
     out = rd.stage_dir("energy")
     act = None
@@ -550,9 +563,8 @@ def run_stage(rd, cfg) -> dict[str, Any]:
         if not (rtl / "interface.json").exists():
             from codesign.rtl import generate
 
-            r = cfg.rtl
             rtl = out / "rtl"
-            generate(onnx_path, rtl, strategy=r.strategy, reuse=r.reuse, multiplier=r.multiplier, pipeline=r.pipeline)
+            generate(onnx_path, rtl, cfg.rtl)
         test_x = np.load(rd.require("export/test_x.npy", "export"))
         act = activity_from_rtl(rtl, test_x, vectors=vectors, simulator=cfg.verify.simulator,
                                 work=out / "activity", verilator_opt=cfg.verify.verilator_opt)

@@ -122,7 +122,7 @@ def evaluate(cfg: config_mod.Config, run_dir: Path, objectives: list[str]) -> di
     import torch
 
     from codesign import energy, flow
-    from codesign.rtl.frontend_qonnx import lower
+    from codesign.rtl import lower
     from codesign.run import atomic_write_json
 
     torch.set_num_threads(1)
@@ -145,10 +145,8 @@ def _luts(rd, cfg: config_mod.Config) -> int:
     from codesign.rtl import generate
     from codesign.rtl.synth import cell_counts
 
-    r = cfg.rtl
     out = rd.stage_dir("rtl")
-    generate(rd.path("export", "model.onnx"), out, strategy=r.strategy, reuse=r.reuse, multiplier=r.multiplier,
-             pipeline=r.pipeline)
+    generate(rd.path("export", "model.onnx"), out, cfg.rtl)
     cells = cell_counts(out, "ecp5")
     return int(cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0))
 

@@ -26,7 +26,7 @@ def test_table():
 @pytest.mark.parametrize("rounding", ["ROUND", "FLOOR"])
 def test_da4ml_equivalent_is_bit_exact(rounding):
     from bench.da4ml_model import comb_logic
-    from codesign.rtl.ir import FixedFormat, Layer, Model, Requant
+    from codesign.rtl.ir import Dense, FixedFormat, Model, Requant
 
     rng = np.random.default_rng(0)
     fin = FixedFormat(8, True, -7)
@@ -34,11 +34,12 @@ def test_da4ml_equivalent_is_bit_exact(rounding):
     w2, b2 = rng.integers(-8, 9, (5, 3)), rng.integers(-50, 50, 3)
     acc1 = FixedFormat(20, True, -14)
     out1 = FixedFormat(6, False, -5)
-    l1 = Layer("fc1", "dense", (6,), (5,), fin, out1, "a", acc_fmt=acc1, weights=w1, bias=b1, w_scale_exp=-7,
-               requant=Requant(9, rounding, True, out1))
+    l1 = Dense(name="fc1", in_shape=(6,), out_shape=(5,), in_fmt=fin, out_fmt=out1, onnx_output="a", acc_fmt=acc1,
+               weights=w1, bias=b1, w_scale_exp=-7, requant=Requant(9, rounding, True, out1))
     acc2 = FixedFormat(20, True, -12)
-    l2 = Layer("fc2", "dense", (5,), (3,), out1, acc2, "b", acc_fmt=acc2, weights=w2, bias=b2, w_scale_exp=-7)
-    ir = Model("t", "x", (6,), fin, [l1, l2])
+    l2 = Dense(name="fc2", in_shape=(5,), out_shape=(3,), in_fmt=out1, out_fmt=acc2, onnx_output="b", acc_fmt=acc2,
+               weights=w2, bias=b2, w_scale_exp=-7)
+    ir = Model("t", "x", (6,), fin, (l1, l2))
     x = rng.integers(-128, 128, (3000, 6))
     got = comb_logic(ir).predict(x.astype(np.float64))
     assert np.array_equal(got, ir.run(x))
@@ -49,16 +50,16 @@ def _two_layer_net(shift: int, seed: int = 1):
     construction used to shift da4ml's internal scale factor by 2**-shift twice per layer, down to
     2**-48 here, below 2**-31, where da4ml mis-encodes the saturation constant (jet_mlp: 138/5000
     vectors wrong)."""
-    from codesign.rtl.ir import FixedFormat, Layer, Model, Requant
+    from codesign.rtl.ir import Dense, FixedFormat, Model, Requant
 
     rng = np.random.default_rng(seed)
     fin, out, acc = FixedFormat(8, True, -7), FixedFormat(6, False, -2), FixedFormat(32, True, -14)
     w1, w2 = rng.integers(-600, 1000, (16, 12)), rng.integers(-1500, 1000, (12, 6))
-    l1 = Layer("fc1", "dense", (16,), (12,), fin, out, "a", acc_fmt=acc, weights=w1, bias=None, w_scale_exp=-7,
-               requant=Requant(shift, "ROUND", True, out))
-    l2 = Layer("fc2", "dense", (12,), (6,), out, out, "b", acc_fmt=acc, weights=w2,
-               bias=rng.integers(150000, 250000, 6), w_scale_exp=-7, requant=Requant(shift, "ROUND", True, out))
-    return Model("t", "x", (16,), fin, [l1, l2])
+    l1 = Dense(name="fc1", in_shape=(16,), out_shape=(12,), in_fmt=fin, out_fmt=out, onnx_output="a", acc_fmt=acc,
+               weights=w1, bias=None, w_scale_exp=-7, requant=Requant(shift, "ROUND", True, out))
+    l2 = Dense(name="fc2", in_shape=(12,), out_shape=(6,), in_fmt=out, out_fmt=out, onnx_output="b", acc_fmt=acc,
+               weights=w2, bias=rng.integers(150000, 250000, 6), w_scale_exp=-7, requant=Requant(shift, "ROUND", True, out))
+    return Model("t", "x", (16,), fin, (l1, l2))
 
 
 def test_da4ml_equivalent_saturates_after_wide_shifts():

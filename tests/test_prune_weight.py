@@ -10,6 +10,7 @@ import torch
 
 from codesign import config, data, energy, prune
 from codesign.errors import CodesignError, UnsupportedError
+from codesign.rtl.ir import Linear
 
 torch.set_num_threads(1)
 
@@ -51,7 +52,7 @@ def test_weight_pruning_exports_exact_zero_codes(trained, tmp_path, scope):
     from codesign.export import export_qonnx_model
     from codesign.golden import GoldenModel
     from codesign.golden.stage import count_mismatches, qonnx_reference
-    from codesign.rtl.frontend_qonnx import lower
+    from codesign.rtl import lower
 
     cfg, ds, model = trained
     small, scfg, rep = prune.prune_model(model, cfg, ds, criterion="l1", sparsity=0.7, schedule="agp", steps=2,
@@ -66,7 +67,7 @@ def test_weight_pruning_exports_exact_zero_codes(trained, tmp_path, scope):
         return  # one export is enough
     export_qonnx_model(small, small.input_shape, tmp_path / "raw.onnx", tmp_path / "clean.onnx")
     ir = lower(tmp_path / "clean.onnx")
-    dense = [ly for ly in ir.layers if ly.is_linear]
+    dense = [ly for ly in ir.layers if isinstance(ly, Linear)]
     for ly, name in zip(dense, small.weight_layers(), strict=True):
         codes = prune.weight_codes(small, name).numpy()
         assert np.array_equal(ly.weights.T, codes)  # the exported codes are the Brevitas codes
@@ -87,10 +88,10 @@ def test_weight_pruning_pot_codes_are_zero(tmp_path):
     small, _, rep = prune.prune_model(model, cfg, ds, sparsity=0.5, finetune_epochs=1, granularity="weight")
     assert rep["masked_nonzero_codes"] == 0
     from codesign.export import export_qonnx_model
-    from codesign.rtl.frontend_qonnx import lower
+    from codesign.rtl import lower
 
     export_qonnx_model(small, small.input_shape, tmp_path / "raw.onnx", tmp_path / "clean.onnx")
-    fc1 = next(ly for ly in lower(tmp_path / "clean.onnx").layers if ly.is_linear)
+    fc1 = next(ly for ly in lower(tmp_path / "clean.onnx").layers if isinstance(ly, Linear))
     assert np.all(fc1.weights.T[(small.fc1.weight.detach() == 0).numpy()] == 0)
     assert np.count_nonzero(fc1.weights) <= 0.5 * fc1.weights.size
 

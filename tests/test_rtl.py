@@ -16,7 +16,7 @@ from onnx import TensorProto, helper
 
 from codesign.errors import UnsupportedError
 from codesign.rtl import generate, lower
-from codesign.rtl.emit import csd
+from codesign.rtl.emit.netlist import csd
 from codesign.rtl.ir import ROUNDING_MODES, FixedFormat, Requant, shift_round
 from codesign.rtl.sim import simulate, tool_env
 
@@ -65,7 +65,7 @@ def _lint(d, iface):
 # ---- integer reference ----------------------------------------------------------------------------
 @pytest.mark.parametrize("mode", ROUNDING_MODES)
 def test_shift_round_matches_qonnx_rounding(mode):
-    from codesign.rtl.frontend_qonnx import _ROUND_FNS
+    from codesign.rtl.frontend.consts import ROUND_FNS as _ROUND_FNS
 
     a = np.arange(-600, 600, dtype=np.int64)
     for sh in range(0, 6):
@@ -108,10 +108,9 @@ def test_lower_mlp_formats_and_qonnx_agreement(models):
 def test_pot_flag_checked_on_values(models):
     m = lower(models("mlp_pot"))
     assert all(ly.pot for ly in m.layers)
-    ly = m.layers[0]
-    ly.weights = ly.weights.copy()
-    ly.weights[0, 0] = 3  # not a power of two any more
-    assert not ly.pot
+    w = m.layers[0].weights.copy()
+    w[0, 0] = 3  # not a power of two any more
+    assert not m.layers[0].replace(weights=w).pot
 
 
 def test_unsupported_op_names_node():
@@ -120,16 +119,17 @@ def test_unsupported_op_names_node():
     inits = [helper.make_tensor(n, TensorProto.FLOAT, [], [v]) for n, v in (("s", 2**-7), ("z", 0.0), ("b", 8.0))]
     nodes = [helper.make_node("Quant", ["x", "s", "z", "b"], ["q"], domain="qonnx.custom_op.general", name="in_q",
                               signed=1, narrow=0, rounding_mode="ROUND"),
-             helper.make_node("Sigmoid", ["q"], ["y"], name="my_sigmoid")]
+             helper.make_node("Softmax", ["q"], ["sm"], name="my_softmax"),
+             helper.make_node("Quant", ["sm", "s", "z", "b"], ["y"], domain="qonnx.custom_op.general", name="out_q",
+                              signed=1, narrow=0, rounding_mode="ROUND")]
     g = helper.make_graph(nodes, "g", [x], [y], initializer=inits)
-    with pytest.raises(UnsupportedError, match="my_sigmoid.*Sigmoid"):
+    with pytest.raises(UnsupportedError, match="my_softmax.*Softmax"):  # not elementwise: no thresholds
         lower(helper.make_model(g))
-    # non power-of-two scale
+    # a float op at the end is host post-processing; a non power-of-two input scale a float-scaled input
     inits[0] = helper.make_tensor("s", TensorProto.FLOAT, [], [0.3])
-    nodes[1] = helper.make_node("Relu", ["q"], ["y"], name="r")
-    g = helper.make_graph(nodes, "g", [x], [y], initializer=inits)
-    with pytest.raises(UnsupportedError, match="in_q.*power of two"):
-        lower(helper.make_model(g))
+    nodes[1:] = [helper.make_node("Sigmoid", ["q"], ["y"], name="sig")]
+    m = lower(helper.make_model(helper.make_graph(nodes, "g", [x], [y], initializer=inits)))
+    assert m.host_post and not m.layers and m.input_fmt.scale == pytest.approx(0.3)
 
 
 # ---- library modules ------------------------------------------------------------------------------
@@ -153,7 +153,7 @@ endmodule
 @needs_iverilog
 def test_cs_requant_exhaustive(tmp_path):
     from codesign.resources import hw_dir
-    from codesign.rtl.emit import MODE_CODES
+    from codesign.rtl.emit.module import MODE_CODES
 
     cases = [(10, 4, s, n, sh, mode, r) for mode in ROUNDING_MODES for (s, n, sh, r) in
              ((0, 0, 3, 1), (1, 1, 2, 0), (1, 0, 1, 1), (0, 1, 4, 0))]
@@ -401,8 +401,8 @@ def test_raw_brevitas_graph_with_gemm_lowers_identically(models):
 def _hand_model(seed=0, n_in=12, n_out=6, rounding="HALF_UP", signed_out=True, narrow=True):
     """A hand-built IR: a dense layer with an all-zero output column (bias only), an all-zero
     output column without bias (constant 0), an unused input, then a second dense layer."""
-    from codesign.rtl.frontend_qonnx import _finish_acc
-    from codesign.rtl.ir import Layer, Model
+    from codesign.rtl.frontend.lower import sized
+    from codesign.rtl.ir import Dense, Model
 
     rng = np.random.default_rng(seed)
     fin = FixedFormat(6, True, -5)
@@ -413,16 +413,13 @@ def _hand_model(seed=0, n_in=12, n_out=6, rounding="HALF_UP", signed_out=True, n
     b = rng.integers(-300, 300, size=n_out)
     b[1] = 0
     out = FixedFormat(5, signed_out, -4, narrow)
-    l1 = Layer("fc1", "dense", (n_in,), (n_out,), fin, fin, "t1", weights=w, bias=b, w_scale_exp=-6,
-               acc_fmt=FixedFormat(1, True, -11))
-    _finish_acc(l1)
-    l1.requant = Requant(out.scale_exp - l1.acc_fmt.scale_exp, rounding, False, out)
-    l1.out_fmt = out
+    l1 = sized(Dense(name="fc1", in_shape=(n_in,), out_shape=(n_out,), in_fmt=fin, out_fmt=fin, onnx_output="t1",
+                     weights=w, bias=b, w_scale_exp=-6, acc_fmt=FixedFormat(1, True, -11)))
+    l1 = l1.replace(requant=Requant(out.scale_exp - l1.acc_fmt.scale_exp, rounding, False, out), out_fmt=out)
     w2 = rng.integers(-3, 4, size=(n_out, 3))
-    l2 = Layer("fc2", "dense", (n_out,), (3,), out, out, "t2", weights=w2, bias=None, w_scale_exp=0,
-               acc_fmt=FixedFormat(1, True, -4))
-    _finish_acc(l2)
-    return Model("hand", "x", (n_in,), fin, [l1, l2], "t2")
+    l2 = sized(Dense(name="fc2", in_shape=(n_out,), out_shape=(3,), in_fmt=out, out_fmt=out, onnx_output="t2",
+                     weights=w2, bias=None, w_scale_exp=0, acc_fmt=FixedFormat(1, True, -4)))
+    return Model("hand", "x", (n_in,), fin, (l1, l2.replace(out_fmt=l2.acc_fmt)), "t2")
 
 
 @needs_iverilog

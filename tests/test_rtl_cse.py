@@ -11,7 +11,7 @@ import pytest
 
 from codesign.rtl import generate
 from codesign.rtl.cse import share
-from codesign.rtl.emit import csd
+from codesign.rtl.emit.netlist import csd
 from codesign.rtl.ir import FixedFormat, Requant
 from codesign.rtl.sim import simulate
 
@@ -63,8 +63,8 @@ def test_share_leaves_huge_layers_alone():
 def _shared_model(seed: int = 0, pot: bool = True):
     """Two dense layers whose weight columns repeat patterns (much sharing), with a bias, a requant
     with saturation, and signed/unsigned formats."""
-    from codesign.rtl.frontend_qonnx import _finish_acc
-    from codesign.rtl.ir import Layer, Model
+    from codesign.rtl.frontend.lower import sized
+    from codesign.rtl.ir import Dense, Model
 
     rng = np.random.default_rng(seed)
     n_in, n_hid = 20, 14
@@ -77,16 +77,13 @@ def _shared_model(seed: int = 0, pot: bool = True):
     w[rng.random(w.shape) < 0.2] = 0
     b = rng.integers(-300, 300, size=n_hid)
     hid = FixedFormat(5, False, -3)
-    l1 = Layer("fc1", "dense", (n_in,), (n_hid,), fin, fin, "t1", weights=w, bias=b, w_scale_exp=-6,
-               acc_fmt=FixedFormat(1, True, -11))
-    _finish_acc(l1)
-    l1.requant = Requant(hid.scale_exp - l1.acc_fmt.scale_exp, "ROUND", True, hid)
-    l1.out_fmt = hid
+    l1 = sized(Dense(name="fc1", in_shape=(n_in,), out_shape=(n_hid,), in_fmt=fin, out_fmt=fin, onnx_output="t1",
+                     weights=w, bias=b, w_scale_exp=-6, acc_fmt=FixedFormat(1, True, -11)))
+    l1 = l1.replace(requant=Requant(hid.scale_exp - l1.acc_fmt.scale_exp, "ROUND", True, hid), out_fmt=hid)
     w2 = rng.choice([-2, -1, 1, 4], size=(n_hid, 5))
-    l2 = Layer("fc2", "dense", (n_hid,), (5,), hid, hid, "t2", weights=w2, bias=None, w_scale_exp=0,
-               acc_fmt=FixedFormat(1, True, -3))
-    _finish_acc(l2)
-    return Model("shared", "x", (n_in,), fin, [l1, l2], "t2")
+    l2 = sized(Dense(name="fc2", in_shape=(n_hid,), out_shape=(5,), in_fmt=hid, out_fmt=hid, onnx_output="t2",
+                     weights=w2, bias=None, w_scale_exp=0, acc_fmt=FixedFormat(1, True, -3)))
+    return Model("shared", "x", (n_in,), fin, (l1, l2.replace(out_fmt=l2.acc_fmt)), "t2")
 
 
 @needs_iverilog

@@ -17,6 +17,7 @@ from rtl_helpers import assert_ir_matches_golden, lint, make_model, needs_verila
 
 from codesign import golden
 from codesign.rtl import generate, lower
+from codesign.rtl.ir import AccLayer, Linear
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +47,7 @@ def pc_models(tmp_path_factory):
 def test_lower_per_channel_matches_golden(pc_models, name):
     p = pc_models(name)
     m = lower(p)
-    lin = [ly for ly in m.layers if ly.is_linear]
+    lin = [ly for ly in m.layers if isinstance(ly, Linear)]
     assert all(ly.field_shift is not None and int(np.max(ly.field_shift)) >= 2 for ly in lin)
     last = m.layers[-1]
     assert last.field_out and last.requant is None and m.output_exps is not None
@@ -59,7 +60,7 @@ def test_lower_per_channel_matches_golden(pc_models, name):
     tr = g.trace((x[:50] * 2.0 ** m.input_fmt.scale_exp).reshape(50, *m.input_shape))
     ours = m.run(x[:50], trace=True)
     for ly in m.layers:
-        if ly.requant is not None and not ly.field_out:
+        if isinstance(ly, AccLayer) and ly.requant is not None and not ly.field_out:
             assert np.array_equal(np.asarray(tr[ly.onnx_output][0]).reshape(50, -1), ours[ly.name]), ly.name
 
 

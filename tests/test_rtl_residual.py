@@ -25,6 +25,7 @@ from rtl_helpers import (
 
 from codesign.errors import UnsupportedError
 from codesign.rtl import generate, lower
+from codesign.rtl.ir import Linear
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,7 @@ def test_lower_residual_mlp(res_models):
     assert [ly.kind for ly in m.layers] == ["dense", "dense", "add", "dense"]
     fc1, fc2, add, fc3 = m.layers
     assert not m.is_chain
-    assert add.inputs == ["fc2", ""]  # the branch output and the network input (the fork)
+    assert add.inputs == ("fc2", "")  # the branch output and the network input (the fork)
     assert fc2.requant is None and add.in_fmt == fc2.out_fmt and add.in_fmt2 == m.input_fmt
     # exact alignment onto the finer scale, then the Quant after the Add is fused into it
     assert add.acc_fmt.scale_exp == min(fc2.out_fmt.scale_exp, m.input_fmt.scale_exp)
@@ -244,7 +245,7 @@ def test_energy_counts_residual_and_per_channel_layers(res_models):
         adds = [le for le in est["layers"] if le["kind"] == "add"]
         assert adds and all(le["adds"] == ly.n_out for le, ly in zip(adds, [ly for ly in m.layers if ly.kind == "add"],
                                                                      strict=True))
-        for op, ly in zip([o for o in ops if o.weights is not None], [ly for ly in m.layers if ly.is_linear],
+        for op, ly in zip([o for o in ops if o.weights is not None], [ly for ly in m.layers if isinstance(ly, Linear)],
                           strict=True):
             if ly.field_shift is not None and np.any(ly.field_shift):
                 assert np.abs(op.weights).max() < np.abs(ly.weights).max()  # unaligned codes are narrower

@@ -21,8 +21,8 @@ from rtl_helpers import lint, needs_verilator, verify_ok
 from codesign.errors import UnsupportedError
 from codesign.resources import hw_dir
 from codesign.rtl import generate, lower
+from codesign.rtl.emit.stream_plan import plan_stream
 from codesign.rtl.sim import tool_env
-from codesign.rtl.stream import plan_stream
 
 # name: cnn_qonnx keyword arguments
 CASES = {
@@ -79,7 +79,7 @@ def test_plan_and_beat_order(models):
     tr = m.run(x, trace=True)
     pool = tr[plan.layers[-1].name]
     h = x[:, plan.beat_fields.ravel()]  # the beats, in stream order
-    from codesign.rtl.stream import pe_layer
+    from codesign.rtl.emit.stream_plan import pe_layer
 
     g = plan.geoms[0]
     img = np.pad(h.reshape(5, g.h, g.w, g.c), ((0, 0), (g.pt, g.pb), (g.pl, g.pr), (0, 0)))

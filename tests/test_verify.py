@@ -57,7 +57,7 @@ def _variant(tmp_path: Path, old: str, new: str, iface_patch: dict | None = None
 def test_packing_roundtrip():
     iface = load_interface(DUT)
     rng = np.random.default_rng(1)
-    for s in (iface.input, iface.output, iface.layers[0].stream):
+    for s in (iface.input, iface.output, iface.layers[0].tap):
         c = rng.integers(s.code_min, s.code_max + 1, (50, s.fields))
         assert np.array_equal(int_to_codes(codes_to_ints(c, s), s), c)
         lines = np.frombuffer(pack_hex_lines(c, s), np.uint8).reshape(50, -1)[:, :-1]

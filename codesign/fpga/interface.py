@@ -1,8 +1,8 @@
 """``rtl/interface.json``, the accelerator the FPGA stage wraps (docs/contracts.md).
 
-One reader serves every stage: this module re-exports :mod:`codesign.verify.iface`.
+One reader serves every stage: this module re-exports :mod:`codesign.rtl.interface`.
 """
 
-from codesign.verify.iface import Interface, Stream, load_interface
+from codesign.rtl.interface import Interface, Stream, load_interface
 
 __all__ = ["Interface", "Stream", "load_interface"]

@@ -1,32 +1,33 @@
 """Integer IR of a quantized network, the input of the Verilog emitter.
 
-Every tensor is a vector of integer codes ``q`` with a power-of-two scale (real = ``q * 2**scale_exp``),
-described by a :class:`FixedFormat`. A :class:`Model` is a list of :class:`Layer` objects in topological
-order; a layer consumes the outputs of ``Layer.inputs`` (layer names, ``""`` = the network input; ``None``
-= the previous layer in the list, or the network input for the first), each as a flat vector whose order
-is the C-order flattening of the tensor as laid out in the ONNX graph (channels-last for convolutions).
-Only ``add`` has two inputs; a layer output read by several layers is a fork (residual skip).
+A :class:`Model` is a tuple of layers in topological order; a layer consumes the outputs of
+``Layer.inputs`` (layer names, ``""`` = the network input; ``None`` = the previous layer in the list, or
+the network input for the first), each as a flat vector whose order is the C-order flattening of the
+tensor as laid out in the ONNX graph (channels-last for convolutions). Only :class:`Add` has two inputs;
+a layer output read by several layers is a fork (residual skip). Codes and formats: :mod:`codesign.rtl.formats`.
 
-Layer kinds
------------
-``dense``    ``acc[j] = bias[j] + sum_i x[i] * weights[i, j]``; weights shaped ``(n_in, n_out)``.
-``conv1d``/``conv2d``  channels-last (``layout='NHWC'``: input ``(H, W, C)``, weights ``(O, kh, kw, I)``)
-             or channels-first (``layout='NCHW'``: input ``(C, H, W)``, weights ``(O, I, kh, kw)``), with
-             ``stride`` and ``pads`` (begin..., end...), zero padding. conv1d drops the H axis.
-``maxpool``  max over a window (channels-last or -first, no padding).
-``avgpool``  sum over a window of ``2^k`` elements (zero padding counted, ``count_include_pad``):
-             the accumulator of AveragePool / GlobalAveragePool at scale ``in scale - k``.
-``add``      elementwise sum of two activations of the same shape (residual join):
-             ``acc[j] = (a[j] << (a scale - acc scale)) + (b[j] << (b scale - acc scale))``, acc scale =
-             the finer input scale (exact, like the golden model). The input vector is ``a`` then ``b``;
-             ``in_fmt`` is a's format, ``in_fmt2`` b's.
-``requant``  elementwise relu / requantization of the input (a Relu/Quant not fused into a linear layer).
-``flatten``  a reshape: no data movement.
-``transpose`` a permutation of the fields (``perm``: output field ``k`` is input field ``perm[k]``).
+One frozen dataclass per layer kind (dispatch with ``isinstance``; ``kind`` is the name used in
+headers, reports and ``interface.json``):
 
-Linear layers (dense, conv) produce an accumulator at ``acc_fmt`` (scale = in scale + weight scale)
-and, when ``requant`` is set, the requantized activation at ``out_fmt``; otherwise ``out_fmt == acc_fmt``.
-``add`` and ``avgpool`` are accumulator layers too (``is_acc``): they take a fused requantization.
+:class:`Dense`      ``acc[j] = bias[j] + sum_i x[i] * weights[i, j]``; weights shaped ``(n_in, n_out)``.
+:class:`Conv`       ``conv1d``/``conv2d``, channels-last (``layout='NHWC'``: input ``(H, W, C)``, weights
+                    ``(O, kh, kw, I)``) or channels-first (``layout='NCHW'``: input ``(C, H, W)``, weights
+                    ``(O, I, kh, kw)``), with ``stride`` and ``pads`` (begin..., end...), zero padding.
+                    conv1d drops the H axis.
+:class:`MaxPool`    max over a window (channels-last or -first, no padding).
+:class:`AvgPool`    sum over a window of ``2^k`` elements (zero padding counted, ``count_include_pad``):
+                    the accumulator of AveragePool / GlobalAveragePool at scale ``in scale - k``.
+:class:`Add`        elementwise sum of two activations of the same shape (residual join):
+                    ``acc[j] = (a[j] << (a scale - acc scale)) + (b[j] << (b scale - acc scale))``, acc scale
+                    = the finer input scale (exact, like the golden model). The input vector is ``a`` then
+                    ``b``; ``in_fmt`` is a's format, ``in_fmt2`` b's.
+:class:`Requantize` elementwise relu / requantization of the input (a Relu/Quant not fused into a layer).
+:class:`Flatten`    a reshape: no data movement.
+:class:`Transpose`  a permutation of the fields (``perm``: output field ``k`` is input field ``perm[k]``).
+
+Accumulator layers (:class:`AccLayer`: Dense, Conv, AvgPool, Add) produce an accumulator at ``acc_fmt``
+(linear layers: scale = in scale + weight scale) and, when ``requant`` is set, the requantized
+activation at ``out_fmt``; otherwise ``out_fmt == acc_fmt``.
 
 Per-channel weight scales (``2^e_c`` per output channel): the weight codes are stored *aligned* to the
 finest channel scale (``code << (e_c - min e)``), so the accumulator has one scale and the IR arithmetic
@@ -37,218 +38,121 @@ without requantization or with a bare relu): field ``j`` is emitted at its own s
 field_shift[j]``, i.e. the accumulator divided by ``2^field_shift[j]`` (exact) before the relu, like the
 golden model's per-channel output codes.
 
-Requantization (:class:`Requant`) of an accumulator ``a``: ``r = round(a / 2**shift)`` with the
-rounding mode (a negative shift is an exact left shift), then ``max(r, 0)`` if ``relu``, then saturation
-to the output format's range ``[out.lo, out.hi]`` (``narrow`` drops the most negative code).
-Rounding modes (QONNX names): ``ROUND`` (= ``HALF_EVEN``), ``FLOOR``, ``CEIL``, ``ROUND_TO_ZERO``
-(= ``DOWN``), ``UP`` (away from zero), ``HALF_UP`` (half away from zero), ``HALF_DOWN`` (half toward
-zero). All integer: :func:`shift_round` is the exact reference the hardware implements.
-
 ``pot`` is *computed* from the weight codes (every non-zero ``|w|`` is a power of two), never trusted
-from a tag. :meth:`Model.run` is the numpy integer reference of the IR (used by the tests).
+from a tag. :meth:`Model.run` is the numpy integer reference of the IR (used by the tests);
+:meth:`Model.to_json` / :func:`model_from_json` save and load it (``rtl/ir.json``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 
-ROUNDING_MODES = ("ROUND", "FLOOR", "CEIL", "ROUND_TO_ZERO", "UP", "HALF_UP", "HALF_DOWN")
-_ALIASES = {"HALF_EVEN": "ROUND", "DOWN": "ROUND_TO_ZERO"}
-LINEAR_KINDS = ("dense", "conv1d", "conv2d")
-ACC_KINDS = LINEAR_KINDS + ("add", "avgpool")  # layers producing an accumulator (fused requant)
+from codesign.rtl.formats import (  # noqa: F401  (re-exported: the IR's vocabulary)
+    ROUNDING_MODES,
+    FixedFormat,
+    Requant,
+    Thresholds,
+    bits_for,
+    normalize_rounding,
+    requant_from_json,
+    shift_round,
+)
 
 
-def normalize_rounding(mode: str) -> str:
-    m = mode.upper()
-    m = _ALIASES.get(m, m)
-    if m not in ROUNDING_MODES:
-        raise ValueError(f"unknown rounding mode {mode!r}")
-    return m
-
-
-def bits_for(lo: int, hi: int) -> int:
-    """Width of the smallest two's-complement signed type holding ``[lo, hi]`` (at least 1)."""
-    n = 1
-    while not (-(1 << (n - 1)) <= lo and hi <= (1 << (n - 1)) - 1):
-        n += 1
-    return n
-
-
-@dataclass(frozen=True)
-class FixedFormat:
-    """Integer code format: ``bits`` wide, two's complement if ``signed``; real = q * 2**scale_exp."""
-
-    bits: int
-    signed: bool
-    scale_exp: int
-    narrow: bool = False
-
-    @property
-    def lo(self) -> int:
-        if not self.signed:
-            return 0
-        return -(1 << (self.bits - 1)) + (1 if self.narrow else 0)
-
-    @property
-    def hi(self) -> int:
-        if self.signed:
-            return (1 << (self.bits - 1)) - 1
-        return (1 << self.bits) - 1 - (1 if self.narrow else 0)
-
-    def describe(self) -> str:
-        s = "s" if self.signed else "u"
-        return f"{s}{self.bits} x 2^{self.scale_exp}" + (" narrow" if self.narrow else "")
-
-
-def shift_round(a: np.ndarray | int, shift: int, mode: str) -> np.ndarray:
-    """Exact integer ``round(a / 2**shift)`` in the given rounding mode (object/int64 arrays)."""
-    a = np.asarray(a, dtype=object) if np.asarray(a).dtype == object else np.asarray(a, dtype=np.int64)
-    mode = normalize_rounding(mode)
-    if shift <= 0:
-        return a * (1 << (-shift))
-    one = 1 << shift
-    half = 1 << (shift - 1)
-    fl = a >> shift  # floor (arithmetic)
-    rem = a - fl * one  # 0 <= rem < 2^shift
-    neg = a < 0
-    if mode == "FLOOR":
-        up = np.zeros_like(rem, dtype=bool)
-    elif mode == "CEIL":
-        up = rem != 0
-    elif mode == "ROUND_TO_ZERO":
-        up = neg & (rem != 0)
-    elif mode == "UP":
-        up = (~neg) & (rem != 0)
-    elif mode == "ROUND":
-        up = (rem > half) | ((rem == half) & ((fl & 1) == 1))
-    elif mode == "HALF_UP":  # half away from zero
-        up = (rem > half) | ((rem == half) & ~neg)
-    else:  # HALF_DOWN: half toward zero
-        up = (rem > half) | ((rem == half) & neg)
-    return fl + up.astype(fl.dtype)
-
-
-@dataclass
-class Requant:
-    """``out = sat(relu?(round(acc / 2**shift)))``; ``shift < 0`` is an exact left shift."""
-
-    shift: int
-    rounding: str
-    relu: bool
-    out: FixedFormat
-
-    @property
-    def lo(self) -> int:
-        return max(self.out.lo, 0) if self.relu else self.out.lo
-
-    @property
-    def hi(self) -> int:
-        return self.out.hi
-
-    def apply(self, acc: np.ndarray) -> np.ndarray:
-        r = shift_round(acc, self.shift, self.rounding)
-        return np.clip(r, self.lo, self.hi)
-
-    def bounds(self, lo: int, hi: int) -> tuple[int, int]:
-        """Output range for accumulator inputs in ``[lo, hi]`` (rounding is monotonic)."""
-        rl, rh = (int(v) for v in shift_round(np.array([lo, hi], dtype=object), self.shift, self.rounding))
-        return min(max(rl, self.lo), self.hi), min(max(rh, self.lo), self.hi)
-
-
-@dataclass
+@dataclass(frozen=True, eq=False, kw_only=True)
 class Layer:
+    """Fields every layer has."""
+
     name: str
-    kind: str
     in_shape: tuple[int, ...]
     out_shape: tuple[int, ...]
     in_fmt: FixedFormat
     out_fmt: FixedFormat
     onnx_output: str
-    acc_fmt: FixedFormat | None = None
-    weights: np.ndarray | None = None  # integer codes
-    bias: np.ndarray | None = None  # integer codes at acc scale
-    w_scale_exp: int = 0
-    requant: Requant | None = None
-    kernel: tuple[int, ...] = ()
-    stride: tuple[int, ...] = ()
-    pads: tuple[int, ...] = ()
-    layout: str = "NHWC"
-    perm: np.ndarray | None = None
-    onnx_nodes: list[str] = field(default_factory=list)
-    inputs: list[str] | None = None  # producer layer names ("" = network input); None: previous layer
-    in_fmt2: FixedFormat | None = None  # add: format of the second operand
-    field_shift: np.ndarray | None = None  # per output field: power-of-two factor of terms and bias
-    field_out: bool = False  # output field j at scale acc scale + field_shift[j] (network output only)
+    onnx_nodes: tuple[str, ...] = ()
+    inputs: tuple[str, ...] | None = None  # producer layer names ("" = network input); None: previous layer
 
-    # ---- derived --------------------------------------------------------------------------
+    kind: ClassVar[str] = ""
+    is_wiring: ClassVar[bool] = False  # flatten / transpose: no logic, wires in the top level
+
+    def replace(self, **changes: Any) -> Layer:
+        return dataclasses.replace(self, **changes)
+
     @property
     def n_in(self) -> int:
-        """Input fields (``add``: both operands)."""
-        return int(np.prod(self.in_shape)) * (2 if self.kind == "add" else 1)
-
-    def in_field(self, i: int) -> tuple[int, FixedFormat]:
-        """(bit offset in the packed input vector, format) of input field ``i``."""
-        if self.kind == "add":
-            n = int(np.prod(self.in_shape))
-            if i >= n:
-                return n * self.in_fmt.bits + (i - n) * self.in_fmt2.bits, self.in_fmt2
-        return i * self.in_fmt.bits, self.in_fmt
-
-    @property
-    def in_bits(self) -> int:
-        """Width of the packed input vector."""
-        if self.kind == "add":
-            return int(np.prod(self.in_shape)) * (self.in_fmt.bits + self.in_fmt2.bits)
-        return self.n_in * self.in_fmt.bits
-
-    @property
-    def is_acc(self) -> bool:
-        return self.kind in ACC_KINDS
-
-    def add_shifts(self) -> tuple[int, int]:
-        """add: left shifts of the two operands onto the accumulator scale."""
-        e = self.acc_fmt.scale_exp
-        return self.in_fmt.scale_exp - e, self.in_fmt2.scale_exp - e
-
-    def out_exps(self) -> np.ndarray | None:
-        """Per-field output scale exponents when ``field_out`` (else None: ``out_fmt.scale_exp``)."""
-        if not self.field_out:
-            return None
-        return self.out_fmt.scale_exp + np.asarray(self.field_shift, dtype=np.int64)
+        """Input fields."""
+        return int(np.prod(self.in_shape))
 
     @property
     def n_out(self) -> int:
         return int(np.prod(self.out_shape))
 
-    @property
-    def is_linear(self) -> bool:
-        return self.kind in LINEAR_KINDS
+    def in_field(self, i: int) -> tuple[int, FixedFormat]:
+        """(bit offset in the packed input vector, format) of input field ``i``."""
+        return i * self.in_fmt.bits, self.in_fmt
 
     @property
-    def is_wiring(self) -> bool:
-        return self.kind in ("flatten", "transpose")
+    def in_bits(self) -> int:
+        """Width of the packed input vector."""
+        return self.n_in * self.in_fmt.bits
 
     @property
     def pot(self) -> bool:
-        """True when every non-zero weight code is +-2^k (checked on the values)."""
-        if self.weights is None:
-            return False
-        a = np.abs(self.weights.astype(np.int64).ravel())
-        a = a[a != 0]
-        return bool(np.all((a & (a - 1)) == 0))
+        return False
 
     @property
     def sparsity(self) -> float:
-        if self.weights is None or self.weights.size == 0:
-            return 0.0
-        return float(np.mean(self.weights == 0))
+        return 0.0
 
-    # ---- structure shared by the emitter ---------------------------------------------------
+    def out_exps(self) -> np.ndarray | None:
+        """Per-field output scale exponents (else None: ``out_fmt.scale_exp``)."""
+        return None
+
+    def field_channels(self) -> np.ndarray:
+        """Output channel of every output field (elementwise layers: the field itself)."""
+        return np.arange(self.n_out)
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.in_shape}->{self.out_shape}, in {self.in_fmt.describe()}, out {self.out_fmt.describe()}"
+
+    def forward(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - every kind overrides it
+        raise NotImplementedError(self.kind)
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"kind": self.kind}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, FixedFormat | Requant | Thresholds):
+                v = v.to_json()
+            elif isinstance(v, np.ndarray):
+                v = {"dtype": str(v.dtype), "shape": list(v.shape), "data": v.ravel().tolist()}
+            elif isinstance(v, tuple):
+                v = list(v)
+            d[f.name] = v
+        return d
+
+
+# ---- window geometry (conv / pools) --------------------------------------------------------------
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Window(Layer):
+    """A layer sliding a ``kernel`` over a 1-D/2-D feature map."""
+
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    pads: tuple[int, ...] = ()
+    layout: str = "NHWC"
+
+    @property
+    def nd(self) -> int:
+        return len(self.kernel) if isinstance(self, Conv) else (1 if len(self.in_shape) == 2 else 2)
+
     def _spatial(self):
-        """(in spatial dims, in channels, out spatial dims, out channels, index fns) for conv/pool."""
-        nd = 1 if self.kind == "conv1d" or len(self.in_shape) == 2 else 2
+        """(in spatial dims, in channels, out spatial dims, out channels, index fns)."""
+        nd = self.nd
         if self.layout == "NHWC":
             isp, ic = self.in_shape[:nd], self.in_shape[nd]
             osp, oc = self.out_shape[:nd], self.out_shape[nd]
@@ -269,17 +173,9 @@ class Layer:
                 return int(np.ravel_multi_index((c, *pos), self.out_shape))
         return nd, tuple(isp), ic, tuple(osp), oc, iidx, oidx
 
-    def connections(self) -> list[list[tuple[int, int]]]:
-        """For a linear layer: per output field, the non-zero terms ``(input field, weight code)``.
-        For maxpool / avgpool: per output field, the input fields of its window (weight 1).
-        For add: ``(j, 2^sa), (n + j, 2^sb)``."""
-        if self.kind == "add":
-            n = int(np.prod(self.in_shape))
-            sa, sb = self.add_shifts()
-            return [[(j, 1 << sa), (n + j, 1 << sb)] for j in range(n)]
-        if self.kind == "dense":
-            w = self.weights
-            return [[(i, int(w[i, j])) for i in range(w.shape[0]) if w[i, j] != 0] for j in range(w.shape[1])]
+    def _window_terms(self, term) -> list[list[tuple[int, int]]]:
+        """Per output field, ``term(input index fn, input position, kernel position, out channel)`` lists
+        over the window, padding positions skipped."""
         nd, isp, ic, osp, oc, iidx, oidx = self._spatial()
         conns: list[list[tuple[int, int]]] = [[] for _ in range(self.n_out)]
         for opos in np.ndindex(*osp):
@@ -289,28 +185,15 @@ class Layer:
                     ipos = tuple(opos[d] * self.stride[d] + kpos[d] - (self.pads[d] if self.pads else 0) for d in range(nd))
                     if any(p < 0 or p >= isp[d] for d, p in enumerate(ipos)):
                         continue  # zero padding
-                    if self.kind in ("maxpool", "avgpool"):
-                        terms.append((iidx(ipos, o), 1))
-                        continue
-                    for c in range(ic):
-                        wv = self._conv_w(o, kpos, c)
-                        if wv != 0:
-                            terms.append((iidx(ipos, c), wv))
+                    terms += term(iidx, ipos, kpos, o, ic)
                 conns[oidx(opos, o)] = terms
         return conns
 
-    def _conv_w(self, o: int, kpos: tuple[int, ...], c: int) -> int:
-        w = self.weights
-        if self.kind == "conv1d" and w.ndim == 4:  # (O, 1, k, I) / (O, I, 1, k)
-            w = w[:, 0] if self.layout == "NHWC" else w[:, :, 0]
-        if self.layout == "NHWC":
-            return int(w[(o, *kpos, c)])
-        return int(w[(o, c, *kpos)])
+    def connections(self) -> list[list[tuple[int, int]]]:
+        """Pools: per output field, the input fields of its window (weight 1)."""
+        return self._window_terms(lambda iidx, ipos, kpos, o, ic: [(iidx(ipos, o), 1)])
 
     def field_channels(self) -> np.ndarray:
-        """Output channel of every output field (dense: the field itself)."""
-        if self.kind in ("dense", "add", "requant", "flatten", "transpose"):
-            return np.arange(self.n_out)
         nd, isp, ic, osp, oc, iidx, oidx = self._spatial()
         ch = np.zeros(self.n_out, dtype=np.int64)
         for opos in np.ndindex(*osp):
@@ -318,29 +201,60 @@ class Layer:
                 ch[oidx(opos, o)] = o
         return ch
 
-    def bias_vector(self) -> np.ndarray:
-        """Bias per output field (conv: broadcast over positions)."""
-        if self.bias is None:
-            return np.zeros(self.n_out, dtype=np.int64)
-        if self.kind == "dense":
-            return self.bias.astype(np.int64)
-        nd, isp, ic, osp, oc, iidx, oidx = self._spatial()
-        out = np.zeros(self.n_out, dtype=np.int64)
-        for opos in np.ndindex(*osp):
-            for o in range(oc):
-                out[oidx(opos, o)] = int(self.bias[o])
+    def _forward_window(self, x: np.ndarray) -> np.ndarray:
+        """Batch (N, *in_shape) -> (N, *out_shape) int64 (conv: without bias)."""
+        nd = self.nd
+        if self.layout != "NHWC":  # to channels-last
+            x = np.moveaxis(x, 1, -1)
+        n = x.shape[0]
+        pads = self.pads if self.pads else (0,) * (2 * nd)
+        padw = [(0, 0)] + [(pads[d], pads[d + nd]) for d in range(nd)] + [(0, 0)]
+        fill = np.iinfo(np.int64).min if isinstance(self, MaxPool) else 0
+        xp = np.pad(x, padw, constant_values=fill)
+        osp = [(xp.shape[1 + d] - self.kernel[d]) // self.stride[d] + 1 for d in range(nd)]
+        out = self._window_init(n, osp, x.shape[-1])
+        for kpos in np.ndindex(*self.kernel):
+            sl = tuple(slice(kpos[d], kpos[d] + self.stride[d] * (osp[d] - 1) + 1, self.stride[d]) for d in range(nd))
+            out = self._window_step(out, xp[(slice(None), *sl, slice(None))], kpos)  # patch (n, *osp, I)
+        if self.layout != "NHWC":
+            out = np.moveaxis(out, -1, 1)
         return out
 
+    def _window_init(self, n: int, osp: list[int], ch: int) -> np.ndarray:
+        return np.zeros((n, *osp, ch), dtype=np.int64)
+
+    def _window_step(self, out: np.ndarray, patch: np.ndarray, kpos: tuple[int, ...]) -> np.ndarray:
+        return out + patch
+
+    def describe_window(self) -> str:
+        return f"kernel {self.kernel}, stride {self.stride}, pads {self.pads}, layout {self.layout}"
+
+
+# ---- accumulator layers -----------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False, kw_only=True)
+class AccLayer(Layer):
+    """A layer producing an accumulator at ``acc_fmt`` with an optional fused requantization."""
+
+    acc_fmt: FixedFormat
+    requant: Requant | Thresholds | None = None
+    field_shift: np.ndarray | None = None  # per output field: power-of-two factor of terms and bias
+    field_out: bool = False  # output field j at scale acc scale + field_shift[j] (network output only)
+
+    def bias_vector(self) -> np.ndarray:
+        """Bias per output field."""
+        return np.zeros(self.n_out, dtype=np.int64)
+
     def acc_bounds(self) -> list[tuple[int, int]]:
-        """Exact accumulator range per output field for inputs anywhere in ``in_fmt``'s range."""
+        """Exact accumulator range per output field for inputs anywhere in their formats' ranges."""
         lo_x, hi_x = self.in_fmt.lo, self.in_fmt.hi
         n_a = int(np.prod(self.in_shape))
+        f2 = getattr(self, "in_fmt2", None)  # Add: the second operand's fields come after the first's
         res = []
         for terms, b in zip(self.connections(), self.bias_vector(), strict=True):
             lo = hi = int(b)
             for i, wv in terms:
-                if self.kind == "add" and i >= n_a:
-                    a, c = wv * self.in_fmt2.lo, wv * self.in_fmt2.hi
+                if f2 is not None and i >= n_a:
+                    a, c = wv * f2.lo, wv * f2.hi
                 else:
                     a, c = wv * lo_x, wv * hi_x
                 lo += min(a, c)
@@ -348,82 +262,269 @@ class Layer:
             res.append((lo, hi))
         return res
 
+    def out_exps(self) -> np.ndarray | None:
+        if not self.field_out:
+            return None
+        return self.out_fmt.scale_exp + np.asarray(self.field_shift, dtype=np.int64)
+
     def describe(self) -> str:
-        s = f"{self.kind} {self.in_shape}->{self.out_shape}, in {self.in_fmt.describe()}"
-        if self.kind == "add":
-            s += f" + {self.in_fmt2.describe()}"
-        if self.is_linear:
-            s += f", weights {'pot' if self.pot else 'fixed'} x 2^{self.w_scale_exp}, sparsity {self.sparsity:.2f}"
+        s = f"{self.kind} {self.in_shape}->{self.out_shape}, in {self.in_fmt.describe()}" + self._describe_terms()
         if self.field_shift is not None:
             s += f", per-channel scales (field shifts {int(np.min(self.field_shift))}..{int(np.max(self.field_shift))})"
-        if self.is_acc:
-            s += f", acc {self.acc_fmt.describe()}"
+        s += f", acc {self.acc_fmt.describe()}"
         if self.requant is not None:
-            rq = self.requant
-            s += f", requant shift {rq.shift} {rq.rounding}{' relu' if rq.relu else ''}"
+            s += f", {self.requant.describe()}"
         return s + f", out {self.out_fmt.describe()}" + (" + field shift" if self.field_out else "")
 
-    # ---- numpy integer reference -----------------------------------------------------------
+    def _describe_terms(self) -> str:
+        """What the accumulator sums (a second operand, the weights)."""
+        return ""
+
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """Batch ``x`` of shape (N, n_in) int64 codes -> (N, n_out) codes. Computed from the
-        weight tensors directly (not from :meth:`connections`), so it cross-checks the emitter."""
-        x = np.asarray(x, dtype=np.int64)
-        n = x.shape[0]
-        if self.is_wiring:
-            return x if self.kind == "flatten" else x[:, self.perm]
-        if self.kind == "requant":
-            return self.requant.apply(x)
-        if self.kind == "dense":
-            acc = x @ self.weights.astype(np.int64) + self.bias_vector()[None, :]
-        elif self.kind in ("conv1d", "conv2d", "maxpool", "avgpool"):
-            acc = self._forward_spatial(x.reshape(n, *self.in_shape)).reshape(n, -1)
-        elif self.kind == "add":
-            sa, sb = self.add_shifts()
-            na = int(np.prod(self.in_shape))
-            acc = (x[:, :na] << sa) + (x[:, na:] << sb)
-        else:  # pragma: no cover
-            raise NotImplementedError(self.kind)
+        """Batch ``x`` of shape (N, n_in) int64 codes -> (N, n_out) codes. Computed from the weight
+        tensors directly (not from :meth:`connections`), so it cross-checks the emitter."""
+        acc = self._accumulate(np.asarray(x, dtype=np.int64))
         if self.field_out:  # exact: every field is a multiple of 2^field_shift
             acc = acc >> np.asarray(self.field_shift, dtype=np.int64)[None, :]
+        if isinstance(self.requant, Thresholds):
+            return self.requant.apply(acc, self.field_channels())
         return self.requant.apply(acc) if self.requant is not None else acc
 
-    def _forward_spatial(self, x: np.ndarray) -> np.ndarray:
-        nd = 1 if (self.kind == "conv1d" or len(self.in_shape) == 2) else 2
-        if self.layout != "NHWC":  # to channels-last
-            x = np.moveaxis(x, 1, -1)
+    def _accumulate(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - every kind overrides it
+        raise NotImplementedError(self.kind)
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Linear(AccLayer):
+    """Dense / Conv: integer weight codes (at ``2^w_scale_exp``) and an optional bias at acc scale."""
+
+    weights: np.ndarray
+    bias: np.ndarray | None = None  # integer codes at acc scale
+    w_scale_exp: int = 0
+
+    @property
+    def pot(self) -> bool:
+        """True when every non-zero weight code is +-2^k (checked on the values)."""
+        a = np.abs(self.weights.astype(np.int64).ravel())
+        a = a[a != 0]
+        return bool(np.all((a & (a - 1)) == 0))
+
+    @property
+    def sparsity(self) -> float:
+        if self.weights.size == 0:
+            return 0.0
+        return float(np.mean(self.weights == 0))
+
+    @property
+    def n_channels(self) -> int:
+        """Output channels (rows of the bias)."""
+        raise NotImplementedError  # pragma: no cover
+
+    def _describe_terms(self) -> str:
+        return f", weights {'pot' if self.pot else 'fixed'} x 2^{self.w_scale_exp}, sparsity {self.sparsity:.2f}"
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Dense(Linear):
+    kind: ClassVar[str] = "dense"
+
+    @property
+    def n_channels(self) -> int:
+        return int(self.weights.shape[1])
+
+    def connections(self) -> list[list[tuple[int, int]]]:
+        """Per output field, the non-zero terms ``(input field, weight code)``."""
+        w = self.weights
+        return [[(i, int(w[i, j])) for i in range(w.shape[0]) if w[i, j] != 0] for j in range(w.shape[1])]
+
+    def bias_vector(self) -> np.ndarray:
+        if self.bias is None:
+            return np.zeros(self.n_out, dtype=np.int64)
+        return self.bias.astype(np.int64)
+
+    def _accumulate(self, x: np.ndarray) -> np.ndarray:
+        return x @ self.weights.astype(np.int64) + self.bias_vector()[None, :]
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Conv(Linear, Window):
+    @property
+    def kind(self) -> str:  # type: ignore[override]
+        return "conv1d" if len(self.kernel) == 1 else "conv2d"
+
+    @property
+    def n_channels(self) -> int:
+        return int(self.weights.shape[0])
+
+    def _w(self) -> np.ndarray:
+        """Weights as (O, k..., I) for NHWC or (O, I, k...) for NCHW, conv1d without the unit H axis."""
+        w = self.weights
+        if len(self.kernel) == 1 and w.ndim == 4:  # (O, 1, k, I) / (O, I, 1, k)
+            w = w[:, 0] if self.layout == "NHWC" else w[:, :, 0]
+        return w
+
+    def _conv_w(self, o: int, kpos: tuple[int, ...], c: int) -> int:
+        w = self._w()
+        if self.layout == "NHWC":
+            return int(w[(o, *kpos, c)])
+        return int(w[(o, c, *kpos)])
+
+    def connections(self) -> list[list[tuple[int, int]]]:
+        def term(iidx, ipos, kpos, o, ic):
+            return [(iidx(ipos, c), wv) for c in range(ic) if (wv := self._conv_w(o, kpos, c)) != 0]
+        return self._window_terms(term)
+
+    def bias_vector(self) -> np.ndarray:
+        if self.bias is None:
+            return np.zeros(self.n_out, dtype=np.int64)
+        return self.bias.astype(np.int64)[self.field_channels()]
+
+    def _accumulate(self, x: np.ndarray) -> np.ndarray:
         n = x.shape[0]
-        pads = self.pads if self.pads else (0,) * (2 * nd)
-        padw = [(0, 0)] + [(pads[d], pads[d + nd]) for d in range(nd)] + [(0, 0)]
-        fill = np.iinfo(np.int64).min if self.kind == "maxpool" else 0
-        xp = np.pad(x, padw, constant_values=fill)
-        osp = [(xp.shape[1 + d] - self.kernel[d]) // self.stride[d] + 1 for d in range(nd)]
-        if self.kind == "maxpool":
-            out = np.full((n, *osp, x.shape[-1]), np.iinfo(np.int64).min, dtype=np.int64)
-        elif self.kind == "avgpool":
-            out = np.zeros((n, *osp, x.shape[-1]), dtype=np.int64)
-        else:
-            w = self.weights.astype(np.int64)
-            if self.kind == "conv1d" and w.ndim == 4:
-                w = w[:, 0] if self.layout == "NHWC" else w[:, :, 0]
-            if self.layout != "NHWC":
-                w = np.moveaxis(w, 1, -1)  # (O, I, k..) -> (O, k.., I)
-            out = np.zeros((n, *osp, w.shape[0]), dtype=np.int64) + self.bias.astype(np.int64) if self.bias is not None \
-                else np.zeros((n, *osp, w.shape[0]), dtype=np.int64)
-        for kpos in np.ndindex(*self.kernel):
-            sl = tuple(slice(kpos[d], kpos[d] + self.stride[d] * (osp[d] - 1) + 1, self.stride[d]) for d in range(nd))
-            patch = xp[(slice(None), *sl, slice(None))]  # (n, *osp, I)
-            if self.kind == "maxpool":
-                out = np.maximum(out, patch)
-            elif self.kind == "avgpool":
-                out = out + patch
-            else:
-                out = out + np.tensordot(patch, w[(slice(None), *kpos, slice(None))], axes=([-1], [1]))
+        return self._forward_window(x.reshape(n, *self.in_shape)).reshape(n, -1)
+
+    def _window_init(self, n: int, osp: list[int], ch: int) -> np.ndarray:
+        o = self._w().shape[0]
+        out = np.zeros((n, *osp, o), dtype=np.int64)
+        return out + self.bias.astype(np.int64) if self.bias is not None else out
+
+    def _window_step(self, out: np.ndarray, patch: np.ndarray, kpos: tuple[int, ...]) -> np.ndarray:
+        w = self._w().astype(np.int64)
         if self.layout != "NHWC":
-            out = np.moveaxis(out, -1, 1)
-        return out
+            w = np.moveaxis(w, 1, -1)  # (O, I, k..) -> (O, k.., I)
+        return out + np.tensordot(patch, w[(slice(None), *kpos, slice(None))], axes=([-1], [1]))
 
 
-@dataclass
+@dataclass(frozen=True, eq=False, kw_only=True)
+class AvgPool(AccLayer, Window):
+    kind: ClassVar[str] = "avgpool"
+
+    def _accumulate(self, x: np.ndarray) -> np.ndarray:
+        n = x.shape[0]
+        return self._forward_window(x.reshape(n, *self.in_shape)).reshape(n, -1)
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Add(AccLayer):
+    kind: ClassVar[str] = "add"
+    in_fmt2: FixedFormat  # format of the second operand
+
+    @property
+    def n_in(self) -> int:
+        return 2 * int(np.prod(self.in_shape))
+
+    def in_field(self, i: int) -> tuple[int, FixedFormat]:
+        n = int(np.prod(self.in_shape))
+        if i >= n:
+            return n * self.in_fmt.bits + (i - n) * self.in_fmt2.bits, self.in_fmt2
+        return i * self.in_fmt.bits, self.in_fmt
+
+    @property
+    def in_bits(self) -> int:
+        return int(np.prod(self.in_shape)) * (self.in_fmt.bits + self.in_fmt2.bits)
+
+    def add_shifts(self) -> tuple[int, int]:
+        """Left shifts of the two operands onto the accumulator scale."""
+        e = self.acc_fmt.scale_exp
+        return self.in_fmt.scale_exp - e, self.in_fmt2.scale_exp - e
+
+    def connections(self) -> list[list[tuple[int, int]]]:
+        """``(j, 2^sa), (n + j, 2^sb)``."""
+        n = int(np.prod(self.in_shape))
+        sa, sb = self.add_shifts()
+        return [[(j, 1 << sa), (n + j, 1 << sb)] for j in range(n)]
+
+    def _describe_terms(self) -> str:
+        return f" + {self.in_fmt2.describe()}"
+
+    def _accumulate(self, x: np.ndarray) -> np.ndarray:
+        sa, sb = self.add_shifts()
+        na = int(np.prod(self.in_shape))
+        return (x[:, :na] << sa) + (x[:, na:] << sb)
+
+
+# ---- other layers -------------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False, kw_only=True)
+class MaxPool(Window):
+    kind: ClassVar[str] = "maxpool"
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.int64)
+        n = x.shape[0]
+        return self._forward_window(x.reshape(n, *self.in_shape)).reshape(n, -1)
+
+    def _window_init(self, n: int, osp: list[int], ch: int) -> np.ndarray:
+        return np.full((n, *osp, ch), np.iinfo(np.int64).min, dtype=np.int64)
+
+    def _window_step(self, out: np.ndarray, patch: np.ndarray, kpos: tuple[int, ...]) -> np.ndarray:
+        return np.maximum(out, patch)
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Requantize(Layer):
+    """Elementwise relu / requantization of the input codes."""
+
+    kind: ClassVar[str] = "requant"
+    requant: Requant | Thresholds
+    field_ch: np.ndarray | None = None  # thresholds: the channel of every field (None: field = channel)
+
+    def field_channels(self) -> np.ndarray:
+        return np.arange(self.n_out) if self.field_ch is None else np.asarray(self.field_ch, np.int64)
+
+    def describe(self) -> str:
+        return (f"{self.kind} {self.in_shape}->{self.out_shape}, in {self.in_fmt.describe()}, "
+                f"{self.requant.describe()}, out {self.out_fmt.describe()}")
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        if isinstance(self.requant, Thresholds):
+            return self.requant.apply(np.asarray(x, dtype=np.int64), self.field_channels())
+        return self.requant.apply(np.asarray(x, dtype=np.int64))
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Flatten(Layer):
+    kind: ClassVar[str] = "flatten"
+    is_wiring: ClassVar[bool] = True
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(x, dtype=np.int64)
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Transpose(Layer):
+    kind: ClassVar[str] = "transpose"
+    is_wiring: ClassVar[bool] = True
+    perm: np.ndarray  # output field k is input field perm[k]
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(x, dtype=np.int64)[:, self.perm]
+
+
+LAYER_TYPES: dict[str, type[Layer]] = {"dense": Dense, "conv1d": Conv, "conv2d": Conv, "avgpool": AvgPool,
+                                       "add": Add, "maxpool": MaxPool, "requant": Requantize, "flatten": Flatten,
+                                       "transpose": Transpose}
+
+
+def layer_from_json(d: dict[str, Any]) -> Layer:
+    cls = LAYER_TYPES[d["kind"]]
+    kw: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in d:
+            continue
+        v = d[f.name]
+        if isinstance(v, dict) and "dtype" in v:
+            v = np.asarray(v["data"], dtype=v["dtype"]).reshape(v["shape"])
+        elif isinstance(v, dict) and "type" in v:
+            v = requant_from_json(v)
+        elif isinstance(v, dict) and "bits" in v:
+            v = FixedFormat.from_json(v)
+        elif isinstance(v, list):
+            v = tuple(v)
+        kw[f.name] = v
+    return cls(**kw)
+
+
+@dataclass(frozen=True, eq=False)
 class Model:
     """Layers in topological order from ``input_fmt``/``input_shape`` (the graph input's layout); the
     last layer produces the output."""
@@ -432,8 +533,14 @@ class Model:
     input_name: str
     input_shape: tuple[int, ...]
     input_fmt: FixedFormat
-    layers: list[Layer]
+    layers: tuple[Layer, ...]
     output_name: str = ""
+    host_pre: bool = False  # float pre-processing on the host computes the input codes (see codesign.graph)
+    host_post: bool = False  # float post-processing on the host after the output codes
+    output_scales: tuple[float, ...] | None = None  # output codes with float scales: the real scale per field
+
+    def replace(self, **changes: Any) -> Model:
+        return dataclasses.replace(self, **changes)
 
     @property
     def output_fmt(self) -> FixedFormat:
@@ -483,3 +590,18 @@ class Model:
         lines = [f"model {self.name}: input {self.input_shape} {self.input_fmt.describe()}"]
         lines += [f"  {ly.name}: {ly.describe()}" for ly in self.layers]
         return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "input_name": self.input_name, "input_shape": list(self.input_shape),
+                "input_fmt": self.input_fmt.to_json(), "output_name": self.output_name, "host_pre": self.host_pre,
+                "host_post": self.host_post,
+                "output_scales": None if self.output_scales is None else list(self.output_scales),
+                "layers": [ly.to_json() for ly in self.layers]}
+
+
+def model_from_json(d: dict[str, Any]) -> Model:
+    os_ = d.get("output_scales")
+    return Model(d["name"], d["input_name"], tuple(d["input_shape"]), FixedFormat.from_json(d["input_fmt"]),
+                 tuple(layer_from_json(x) for x in d["layers"]), d.get("output_name", ""),
+                 bool(d.get("host_pre", False)), bool(d.get("host_post", False)),
+                 None if os_ is None else tuple(float(v) for v in os_))

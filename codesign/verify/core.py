@@ -99,7 +99,7 @@ def simulate(iface: Interface, x: np.ndarray, *, simulator: str = "verilator", s
     if style == "stream":
         wrapper = work / f"{TB_TOP}.v"
         wrapper.write_text(generate_wrapper(iface, depth_for(n * nb, iface.input.beat_width)))
-        b = sim.build([*iface.files, wrapper], TB_TOP, simulator, waves=waves, hdl_clock=hdl_clock,
+        b = sim.build([*iface.sources(), wrapper], TB_TOP, simulator, waves=waves, hdl_clock=hdl_clock,
                       build_root=build_root, log_dir=work, public=[(TB_TOP, "clk"), (TB_TOP, "done")],
                       verilator_opt=verilator_opt)
         plus = [f"+IN={in_file}", f"+OUT={work / 'out.txt'}", f"+INLOG={work / 'inlog.txt'}",
@@ -113,7 +113,7 @@ def simulate(iface: Interface, x: np.ndarray, *, simulator: str = "verilator", s
         cfg: dict[str, Any] = {"hdl_clock": hdl_clock}
         module = "codesign.verify.tb_stream"
     else:
-        b = sim.build(iface.files, iface.top, simulator, waves=waves, build_root=build_root, log_dir=work,
+        b = sim.build(iface.sources(), iface.top, simulator, waves=waves, build_root=build_root, log_dir=work,
                       public=[(iface.top, "*")], verilator_opt=verilator_opt)
         plus = [f"+dumpfile_path={work / 'dump.fst'}"] if waves and simulator == "icarus" else []
         cfg = {"in_file": str(in_file), "out_hex_digits": iface.output.hex_digits, "stall_from": stall_from * nb,
@@ -121,8 +121,8 @@ def simulate(iface: Interface, x: np.ndarray, *, simulator: str = "verilator", s
                "reset": iface.reset, "reset_active_low": iface.reset_active_low,
                "in": {"tdata": iface.input.tdata, "tvalid": iface.input.tvalid, "tready": iface.input.tready},
                "out": {"tdata": iface.output.tdata, "tvalid": iface.output.tvalid, "tready": iface.output.tready},
-               "taps": [{"tdata": la.stream.tdata, "tvalid": la.stream.tvalid, "hex_digits": la.stream.hex_digits}
-                        for la in taps if la.stream is not None]}
+               "taps": [{"tdata": la.tap.tdata, "tvalid": la.tap.tvalid, "hex_digits": la.tap.hex_digits}
+                        for la in taps if la.tap is not None]}
         if iface.io == "stream":
             cfg["n_out"] = n  # the input file holds n * beats beats
         module = "codesign.verify.tb_loop"
@@ -136,9 +136,9 @@ def simulate(iface: Interface, x: np.ndarray, *, simulator: str = "verilator", s
     (in_cyc,) = _read_fixed(work / "inlog.txt", [16])
     tap_res = []
     for k, la in enumerate(taps):
-        assert la.stream is not None
-        (th,) = _read_fixed(work / f"tap{k}.txt", [la.stream.hex_digits])
-        tap_res.append(hex_to_codes(th, la.stream))
+        assert la.tap is not None
+        (th,) = _read_fixed(work / f"tap{k}.txt", [la.tap.hex_digits])
+        tap_res.append(hex_to_codes(th, la.tap))
     r = SimResult(got, unknown, _hex_u64(out_cyc), _hex_u64(in_cyc), _status(work / "status.txt"), tap_res,
                   run_s, float(res.get("run_s", run_s)), b, work)
     r.cpu_s = cpu_s
@@ -496,22 +496,12 @@ def run_stage(rd: Any, cfg: Any) -> dict[str, Any]:
     return fig
 
 
-def _regenerate_hook(rd: Any, cfg: Any) -> Callable[[Path], Path] | None:
-    """A callable that regenerates the RTL with debug taps, when codesign.rtl offers it."""
-    try:
-        from codesign import rtl as rtl_mod  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    gen = getattr(rtl_mod, "generate", None)
-    if gen is None:
-        return None
+def _regenerate_hook(rd: Any, cfg: Any) -> Callable[[Path], Path]:
+    """A callable that regenerates the run's design, the same config, with debug taps."""
+    from codesign.rtl import generate
 
     def regen(dest: Path) -> Path:
-        r = cfg.rtl
-        kw = {"io": r.io} if getattr(r, "io", "vector") != "vector" else {}
-        gen(str(rd.path("export", "model.onnx")), dest, strategy=r.strategy, reuse=r.reuse,
-            multiplier=r.multiplier, pipeline=r.pipeline, debug_taps=True, axis_slice=r.axis_slice, name=cfg.name,
-            **kw)
+        generate(rd.path("export", "model.onnx"), dest, cfg.rtl, debug_taps=True, name=cfg.name)
         return dest
 
     return regen

@@ -247,7 +247,7 @@ def synthesize(iface: Interface, work: Path, target: str = "generic", timeout: f
     exe, share = _yosys()
     work.mkdir(parents=True, exist_ok=True)
     names = []
-    for f in iface.files:  # the YoWASP sandbox sees only relative paths below its working directory
+    for f in iface.sources():  # the YoWASP sandbox sees only relative paths below its working directory
         shutil.copy(f, work / f.name)
         names.append(f.name)
     synth = SYNTH[target].format(top=iface.top)
@@ -294,7 +294,7 @@ def synthesize(iface: Interface, work: Path, target: str = "generic", timeout: f
         what = ", ".join(f"{c} ({'blackbox only' if c in black else 'no model'})" for c in missing)
         raise CodesignError(f"gate-level simulation ({target}): yosys ships no simulation model for {what}; "
                             f"netlist {netlist}")
-    return GateNetlist(dataclasses.replace(iface, files=[netlist, *models]), target, synth, cells, netlist, models,
+    return GateNetlist(iface.replace(files=tuple(str(f) for f in [netlist, *models])), target, synth, cells, netlist, models,
                        seconds, cpu)
 
 

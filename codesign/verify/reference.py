@@ -91,7 +91,7 @@ def make_reference(source: Any, iface: Interface) -> Reference:
     if isinstance(source, Reference):
         return source
     if source is None:
-        onnx = iface.raw.get("onnx")
+        onnx = iface.onnx
         if not onnx:
             raise StageInputError("verify needs a reference: an ONNX model path, a GoldenModel or a callable")
         source = (iface.folder / onnx).resolve()

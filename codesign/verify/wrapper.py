@@ -54,7 +54,7 @@ def generate_wrapper(iface: Interface, depth: int) -> str:
         ports.insert(1, f".{iface.reset}({rst_expr})")
     tap_decl, tap_open, tap_log, tap_close = [], [], [], []
     for k, la in enumerate(iface.taps):
-        s = la.stream
+        s = la.tap
         assert s is not None
         ports += [f".{s.tdata}(tap{k}_tdata)", f".{s.tvalid}(tap{k}_tvalid)"]
         tap_decl.append(f"    wire [{s.width - 1}:0] tap{k}_tdata;\n    wire tap{k}_tvalid;\n    integer ft{k};\n"

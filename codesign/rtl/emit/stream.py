@@ -1,0 +1,241 @@
+"""``io='stream'``: the network input as a pixel stream, leading window layers on line buffers.
+
+In the default ``io='vector'`` mode the top level takes one whole input vector per beat. In stream mode
+(hls4ml's ``io_stream``) it takes **one pixel per beat**: the C channels of one pixel packed like the
+fields of a vector (channel ``c`` at ``s_axis_tdata[c*bits +: bits]``), pixels in raster order (row-major:
+for a 2-D input over H then W, for a 1-D input over its length). ``interface.json`` lists, for every beat
+and field, the index of the input-vector field it carries (``input.beat_fields``), so a testbench can cut
+a vector in the graph input's layout into its beats (the frontend lowers a channels-first graph input
+through a ``transpose`` layer: the beat order is the channels-last order after it).
+
+Architecture
+------------
+The *leading window layers* of the model (``conv1d``/``conv2d``/``maxpool``/``avgpool``, channels-last,
+each with its fused requantization, and pixel-wise ``requant`` layers between them) become a chain of
+streaming stages, one pixel per beat between them:
+
+* ``hw/cs_pad.v`` inserts the padding pixels (zero; maxpool: the smallest input code, which never wins)
+  into the stream, stalling the input meanwhile (no register, no latency);
+* ``hw/cs_window.v`` holds the last ``KH-1`` rows in a line buffer (one memory word per column: the
+  column stack of the rows above) and a ``KH x KW`` window shift register, and emits the window only at
+  the positions of the strided output grid;
+* a per-pixel compute unit ``<layer>_pe`` maps the window's ``KH*KW*C`` fields to the ``Cout`` outputs of
+  one pixel: the fully parallel emitter (:func:`~codesign.rtl.emit.parallel.emit_parallel`) run on the
+  layer restricted to a single output position without padding (identical arithmetic, bit-exact with the
+  golden model).
+
+At the first non-window layer ``hw/cs_collect.v`` assembles the last streamed feature map into one
+vector: beat ``k`` at fields ``[k*Cout, (k+1)*Cout)``, i.e. the C-order ``(H, W, Cout)`` vector the
+vector layers expect; the rest of the network is the unchanged vector design (module ``codesign_vec``).
+Full valid/ready backpressure everywhere.
+
+Latency / II: a cycle model of the stream control (:func:`~codesign.rtl.emit.stream_plan.stream_timing`,
+the same counters and handshakes as the RTL) with the input always valid and the output always ready;
+latency = cycles from the first pixel beat of a vector to its output beat, II = cycles between the first
+beats of consecutive vectors (at least the padded pixels of the busiest streamed layer). Only the
+``latency`` strategy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from codesign.config import RTLConfig
+from codesign.errors import UnsupportedError
+from codesign.rtl import ir
+from codesign.rtl.emit.module import LayerModule
+from codesign.rtl.emit.netlist import lit
+from codesign.rtl.emit.parallel import emit_parallel
+from codesign.rtl.emit.stream_plan import (
+    Collect,
+    Pad,
+    Pipe,
+    StreamPlan,
+    WindowStage,
+    pe_layer,
+    plan_stream,
+    stream_timing,
+)
+from codesign.rtl.emit.top import (
+    VectorDesign,
+    build_vector,
+    host_info,
+    layer_info,
+    port_stream,
+    vector_interface,
+)
+from codesign.rtl.interface import Interface
+
+STREAM_LIBS = ("cs_pad.v", "cs_window.v", "cs_collect.v")
+
+
+@dataclass(frozen=True)
+class StreamDesign:
+    """The modules of a stream-I/O design: per-pixel units, the vector part, the top level."""
+
+    top: str
+    top_text: str
+    modules: tuple[LayerModule, ...]  # per-pixel compute units, in order
+    vector: VectorDesign | None
+    libs: frozenset[str]
+    files: tuple[str, ...]
+    interface: Interface
+
+
+class _Chain:
+    """The streaming stages of the top level, one hop (wires + instance) each."""
+
+    def __init__(self):
+        self.lines: list[str] = []
+        self.cur = ("s_axis_tdata", "s_axis_tvalid", "s_axis_tready")
+        self.timing: list = []
+
+    def hop(self, nm: str, module: str, params: str, out_w: int, pe: bool = False) -> None:
+        cur, lines = self.cur, self.lines
+        d, v, r = f"{nm}_tdata", f"{nm}_tvalid", f"{nm}_tready"
+        lines.append(f"    wire [{out_w - 1}:0] {d};\n    wire {v};\n    wire {r};\n    wire {nm}_s_ready;")
+        if pe:
+            lines.append(f"    {module} u_{nm} (.clk(clk), .rst(rst), .in_valid({cur[1]}), .in_ready({nm}_s_ready), "
+                         f".in_data({cur[0]}), .out_valid({v}), .out_ready({r}), .out_data({d}));")
+        else:
+            lines.append(f"    {module} #({params}) u_{nm} (.clk(clk), .rst(rst), .s_tdata({cur[0]}), .s_tvalid({cur[1]}), "
+                         f".s_tready({nm}_s_ready),\n        .m_tdata({d}), .m_tvalid({v}), .m_tready({r}));")
+        lines.append(f"    assign {cur[2]} = {nm}_s_ready;")
+        self.cur = (d, v, r)
+
+
+def _stream_layers(plan: StreamPlan, cfg: RTLConfig, ch: _Chain) -> tuple[list[LayerModule], list[dict]]:
+    """Pad / window / per-pixel unit of every streamed layer, then the collector."""
+    mods, info = [], []
+    for ly, g in zip(plan.layers, plan.geoms, strict=True):
+        b = ly.in_fmt.bits
+        pw = g.c * b
+        ch.lines.append(f"    // {ly.name}: {ly.describe()}")
+        ent = {"name": ly.name, "kind": ly.kind, "in": [g.h, g.w, g.c], "out": [g.oh, g.ow, g.oc]}
+        if isinstance(ly, ir.Window):
+            ent.update(kernel=[g.kh, g.kw], stride=[g.sh, g.sw], pads=[g.pt, g.pl, g.pb, g.pr],
+                       padded=[g.hp, g.wp], line_buffer_bits=(g.kh - 1) * g.wp * pw, window_bits=g.kh * g.kw * pw)
+            if g.padded:
+                fill = ly.in_fmt.lo if isinstance(ly, ir.MaxPool) else 0  # max(x, lo) = x: like -inf padding
+                fv = sum((fill & ((1 << b) - 1)) << (c * b) for c in range(g.c))
+                ch.hop(f"{ly.name}_pad", "cs_pad", f".PW({pw}), .H({g.h}), .W({g.w}), .PT({g.pt}), .PB({g.pb}), "
+                       f".PL({g.pl}), .PR({g.pr}), .FILL({lit(fv, pw)})", pw)
+                ch.timing.append(Pad(g))
+            ch.hop(f"{ly.name}_win", "cs_window", f".PW({pw}), .HP({g.hp}), .WP({g.wp}), .KH({g.kh}), .KW({g.kw}), "
+                   f".SH({g.sh}), .SW({g.sw})", g.kh * g.kw * pw)
+            ch.timing.append(WindowStage(g))
+        mod = emit_parallel(pe_layer(ly, g), cfg)
+        mods.append(mod)
+        ch.hop(mod.name, mod.name, "", g.oc * ly.out_fmt.bits, pe=True)
+        ch.timing.append(Pipe(mod.latency))
+        ent["pe_latency_cycles"] = mod.latency
+        info.append(ent)
+    gl, last = plan.geoms[-1], plan.layers[-1]
+    n_col = gl.oh * gl.ow
+    ch.lines.append(f"    // collector: {n_col} pixel beat(s) of {gl.oc} field(s) -> the ({gl.oh}, {gl.ow}, {gl.oc}) vector "
+                    f"(beat k = fields k*{gl.oc}..)")
+    ch.hop("collect", "cs_collect", f".PW({gl.oc * last.out_fmt.bits}), .N({n_col})", n_col * gl.oc * last.out_fmt.bits)
+    ch.timing.append(Collect(n_col))
+    return mods, info
+
+
+def _top_text(m: ir.Model, cfg: RTLConfig, top: str, plan: StreamPlan, ch: _Chain, vec: VectorDesign | None,
+              latency: int, ii: int) -> str:
+    fin, fout = m.input_fmt, m.output_fmt
+    nout = int(np.prod(m.output_shape)) * fout.bits
+    g0 = plan.geoms[0]
+    vec_layers = [ly for ly in plan.rest.layers if not ly.is_wiring] if plan.rest is not None else []
+    order = ("row-major pixels (h, w), channels packed per beat" if g0.h > 1 else "pixels along the length")
+    head = [
+        f"// {top}: generated by codesign.rtl (do not edit), io = stream",
+        f"//   network : {m.name}, {len(plan.layers)} streamed layer(s) + {len(vec_layers)} vector layer module(s)",
+        f"//   input   : {plan.beats} beat(s) per vector ({order}); a beat = the {g0.c} channel(s) of one pixel, "
+        f"{fin.describe()}, channel c = s_axis_tdata[c*{fin.bits} +: {fin.bits}]",
+        f"//   output  : {list(m.output_shape)} {fout.describe()} (field i = m_axis_tdata[i*{fout.bits} +: {fout.bits}]), "
+        "one vector per beat",
+        f"//   timing  : latency {latency} cycles (first pixel in -> vector out), II {ii} cycles per vector",
+        "//   AXI-Stream; clk rising edge, rst synchronous active high.",
+    ]
+    ports = ["    input  wire clk", "    input  wire rst",
+             f"    input  wire [{g0.c * fin.bits - 1}:0] s_axis_tdata", "    input  wire s_axis_tvalid",
+             "    output wire s_axis_tready",
+             f"    output wire [{nout - 1}:0] m_axis_tdata", "    output wire m_axis_tvalid", "    input  wire m_axis_tready"]
+    taps = vec_layers if cfg.debug_taps else []
+    for ly in taps:
+        ports.append(f"    output wire [{ly.n_out * ly.out_fmt.bits - 1}:0] dbg_{ly.name}_tdata")
+        ports.append(f"    output wire dbg_{ly.name}_tvalid")
+    lines = head + [f"module {top} (\n" + ",\n".join(ports) + "\n);"] + ch.lines
+    cur = ch.cur
+    if vec is not None:
+        tp = "".join(f", .dbg_{ly.name}_tdata(dbg_{ly.name}_tdata), .dbg_{ly.name}_tvalid(dbg_{ly.name}_tvalid)"
+                     for ly in taps)
+        lines.append(f"    // the vector part of the network (one whole vector per beat)\n"
+                     f"    codesign_vec u_vec (.clk(clk), .rst(rst), .s_axis_tdata({cur[0]}), .s_axis_tvalid({cur[1]}), "
+                     f".s_axis_tready({cur[2]}),\n        .m_axis_tdata(m_axis_tdata), .m_axis_tvalid(m_axis_tvalid), "
+                     f".m_axis_tready(m_axis_tready){tp});")
+    elif cfg.axis_slice:
+        lines.append(f"    cs_skid_buffer #(.W({nout})) u_out_slice (.clk(clk), .rst(rst), .s_tdata({cur[0]}), "
+                     f".s_tvalid({cur[1]}), .s_tready({cur[2]}),\n        .m_tdata(m_axis_tdata), "
+                     f".m_tvalid(m_axis_tvalid), .m_tready(m_axis_tready));")
+    else:
+        lines.append(f"    assign m_axis_tdata = {cur[0]};\n    assign m_axis_tvalid = {cur[1]};\n"
+                     f"    assign {cur[2]} = m_axis_tready;")
+    lines.append("endmodule")
+    return "\n".join(lines) + "\n"
+
+
+def build_stream(m: ir.Model, cfg: RTLConfig, onnx_rel: str, top: str = "codesign_top") -> StreamDesign:
+    """The stream-mode design of ``m`` (modules, top level, interface); no file written."""
+    if cfg.strategy != "latency":
+        raise UnsupportedError("rtl.io='stream' supports only rtl.strategy='latency' (fully parallel per-pixel "
+                               "compute units and vector layers); use rtl.io='vector' for the resource strategy")
+    plan = plan_stream(m)
+    ch = _Chain()
+    mods, stage_info = _stream_layers(plan, cfg, ch)
+    vec = build_vector(plan.rest, cfg, top="codesign_vec") if plan.rest is not None else None
+    pe_libs = set().union(*(mod.libs for mod in mods))
+    if vec is not None:
+        tail = vec.latency
+        libs = pe_libs | set(vec.libs) | set(STREAM_LIBS)
+    else:
+        tail = 1 if cfg.axis_slice else 0
+        libs = pe_libs | set(STREAM_LIBS) | ({"cs_skid_buffer.v"} if cfg.axis_slice else set())
+    files = sorted(libs) + [f"{mod.name}.v" for mod in mods]
+    if vec is not None:
+        files += [f for f in vec.files if f not in files]
+    files.append(f"{top}.v")
+    latency, ii, lats, iis = stream_timing(ch.timing, plan.beats, tail)
+    text = _top_text(m, cfg, top, plan, ch, vec, latency, ii)
+    iface = _interface(m, cfg, plan, stage_info, mods, vec, onnx_rel, top, files, (latency, ii, lats, iis))
+    return StreamDesign(top, text, tuple(mods), vec, frozenset(libs), tuple(files), iface)
+
+
+def _interface(m, cfg, plan, stage_info, mods, vec, onnx_rel, top, files, timing) -> Interface:
+    latency, ii, lats, iis = timing
+    g0, gl = plan.geoms[0], plan.geoms[-1]
+    vi = vector_interface(plan.rest, cfg, vec, onnx_rel) if vec is not None else None
+    inp = port_stream(m, "input", beats=plan.beats,
+                      beat_fields=tuple(tuple(int(v) for v in r) for r in plan.beat_fields),
+                      beat_order=(f"beat p = pixel p of the channels-last ({g0.h}, {g0.w}, {g0.c}) image in raster "
+                                  f"order (p = h*{g0.w} + w); field c of a beat = channel c; beat_fields[p][c] = the "
+                                  "index of that value in the input vector (C-order flattening of input.shape)"))
+    out = port_stream(m, "output")
+    timing_d = {"definition": "input always valid, output always ready: latency = first pixel beat of a vector "
+                              "accepted -> its output beat; II = cycles between the first beats of consecutive "
+                              "vectors (maxima over the first vectors of a run, from a cycle model of the stream "
+                              "control)", "latency_first_vector": lats[0], "latency_steady": lats[-1],
+                "ii_steady": iis[-1] if iis else ii}
+    stream_d = {"layers": stage_info,
+                "collector": {"beats": gl.oh * gl.ow, "fields_per_beat": gl.oc,
+                              "order": f"beat k (pixel k of the ({gl.oh}, {gl.ow}) output in raster order) -> vector "
+                                       f"fields [k*{gl.oc}, (k+1)*{gl.oc}): the C-order ({gl.oh}, {gl.ow}, {gl.oc}) "
+                                       "vector"},
+                "vector_top": "codesign_vec" if vec is not None else None}
+    layers = [layer_info(ly, mod, streamed=True) for ly, mod in zip(plan.layers, mods, strict=True)]
+    layers += list(vi.layers) if vi is not None else []
+    return Interface(top=top, files=tuple(files), input=inp, output=out, latency_cycles=latency, ii=ii, io="stream",
+                     timing=timing_d, strategy=cfg.strategy, reuse=cfg.reuse, onnx=onnx_rel, stream=stream_d,
+                     layers=tuple(layers), multiplier=cfg.multiplier, axis_slice=cfg.axis_slice, pipeline=cfg.pipeline,
+                     host=host_info(m))

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from codesign.rtl.sim import tool_env
+from codesign.verify import tool_env
 
 sys.path.insert(0, str(Path(__file__).parent))
 from golden_models import QDOMAIN, const, make_model, quant_node  # noqa: E402,F401  (re-exported)

@@ -18,7 +18,7 @@ from codesign.errors import UnsupportedError
 from codesign.rtl import generate, lower
 from codesign.rtl.emit.netlist import csd
 from codesign.rtl.ir import ROUNDING_MODES, FixedFormat, Requant, shift_round
-from codesign.rtl.sim import simulate, tool_env
+from codesign.verify import run_codes, tool_env
 
 needs_iverilog = pytest.mark.needs("iverilog")
 needs_verilator = pytest.mark.needs("verilator")
@@ -255,9 +255,9 @@ def test_sim_digits_mlp_latency(models, tmp_path):
     m = lower(models("mlp"))
     x = _codes(m, 300)
     iface = generate(m, tmp_path / "rtl", pipeline=1)
-    out, st = simulate(tmp_path / "rtl", x, backpressure=True)
+    out, st = run_codes(tmp_path / "rtl", x, backpressure=True)
     assert np.array_equal(out, m.run(x))
-    out, st = simulate(tmp_path / "rtl", x[:20], backpressure=False, work=tmp_path / "nobp")
+    out, st = run_codes(tmp_path / "rtl", x[:20], backpressure=False, work=tmp_path / "nobp")
     assert np.array_equal(out, m.run(x[:20]))
     assert st["latency"] == iface["latency_cycles"] and st["ii"] == iface["ii"] == 1
 
@@ -271,9 +271,9 @@ def test_sim_architectures(models, tmp_path, name, kw):
     m = lower(models(name))
     x = _codes(m, 120, seed=7)
     iface = generate(m, tmp_path / "rtl", **kw)
-    out, _ = simulate(tmp_path / "rtl", x, backpressure=True)
+    out, _ = run_codes(tmp_path / "rtl", x, backpressure=True)
     assert np.array_equal(out, m.run(x))
-    out, st = simulate(tmp_path / "rtl", x[:24], backpressure=False, work=tmp_path / "nobp")
+    out, st = run_codes(tmp_path / "rtl", x[:24], backpressure=False, work=tmp_path / "nobp")
     assert np.array_equal(out, m.run(x[:24]))
     assert st["latency"] == iface["latency_cycles"]
     assert st["ii"] == iface["ii"]
@@ -284,7 +284,7 @@ def test_debug_taps_match_layer_outputs(models, tmp_path):
     m = lower(models("cnn2d"))
     x = _codes(m, 40, seed=11)
     generate(m, tmp_path / "rtl", debug_taps=True, strategy="resource", reuse=4)
-    out, st = simulate(tmp_path / "rtl", x, backpressure=True)
+    out, st = run_codes(tmp_path / "rtl", x, backpressure=True)
     trace = m.run(x, trace=True)
     assert set(st["taps"]) == {"conv1", "pool1", "fc1"}
     for name, got in st["taps"].items():
@@ -431,7 +431,7 @@ def test_degenerate_neurons_and_unused_inputs(tmp_path, kw):
     iface = generate(m, d, **kw)
     _lint(d, iface)
     x = _codes(m, 150, seed=2)
-    out, _ = simulate(d, x, backpressure=True)
+    out, _ = run_codes(d, x, backpressure=True)
     assert np.array_equal(out, m.run(x))
 
 
@@ -449,9 +449,9 @@ def test_folded_pipelined_and_input_serial(tmp_path, kw):
     iface = generate(m, d, **kw)
     _lint(d, iface)
     x = _codes(m, 80, seed=4)
-    out, _ = simulate(d, x, backpressure=True)
+    out, _ = run_codes(d, x, backpressure=True)
     assert np.array_equal(out, m.run(x))
-    out, st = simulate(d, x[:12], backpressure=False, work=tmp_path / "nobp")
+    out, st = run_codes(d, x[:12], backpressure=False, work=tmp_path / "nobp")
     assert np.array_equal(out, m.run(x[:12]))
     assert st["latency"] == iface["latency_cycles"] and st["ii"] == iface["ii"]
     assert iface["ii"] <= kw["reuse"]
@@ -481,8 +481,8 @@ def test_sim_input_serial(models, tmp_path, name, kw):
     x = _codes(m, 40, seed=5)
     iface = generate(m, tmp_path / "rtl", **kw)
     _lint(tmp_path / "rtl", iface)
-    out, st = simulate(tmp_path / "rtl", x, backpressure=True)
+    out, st = run_codes(tmp_path / "rtl", x, backpressure=True)
     assert np.array_equal(out, m.run(x))
-    out, st = simulate(tmp_path / "rtl", x[:8], backpressure=False, work=tmp_path / "nobp")
+    out, st = run_codes(tmp_path / "rtl", x[:8], backpressure=False, work=tmp_path / "nobp")
     assert np.array_equal(out, m.run(x[:8]))
     assert st["latency"] == iface["latency_cycles"] and st["ii"] == iface["ii"]

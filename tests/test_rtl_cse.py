@@ -13,7 +13,7 @@ from codesign.rtl import generate
 from codesign.rtl.cse import share
 from codesign.rtl.emit.netlist import csd
 from codesign.rtl.ir import FixedFormat, Requant
-from codesign.rtl.sim import simulate
+from codesign.verify import run_codes
 
 sys.path.insert(0, str(Path(__file__).parent))
 from rtl_helpers import needs_iverilog, needs_verilator  # noqa: E402
@@ -99,7 +99,7 @@ def test_shared_design_is_bit_exact(tmp_path, pot, pipeline):
     rng = np.random.default_rng(pipeline)
     x = rng.integers(m.input_fmt.lo, m.input_fmt.hi + 1, size=(400, 20))
     x[0], x[1] = m.input_fmt.lo, m.input_fmt.hi
-    out, st = simulate(d, x, backpressure=True)
+    out, st = run_codes(d, x, backpressure=True)
     assert np.array_equal(out, m.run(x))
     assert st["latency"] == iface["latency_cycles"]
 

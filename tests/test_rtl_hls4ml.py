@@ -14,7 +14,7 @@ pytestmark = pytest.mark.needs("iverilog")
 
 
 def test_plugin_registers_via_env_var():
-    env = dict(os.environ, HLS4ML_BACKEND_PLUGINS="codesign.rtl.hls4ml_plugin")
+    env = dict(os.environ, HLS4ML_BACKEND_PLUGINS="codesign.hls4ml_plugin")
     code = "import hls4ml.backends as b; print('codesignrtl' in b.get_available_backends())"
     p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert p.stdout.strip().endswith("True"), p.stderr[-2000:]
@@ -23,9 +23,9 @@ def test_plugin_registers_via_env_var():
 def test_convert_write_compile_predict(tmp_path):
     import hls4ml
 
+    from codesign.hls4ml_plugin import ensure_registered
     from codesign.rtl import lower
     from codesign.rtl.fixtures import mlp_qonnx
-    from codesign.rtl.hls4ml_plugin import ensure_registered
 
     ensure_registered()
     p = mlp_qonnx(tmp_path / "m.onnx", (16, 8, 4), "fixed", seed=3)
@@ -47,9 +47,9 @@ def test_predict_per_channel_and_residual(tmp_path, kind):
     import hls4ml
 
     from codesign.golden import GoldenModel
+    from codesign.hls4ml_plugin import ensure_registered
     from codesign.rtl import lower
     from codesign.rtl.fixtures import mlp_qonnx, resmlp_qonnx
-    from codesign.rtl.hls4ml_plugin import ensure_registered
 
     ensure_registered()
     p = tmp_path / "m.onnx"

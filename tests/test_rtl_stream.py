@@ -22,7 +22,7 @@ from codesign.errors import UnsupportedError
 from codesign.resources import hw_dir
 from codesign.rtl import generate, lower
 from codesign.rtl.emit.stream_plan import plan_stream
-from codesign.rtl.sim import tool_env
+from codesign.verify import tool_env
 
 # name: cnn_qonnx keyword arguments
 CASES = {
@@ -158,7 +158,7 @@ def test_vector_mode_unchanged(models, tmp_path):
 
 def test_config_cli_hls4ml_plumbing(models, tmp_path):
     from codesign import config
-    from codesign.rtl.hls4ml_plugin import io_from_hls4ml
+    from codesign.hls4ml_plugin import io_from_hls4ml
 
     assert config.load("digits_cnn").rtl.io == "vector"
     assert config.load("digits_cnn", {"rtl.io": "stream"}).rtl.io == "stream"

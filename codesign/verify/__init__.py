@@ -21,6 +21,7 @@ _EXPORTS = {
     "verify": "codesign.verify.core",
     "run_stage": "codesign.verify.core",
     "simulate": "codesign.verify.core",
+    "run_codes": "codesign.verify.core",
     "summary": "codesign.verify.core",
     "STYLES": "codesign.verify.core",
     "Interface": "codesign.verify.iface",
@@ -28,6 +29,7 @@ _EXPORTS = {
     "Reference": "codesign.verify.reference",
     "make_reference": "codesign.verify.reference",
     "available": "codesign.verify.sim",
+    "tool_env": "codesign.verify.sim",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -285,6 +285,28 @@ def _localize(iface: Interface, ref: Reference, xf: np.ndarray, *, simulator: st
 
 # ---- public API -------------------------------------------------------------------------------
 
+def run_codes(rtl_dir: str | Path, x_codes: np.ndarray, *, simulator: str = "icarus", backpressure: bool = True,
+              seed: int = 0, work: str | Path | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """Stream integer input codes (N, fields) through a generated design (its ``interface.json``) and
+    return ``(output codes, stats)``: stats ``latency`` / ``ii`` (measured maxima in the full-throughput
+    part of the run) and ``taps`` (layer name -> its debug-tap codes, when the design has taps). With
+    ``backpressure`` the second half of the run has random input gaps and output backpressure. The same
+    testbench as :func:`verify`, without a reference: for tests and the hls4ml plugin's ``predict``."""
+    iface = load_interface(rtl_dir)
+    x = np.asarray(x_codes, dtype=np.int64).reshape(len(x_codes), -1)
+    n = len(x)
+    stall_from = n // 2 if backpressure else n
+    rtl = Path(rtl_dir).resolve()
+    work = Path(work) if work is not None else rtl.parent / f"{rtl.name}_sim"
+    r = simulate(iface, x, simulator=simulator, stall_from=stall_from, seed=seed, work=work.resolve())
+    if len(r.got) != n or (len(r.unknown) and r.unknown.any()):
+        raise VerificationError(f"{rtl_dir}: the simulation returned {len(r.got)} of {n} outputs"
+                                + (" (some with x/z bits)" if len(r.unknown) and r.unknown.any() else ""))
+    lat, ii = _timing(r, stall_from, iface)
+    taps = {la.name: codes for (codes, _), la in zip(r.taps, iface.taps, strict=True)}
+    return r.got, {"latency": lat["measured_max"], "ii": ii["measured_max"], "taps": taps, "status": r.status}
+
+
 def verify(rtl_dir: str | Path, onnx_path: Any = None, vectors: int = 100_000, simulator: str = "verilator",
            waves: bool = False, backpressure: bool = True, test_x: np.ndarray | str | Path | None = None,
            seed: int = 0, *, style: str = "stream", out_dir: str | Path | None = None,

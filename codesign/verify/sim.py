@@ -114,6 +114,13 @@ def sim_environment(verilator_opt: str | None = None) -> Iterator[None]:
         os.environ.update(saved)
 
 
+def tool_env() -> dict[str, str]:
+    """The environment the simulators run in (Verilator's real ``bin`` on PATH, ccache, make flags), for
+    running a tool such as ``verilator --lint-only`` directly."""
+    with sim_environment():
+        return dict(os.environ)
+
+
 @dataclass
 class Build:
     simulator: str

@@ -2,9 +2,9 @@
 
 Registration (hls4ml 1.3 loads external backends when ``hls4ml.backends`` is first imported):
 
-* environment variable ``HLS4ML_BACKEND_PLUGINS=codesign.rtl.hls4ml_plugin`` (set before importing
+* environment variable ``HLS4ML_BACKEND_PLUGINS=codesign.hls4ml_plugin`` (set before importing
   hls4ml), or
-* an entry point ``[project.entry-points."hls4ml.backends"] CodesignRTL = "codesign.rtl.hls4ml_plugin:register"``,
+* an entry point ``[project.entry-points."hls4ml.backends"] CodesignRTL = "codesign.hls4ml_plugin:register"``,
 * or call :func:`ensure_registered` after hls4ml is imported.
 
 Usage::
@@ -16,11 +16,11 @@ Usage::
     y = model.predict(x)  # real-valued outputs, bit-exact with the RTL
 
 hls4ml's ``io_type='io_stream'`` selects ``codesign.rtl``'s ``io='stream'`` (one pixel per input beat, the
-leading conv/pool layers on line buffers, :mod:`codesign.rtl.stream`); ``io_parallel`` (the default) is
+leading conv/pool layers on line buffers, :mod:`codesign.rtl.emit.stream`); ``io_parallel`` (the default) is
 ``io='vector'``.
 
 The backend keeps hls4ml's conversion (parsing, ModelGraph) but lowers the *original* QONNX graph
-(``config['OnnxModel']``) with :mod:`codesign.rtl.frontend_qonnx`: hls4ml's own optimizer flows are
+(``config['OnnxModel']``) with :mod:`codesign.rtl.frontend`: hls4ml's own optimizer flows are
 replaced by an empty flow, because its precision inference would re-derive what the QONNX graph
 already states exactly. See docs/rtl-backend.md.
 """
@@ -103,7 +103,7 @@ def _backend_class():
             return None
 
         def predict(self, model, x, *args, **kwargs):
-            from codesign.rtl.sim import simulate
+            from codesign.verify import run_codes
 
             if not getattr(model, "_codesign_compiled", False):
                 self.compile(model)
@@ -111,10 +111,8 @@ def _backend_class():
             ir = model._codesign_ir
             x = np.asarray(x, dtype=np.float64)
             codes = ir.quantize_input(x.reshape(len(x), -1) if x.ndim > 1 else x.reshape(1, -1))
-            if io_from_hls4ml(c.get("IOType")) == "stream":  # pixel beats: the codesign.verify driver
-                y = _simulate_stream(out, codes, c.get("Simulator", "verilator"))
-            else:
-                y, _ = simulate(out, codes, simulator=c.get("Simulator", "verilator"), backpressure=False)
+            y, _ = run_codes(out, codes, simulator=c.get("Simulator", "verilator"), backpressure=False,
+                             work=out.parent / f"{out.name}_sim")
             exps = ir.output_exps  # per-channel output scales: one exponent per field
             return y * 2.0 ** (ir.output_fmt.scale_exp if exps is None else exps[None, :])
 
@@ -127,19 +125,6 @@ def _backend_class():
             return cell_counts(out, kwargs.get("target", "ecp5"))
 
     return CodesignRTLBackend
-
-
-def _simulate_stream(out: Path, codes: np.ndarray, simulator: str) -> np.ndarray:
-    from codesign.verify.core import simulate
-    from codesign.verify.iface import load_interface
-
-    iface = load_interface(out)
-    r = simulate(iface, codes, simulator=simulator, work=out.parent / f"{out.name}_sim_stream")
-    if len(r.got) != len(codes) or r.unknown.any():
-        from codesign.errors import VerificationError
-
-        raise VerificationError(f"stream simulation returned {len(r.got)} of {len(codes)} outputs")
-    return r.got
 
 
 def register(register_backend=None, register_writer=None, **_):

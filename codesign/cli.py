@@ -192,8 +192,12 @@ def rtl(
     share: Annotated[bool | None, typer.Option("--share/--no-share", help="fully parallel layers: compute shift-add "
                                                "terms that several outputs have in common once (default: on)")] = None,
     pipeline: Annotated[int | None, typer.Option(help="register stages per adder tree (default 1)")] = None,
+    input_precision: Annotated[str | None, typer.Option(
+        help="grid of a graph input that has no quantizer, hls4ml syntax: 'ap_fixed<16,6>' (config "
+        "quant.input_precision)")] = None,
 ) -> None:
-    """Generate Verilog for the accelerator."""
+    """Generate Verilog for the accelerator (a run directory, or any QONNX file: float pre-/post-processing
+    around the first and last quantizer stays on the host, BatchNorm and float scales become thresholds)."""
     upd = {k: v for k, v in dict(strategy=strategy, reuse=reuse, multiplier=multiplier, io=io, share=share,
                                  pipeline=pipeline).items() if v is not None}
     if target.suffix == ".onnx":
@@ -201,7 +205,7 @@ def rtl(
 
         if out is None:
             raise CodesignError("with a .onnx file, --out DIR is required")
-        iface = generate(target, out, **upd)
+        iface = generate(target, out, input_precision=input_precision, **upd)
         console.print(f"wrote {out} (latency {iface['latency_cycles']} cycles, II {iface['ii']})")
         return
     from codesign import flow as flow_mod
@@ -209,8 +213,11 @@ def rtl(
 
     rd = RunDir(target)
     cfg = flow_mod.run_config(rd)
-    if upd:
-        cfg = config_mod.from_dict({**cfg.model_dump(), "rtl": {**cfg.rtl.model_dump(), **upd}}, "command line")
+    if upd or input_precision:
+        d = {**cfg.model_dump(), "rtl": {**cfg.rtl.model_dump(), **upd}}
+        if input_precision:
+            d["quant"] = {**cfg.quant.model_dump(), "input_precision": input_precision}
+        cfg = config_mod.from_dict(d, "command line")
         flow_mod.save_config(rd, cfg)
     _print_figures("rtl", flow_mod.run_step(rd, cfg, flow_mod.get_step("rtl")))
 

@@ -93,6 +93,17 @@ class QuantConfig(_Strict):
     act: ActQuant = Field(default_factory=ActQuant)
     bias_bits: int = Field(16, ge=2, le=32)
     layers: dict[str, LayerQuant] = Field(default_factory=dict, description="per-layer overrides by layer name")
+    input_precision: str | None = Field(
+        None, description="the grid of a QONNX graph input that has no quantizer and no finn_datatype annotation, in "
+        "hls4ml syntax (e.g. 'ap_fixed<16,6>', 'ufixed<8,0>'): models brought from elsewhere (golden, rtl, verify, hls)")
+
+    @model_validator(mode="after")
+    def _check_precision(self) -> QuantConfig:
+        if self.input_precision is not None:
+            from codesign.graph.analysis import parse_precision
+
+            parse_precision(self.input_precision)  # ValueError names the syntax
+        return self
 
 
 class KDConfig(_Strict):

@@ -31,10 +31,11 @@ def rtl_config(cfg: RTLConfig | None = None, **options: Any) -> RTLConfig:
 
 
 def generate(onnx_path_or_model, out_dir: str | Path, config: RTLConfig | None = None, *, name: str = "codesign",
-             onnx_rel: str | None = None, **options: Any) -> dict:
+             onnx_rel: str | None = None, input_precision: str | None = None, **options: Any) -> dict:
     """Lower a QONNX model (path, ModelProto, qonnx ModelWrapper or an IR :class:`Model`) and write
     ``out_dir/*.v``, ``out_dir/interface.json`` and ``out_dir/ir.json`` (the IR, for the energy stage).
-    Returns the interface (the content of ``interface.json``).
+    Returns the interface (the content of ``interface.json``). ``input_precision``: the grid of a graph
+    input that no quantizer and no annotation defines (hls4ml syntax, e.g. ``ap_fixed<16,6>``).
 
     ``config`` is an :class:`~codesign.config.RTLConfig` (the ``rtl:`` section of a run's config);
     keyword ``options`` override its fields:
@@ -56,7 +57,7 @@ def generate(onnx_path_or_model, out_dir: str | Path, config: RTLConfig | None =
     if isinstance(onnx_path_or_model, Model):
         model = onnx_path_or_model
     else:
-        model = lower(load_model(onnx_path_or_model), name=name)
+        model = lower(load_model(onnx_path_or_model), name=name, input_precision=input_precision)
     if onnx_rel is None:
         if isinstance(onnx_path_or_model, str | Path):
             onnx_rel = os.path.relpath(Path(onnx_path_or_model).resolve(), out_dir.resolve())
@@ -66,6 +67,8 @@ def generate(onnx_path_or_model, out_dir: str | Path, config: RTLConfig | None =
     for old in out_dir.glob("*.v"):  # a regenerated folder holds exactly the new design
         old.unlink()
     iface = write_design(model, cfg, out_dir, onnx_rel)
+    if input_precision:
+        iface = iface.replace(input_precision=input_precision)
     (out_dir / "ir.json").write_text(json.dumps(model.to_json()) + "\n")
     iface.write(out_dir)
     return iface.to_json()
@@ -79,7 +82,8 @@ def run_stage(rd, cfg) -> dict:
         model = onnx.load(str(src))
     except Exception as e:  # noqa: BLE001 - a corrupt file is a user-visible input problem
         raise UnsupportedError(f"{src}: cannot read ONNX model ({e})") from None
-    iface = generate(model, out, cfg.rtl, name=cfg.name, onnx_rel="../export/model.onnx")
+    iface = generate(model, out, cfg.rtl, name=cfg.name, onnx_rel="../export/model.onnx",
+                     input_precision=cfg.quant.input_precision)
     rd.add_tree(out, "rtl")
     figures = {"rtl.strategy": iface["strategy"], "rtl.reuse": iface["reuse"],
                "rtl.latency_cycles": iface["latency_cycles"], "rtl.ii": iface["ii"]}

@@ -174,6 +174,7 @@ class Interface:
     axis_slice: bool | None = None
     pipeline: int | None = None
     host: dict | None = None  # host pre-/post-processing around the core (codesign.graph.analysis.partition)
+    input_precision: str | None = None  # the input grid given for a graph input without a quantizer
     path: Path | None = field(default=None, compare=False)
 
     @property
@@ -204,7 +205,7 @@ class Interface:
         if self.stream is not None:
             d["stream"] = self.stream
         d["layers"] = [la.to_json() for la in self.layers]
-        for k in ("multiplier", "axis_slice", "pipeline", "host"):
+        for k in ("multiplier", "axis_slice", "pipeline", "host", "input_precision"):
             if getattr(self, k) is not None:
                 d[k] = getattr(self, k)
         return d
@@ -292,7 +293,7 @@ def interface_from_json(d: dict[str, Any], path: Path | None = None) -> Interfac
         onnx=d.get("onnx") or None, stream=d.get("stream"),
         layers=tuple(_layer(la, i) for i, la in enumerate(d.get("layers") or [])),
         multiplier=d.get("multiplier"), axis_slice=d.get("axis_slice"), pipeline=d.get("pipeline"), host=d.get("host"),
-        path=path)
+        input_precision=d.get("input_precision"), path=path)
 
 
 def load_interface(path: str | Path) -> Interface:

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import onnx
 
+from codesign.errors import UnsupportedError
+from codesign.graph.analysis import parse_precision
 from codesign.rtl.frontend.graph import import_onnx, load_model
 from codesign.rtl.frontend.lower import build_model
 from codesign.rtl.frontend.passes import FUSION_PASSES, run_passes
@@ -40,6 +42,14 @@ from codesign.rtl.ir import Model
 __all__ = ["lower", "load_model", "import_onnx", "run_passes", "build_model", "FUSION_PASSES"]
 
 
-def lower(model: str | Path | onnx.ModelProto, name: str = "codesign") -> Model:
-    """QONNX model (path, ModelProto or qonnx ModelWrapper) -> :class:`~codesign.rtl.ir.Model`."""
-    return build_model(run_passes(import_onnx(model, name)))
+def lower(model: str | Path | onnx.ModelProto, name: str = "codesign", input_precision: str | None = None) -> Model:
+    """QONNX model (path, ModelProto or qonnx ModelWrapper) -> :class:`~codesign.rtl.ir.Model`.
+    ``input_precision``: the grid of a graph input no quantizer or annotation defines (hls4ml syntax,
+    e.g. ``ap_fixed<16,6>``)."""
+    grid = None
+    if input_precision:
+        try:
+            grid = parse_precision(input_precision)
+        except ValueError as e:
+            raise UnsupportedError(f"--input-precision: {e}") from None
+    return build_model(run_passes(import_onnx(model, name, grid)))

@@ -350,7 +350,7 @@ class _Importer:
             handler(node, nm, attrs(node), list(node.input), node.output[0], where)
         if self.graph.input_quant is None:
             raise UnsupportedError(f"graph input {self.graph.input_name!r} has no quantizer: give its grid with "
-                                   "--input-precision (e.g. 'ap_fixed<16,6>', config key rtl.input_precision) or a "
+                                   "--input-precision (e.g. 'ap_fixed<16,6>', config key quant.input_precision) or a "
                                    "finn_datatype annotation")
         out = self.graph.output_name
         if out not in self.shape_of or out in self.raw:

@@ -170,6 +170,11 @@ class RTLConfig(_Strict):
         "collector feeds the vector layers (hls4ml io_stream; latency strategy only; see docs/rtl-backend.md)")
     debug_taps: bool = Field(False, description="expose every layer's output (dbg_<layer>_tdata/tvalid) for debugging")
     axis_slice: bool = Field(False, description="register slice (skid buffer) on the output stream: +1 cycle, cuts tready paths")
+    epilogue: Literal["auto", "thresholds", "mulshift"] = Field(
+        "auto", description="form of a float epilogue (BatchNorm, float scales) in fully parallel layers: integer "
+        "'thresholds' (comparators), 'mulshift' (acc * m + b >> s, clipped; where an exact one exists) or 'auto' "
+        "(the cheaper per layer by an adder-bit estimate). Both are proven equal to the reference; folded layers use "
+        "threshold ROMs")
 
     @model_validator(mode="after")
     def _check(self) -> RTLConfig:

@@ -156,3 +156,46 @@ def test_float_op_without_quantizer_inside_the_core_is_refused():
              quant_node("a2", "y", 2**-4, 0, 8, inits=inits, name="qout")]
     with pytest.raises(UnsupportedError, match="sig"):
         lower(make_model(nodes, inits, (1, 4), (1, 4)))
+
+
+def test_mulshift_form_equals_the_thresholds():
+    from codesign.rtl.frontend.thresholds import mulshift_form
+
+    def f(acc):  # an affine map on a binary grid (float64-exact): a multiply-shift form exists
+        return np.clip(np.floor(acc * np.array([[13 / 256, -11 / 512]]) + 0.375), -40, 200).astype(np.int64)
+
+    lo, hi = np.array([-5000, -20000]), np.array([9000, 25000])
+    th = find_thresholds(f, lo, hi, FixedFormat(9, True, 0), "t")
+    ms = mulshift_form(th, lo, hi)
+    assert ms is not None and ms.m[0] > 0 > ms.m[1]
+    x = np.stack([np.random.default_rng(0).integers(a, b + 1, 20000) for a, b in zip(lo, hi, strict=True)], axis=1)
+    assert np.array_equal(ms.apply(x, np.arange(2)), f(x))
+    # a quantizer's round-half-even ties are no floor of an affine function: no multiply-shift form
+    th2 = find_thresholds(lambda a: np.clip(np.round(a / 2.0), 0, 100).astype(np.int64), np.array([0]), np.array([150]),
+                          FixedFormat(8, False, 0), "ties")
+    assert mulshift_form(th2, np.array([0]), np.array([150])) is None
+
+
+@pytest.mark.needs("iverilog")
+@pytest.mark.parametrize("mode", ["thresholds", "mulshift"])
+def test_epilogue_forms_are_bit_exact_in_simulation(tmp_path, mode):
+    """An 8-bit BatchNorm epilogue (255 levels per channel) as comparators or as multiply-shift: same codes."""
+    from codesign.rtl import generate
+    from codesign.verify import run_codes
+
+    rng = np.random.default_rng(3)
+    inits = [const("w", rng.integers(-60, 61, (12, 6)) * 2.0**-6), const("g", rng.uniform(-2, 2, 6)),
+             const("be", rng.uniform(-1, 1, 6)), const("mu", rng.uniform(-.2, .2, 6)), const("var", rng.uniform(.3, 2, 6))]
+    nodes = [quant_node("x", "xq", 2**-6, 0, 8, inits=inits, name="qin"),
+             quant_node("w", "wq", 2**-6, 0, 8, inits=inits, name="qw"),
+             helper.make_node("MatMul", ["xq", "wq"], ["acc"], name="mm"),
+             helper.make_node("BatchNormalization", ["acc", "g", "be", "mu", "var"], ["bn"], name="bn"),
+             quant_node("bn", "y", 2**-5, 0, 8, signed=1, inits=inits, name="qout", rounding="FLOOR")]
+    m = lower(make_model(nodes, inits, (1, 12), (1, 6)))
+    d = tmp_path / mode
+    generate(m, d, epilogue=mode)
+    text = (d / "fc1.v").read_text()
+    assert ("multiply-shift" in text) == (mode == "mulshift")
+    x = np.vstack([np.full((1, 12), -128), np.full((1, 12), 127), rng.integers(-128, 128, (600, 12))])
+    y, _ = run_codes(d, x)
+    assert np.array_equal(y, m.run(x))

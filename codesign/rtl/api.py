@@ -14,6 +14,7 @@ from codesign.config import RTLConfig
 from codesign.errors import UnsupportedError
 from codesign.rtl.emit import write_design
 from codesign.rtl.frontend import load_model, lower
+from codesign.rtl.frontend.forms import choose_forms
 from codesign.rtl.ir import Model
 
 
@@ -66,6 +67,7 @@ def generate(onnx_path_or_model, out_dir: str | Path, config: RTLConfig | None =
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob("*.v"):  # a regenerated folder holds exactly the new design
         old.unlink()
+    model = choose_forms(model, cfg.epilogue, folded=cfg.strategy == "resource")
     iface = write_design(model, cfg, out_dir, onnx_rel)
     if input_precision:
         iface = iface.replace(input_precision=input_precision)

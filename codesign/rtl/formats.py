@@ -229,5 +229,62 @@ class Thresholds:
                           FixedFormat.from_json(d["out"]), d.get("proof"))
 
 
-def requant_from_json(d: dict) -> Requant | Thresholds:
-    return Thresholds.from_json(d) if d.get("type") == "thresholds" else Requant.from_json(d)
+@dataclass(frozen=True, eq=False)
+class MulShift:
+    """The same step function as a :class:`Thresholds`, as fixed-point arithmetic:
+    ``code = clip((acc * m[c] + b[c]) >> shift, clip[c])`` (floor), ``m``, ``b`` and ``shift`` chosen so
+    that this equals the thresholds on the whole accumulator range of every field (``proof``); ``clip[c]``
+    is the channel's lowest and highest code. Cheaper than thresholds when an output has many levels."""
+
+    m: tuple[int, ...]
+    b: tuple[int, ...]
+    shift: int
+    out: FixedFormat
+    proof: dict | None = None
+    relu: bool = False
+    clip: tuple[tuple[int, int], ...] = ()
+
+    @property
+    def lo(self) -> int:
+        return self.out.lo
+
+    @property
+    def hi(self) -> int:
+        return self.out.hi
+
+    @property
+    def relu_only(self) -> bool:
+        return False
+
+    def apply(self, acc: np.ndarray, channels: np.ndarray) -> np.ndarray:
+        acc = np.asarray(acc).astype(object)
+        ch = np.asarray(channels)
+        m = np.array([self.m[c] for c in ch], dtype=object)[None, :]
+        b = np.array([self.b[c] for c in ch], dtype=object)[None, :]
+        lo = np.array([self.clip[c][0] for c in ch], dtype=object)[None, :]
+        hi = np.array([self.clip[c][1] for c in ch], dtype=object)[None, :]
+        return np.minimum(np.maximum((acc * m + b) >> self.shift, lo), hi).astype(np.int64)
+
+    def bounds(self, lo: int, hi: int) -> tuple[int, int]:
+        return self.out.lo, self.out.hi
+
+    def describe(self) -> str:
+        how = f", {self.proof['method']}" if self.proof else ""
+        return f"multiply-shift (x m + b) >> {self.shift}, m {min(self.m)}..{max(self.m)}{how}"
+
+    def to_json(self) -> dict:
+        return {"type": "mulshift", "m": list(self.m), "b": list(self.b), "shift": self.shift, "out": self.out.to_json(),
+                "clip": [list(c) for c in self.clip], "proof": self.proof}
+
+    @staticmethod
+    def from_json(d: dict) -> MulShift:
+        return MulShift(tuple(int(v) for v in d["m"]), tuple(int(v) for v in d["b"]), int(d["shift"]),
+                        FixedFormat.from_json(d["out"]), d.get("proof"), clip=tuple(tuple(c) for c in d["clip"]))
+
+
+def requant_from_json(d: dict) -> Requant | Thresholds | MulShift:
+    if d.get("type") == "thresholds":
+        return Thresholds.from_json(d)
+    if d.get("type") == "mulshift":
+        return MulShift.from_json(d)
+    return Requant.from_json(d)

@@ -54,6 +54,7 @@ import numpy as np
 from codesign.rtl.formats import (  # noqa: F401  (re-exported: the IR's vocabulary)
     ROUNDING_MODES,
     FixedFormat,
+    MulShift,
     Requant,
     Thresholds,
     bits_for,
@@ -126,7 +127,7 @@ class Layer:
         d: dict[str, Any] = {"kind": self.kind}
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
-            if isinstance(v, FixedFormat | Requant | Thresholds):
+            if isinstance(v, FixedFormat | Requant | Thresholds | MulShift):
                 v = v.to_json()
             elif isinstance(v, np.ndarray):
                 v = {"dtype": str(v.dtype), "shape": list(v.shape), "data": v.ravel().tolist()}
@@ -236,7 +237,7 @@ class AccLayer(Layer):
     """A layer producing an accumulator at ``acc_fmt`` with an optional fused requantization."""
 
     acc_fmt: FixedFormat
-    requant: Requant | Thresholds | None = None
+    requant: Requant | Thresholds | MulShift | None = None
     field_shift: np.ndarray | None = None  # per output field: power-of-two factor of terms and bias
     field_out: bool = False  # output field j at scale acc scale + field_shift[j] (network output only)
 
@@ -286,7 +287,7 @@ class AccLayer(Layer):
         acc = self._accumulate(np.asarray(x, dtype=np.int64))
         if self.field_out:  # exact: every field is a multiple of 2^field_shift
             acc = acc >> np.asarray(self.field_shift, dtype=np.int64)[None, :]
-        if isinstance(self.requant, Thresholds):
+        if isinstance(self.requant, Thresholds | MulShift):
             return self.requant.apply(acc, self.field_channels())
         return self.requant.apply(acc) if self.requant is not None else acc
 
@@ -465,7 +466,7 @@ class Requantize(Layer):
     """Elementwise relu / requantization of the input codes."""
 
     kind: ClassVar[str] = "requant"
-    requant: Requant | Thresholds
+    requant: Requant | Thresholds | MulShift
     field_ch: np.ndarray | None = None  # thresholds: the channel of every field (None: field = channel)
 
     def field_channels(self) -> np.ndarray:
@@ -476,7 +477,7 @@ class Requantize(Layer):
                 f"{self.requant.describe()}, out {self.out_fmt.describe()}")
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        if isinstance(self.requant, Thresholds):
+        if isinstance(self.requant, Thresholds | MulShift):
             return self.requant.apply(np.asarray(x, dtype=np.int64), self.field_channels())
         return self.requant.apply(np.asarray(x, dtype=np.int64))
 

@@ -9,8 +9,8 @@ import numpy as np
 
 from codesign.rtl import ir
 from codesign.rtl.emit.netlist import Body, Sig, lit
-from codesign.rtl.emit.thresholds import thresholds_parallel
-from codesign.rtl.formats import Requant, Thresholds, normalize_rounding, shift_round
+from codesign.rtl.emit.thresholds import mulshift_parallel, thresholds_parallel
+from codesign.rtl.formats import MulShift, Requant, Thresholds, normalize_rounding, shift_round
 
 MODE_CODES = {"ROUND": 0, "FLOOR": 1, "CEIL": 2, "ROUND_TO_ZERO": 3, "UP": 4, "HALF_UP": 5, "HALF_DOWN": 6}
 
@@ -26,7 +26,7 @@ class LayerModule:
     libs: frozenset[str]
 
 
-def requant_of(ly: ir.Layer) -> Requant | Thresholds | None:
+def requant_of(ly: ir.Layer) -> Requant | Thresholds | MulShift | None:
     """The requantizer a layer applies to its output (None: accumulator or data movement only)."""
     return ly.requant if isinstance(ly, ir.AccLayer | ir.Requantize) else None
 
@@ -57,9 +57,8 @@ def header(ly: ir.Layer, arch: str, extra: str = "") -> str:
         lines.append(f"//   weights: {'power-of-two' if ly.pot else 'fixed-point'} codes x 2^{ly.w_scale_exp}, "
                      f"{np.count_nonzero(ly.weights)}/{ly.weights.size} non-zero; accumulator {ly.acc_fmt.describe()}")
     rq = requant_of(ly)
-    if isinstance(rq, Thresholds):
-        lines.append(f"//   requant: {rq.describe()} -> {rq.out.describe()}: the float epilogue as exact integer "
-                     "thresholds on the accumulator")
+    if isinstance(rq, Thresholds | MulShift):
+        lines.append(f"//   requant: {rq.describe()} -> {rq.out.describe()}: the float epilogue, exact in integers")
     elif rq is not None:
         lines.append(f"//   requant: shift {rq.shift}, rounding {rq.rounding}, relu {int(rq.relu)}, saturate to "
                      f"{rq.out.describe()}")
@@ -108,12 +107,15 @@ def unused_sliced(body: Body) -> str:
             f"    wire _unused_hi = &{{1'b0, {', '.join(sorted(body.sliced))}, 1'b0}};\n")
 
 
-def requant_inst(body: Body, rq: Requant | Thresholds | None, ob: int, prefix: str, acc: Sig, qname: str,
+def requant_inst(body: Body, rq: Requant | Thresholds | MulShift | None, ob: int, prefix: str, acc: Sig, qname: str,
                  channel: int = 0) -> None:
     """Requantize ``acc`` with ``rq`` into the ``ob``-bit wire ``qname`` (None: sign-extend the accumulator;
     thresholds: those of output channel ``channel``)."""
     if isinstance(rq, Thresholds):
         thresholds_parallel(body, rq, ob, prefix, acc, qname, channel)
+        return
+    if isinstance(rq, MulShift):
+        mulshift_parallel(body, rq, ob, prefix, acc, qname, channel)
         return
     if rq is None:  # accumulator output: sign-extend to the layer's output width
         body.lines.append(f"    wire [{ob - 1}:0] {qname} = {acc.ext(ob)};")

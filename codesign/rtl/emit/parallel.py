@@ -47,7 +47,7 @@ from codesign.rtl.emit.netlist import (
     tree,
     tree_depth,
 )
-from codesign.rtl.formats import Requant, Thresholds, bits_for
+from codesign.rtl.formats import MulShift, Requant, Thresholds, bits_for
 
 SHARE_DEPTH = 3  # a shared shift-add term is at most this many adders deep
 
@@ -209,7 +209,7 @@ def _outputs(body: Body, ly: ir.Layer, accs: list[Sig], fs: list[int]) -> list[s
     """The output field wires ``q<j>``: maxpool results as they are, else requantized."""
     ob = ly.out_fmt.bits
     outs = []
-    chans = ly.field_channels() if isinstance(requant_of(ly), Thresholds) else None
+    chans = ly.field_channels() if isinstance(requant_of(ly), Thresholds | MulShift) else None
     for j, acc in enumerate(accs):
         qn = f"q{j}"
         if isinstance(ly, ir.MaxPool):

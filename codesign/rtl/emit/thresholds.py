@@ -1,4 +1,5 @@
-"""Threshold requantizers (:class:`~codesign.rtl.formats.Thresholds`) in Verilog.
+"""Threshold requantizers (:class:`~codesign.rtl.formats.Thresholds`) and their multiply-shift form
+(:class:`~codesign.rtl.formats.MulShift`) in Verilog.
 
 A field's code is ``base + dir * #{k : acc >= t_k}``. Fully parallel: one comparator per threshold that
 the field's exact accumulator range can reach (thresholds at or below the range fold into the base,
@@ -9,8 +10,8 @@ field's channel come from case ROMs addressed by the group tag that travels with
 
 from __future__ import annotations
 
-from codesign.rtl.emit.netlist import Body, Sig, lit
-from codesign.rtl.formats import Thresholds, bits_for
+from codesign.rtl.emit.netlist import Body, Sig, add_sigs, const_sig, csd, fit, lit, positive
+from codesign.rtl.formats import MulShift, Thresholds, bits_for
 
 
 def _count(names: list[str], cw: int) -> str:
@@ -74,3 +75,32 @@ def thresholds_folded(body: Body, th: Thresholds, ob: int, prefix: str, acc: Sig
     cw = max(1, levels.bit_length())
     body.lines.append(f"    wire [{cw - 1}:0] {prefix}_cnt = {_count(cmps, cw) if cmps else f'{cw}' + chr(39) + 'd0'};")
     body.lines.append(f"    wire [{ob - 1}:0] {qname} = {dirn} ? {base} - {prefix}_cnt : {base} + {prefix}_cnt;")
+
+
+def mulshift_parallel(body: Body, ms: MulShift, ob: int, prefix: str, acc: Sig, qname: str, channel: int) -> None:
+    """``clip((acc * m + b) >> shift)`` for one field: ``acc * m`` as canonical-signed-digit shift-adds."""
+    m, b, s = ms.m[channel], ms.b[channel], ms.shift
+    clo, chi = ms.clip[channel]
+    mask = (1 << ob) - 1
+    if acc.const or m == 0:
+        v = min(max((acc.lo * m + b) >> s, clo), chi)
+        body.lines.append(f"    wire [{ob - 1}:0] {qname} = {lit(v & mask, ob)};")
+        return
+    lo, hi = sorted((acc.lo * m, acc.hi * m))
+    w = bits_for(lo + b, hi + b)
+    body.lines.append(f"    // multiply-shift of channel {channel}: clip((acc * {m} + {b}) >>> {s}, {clo}, {chi})")
+    total = const_sig(b)
+    with body.capped(w):  # modulo 2^w: the exact result fits, so every wrapped partial sum is fine
+        for k, (sg, sh) in enumerate(csd(m)):
+            slo, shi = sorted((sg * (acc.lo << sh), sg * (acc.hi << sh)))
+            term = body.wire(f"{prefix}_d{k}", w, f"{'-' if sg < 0 else ''}({fit(acc, w, body)} <<< {sh})", slo, shi)
+            total = add_sigs(body, f"{prefix}_s{k}", total, term)
+        total = positive(body, f"{prefix}_sum", total)
+    rw = max(w - s, 1)
+    r = f"{prefix}_r"
+    body.lines.append(f"    wire signed [{rw - 1}:0] {r} = {fit(total, w, body)}[{w - 1}:{min(s, w - 1)}];")
+    cw = max(rw, bits_for(clo, chi))
+    rx = f"{prefix}_rx"
+    body.lines.append(f"    wire signed [{cw - 1}:0] {rx} = {Sig(r, rw, 0, 0).ext(cw)};")
+    body.lines.append(f"    wire [{ob - 1}:0] {qname} = ({rx} < $signed({lit(clo, cw)})) ? {lit(clo & mask, ob)} : "
+                      f"({rx} > $signed({lit(chi, cw)})) ? {lit(chi & mask, ob)} : {rx}[{ob - 1}:0];")

@@ -16,7 +16,7 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
-SHARED = {"hw": ("*.v", "boards/*"), "models": ("*.yaml",)}  # repository folder -> files shipped
+SHARED = {"hw": ("*.v", "boards/*"), "models": ("*.yaml", "qonnx/*")}  # repository folder -> files shipped
 
 
 class BuildPyWithShare(build_py):

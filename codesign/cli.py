@@ -35,6 +35,12 @@ console = Console()
 err = Console(stderr=True, soft_wrap=True)
 
 RunArg = Annotated[Path, typer.Argument(help="run directory (made by `codesign flow` or `codesign train`)")]
+DesignArg = Annotated[Path, typer.Argument(help="a run directory, or a folder written by `codesign rtl MODEL.onnx --out DIR`")]
+
+
+def _rtl_folder(target: Path) -> bool:
+    """A folder with a generated design (interface.json) that is not a run directory."""
+    return (target / "interface.json").exists() and not (target / "config.yaml").exists()
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="override a config key: section.key=value (repeatable)")]
 
 
@@ -252,14 +258,25 @@ def verify(
 
 @app.command()
 def fpga(
-    run_dir: RunArg,
+    run_dir: DesignArg,
     target: Annotated[str | None, typer.Option(help="ecp5-85f | ice40-up5k | xilinx-estimate")] = None,
     board: Annotated[str | None, typer.Option(help="none | ulx3s | icebreaker")] = None,
     clock_mhz: Annotated[float | None, typer.Option(help="target clock in MHz")] = None,
 ) -> None:
-    """Synthesize, place and route with yosys + nextpnr; write the bitstream and reports."""
+    """Synthesize, place and route with yosys + nextpnr; write the bitstream and reports (a plain RTL folder
+    is built into DIR_fpga/TARGET with the config defaults for what is not given)."""
     from codesign import flow as flow_mod
     from codesign.run import RunDir
+
+    if _rtl_folder(run_dir):
+        from codesign.config import FPGAConfig
+        from codesign.fpga.builder import build, print_table
+
+        f = FPGAConfig(**{k: v for k, v in dict(target=target, board=board, clock_mhz=clock_mhz).items() if v is not None})
+        out = run_dir.parent / f"{run_dir.name}_fpga" / f.target
+        print_table(build(run_dir, out, target=f.target, board=f.board, clock_mhz=f.clock_mhz, seed=f.seed,
+                          progress=True), console)
+        return
 
     rd = RunDir(run_dir)
     cfg = flow_mod.run_config(rd)
@@ -271,7 +288,7 @@ def fpga(
 
 @app.command()
 def energy(
-    run_dir: RunArg,
+    run_dir: DesignArg,
     activity: Annotated[bool | None, typer.Option("--activity/--no-activity", help="also simulate the RTL on the "
                                                   "test set and weigh toggles with yosys cell counts (needs "
                                                   "verilator/icarus + yosys; config energy.activity)")] = None,
@@ -281,6 +298,14 @@ def energy(
     """Estimate energy per layer and per inference (analytic; with --activity also from simulation toggles)."""
     from codesign import flow as flow_mod
     from codesign.run import RunDir
+
+    if _rtl_folder(run_dir):
+        from codesign.energy import design_energy
+
+        if activity:
+            raise CodesignError("--activity needs a run directory (the test set comes from its export stage)")
+        _print_figures("energy", design_energy(run_dir, run_dir.parent / f"{run_dir.name}_energy"))
+        return
 
     rd = RunDir(run_dir)
     cfg = flow_mod.run_config(rd)

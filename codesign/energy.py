@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from codesign.errors import CodesignError
+
 DEFAULT_TABLE = Path(__file__).parent / "energy_tables" / "horowitz45nm.yaml"
 
 
@@ -541,6 +543,26 @@ def design_ir(rd, onnx_path):
     if saved.exists():
         return model_from_json(json.loads(saved.read_text()))
     return lower(onnx_path)
+
+
+def design_energy(rtl_dir: str | Path, out: str | Path) -> dict[str, Any]:
+    """Analytic energy of a generated design folder (its ``ir.json``), written to ``out/energy.json``."""
+    import json
+
+    from codesign.rtl import load_interface, model_from_json
+    from codesign.run import atomic_write_json
+
+    rtl_dir, out = Path(rtl_dir), Path(out)
+    ir_path = rtl_dir / "ir.json"
+    if not ir_path.exists():
+        raise CodesignError(f"{ir_path} not found: regenerate the design with `codesign rtl` (it writes ir.json)")
+    iface = load_interface(rtl_dir)
+    ops, io_bits = from_ir(model_from_json(json.loads(ir_path.read_text())))
+    res = estimate(ops, EnergyTable.load(), iface.strategy, io_bits)
+    atomic_write_json(out / "energy.json", res)
+    bar_chart(res, out / "energy.png", f"{rtl_dir.name}: {res['pj_per_inference']:.1f} pJ per inference")
+    return {"pj_per_inference": round(res["pj_per_inference"], 3), "per_layer": res["per_layer"],
+            "model": "analytic", "written": str(out / "energy.json")}
 
 
 def run_stage(rd, cfg) -> dict[str, Any]:

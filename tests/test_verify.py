@@ -385,3 +385,32 @@ def test_digits_mlp_ecp5_gate_level_10k(tmp_path):
     res = verify(tmp_path / "rtl", onnx, vectors=10_000, gate_level="ecp5", out_dir=tmp_path / "verify")
     assert res["vectors"] >= 10_000 and res["mismatches"] == 0 and res["ok"], res["checks_failed"]
     assert res["gate"]["cells"].get("MULT18X18D", 0) > 0 and res["ii"]["measured_max"] == 32
+
+
+@needs_verilator
+def test_output_beats_after_the_last_vector_fail(tmp_path):
+    """A design that keeps emitting after the expected vectors: every vector compares equal, yet it fails."""
+    d = _variant(tmp_path, "assign m_axis_tvalid  = v2;",
+                 "reg [15:0] nout = 16'd0;\n    always @(posedge clk) if (m_axis_tvalid && m_axis_tready) nout <= nout + 16'd1;\n"
+                 "    assign m_axis_tvalid  = v2 || (nout >= 16'd200 && !rst);")
+    res = verify(d, REF, vectors=200, corners=False, localize=False)
+    assert res["mismatches"] == 0 and not res["ok"]
+    assert any("after the last expected vector" in c for c in res["checks_failed"]), res["checks_failed"]
+
+
+@needs_verilator
+def test_simulator_that_stops_early_fails(tmp_path):
+    """A run that ends before the testbench finished (here the DUT calls $finish) is an error naming the log;
+    a finished run without a complete status file is a failed check."""
+    from codesign.errors import CodesignError
+    from codesign.verify.core import SimResult, _status_checks
+
+    d = _variant(tmp_path, "    reg        v1, v2;", "    reg        v1, v2;\n    reg [15:0] cyc = 16'd0;\n"
+                 "    always @(posedge clk) begin cyc <= cyc + 16'd1; if (cyc == 16'd300) $finish; end")
+    with pytest.raises(CodesignError, match="did not complete.*log"):
+        verify(d, REF, vectors=2000, corners=False, localize=False)
+    r = SimResult(np.zeros((3, 3), np.int64), np.zeros(3, bool), np.zeros(3), np.zeros(3), {}, [], 0.0, 0.0, None,
+                  tmp_path)
+    assert any("did not finish" in c for c in _status_checks(r, 3))
+    r.status = {"finished": 1, "out": 2, "timeout": 0, "extra": 0}
+    assert any("counted 2 output beats" in c for c in _status_checks(r, 3))

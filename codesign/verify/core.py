@@ -68,6 +68,25 @@ def _status(path: Path) -> dict[str, int]:
     return st
 
 
+def _status_checks(r: SimResult, n: int) -> list[str]:
+    """What the testbench's status file says beyond the comparison: a run that did not finish (no status,
+    a simulator that stopped early), outputs the log and the status disagree on, beats after the last
+    expected vector. Each is a failure: a verification must not pass because nothing was checked."""
+    st = r.status
+    if not st.get("finished"):
+        return [f"the testbench did not finish (no complete status file in {r.work}): the simulator stopped early "
+                "or crashed; see its log"]
+    out: list[str] = []
+    if st.get("out", -1) != len(r.got):
+        out.append(f"the testbench counted {st.get('out')} output beats, its log holds {len(r.got)}")
+    if st.get("extra", 0):
+        out.append(f"{st['extra']} output beat(s) after the last expected vector (the design emits more vectors "
+                   "than it was given)")
+    if len(r.got) < n and not st.get("timeout"):
+        out.append(f"only {len(r.got)} of {n} outputs")
+    return out
+
+
 def simulate(iface: Interface, x: np.ndarray, *, simulator: str = "verilator", style: str = "stream",
              stall_from: int | None = None, gap: int = GAP_PROB, bp: int = BP_PROB, seed: int = 0,
              waves: bool = False, hdl_clock: bool | None = None, work: Path, build_root: Path | None = None,
@@ -93,6 +112,7 @@ def simulate(iface: Interface, x: np.ndarray, *, simulator: str = "verilator", s
     in_file.write_bytes(pack_hex_lines(iface.input.to_beats(x), iface.input.beat_stream()))
     lat = iface.latency_cycles or 0
     idle_limit = max(20000, 100 * (lat + (iface.ii or 1)))
+    drain = max(64, 2 * (lat + (iface.ii or 1)))  # cycles the output is watched after the last expected vector
     taps = iface.taps if with_taps else []
     # the wrapper always has the tap loggers (so one build serves the main run and localization);
     # they write only when given a +TAP<k> file
@@ -104,7 +124,7 @@ def simulate(iface: Interface, x: np.ndarray, *, simulator: str = "verilator", s
                       verilator_opt=verilator_opt)
         plus = [f"+IN={in_file}", f"+OUT={work / 'out.txt'}", f"+INLOG={work / 'inlog.txt'}",
                 f"+STATUS={work / 'status.txt'}", f"+N={n}", f"+STALL_FROM={stall_from * nb}", f"+GAP={gap}",
-                f"+BP={bp}", f"+SEED={seed + 1}", f"+IDLE={idle_limit}"]
+                f"+BP={bp}", f"+SEED={seed + 1}", f"+IDLE={idle_limit}", f"+DRAIN={drain}"]
         plus += [f"+TAP{k}={work / f'tap{k}.txt'}" for k in range(len(taps))]
         if iface.io == "stream":
             plus.append(f"+NIN={n * nb}")
@@ -117,7 +137,7 @@ def simulate(iface: Interface, x: np.ndarray, *, simulator: str = "verilator", s
                       public=[(iface.top, "*")], verilator_opt=verilator_opt)
         plus = [f"+dumpfile_path={work / 'dump.fst'}"] if waves and simulator == "icarus" else []
         cfg = {"in_file": str(in_file), "out_hex_digits": iface.output.hex_digits, "stall_from": stall_from * nb,
-               "gap": gap, "bp": bp, "seed": seed, "idle_limit": idle_limit, "clock": iface.clock,
+               "gap": gap, "bp": bp, "seed": seed, "idle_limit": idle_limit, "drain": drain, "clock": iface.clock,
                "reset": iface.reset, "reset_active_low": iface.reset_active_low,
                "in": {"tdata": iface.input.tdata, "tvalid": iface.input.tvalid, "tready": iface.input.tready},
                "out": {"tdata": iface.output.tdata, "tvalid": iface.output.tvalid, "tready": iface.output.tready},
@@ -302,6 +322,9 @@ def run_codes(rtl_dir: str | Path, x_codes: np.ndarray, *, simulator: str = "ica
     if len(r.got) != n or (len(r.unknown) and r.unknown.any()):
         raise VerificationError(f"{rtl_dir}: the simulation returned {len(r.got)} of {n} outputs"
                                 + (" (some with x/z bits)" if len(r.unknown) and r.unknown.any() else ""))
+    bad = _status_checks(r, n)
+    if bad:
+        raise VerificationError(f"{rtl_dir}: " + "; ".join(bad))
     lat, ii = _timing(r, stall_from, iface)
     taps = {la.name: codes for (codes, _), la in zip(r.taps, iface.taps, strict=True)}
     return r.got, {"latency": lat["measured_max"], "ii": ii["measured_max"], "taps": taps, "status": r.status}
@@ -409,6 +432,7 @@ def verify(rtl_dir: str | Path, onnx_path: Any = None, vectors: int = 100_000, s
                           f"{lat['measured_min']}..{lat['measured_max']}")
         if not ii["ok"]:
             checks.append(f"ii: interface.json says {iface.ii}, measured up to {ii['measured_max']}")
+        checks += _status_checks(r, n)
         proto = r.status.get("proto_err", 0)
         if proto:
             checks.append(f"output AXI-Stream protocol: {proto} violations (tvalid dropped or tdata changed while stalled)")

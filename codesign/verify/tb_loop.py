@@ -70,7 +70,9 @@ async def loop(dut) -> None:
         except ValueError:  # x/z on a 4-state simulator
             return "x" * nd
 
-    while out_idx < n_out and idle <= idle_limit:
+    drain = cfg.get("drain", 64)
+    extra = drained = 0
+    while (out_idx < n_out or drained <= drain) and idle <= idle_limit:
         await fe
         # drive the beat for the next rising edge (hold an unaccepted beat)
         if not valid and in_idx < n and not (stalls and in_idx >= stall_from and rng.random() < gap_p):
@@ -88,6 +90,7 @@ async def loop(dut) -> None:
             proto_err += 1
         if out_valid and ready:
             out_log.append(f"{_hex(m_tdata.value, nd_out)} {cycle:016x}\n")
+            extra += out_idx >= n_out  # a beat after the last expected vector
             out_idx += 1
             idle = 0
             held = None
@@ -97,6 +100,7 @@ async def loop(dut) -> None:
         for td, tv, nd, log in taps:
             if str(tv.value) == "1":
                 log.append(_hex(td.value, nd) + "\n")
+        drained += out_idx >= n_out  # keep watching the output after the last expected vector
         if in_fire:
             in_log.append(cycle)
             in_idx += 1
@@ -110,5 +114,5 @@ async def loop(dut) -> None:
         (work / f"tap{k}.txt").write_text("".join(log))
     (work / "status.txt").write_text(
         f"in {in_idx}\nout {out_idx}\ncycles {cycle}\nproto_err {proto_err}\nfirst_proto_err -1\n"
-        f"timeout {int(out_idx < n_out)}\n")
+        f"timeout {int(out_idx < n_out)}\nextra {extra}\nfinished 1\n")
     (work / "tb_result.json").write_text(json.dumps({"run_s": run_s}))

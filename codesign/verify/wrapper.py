@@ -88,7 +88,7 @@ module {TB_TOP};
     integer n_vec, {"n_in, " if stream_io else ""}stall_from, gap_th, bp_th, idle_limit, seed;
     reg [31:0] ra, rb;
     reg [63:0] cycle;
-    integer in_idx, out_idx, idle, nxt, proto_err, first_proto_err;
+    integer in_idx, out_idx, idle, nxt, proto_err, first_proto_err, drain, drained, extra;
     reg held;
     reg [OW-1:0] held_data;
     reg bp_en;
@@ -121,6 +121,7 @@ module {TB_TOP};
         if (!$value$plusargs("BP=%d", bp_th)) bp_th = 0;
         if (!$value$plusargs("IDLE=%d", idle_limit)) idle_limit = 100000;
         if (!$value$plusargs("SEED=%d", seed)) seed = 1;
+        if (!$value$plusargs("DRAIN=%d", drain)) drain = 64;
         ra = xs32(32'h9e3779b9 ^ seed);
         rb = xs32(32'h7f4a7c15 ^ (seed * 7 + 1));
         if (ra == 0) ra = 1;
@@ -134,7 +135,7 @@ module {TB_TOP};
         s_tvalid = 1'b0;
         s_tdata = {{IW{{1'b0}}}};
         m_tready = 1'b1;
-        in_idx = 0; out_idx = 0; idle = 0; proto_err = 0; first_proto_err = -1;
+        in_idx = 0; out_idx = 0; idle = 0; proto_err = 0; first_proto_err = -1; drained = 0; extra = 0;
         cycle = 64'd0;
         held = 1'b0;
         held_data = {{OW{{1'b0}}}};
@@ -174,12 +175,14 @@ module {TB_TOP};
             bp_en <= stall_from < {nin} && nxt >= stall_from;
             m_tready <= !(stall_from < {nin} && nxt >= stall_from && rb[7:0] < bp_th);
             idle = out_fire ? 0 : idle + 1;
+            if (out_fire && out_idx >= n_vec) extra = extra + 1;  // a beat after the last expected vector
             if (out_fire) out_idx = out_idx + 1;
-            if (out_idx >= n_vec || idle > idle_limit) begin
+            if (out_idx >= n_vec) drained = drained + 1;  // keep watching the output for DRAIN cycles
+            if ((out_idx >= n_vec && drained > drain) || idle > idle_limit) begin
                 if (out_idx < n_vec) timeout <= 1'b1;
                 if (fs != 0) begin
-                    $fwrite(fs, "in %0d\\nout %0d\\ncycles %0d\\nproto_err %0d\\nfirst_proto_err %0d\\ntimeout %0d\\n",
-                            nxt, out_idx, cycle + 64'd1, proto_err, first_proto_err, out_idx < n_vec);
+                    $fwrite(fs, "in %0d\\nout %0d\\ncycles %0d\\nproto_err %0d\\nfirst_proto_err %0d\\ntimeout %0d\\nextra %0d\\nfinished 1\\n",
+                            nxt, out_idx, cycle + 64'd1, proto_err, first_proto_err, out_idx < n_vec, extra);
                     $fclose(fs);
                 end
                 if (fo != 0) $fclose(fo);

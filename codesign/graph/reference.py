@@ -93,8 +93,9 @@ class NodeKernel:
         feeds = dict(zip(self.dynamic, dyn, strict=True))
         if self._custom:
             ctx = {**self.consts, **feeds}
-            for o in self.node.output:
-                ctx.setdefault(o, None)
+            like = np.asarray(dyn[0]) if dyn else None
+            for o in self.node.output:  # some qonnx ops (the channels-last wrappers) read the output's shape
+                ctx.setdefault(o, None if like is None else np.zeros(like.shape, dtype=np.float32))
             self._op.execute_node(ctx, None)
             return [np.asarray(ctx[o]) for o in self.node.output]
         all_feeds = {**{k: v for k, v in self.consts.items() if k in self.node.input}, **feeds}

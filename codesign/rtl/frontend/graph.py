@@ -465,19 +465,20 @@ class _Importer:
         w = self.consts.get(ins[1])
         if w is None:
             raise UnsupportedError(f"{where}: weight {ins[1]!r} must be a Quant of an initializer")
-        codes, we = w.codes, w.scale_exp
+        codes, we, fs = w.codes, w.scale_exp, w.fscale
         if op == "Gemm":
             if at.get("alpha", 1.0) != 1.0 or at.get("beta", 1.0) != 1.0 or at.get("transA", 0):
                 raise UnsupportedError(f"{where}: Gemm needs alpha=beta=1, transA=0")
             if at.get("transB", 0):
                 codes = codes.T
                 we = we if isinstance(we, int) else np.asarray(we).T
+                fs = None if fs is None else np.asarray(fs).T
         if codes.ndim != 2 or int(np.prod(a)) != codes.shape[0] or len(a) != 1:
             raise UnsupportedError(f"{where}: needs a flat input vector (got shape {a}, weights {codes.shape})")
         n_out = codes.shape[1]
         has_bias = op == "Gemm" and len(ins) > 2 and ins[2]
         acc = f"{out}::gemm_acc" if has_bias else out
-        self.add(LinearOp(nm, op, [src], acc, (n_out,), a, weights=QConst(codes, we, w.fmt)))
+        self.add(LinearOp(nm, op, [src], acc, (n_out,), a, weights=QConst(codes, we, w.fmt, fs)))
         if has_bias:  # Gemm's C input: its own bias op, fused by FuseBias like an Add
             self.add(BiasOp(nm, op, [acc], out, (n_out,), (n_out,), qconst=self.consts.get(ins[2]),
                             raw=self.const(ins[2])))

@@ -26,7 +26,12 @@ def _layout(ctx, node, x: T, f, out: str, internal: bool = False) -> T:
     e_full = np.broadcast_to(O.broadcast_exp(x.exp, len(x.shape)), x.shape)
     e_out = compress_exp(np.asarray(f(np.ascontiguousarray(e_full))))
     shape = tuple(np.asarray(f(np.zeros(x.shape, dtype=np.int8))).shape)
-    return ctx.emit(O.Op(lambda c: f(c), [x], shape, e_out, div=x.div), out, internal)
+    fs = None
+    if x.fscale is not None:  # the float scale moves with the data, like the exponent
+        from codesign.golden.fscale import compress_scale
+
+        fs = compress_scale(np.asarray(f(np.ascontiguousarray(np.broadcast_to(x.fscale, x.shape)))))
+    return ctx.emit(O.Op(lambda c: f(c), [x], shape, e_out, div=x.div, fscale=fs), out, internal)
 
 
 def _static_reshape(t: T, shape: tuple[int, ...]) -> T:

@@ -53,6 +53,9 @@ class T:
     div: int = 1
     lo: np.ndarray | None = None
     hi: np.ndarray | None = None
+    fscale: np.ndarray | None = None  # fscale tensors: codes * fscale (float64, broadcastable; exp is 0)
+    is_float: bool = False  # a float32 tensor (no codes): the reference's float kernels compute it
+    bipolar: bool = False  # codes -1 / +1 only
 
 
 @dataclass
@@ -64,6 +67,7 @@ class Op:
     bounds: Callable[[list[tuple[np.ndarray, np.ndarray]]], tuple[np.ndarray, np.ndarray]] | None = None
     peak: Callable[[list[tuple[np.ndarray, np.ndarray]]], int] | None = None
     div: int = 1
+    fscale: np.ndarray | None = None  # float scale of the result (fscale tensors)
 
 
 def amax(a) -> int:

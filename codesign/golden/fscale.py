@@ -66,8 +66,8 @@ def quant_params(node, attrs: dict, bw: np.ndarray | None) -> tuple[int, bool, b
 def codes_of_float(node, x: np.ndarray, scale, zeropt, attrs: dict, bw=None):
     """(codes, code_min, code_max, bipolar) of a Quant / BipolarQuant on float32 values ``x``: exactly the
     integer qonnx computes before multiplying back by the scale (:func:`codesign.graph.reference.quant_codes`)."""
-    from codesign.graph.reference import quant_codes
     from codesign.golden.quant import max_int, min_int
+    from codesign.graph.reference import quant_codes
 
     if node.op_type == "BipolarQuant":
         return np.where(np.asarray(x) >= 0.0, 1, -1).astype(np.int64), -1, 1, True

@@ -21,7 +21,6 @@ from __future__ import annotations
 import numpy as np
 
 from codesign.golden import fscale as F
-from codesign.golden import ops as O
 from codesign.golden.ops import T, err
 from codesign.golden.quant import dyadic, max_int, min_int, po2_exponent
 from codesign.graph.analysis import FLOAT, LAYOUT_OPS, QUANTIZERS

@@ -177,11 +177,12 @@ def test_annotated_bipolar_input():
     gm = GoldenModel(annotated("BIPOLAR", seed=11))
     sp = gm.input_spec
     assert (sp.bits, sp.bipolar, sp.code_min, sp.code_max) == (1, True, -1, 1)
-    assert gm.input_spec.as_dict()["bipolar"] and gm.tensor_info()["a1"]["bipolar"]
+    bq = next(t for t, (_node, op) in gm.producer.items() if op == "BipolarQuant")  # names of gm.model (cleaned)
+    assert gm.input_spec.as_dict()["bipolar"] and gm.tensor_info()[bq]["bipolar"]
     x = on_grid(gm, N, 12)
     assert set(np.unique(x)) == {-1.0, 1.0}
     assert compare(gm, x, "annotated BIPOLAR")["mismatches"] == 0
-    assert set(np.unique(gm.trace(x)["a1"][0])) <= {-1, 1}
+    assert set(np.unique(gm.trace(x)[bq][0])) <= {-1, 1}
 
 
 # ------------------------------------------------------------------------------------ CLI

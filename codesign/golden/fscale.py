@@ -12,20 +12,15 @@ from __future__ import annotations
 import numpy as np
 
 from codesign.golden import ops as O
+from codesign.golden import window_ops as W
 from codesign.golden.ops import T, err
-from codesign.golden.quant import compress_exp, po2_exponent
+from codesign.golden.quant import compress_const_axes, compress_exp, po2_exponent
 from codesign.graph.analysis import is_po2
 
 
 def compress_scale(s: np.ndarray) -> np.ndarray:
     """Shrink a float scale array along axes where it is constant (keeps ndim), like ``compress_exp``."""
-    s = np.asarray(s, dtype=np.float64)
-    for ax in range(s.ndim):
-        if s.shape[ax] > 1:
-            first = np.take(s, [0], axis=ax)
-            if np.all(s == first):
-                s = first
-    return s
+    return compress_const_axes(np.asarray(s, dtype=np.float64))
 
 
 def real_scale(t: T) -> np.ndarray:
@@ -116,7 +111,7 @@ def conv(ctx, node, x: T, w: T, attrs: dict, out: str, channels_last: bool) -> T
     nd = len(x.shape)
     fx = uniform_along(node, x.fscale, tuple(range(1, nd)), "input") if x.fscale is not None else None
     fw = uniform_along(node, w.fscale, tuple(range(1, nd)), "weight") if w.fscale is not None else None
-    op = (O.conv_op_cl if channels_last else O.conv_op)(node, x, w, attrs)
+    op = (W.conv_op_cl if channels_last else W.conv_op)(node, x, w, attrs)
     cshape = (1,) * (nd - 1) + (-1,) if channels_last else (1, -1) + (1,) * (nd - 2)
     f = np.ldexp(1.0, O.broadcast_exp(op.exp, nd))
     if fw is not None:

@@ -130,7 +130,7 @@ def test_bnn_pynq_fc(bnn_dir, name):
 @pytest.mark.slow
 def test_bnn_pynq_cnv(bnn_dir):
     gm = GoldenModel(bnn_pynq("CNV_1W1A", bnn_dir, seed=5))
-    x = mnist_like(300, 6, shape=(3, 32, 32))
+    x = mnist_like(N, 6, shape=(3, 32, 32))
     assert compare(gm, x, "CNV_1W1A")["mismatches"] == 0
 
 
@@ -199,3 +199,62 @@ def test_cli_input_precision(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "--input-precision" in lines[0] and "ap_fixed<16,6>" in lines[0]
+
+
+def test_explain_finds_quantizer_crossings():
+    """A quantizer as fine as float32's ulp after a float-scale MatMul: the reference's float32
+    accumulation moves values across its rounding boundaries; every such mismatch is explained."""
+    from golden_models import const, make_model, quant_node
+    from onnx import helper
+
+    rng = np.random.default_rng(14)
+    inits, nodes = [], []
+    nodes.append(quant_node("x", "xq", 0.1, 0, 8, 1, 0, "ROUND", inits))
+    inits.append(const("W", rng.normal(scale=4.0, size=(32, 6))))
+    nodes.append(quant_node("W", "Wq", 0.07, 0, 8, 1, 1, "ROUND", inits))
+    nodes.append(helper.make_node("MatMul", ["xq", "Wq"], ["acc"], name="mm"))
+    nodes.append(quant_node("acc", "y", 3e-7, 0, 26, 1, 0, "ROUND", inits))
+    gm = GoldenModel(make_model(nodes, inits, (1, 32), (1, 6)))
+    x = rng.normal(scale=6.0, size=(300, 32)).astype(np.float32)
+    c = compare(gm, x, "ulp-fine quantizer after a float-scale MatMul")
+    assert c["crossed-quantizer"] > 0 and c["mismatches"] == c["crossed-quantizer"]
+
+
+# ------------------------------------------------------------------------------------ reference helpers
+def test_to_f32_rounds_the_exact_product_once():
+    from fractions import Fraction
+
+    from codesign.graph.reference import to_f32
+
+    rng = np.random.default_rng(15)
+    s32 = rng.random(64).astype(np.float32)
+    c = rng.integers(-(2**23), 2**23, size=(50, 64))
+    # one float32 scale: exactly a float32 multiply (what qonnx's Quant output is)
+    assert np.array_equal(to_f32(c, s32), c.astype(np.float32) * s32)
+    # a product of two float32 scales (an accumulator): the exact value's nearest float32
+    s = s32.astype(np.float64) * rng.random(64).astype(np.float32)
+    y = to_f32(c, s)
+    for i, j in zip(rng.integers(0, 50, 300), rng.integers(0, 64, 300), strict=True):
+        exact = Fraction(int(c[i, j])) * Fraction(float(s[j]))
+        lo, hi = np.nextafter(y[i, j], np.float32(-np.inf)), np.nextafter(y[i, j], np.float32(np.inf))
+        err = abs(Fraction(float(y[i, j])) - exact)
+        assert err <= abs(Fraction(float(lo)) - exact) and err <= abs(Fraction(float(hi)) - exact)
+    # an exact float32 midpoint is resolved by the part the float64 product lost
+    assert to_f32(np.array([2**24 + 1]), 1.0)[0] == 2**24 and to_f32(np.array([2**24 + 1]), 1 + 2**-52)[0] == 2**24 + 2
+
+
+@pytest.mark.parametrize("mode", ["ROUND", "FLOOR", "CEIL", "UP", "DOWN", "HALF_UP", "HALF_DOWN"])
+def test_quant_codes_match_qonnx(mode):
+    from qonnx.custom_op.general.intquant import int_quant
+
+    from codesign.graph.reference import quant_codes
+
+    rng = np.random.default_rng(16)
+    x = np.concatenate([rng.normal(scale=3, size=400), (rng.integers(-20, 20, 200) + 0.5) * 0.37]).astype(np.float32)
+    for scale, zp, bits, signed, narrow in [(np.float32(0.37), np.float32(0), 4, 1, 0),
+                                            (np.float32(0.37), np.float32(3), 5, 0, 1),
+                                            (np.float32(2.0**-3), np.float32(-2), 8, 1, 1),
+                                            (np.float32(0.1), np.float32(0), 1, 1, 0)]:
+        codes = quant_codes(x, scale, zp, bits, signed, narrow, mode)
+        ref = int_quant(x, scale, zp, np.float32(bits), signed, narrow, mode).astype(np.float32)
+        assert np.array_equal((codes * scale).astype(np.float32), ref)

@@ -76,15 +76,27 @@ def explain(gm, x1: np.ndarray, ref_ctx: dict[str, np.ndarray]) -> Explanation:
         if n.op_type in QUANTIZERS:
             u = n.input[0]
             if u in mine and u in ref_ctx:
-                exp.kind = "accumulator-crossed-quantizer"
-                q = np.argwhere(np.asarray(ref_ctx[t]).reshape(mine[t].shape) != mine[t])[0]
-                qi = tuple(int(i) for i in q)
-                exp.quantizer = {"node": n.name, "index": qi,
-                                 "reference_in": float(np.asarray(ref_ctx[u]).reshape(mine[u].shape)[qi]),
-                                 "golden_in": float(mine[u][qi]),
-                                 "reference_out": float(np.asarray(ref_ctx[t]).reshape(mine[t].shape)[qi]),
-                                 "golden_out": float(mine[t][qi])}
+                exp.quantizer = _crossing(gm, n, np.asarray(ref_ctx[u]).reshape(mine[u].shape), mine[u],
+                                          np.asarray(ref_ctx[t]).reshape(mine[t].shape), mine[t])
+                if exp.quantizer["boundary_between"]:
+                    exp.kind = "accumulator-crossed-quantizer"
                 return exp
     if not any(producer[t].op_type in QUANTIZERS for t in diff):
         exp.kind = "accumulator-float-tail"
     return exp
+
+
+def _crossing(gm, node, ref_in, gold_in, ref_out, gold_out) -> dict:
+    """The quantizer ``node`` gave other outputs for the reference's and the golden model's inputs: the
+    same quantizer (the reference's own kernel) run on both inputs reproduces both outputs, so a rounding
+    boundary lies between the two inputs."""
+    from codesign.graph.reference import NodeKernel, elem_types, model_consts, model_opsets
+
+    consts = getattr(gm, "fconst", None) or model_consts(gm.model)
+    k = NodeKernel(node, {i: consts[i] for i in node.input[1:] if i}, model_opsets(gm.model), elem_types(gm.model))
+    q_ref, q_gold = np.asarray(k(ref_in)[0]), np.asarray(k(gold_in)[0])
+    qi = tuple(int(i) for i in np.argwhere(ref_out != gold_out)[0])
+    same = bool(np.array_equal(q_ref, ref_out) and np.array_equal(q_gold, gold_out))
+    return {"node": node.name, "index": qi, "reference_in": float(ref_in[qi]), "golden_in": float(gold_in[qi]),
+            "reference_out": float(ref_out[qi]), "golden_out": float(gold_out[qi]),
+            "boundary_between": same and bool(ref_in[qi] != gold_in[qi])}

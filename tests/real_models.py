@@ -19,21 +19,24 @@ TFC_FILE = SHARED / "TFC_2W2A.onnx"
 JET_FILE = SHARED / "qkeras_jettagging.onnx"
 
 
-def reference(model: onnx.ModelProto, x: np.ndarray, full: bool = False):
-    """qonnx ``execute_onnx`` one vector at a time (as the reference runs a batch-1 graph): outputs
-    (float32), or with ``full`` the list of per-vector execution contexts."""
+def reference_contexts(model: onnx.ModelProto, x: np.ndarray):
+    """qonnx ``execute_onnx`` one vector at a time (as the reference runs a batch-1 graph): yields each
+    vector's full execution context (every tensor, float32)."""
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.core.onnx_exec import execute_onnx
 
     mw = ModelWrapper(model)
-    iname, oname = mw.graph.input[0].name, mw.graph.output[0].name
-    outs = []
+    iname = mw.graph.input[0].name
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for i in range(len(x)):
-            ctx = execute_onnx(mw, {iname: np.asarray(x[i:i + 1], dtype=np.float32)}, return_full_exec_context=full)
-            outs.append(ctx if full else ctx[oname])
-    return outs if full else np.concatenate(outs)
+            yield execute_onnx(mw, {iname: np.asarray(x[i:i + 1], dtype=np.float32)}, return_full_exec_context=True)
+
+
+def reference(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    """The reference's outputs (float32) for ``x``, one vector at a time."""
+    oname = model.graph.output[0].name
+    return np.concatenate([c[oname] for c in reference_contexts(model, x)])
 
 
 def _randomize_bn(model, seed: int) -> None:
@@ -156,3 +159,65 @@ def annotated(datatype: str, seed: int = 0) -> onnx.ModelProto:
     kv = a.quant_parameter_tensor_names.add()
     kv.key, kv.value = "finn_datatype", datatype
     return m
+
+
+def float_cnn(folder: Path, seed: int = 0) -> Path:
+    """A small CNN with float scales: per-channel float conv weights with a float bias (a separate Add
+    after cleaning), ReLU, MaxPool, a float-scale dense layer."""
+    import brevitas.nn as qnn
+    import torch
+    from brevitas.export import export_qonnx
+    from brevitas.quant import (
+        Int8ActPerTensorFloat,
+        Int8WeightPerChannelFloat,
+        Int8WeightPerTensorFloat,
+        Uint8ActPerTensorFloat,
+    )
+
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.qi = qnn.QuantIdentity(act_quant=Int8ActPerTensorFloat, return_quant_tensor=True)
+            self.c1 = qnn.QuantConv2d(1, 4, 3, bias=True, weight_quant=Int8WeightPerChannelFloat)
+            self.r1 = qnn.QuantReLU(act_quant=Uint8ActPerTensorFloat, return_quant_tensor=True)
+            self.p = torch.nn.MaxPool2d(2)
+            self.l2 = qnn.QuantLinear(4 * 3 * 3, 5, bias=True, weight_quant=Int8WeightPerTensorFloat)
+
+        def forward(self, x):
+            return self.l2(self.p(self.r1(self.c1(self.qi(x)))).flatten(1))
+
+    net = Net()
+    net.train()
+    with torch.no_grad():
+        for _ in range(40):
+            net(torch.randn(16, 1, 8, 8) * 2)
+    net.eval()
+    path = folder / "float_cnn.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        export_qonnx(net, args=torch.randn(1, 1, 8, 8), export_path=str(path))
+    return path
+
+
+def threshold_graph(seed: int = 0) -> onnx.ModelProto:
+    """FINN-style: MatMul, ``MultiThreshold`` (out_scale 2, out_bias -3: codes -3, -1, 1, 3), MatMul, and an
+    ``AveragePool`` over 3 values (no exact dyadic mean: a float op) at the end."""
+    rng = np.random.default_rng(seed)
+    inits, nodes = [], []
+    nodes.append(quant_node("x", "xq", 2.0**-2, 0, 6, 1, 0, "ROUND", inits))
+    inits.append(const("W", rng.normal(size=(8, 6))))
+    nodes.append(quant_node("W", "Wq", 2.0**-3, 0, 4, 1, 1, "ROUND", inits))
+    nodes.append(helper.make_node("MatMul", ["xq", "Wq"], ["acc"], name="mm"))
+    inits.append(const("thr", np.sort(rng.normal(size=(6, 3)), axis=1)))
+    nodes.append(helper.make_node("MultiThreshold", ["acc", "thr"], ["mt"], name="mt",
+                                  domain="qonnx.custom_op.general", out_scale=2.0, out_bias=-3.0))
+    inits.append(const("W2", rng.normal(size=(6, 6))))
+    nodes.append(quant_node("W2", "W2q", 2.0**-2, 0, 4, 1, 1, "ROUND", inits))
+    nodes.append(helper.make_node("MatMul", ["mt", "W2q"], ["h"], name="mm2"))
+    inits.append(const("shp", [1, 2, 3], np.int64))
+    nodes.append(helper.make_node("Reshape", ["h", "shp"], ["h3"], name="rs"))
+    nodes.append(helper.make_node("AveragePool", ["h3"], ["y"], name="ap", kernel_shape=[3]))
+    return make_model(nodes, inits, (1, 8), (1, 2, 1))

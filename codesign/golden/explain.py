@@ -36,10 +36,11 @@ class Explanation:
         return self.kind.startswith("accumulator-")
 
 
-def golden_floats(gm, x1: np.ndarray) -> dict[str, np.ndarray]:
-    """Every tensor of one golden-model run as the float32 values the reference would hold for it."""
+def golden_floats(gm, trace: dict) -> dict[str, np.ndarray]:
+    """Every tensor of a golden-model trace (``gm.trace(x, floats=True)``) as the float32 values the
+    reference would hold for it."""
     out = {}
-    for name, (v, scale) in gm.trace(x1, floats=True).items():
+    for name, (v, scale) in trace.items():
         if scale is None:
             out[name] = np.asarray(v, dtype=np.float32)
         else:
@@ -54,7 +55,8 @@ def explain(gm, x1: np.ndarray, ref_ctx: dict[str, np.ndarray]) -> Explanation:
     execution context ``ref_ctx`` (``execute_onnx(..., return_full_exec_context=True)`` on ``gm.model``)."""
     producer = {o: n for n in gm.model.graph.node for o in n.output}
     order = [o for n in gm.model.graph.node for o in n.output]
-    mine = golden_floats(gm, x1)
+    trace = gm.trace(x1, floats=True)
+    mine = golden_floats(gm, trace)
     diff = [t for t in order if t in mine and t in ref_ctx and not np.array_equal(
         np.asarray(ref_ctx[t], dtype=np.float32).reshape(mine[t].shape), mine[t])]
     if not diff:
@@ -64,7 +66,7 @@ def explain(gm, x1: np.ndarray, ref_ctx: dict[str, np.ndarray]) -> Explanation:
     exp = Explanation("unexplained", first, node.op_type)
     if node.op_type not in ACCUMULATORS:
         return exp
-    codes, scale = gm.trace(x1)[first]
+    codes, scale = trace[first]
     ref_v = np.asarray(ref_ctx[first], dtype=np.float32).reshape(mine[first].shape)
     bad = np.argwhere(ref_v != mine[first])[0]
     idx = tuple(int(i) for i in bad)

@@ -115,14 +115,31 @@ def quantized_constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     return out
 
 
+def _float_average(model: onnx.ModelProto, n, consumers: dict[str, list]) -> bool:
+    """An AveragePool / GlobalAveragePool over a window whose size is not a power of two, not followed by
+    a Trunc: its mean has no exact dyadic value (a Trunc after it rounds it exactly, as the RTL does)."""
+    if n.op_type not in ("AveragePool", "GlobalAveragePool"):
+        return False
+    k = next((list(a.ints) for a in n.attribute if a.name == "kernel_shape"), None)
+    if k is None:
+        vi = {v.name: v for v in list(model.graph.value_info) + list(model.graph.input)}.get(n.input[0])
+        k = [d.dim_value for d in vi.type.tensor_type.shape.dim][2:] if vi is not None else []
+    size = int(np.prod(k)) if k else 1
+    cs = consumers.get(n.output[0], [])
+    return size & (size - 1) != 0 and (not cs or any(c.op_type != "Trunc" for c in cs))
+
+
 def tensor_kinds(model: onnx.ModelProto, start: str, start_kind: Kind) -> dict[str, Kind]:
     """Kind of every tensor computed from ``start`` (the integer core's input)."""
     consts, qscale = model_consts(model), quantized_constants(model)
+    cons = _consumers(model)
     kinds = {start: start_kind}
     for n in model.graph.node:
         if not any(i in kinds for i in n.input):
             continue
         k = _node_kind(n, [kinds.get(i) for i in n.input if i], consts, qscale)
+        if _float_average(model, n, cons):
+            k = Kind(FLOAT)
         for o in n.output:
             kinds[o] = k
     return kinds

@@ -273,7 +273,7 @@ def test_brevitas_float_cnn(tmp_path):
     gm = GoldenModel(float_cnn(tmp_path, seed=17))
     ops = {i["op"] for i in gm.tensor_info().values() if i and i["kind"] == "fscale"}
     assert {"Conv", "MaxPool"} <= ops  # the accumulator and the pool keep integer codes at float scales
-    x = np.random.default_rng(18).normal(scale=2.0, size=(N, 1, 8, 8)).astype(np.float32)
+    x = np.random.default_rng(18).normal(scale=2.0, size=(300, 1, 8, 8)).astype(np.float32)
     c = compare(gm, x, "float-scale CNN")
     assert c["mismatches"] == c["crossed-quantizer"] + c["float-tail"]
     rg, tr = gm.ranges(), gm.trace(x[:100])
@@ -286,5 +286,5 @@ def test_multithreshold_and_float_average():
     assert [n.op_type for n in gm.partition.post] == ["AveragePool"]
     mt = next(t for t, (_node, op) in gm.producer.items() if op == "MultiThreshold")
     assert gm.tensor_info()[mt]["min"] == -3 and gm.tensor_info()[mt]["max"] == 3
-    x = on_grid(gm, N, 20)
+    x = on_grid(gm, 300, 20)
     assert compare(gm, x, "MultiThreshold + AveragePool/3")["mismatches"] == 0

@@ -23,7 +23,7 @@ import numpy as np
 from codesign.golden import fscale as F
 from codesign.golden.ops import T, err
 from codesign.golden.quant import dyadic, max_int, min_int, po2_exponent
-from codesign.graph.analysis import FLOAT, LAYOUT_OPS, QUANTIZERS
+from codesign.graph.analysis import FLOAT, LAYOUT_OPS, QUANTIZERS, is_po2
 from codesign.graph.reference import NodeKernel, elem_types, model_opsets, to_f32
 
 INT_QUANTS = ("Quant", "IntQuant", "BipolarQuant")
@@ -87,11 +87,11 @@ def handle_node(ctx, node, ins: list[T | None], attrs: dict, kind: str) -> None:
 
 
 def _po2_quant(ctx, node) -> bool:
+    """Whether quantizer ``node`` has a power-of-two scale (BipolarQuant without a scale: 1)."""
     if len(node.input) < 2 or not node.input[1]:
         return True
     s = ctx.fconst.get(node.input[1])
-    return s is not None and bool(np.all(np.frexp(np.asarray(s, dtype=np.float64))[0] == 0.5)) and np.all(
-        np.asarray(s) > 0)
+    return s is not None and is_po2(s)
 
 
 def _keep_bipolar(ctx, node, ins) -> None:
@@ -101,8 +101,8 @@ def _keep_bipolar(ctx, node, ins) -> None:
 
 def _static(ctx, node, ins, attrs, kind) -> None:
     """A node on constants only: quantized weights keep their codes (power-of-two scale: the exact
-    handlers; float scale: :func:`fscale.fscale_quant_static`), codes through layout ops keep theirs;
-    anything else is the reference's float value."""
+    handlers; float scale: qonnx's codes with the scale in ``fscale``), codes through layout ops keep
+    theirs; anything else is the reference's float value."""
     from codesign.golden.handlers import handle
 
     out = node.output[0]

@@ -103,6 +103,9 @@ def test_tfc_2w2a_file():
     codes = gm.preprocess(x[:50])
     yc, e = gm.run_codes(codes)
     assert e == 0 and np.array_equal(gm.postprocess(yc), gm.run(x[:50]))
+    rg = gm.ranges()  # integer bounds of the core hold every traced code
+    for name, (c, _scale) in gm.trace(x[:50]).items():
+        assert rg[name][0] <= int(c.min()) and int(c.max()) <= rg[name][1], name
 
 
 def test_jet_tagger_file():
@@ -288,3 +291,20 @@ def test_multithreshold_and_float_average():
     assert gm.tensor_info()[mt]["min"] == -3 and gm.tensor_info()[mt]["max"] == 3
     x = on_grid(gm, 300, 20)
     assert compare(gm, x, "MultiThreshold + AveragePool/3")["mismatches"] == 0
+
+
+def test_golden_cli_host_halves(tmp_path):
+    """``golden_cli`` on a model with host pre-/post-processing: --codes writes the core output codes of
+    the preprocessed input, --trace the integer tensors with their scales."""
+    from codesign.golden import golden_cli
+
+    gm = GoldenModel(TFC_FILE)
+    x = mnist_like(20, 21)
+    np.save(tmp_path / "x.npy", x)
+    s = golden_cli(TFC_FILE, tmp_path / "x.npy", tmp_path / "y.npy", False, tmp_path / "tr")
+    assert np.array_equal(np.load(tmp_path / "y.npy"), gm.run(x))
+    idx = json.loads((tmp_path / "tr" / "index.json").read_text())
+    assert s["core_output"] == gm.core_output and idx[gm.core_output]["scale_exp"] == 0
+    s = golden_cli(TFC_FILE, tmp_path / "x.npy", tmp_path / "yc.npy", True)
+    assert np.array_equal(np.load(tmp_path / "yc.npy"), gm.run_codes(gm.preprocess(x))[0])
+    assert s["output_scale_exp"] == 0

@@ -87,43 +87,42 @@ def float_mlp(variant: str, folder: Path, seed: int = 0) -> Path:
     float weight scales), ``input`` (a float-scale input quantizer: host pre-processing)."""
     import brevitas.nn as qnn
     import torch
-    from brevitas.export import export_qonnx
-    from brevitas.quant import (
-        Int8ActPerTensorFixedPoint,
-        Int8ActPerTensorFloat,
-        Int8WeightPerChannelFloat,
-        Int8WeightPerTensorFloat,
-        Uint8ActPerTensorFloat,
-    )
+    from brevitas import quant as bq
 
     torch.set_num_threads(1)
     torch.manual_seed(seed)
-    wq = Int8WeightPerChannelFloat if variant == "channel" else Int8WeightPerTensorFloat
-    iq = Int8ActPerTensorFloat if variant == "input" else Int8ActPerTensorFixedPoint
+    wq = bq.Int8WeightPerChannelFloat if variant == "channel" else bq.Int8WeightPerTensorFloat
+    iq = bq.Int8ActPerTensorFloat if variant == "input" else bq.Int8ActPerTensorFixedPoint
 
     class Net(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.qi = qnn.QuantIdentity(act_quant=iq, return_quant_tensor=True)
             self.l1 = qnn.QuantLinear(16, 24, bias=True, weight_quant=wq)
-            self.r1 = qnn.QuantReLU(act_quant=Uint8ActPerTensorFloat, return_quant_tensor=True)
+            self.r1 = qnn.QuantReLU(act_quant=bq.Uint8ActPerTensorFloat, return_quant_tensor=True)
             self.l2 = qnn.QuantLinear(24, 12, bias=True, weight_quant=wq)
-            self.a2 = qnn.QuantIdentity(act_quant=Int8ActPerTensorFloat, return_quant_tensor=True)
+            self.a2 = qnn.QuantIdentity(act_quant=bq.Int8ActPerTensorFloat, return_quant_tensor=True)
             self.l3 = qnn.QuantLinear(12, 5, bias=True, weight_quant=wq)
 
         def forward(self, x):
             return self.l3(self.a2(self.l2(self.r1(self.l1(self.qi(x))))))
 
-    net = Net()
+    return _calibrate_export(Net(), (16,), folder / f"float_mlp_{variant}.onnx")
+
+
+def _calibrate_export(net, shape: tuple[int, ...], path: Path) -> Path:
+    """Collect activation statistics on random data (non-trivial float scales), export raw QONNX."""
+    import torch
+    from brevitas.export import export_qonnx
+
     net.train()
-    with torch.no_grad():  # collect activation statistics: non-trivial float scales
+    with torch.no_grad():
         for _ in range(40):
-            net(torch.randn(32, 16) * 2)
+            net(torch.randn(32, *shape) * 2)
     net.eval()
-    path = folder / f"float_mlp_{variant}.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        export_qonnx(net, args=torch.randn(1, 16), export_path=str(path))
+        export_qonnx(net, args=torch.randn(1, *shape), export_path=str(path))
     return path
 
 
@@ -166,13 +165,7 @@ def float_cnn(folder: Path, seed: int = 0) -> Path:
     after cleaning), ReLU, MaxPool, a float-scale dense layer."""
     import brevitas.nn as qnn
     import torch
-    from brevitas.export import export_qonnx
-    from brevitas.quant import (
-        Int8ActPerTensorFloat,
-        Int8WeightPerChannelFloat,
-        Int8WeightPerTensorFloat,
-        Uint8ActPerTensorFloat,
-    )
+    from brevitas import quant as bq
 
     torch.set_num_threads(1)
     torch.manual_seed(seed)
@@ -180,26 +173,16 @@ def float_cnn(folder: Path, seed: int = 0) -> Path:
     class Net(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.qi = qnn.QuantIdentity(act_quant=Int8ActPerTensorFloat, return_quant_tensor=True)
-            self.c1 = qnn.QuantConv2d(1, 4, 3, bias=True, weight_quant=Int8WeightPerChannelFloat)
-            self.r1 = qnn.QuantReLU(act_quant=Uint8ActPerTensorFloat, return_quant_tensor=True)
+            self.qi = qnn.QuantIdentity(act_quant=bq.Int8ActPerTensorFloat, return_quant_tensor=True)
+            self.c1 = qnn.QuantConv2d(1, 4, 3, bias=True, weight_quant=bq.Int8WeightPerChannelFloat)
+            self.r1 = qnn.QuantReLU(act_quant=bq.Uint8ActPerTensorFloat, return_quant_tensor=True)
             self.p = torch.nn.MaxPool2d(2)
-            self.l2 = qnn.QuantLinear(4 * 3 * 3, 5, bias=True, weight_quant=Int8WeightPerTensorFloat)
+            self.l2 = qnn.QuantLinear(4 * 3 * 3, 5, bias=True, weight_quant=bq.Int8WeightPerTensorFloat)
 
         def forward(self, x):
             return self.l2(self.p(self.r1(self.c1(self.qi(x)))).flatten(1))
 
-    net = Net()
-    net.train()
-    with torch.no_grad():
-        for _ in range(40):
-            net(torch.randn(16, 1, 8, 8) * 2)
-    net.eval()
-    path = folder / "float_cnn.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        export_qonnx(net, args=torch.randn(1, 1, 8, 8), export_path=str(path))
-    return path
+    return _calibrate_export(Net(), (1, 8, 8), folder / "float_cnn.onnx")
 
 
 def threshold_graph(seed: int = 0) -> onnx.ModelProto:

@@ -94,15 +94,44 @@ def _uniform_over(e: np.ndarray, axes) -> np.ndarray:
     return e.min(axis=axes, keepdims=True) if axes else e
 
 
-def conv_op(node, x: T, w: T, attrs: dict) -> Op:
+def _conv_operands(node, x: T, w: T, attrs: dict) -> tuple[T, T, int, int, int]:
+    """Checked Conv operands with exact codes: (x, w, rank, spatial rank, group)."""
     if w.dynamic:
         raise err(node, "Conv weights must be constant")
     x, w = num(x), num(w)
     nd = len(x.shape)
-    n_sp = nd - 2
-    if n_sp < 1 or len(w.shape) != nd:
+    if nd - 2 < 1 or len(w.shape) != nd:
         raise err(node, f"input {x.shape} / weight {w.shape} ranks not supported")
-    group = int(attrs.get("group", 1))
+    return x, w, nd, nd - 2, int(attrs.get("group", 1))
+
+
+def _conv_result(conv, x: T, w: T, sx, wk, wmat, fan_in: int, shape: tuple[int, ...], out_exp) -> Op:
+    """The Op of a convolution ``conv(codes, weight_matrix, bound)`` (channels-first or -last): the kernel
+    on input codes aligned by ``sx``, interval bounds (positive and negative weights apart) and the peak
+    magnitude (``fan_in`` products) that decides int64 against Python ints."""
+    wpos, wneg = split_sign(wmat)
+    static_bound = None
+    if x.dynamic and x.lo is not None:
+        static_bound = (max(amax(x.lo), amax(x.hi)) << int(np.max(sx))) * amax(wk) * fan_in
+
+    def fn(xc, _w):
+        xc = lshift(xc, sx)
+        return conv(xc, wmat, static_bound if xc.dtype != object else None)
+
+    def bounds(ib):
+        (lo, hi), _ = ib
+        lo, hi = lshift(lo, sx), lshift(hi, sx)
+        return conv(lo, wpos) + conv(hi, wneg), conv(hi, wpos) + conv(lo, wneg)
+
+    def peak(ib):
+        (lo, hi), _ = ib
+        return (max(amax(lo), amax(hi)) << int(np.max(sx))) * amax(wk) * fan_in
+
+    return Op(fn, [x, w], shape, out_exp, bounds, peak)
+
+
+def conv_op(node, x: T, w: T, attrs: dict) -> Op:
+    x, w, nd, n_sp, group = _conv_operands(node, x, w, attrs)
     C, Cout = x.shape[1], w.shape[0]
     kernel = list(w.shape[2:])
     if "kernel_shape" in attrs and list(attrs["kernel_shape"]) != kernel:
@@ -126,7 +155,6 @@ def conv_op(node, x: T, w: T, attrs: dict) -> Op:
         return wc.reshape(G, Og, Cg * kp).transpose(0, 2, 1)  # (G, Cg*kp, Og)
 
     wmat = prep_w(wk)
-    wpos, wneg = split_sign(wmat)
 
     def conv(xc, wm, bound=None):
         N = xc.shape[0]
@@ -141,37 +169,13 @@ def conv_op(node, x: T, w: T, attrs: dict) -> Op:
         perm2 = (1, 0, 2 + n_sp) + tuple(range(2, 2 + n_sp))
         return y.transpose(perm2).reshape((N, Cout) + tuple(out))
 
-    static_bound = None
-    if x.dynamic and x.lo is not None:
-        static_bound = (max(amax(x.lo), amax(x.hi)) << int(np.max(sx))) * amax(wk) * Cg * kp
-
-    def fn(xc, _w):
-        xc = lshift(xc, sx)
-        return conv(xc, wmat, static_bound if xc.dtype != object else None)
-
-    def bounds(ib):
-        (lo, hi), _ = ib
-        lo, hi = lshift(lo, sx), lshift(hi, sx)
-        return conv(lo, wpos) + conv(hi, wneg), conv(hi, wpos) + conv(lo, wneg)
-
-    def peak(ib):
-        (lo, hi), _ = ib
-        return (max(amax(lo), amax(hi)) << int(np.max(sx))) * amax(wk) * Cg * kp
-
-    return Op(fn, [x, w], (x.shape[0], Cout) + tuple(out), out_exp, bounds, peak)
+    return _conv_result(conv, x, w, sx, wk, wmat, Cg * kp, (x.shape[0], Cout) + tuple(out), out_exp)
 
 
 def conv_op_cl(node, x: T, w: T, attrs: dict) -> Op:
     """Conv on channels-last tensors (qonnx ``channels_last`` domain): x (N, *S, C), w (O, *K, C/g);
     output (N, *out, O). Same arithmetic as :func:`conv_op` without the layout round trips."""
-    if w.dynamic:
-        raise err(node, "Conv weights must be constant")
-    x, w = num(x), num(w)
-    nd = len(x.shape)
-    n_sp = nd - 2
-    if n_sp < 1 or len(w.shape) != nd:
-        raise err(node, f"input {x.shape} / weight {w.shape} ranks not supported")
-    group = int(attrs.get("group", 1))
+    x, w, nd, n_sp, group = _conv_operands(node, x, w, attrs)
     C, Cout = x.shape[-1], w.shape[0]
     kernel = list(w.shape[1:-1])
     if "kernel_shape" in attrs and list(attrs["kernel_shape"]) != kernel:
@@ -192,7 +196,6 @@ def conv_op_cl(node, x: T, w: T, attrs: dict) -> Op:
     P = int(np.prod(out))
     # weights (O, *K, Cg) -> (G, kp*Cg, Og), rows ordered (kernel..., Cg)
     wmat = wk.reshape(G, Og, kp * Cg).transpose(0, 2, 1)
-    wpos, wneg = split_sign(wmat)
 
     def conv(xc, wm, bound=None):
         N = xc.shape[0]
@@ -208,24 +211,7 @@ def conv_op_cl(node, x: T, w: T, attrs: dict) -> Op:
         y = y.reshape((G, N, *out, Og))
         return y.transpose(tuple(range(1, 2 + n_sp)) + (0, 2 + n_sp)).reshape((N, *out, Cout))
 
-    static_bound = None
-    if x.dynamic and x.lo is not None:
-        static_bound = (max(amax(x.lo), amax(x.hi)) << int(np.max(sx))) * amax(wk) * Cg * kp
-
-    def fn(xc, _w):
-        xc = lshift(xc, sx)
-        return conv(xc, wmat, static_bound if xc.dtype != object else None)
-
-    def bounds(ib):
-        (lo, hi), _ = ib
-        lo, hi = lshift(lo, sx), lshift(hi, sx)
-        return conv(lo, wpos) + conv(hi, wneg), conv(hi, wpos) + conv(lo, wneg)
-
-    def peak(ib):
-        (lo, hi), _ = ib
-        return (max(amax(lo), amax(hi)) << int(np.max(sx))) * amax(wk) * Cg * kp
-
-    return Op(fn, [x, w], (x.shape[0], *out, Cout), out_exp, bounds, peak)
+    return _conv_result(conv, x, w, sx, wk, wmat, Cg * kp, (x.shape[0], *out, Cout), out_exp)
 
 
 def pool_op(node, x: T, attrs: dict, kind: str) -> Op:

@@ -174,6 +174,8 @@ def golden(
     out: Annotated[Path | None, typer.Option(help="output .npy")] = None,
     codes: Annotated[bool, typer.Option(help="write integer codes instead of real values")] = False,
     trace: Annotated[Path | None, typer.Option(help="write every intermediate tensor into DIR")] = None,
+    input_precision: Annotated[str | None, typer.Option(
+        help="grid of a graph input that no quantizer defines, hls4ml syntax, e.g. 'ap_fixed<16,6>'")] = None,
 ) -> None:
     """Run the exact integer golden model (on a run directory, or on any QONNX file)."""
     if target.suffix == ".onnx":
@@ -181,7 +183,7 @@ def golden(
 
         if inputs is None or out is None:
             raise CodesignError("with a .onnx file, --inputs X.npy and --out Y.npy are required")
-        golden_cli(target, inputs, out, codes, trace)
+        golden_cli(target, inputs, out, codes, trace, input_precision)
     else:
         _run_stage("golden", target)
 

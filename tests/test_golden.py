@@ -461,7 +461,7 @@ def test_batchnorm_exact_and_rejected():
     ref[:, 1] = (x[:, 1] + 1.0) / 0.5 * -0.5
     assert np.array_equal(gm.run(x), ref)
     with pytest.raises(UnsupportedError, match="bn.*BatchNormalization.*not exactly representable"):
-        GoldenModel(bn_model([1.0, 1.0], 1e-5))
+        GoldenModel(bn_model([1.0, 1.0], 1e-5), mixed=False)
 
 
 def test_residual_add_with_different_scales():
@@ -505,11 +505,11 @@ def _q_model(scale=2.0**-3, zp=0.0, op=None, dyn=False):
 
 def test_bad_inputs_raise_clear_errors():
     with pytest.raises(UnsupportedError, match=r"qin.*Quant.*0\.3.*not a power of two"):
-        GoldenModel(_q_model(scale=0.3))
+        GoldenModel(_q_model(scale=0.3), mixed=False)
     with pytest.raises(UnsupportedError, match="zero point"):
         GoldenModel(_q_model(zp=0.3))
     with pytest.raises(UnsupportedError, match="weird.*Softmax.*not supported"):
-        GoldenModel(_q_model(op="Softmax"))
+        GoldenModel(_q_model(op="Softmax"), mixed=False)
     with pytest.raises(UnsupportedError, match="dynamic shape"):
         GoldenModel(_q_model(dyn=True))
     with pytest.raises(UnsupportedError, match="not quantized"):
@@ -523,7 +523,7 @@ def test_bad_inputs_raise_clear_errors():
     avg = [quant_node("x", "xq", 0.5, 0, 4, 1, 0, "ROUND", inits),
            helper.make_node("GlobalAveragePool", ["xq"], ["y"], name="gap")]
     with pytest.raises(UnsupportedError, match="non-power-of-two window"):
-        GoldenModel(make_model(avg, inits, (1, 2, 3, 3), (1, 2, 1, 1)))
+        GoldenModel(make_model(avg, inits, (1, 2, 3, 3), (1, 2, 1, 1)), mixed=False)
 
 
 # ------------------------------------------------------------------------------------ stage / hls4ml

@@ -17,6 +17,23 @@ the same graph must match this model bit for bit.
 
 ``scale_exp`` is an ``int``, or an int64 array broadcastable against the codes (leading batch axis
 of size 1) where a Quant had per-channel scales.
+
+Real QONNX models made elsewhere (float pre-processing such as FINN's ``2x - 1``, BatchNorm before the
+activation quantizers, float-scale quantizers, TensorNorm / Softmax at the output, an unquantized input)
+run in mixed mode (:mod:`codesign.golden.mixed`): integer core exact, float ops by the reference's own
+kernels, so ``run`` equals qonnx ``execute_onnx`` on ``gm.model`` (the cleaned graph):
+
+    gm = GoldenModel("jet.onnx", input_precision="ap_fixed<16,6>")   # or a finn_datatype annotation
+    gm.partition                                # host pre-processing / core / host post-processing
+    codes = gm.preprocess(x_float)             # host: float input -> core input codes
+    y_codes, scale = gm.run_codes(codes)       # accelerator: core input codes -> core output codes
+    y = gm.postprocess(y_codes)                # host: core output codes -> graph output (float32)
+    gm.run(x_float) == gm.postprocess(gm.run_codes(gm.preprocess(x_float))[0])
+
+A scale is an exponent (``int`` / int array: real = codes * 2**e) for power-of-two tensors and a
+``float`` / float64 array (real = codes * scale) for float-scale ("fscale") tensors;
+``gm.tensor_info()`` says which tensors are bipolar (codes -1/+1).
+:func:`codesign.golden.explain.explain` says why an output differs from the reference's on one vector.
 """
 
 from codesign.golden.graph import GoldenModel, InputSpec

@@ -9,7 +9,6 @@ per step whether int64 is safe or the step must run on Python ints.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from codesign.errors import CodesignError, UnsupportedError
 from codesign.golden import ops as O
 from codesign.golden.ops import T
 from codesign.golden.quant import INT64_SAFE, compress_exp, exp_scalar
+from codesign.golden.runtime import RunAPI, bounds_obj
 
 QONNX_DOMAINS = {"qonnx.custom_op.general", "finn.custom_op.general", "onnx.brevitas", "qonnx", "finn"}
 CHANNELS_LAST_DOMAINS = {"qonnx.custom_op.channels_last", "finn.custom_op.channels_last"}
@@ -44,29 +44,47 @@ class Step:
     out_big: bool  # result may not fit int64
     bounds: Callable | None
     internal: bool
+    kind: str = "int"  # "int": integer codes out; "float": float32 values out (a reference kernel)
+    stage: str = "core"  # "pre" (host pre-processing), "core" (the accelerator), "post" (host post-processing)
+    fixed: tuple | None = None  # (lo, hi) code bounds that do not depend on the inputs (a quantizer of floats)
 
 
 @dataclass
 class InputSpec:
-    """The quantizer of the graph input (the Quant node that consumes it)."""
+    """The core input: the integer codes the accelerator (RTL) takes.
+
+    ``name`` is its ONNX tensor: the graph input, or, when host pre-processing precedes the core
+    (``host_pre``), the output of the quantizer that ends it (``quant_node``). Real value = codes times
+    ``2**scale_exp`` (power-of-two scale; an int, or an int array per channel) or times ``scale`` (a float,
+    or float array, where ``scale_exp`` is None). ``bipolar``: codes -1/+1 (pack as 1-bit fields,
+    bit = (code + 1) / 2). ``source``: where the grid comes from (a quantizer node, a ``finn_datatype``
+    annotation, an ``--input-precision``)."""
 
     name: str
     shape: tuple[int, ...]  # without batch
     bits: int
     signed: bool
     narrow: bool
-    scale_exp: int | np.ndarray
+    scale_exp: int | np.ndarray | None
     rounding: str
     code_min: int
     code_max: int
     quant_node: str
+    bipolar: bool = False
+    scale: float | np.ndarray | None = None  # the float scale where it is not a power of two
+    host_pre: bool = False
+    graph_input: str = ""
+    source: str = ""
 
     def as_dict(self) -> dict:
+        def lst(v):
+            return v if v is None or isinstance(v, int | float) else np.asarray(v).tolist()
+
         return {
             "name": self.name, "shape": list(self.shape), "bits": self.bits, "signed": self.signed,
-            "narrow": self.narrow, "scale_exp": self.scale_exp if isinstance(self.scale_exp, int)
-            else np.asarray(self.scale_exp).tolist(), "rounding": self.rounding,
+            "narrow": self.narrow, "scale_exp": lst(self.scale_exp), "rounding": self.rounding,
             "code_min": self.code_min, "code_max": self.code_max, "quant_node": self.quant_node,
+            "bipolar": self.bipolar, "scale": lst(self.scale), "host_pre": self.host_pre,
         }
 
 
@@ -99,37 +117,25 @@ def _topo(graph, known: set[str]) -> list:
     return order
 
 
-_BLAS = None
+class GoldenModel(RunAPI):
+    """Exact integer execution of a QONNX model (raw Brevitas export, cleaned/channels-last, or a real
+    QONNX file made elsewhere).
 
+    Exact mode (every graph the golden model ran before: a quantized graph input, every node exact on
+    integers): ``run(x_real)`` returns real outputs (float64, exactly ``codes * 2**scale_exp``). Mixed mode
+    (anything else: host pre-/post-processing, float-scale quantizers, float ops; see
+    :mod:`codesign.golden.mixed`): the model is cleaned (:func:`codesign.graph.clean.clean_model`, kept in
+    ``self.model``), cut by :func:`codesign.graph.analysis.partition` (``self.partition``), and ``run``
+    returns the graph output as ``execute_onnx`` gives it (float32 after host post-processing).
+    ``run_codes``/``trace`` expose the integer codes of the core; ``ranges`` their integer bounds.
 
-def _one_blas_thread():
-    """Run BLAS single-threaded: the matmuls here are small, and a multi-threaded OpenBLAS on a
-    shared, loaded machine is 20-40x slower than one thread."""
-    global _BLAS
-    if _BLAS is None:
-        try:
-            from threadpoolctl import ThreadpoolController
-
-            _BLAS = ThreadpoolController()
-        except ImportError:  # pragma: no cover
-            _BLAS = False
-    if _BLAS is False:
-        return contextlib.nullcontext()
-    return _BLAS.limit(limits=1, user_api="blas")
-
-
-def _bounds_obj(a: np.ndarray) -> np.ndarray:
-    return np.asarray(a).astype(object)
-
-
-class GoldenModel:
-    """Exact integer execution of a QONNX model (raw Brevitas export or cleaned/channels-last).
-
-    ``run(x_real)`` returns real outputs (float64, exactly ``codes * 2**scale_exp``);
-    ``run_codes``/``trace`` expose the integer codes; ``ranges`` the integer bounds of every tensor.
+    ``input_precision``: the grid of a graph input that no quantizer defines (hls4ml syntax such as
+    ``ap_fixed<16,6>``); a ``finn_datatype`` annotation of the input does the same. ``mixed=False``:
+    exact mode only (a graph that needs float kernels raises :class:`UnsupportedError`, as before).
     """
 
-    def __init__(self, model: str | Path | onnx.ModelProto):
+    def __init__(self, model: str | Path | onnx.ModelProto, input_precision: str | None = None,
+                 mixed: bool = True):
         if isinstance(model, onnx.ModelProto):
             proto = model
         else:
@@ -140,10 +146,70 @@ class GoldenModel:
                 proto = onnx.load(str(p))
             except Exception as e:  # noqa: BLE001 - any parse failure is a user error
                 raise CodesignError(f"cannot read ONNX model {p}: {e}") from e
+        self.input_precision = input_precision
+        if input_precision is not None:
+            self._precision_grid()  # a malformed precision is an error whatever the graph
+        self.mixed = False
+        self.partition = None
+        self._setup(proto)
+        try:
+            self._compile(proto.graph)
+        except UnsupportedError as exact_error:
+            if not mixed:
+                raise
+            self._compile_mixed(proto, exact_error)
+
+    def _setup(self, proto: onnx.ModelProto) -> None:
         self.model = proto
         self.opsets = {o.domain: int(o.version) for o in proto.opset_import}
         self._cur_node = None
-        self._compile(proto.graph)
+        self._cur_stage = "core"
+
+    def _precision_grid(self):
+        from codesign.graph.analysis import parse_precision
+
+        try:
+            return parse_precision(self.input_precision)
+        except ValueError as e:
+            raise CodesignError(str(e)) from None
+
+    def _input_grid(self, name: str):
+        """The grid of a graph input without a quantizer: its ``finn_datatype`` annotation, else
+        ``input_precision``, else None."""
+        from codesign.graph.analysis import annotated_grid
+
+        g = annotated_grid(self.model, name)
+        if g is None and self.input_precision is not None:
+            g = self._precision_grid()
+        return g
+
+    def _compile_mixed(self, proto: onnx.ModelProto, exact_error: UnsupportedError) -> None:
+        """Mixed mode: clean, partition, compile every node (see :mod:`codesign.golden.mixed`)."""
+        from codesign.graph.analysis import partition
+        from codesign.graph.clean import clean_model
+        from codesign.graph.reference import elem_types
+
+        try:
+            cleaned = clean_model(proto)
+            part = partition(cleaned)
+        except UnsupportedError:
+            raise exact_error from None
+        except Exception as e:  # noqa: BLE001 - qonnx cleanup failing on a graph is a user-facing problem
+            raise UnsupportedError(f"{exact_error} (cleaning the graph for mixed mode failed too: "
+                                   f"{str(e).splitlines()[0][:200]})") from None
+        self._setup(cleaned)
+        self.mixed, self.partition = True, part
+        self.kinds = part.kinds
+        self.opsets_full = {o.domain: int(o.version) for o in cleaned.opset_import}
+        self.elem_types = elem_types(cleaned)
+        self.used = {i for n in cleaned.graph.node for i in n.input} | {o.name for o in cleaned.graph.output}
+        self.quant_info: dict[str, tuple] = {}
+        self._stage_of = {id(n): "pre" for n in part.pre} | {id(n): "post" for n in part.post}
+        if not part.host_pre and part.input_quant is None and self._input_grid(part.graph_input) is None:
+            raise UnsupportedError(
+                f"graph input {part.graph_input!r} has no quantizer and no finn_datatype annotation: give its "
+                "grid with --input-precision (input_precision=), e.g. ap_fixed<16,6>")
+        self._compile(cleaned.graph)
 
     # ------------------------------------------------------------------------------ compile
     def _compile(self, graph) -> None:
@@ -169,26 +235,61 @@ class GoldenModel:
             shape.append(int(d.dim_value))
         self.input_name = gin.name
         self.output_names = [o.name for o in graph.output]
+        self.core_output = self.partition.core_output if self.mixed else self.output_names[0]
         self.tensors: dict[str, T] = {}
         for name, arr in inits.items():
             self.tensors[name] = T(name, tuple(arr.shape), raw=arr)
         self.steps: list[Step] = []
         self._internal: set[str] = set()
         nodes = _topo(graph, set(inits) | {gin.name})
-        self.input_spec = self._find_input_spec(gin.name, tuple(shape), nodes)
+        if self.mixed:
+            from codesign.golden.mixed import float_constants
+
+            self.fconst = float_constants(self.model, nodes, inits, {gin.name})
+        self.producer: dict[str, tuple[str, str]] = {}
+        if self.mixed and self.partition.host_pre:
+            self.tensors[gin.name] = T(gin.name, (1, *shape), dynamic=True, is_float=True)
+            self.input_spec = None
+        else:
+            self._input_tensor(gin.name, tuple(shape), nodes)
+        for node in nodes:
+            self._cur_node = node
+            self._cur_stage = self._stage_of.get(id(node), "core") if self.mixed else "core"
+            self._compile_node(node)
+        self._cur_node, self._cur_stage = None, "core"
+        if self.input_spec is None:
+            self.input_spec = self._core_input_spec(gin.name)
+        self._check_outputs()
+
+    def _input_tensor(self, name: str, shape: tuple[int, ...], nodes) -> None:
+        """The graph input as the core input: its spec (quantizer or grid) and code bounds."""
+        self.input_spec = self._find_input_spec(name, shape, nodes)
         sp = self.input_spec
         full = (1, *shape)
         e_in = np.asarray(sp.scale_exp, dtype=np.int64)
         e_in = e_in.reshape((1,) * (len(full) - e_in.ndim) + e_in.shape)
         lo = np.full(full, sp.code_min, dtype=object)
         hi = np.full(full, sp.code_max, dtype=object)
-        self.tensors[gin.name] = T(gin.name, full, compress_exp(e_in), dynamic=True, lo=lo, hi=hi)
+        self.tensors[name] = T(name, full, compress_exp(e_in), dynamic=True, lo=lo, hi=hi, bipolar=sp.bipolar)
         self._in_exp = compress_exp(e_in)
-        self.producer: dict[str, tuple[str, str]] = {}
-        for node in nodes:
-            self._cur_node = node
-            self._compile_node(node)
-        self._cur_node = None
+
+    def _core_input_spec(self, gin: str) -> InputSpec:
+        """Spec of the core input after host pre-processing: the quantizer that ends it."""
+        from codesign.golden.fscale import compress_scale
+
+        name = self.partition.core_input
+        t = self.tensors[name]
+        node, (bits, signed, narrow, rounding) = self.quant_info[name]
+        se = exp_scalar(t.exp) if t.fscale is None else None
+        sc = None
+        if t.fscale is not None:
+            f = compress_scale(t.fscale)
+            sc = float(f.ravel()[0]) if f.size == 1 else f
+        return InputSpec(name, tuple(t.shape[1:]), bits, signed, narrow, se, rounding, int(np.min(t.lo)),
+                         int(np.max(t.hi)), node.name, bipolar=t.bipolar, scale=sc, host_pre=True, graph_input=gin,
+                         source=f"{node.op_type} node {node.name!r} after host pre-processing")
+
+    def _check_outputs(self) -> None:
         for o in self.output_names:
             t = self.tensors.get(o)
             if t is None:
@@ -222,14 +323,20 @@ class GoldenModel:
                     raise UnsupportedError(f"node {n.name!r}: per-channel input quantizer after a layout op")
                 z = int(spec.zp_num.ravel()[0])
                 return InputSpec(name, shape, spec.bits, spec.signed, spec.narrow, exp_scalar(se), spec.rounding,
-                                 spec.qmin - z, spec.qmax - z, n.name)
+                                 spec.qmin - z, spec.qmax - z, n.name, bipolar=spec.bipolar,
+                                 source=f"{n.op_type} node {n.name!r}")
             if n.op_type in ("Transpose", "Reshape", "Flatten", "Identity", "Squeeze", "Unsqueeze"):
                 cur, via_layout = n.output[0], True
                 continue
             break
+        g = self._input_grid(name)
+        if g is not None:
+            return InputSpec(name, shape, g.bits, g.signed, False, g.scale_exp, "FLOOR", g.code_min, g.code_max, "",
+                             bipolar=g.bipolar, source=g.source)
         raise UnsupportedError(
             f"graph input {name!r} is not quantized: no Quant node consumes it (directly or through "
-            "Transpose/Reshape); the golden model needs the input grid"
+            "Transpose/Reshape) and it has no finn_datatype annotation; give its grid with --input-precision "
+            "(input_precision=), e.g. ap_fixed<16,6>"
         )
 
     def emit(self, op: O.Op | T, out: str, internal: bool = False) -> T:
@@ -237,6 +344,11 @@ class GoldenModel:
             op.name = out
             self.tensors[out] = op
             return op
+        t = self._emit_op(op, out, internal)
+        t.fscale = op.fscale
+        return t
+
+    def _emit_op(self, op: O.Op, out: str, internal: bool) -> T:
         dyn = any(a.dynamic for a in op.args)
         for a in op.args:
             if a.codes is None and not a.dynamic:
@@ -250,7 +362,7 @@ class GoldenModel:
             t = T(out, tuple(codes.shape), compress_exp(op.exp), codes=codes, div=op.div)
             self.tensors[out] = t
             return t
-        ib = [(a.lo, a.hi) if a.dynamic else (_bounds_obj(a.codes), _bounds_obj(a.codes)) for a in op.args]
+        ib = [(a.lo, a.hi) if a.dynamic else (bounds_obj(a.codes), bounds_obj(a.codes)) for a in op.args]
         lo, hi = self._bounds(op, ib)
         peak = max([O.amax(x) for pair in ib for x in pair] + [O.amax(lo), O.amax(hi)])
         if op.peak is not None:
@@ -259,7 +371,7 @@ class GoldenModel:
             raise UnsupportedError(f"tensor {out!r}: a constant operand would change the batch dimension")
         out_big = max(O.amax(lo), O.amax(hi)) >= INT64_SAFE
         step = Step(op.fn, [(a.name, None if a.dynamic else a.codes) for a in op.args], out,
-                    peak >= INT64_SAFE, out_big, op.bounds, internal)
+                    peak >= INT64_SAFE, out_big, op.bounds, internal, stage=self._cur_stage)
         self.steps.append(step)
         if self._cur_node is not None:
             self.producer[out] = (self._cur_node.name, self._cur_node.op_type)
@@ -274,9 +386,9 @@ class GoldenModel:
         if op.bounds is not None:
             lo, hi = op.bounds(ib)
         else:
-            lo = op.fn(*[_bounds_obj(b[0]) for b in ib])
-            hi = op.fn(*[_bounds_obj(b[1]) for b in ib])
-        return _bounds_obj(lo), _bounds_obj(hi)
+            lo = op.fn(*[bounds_obj(b[0]) for b in ib])
+            hi = op.fn(*[bounds_obj(b[1]) for b in ib])
+        return bounds_obj(lo), bounds_obj(hi)
 
     def _compile_node(self, node) -> None:
         from codesign.golden.handlers import handle
@@ -292,167 +404,25 @@ class GoldenModel:
         dom = node.domain or ""
         if dom in STANDARD_DOMAINS:
             kind = "std"
-        elif dom in QONNX_DOMAINS or dom.endswith("custom_op.general"):
+        elif dom in QONNX_DOMAINS or dom.endswith("custom_op.general") or (self.mixed and dom.endswith(".general")):
             kind = "qonnx"
         elif dom in CHANNELS_LAST_DOMAINS:
             kind = "cl"
         else:
             raise UnsupportedError(f"node {node.name!r} ({node.op_type}): unknown operator domain {dom!r}")
-        handle(self, node, ins, _attrs(node), kind)
+        if self.mixed:
+            from codesign.golden.mixed import handle_node
 
-    # ------------------------------------------------------------------------------ run
-    def _check_codes(self, x) -> np.ndarray:
-        x = np.asarray(x)
-        shp = self.input_spec.shape
-        if x.shape[1:] != shp:
-            raise CodesignError(
-                f"input has shape {x.shape}, expected (batch, {', '.join(map(str, shp))}) for {self.input_name!r}"
-            )
-        return x
-
-    def _exec(self, codes: np.ndarray) -> dict[str, np.ndarray]:
-        with _one_blas_thread():
-            return self._exec_steps(codes)
-
-    def _exec_steps(self, codes: np.ndarray) -> dict[str, np.ndarray]:
-        env = {self.input_name: codes}
-        for st in self.steps:
-            args = [env[n] if c is None else c for n, c in st.inputs]
-            if st.big:
-                args = [np.asarray(a).astype(object) for a in args]
-            out = np.asarray(st.fn(*args))
-            if out.dtype == object and not st.out_big:
-                out = out.astype(np.int64)
-            elif out.dtype != object and out.dtype != np.int64:
-                out = out.astype(np.int64)
-            env[st.out] = out
-        return env
-
-    def _exp_of(self, name: str):
-        return exp_scalar(self.tensors[name].exp)
-
-    def codes_from_real(self, x_real) -> np.ndarray:
-        """Integer input codes of real values that must lie on the input quantizer's grid."""
-        x = np.asarray(x_real, dtype=np.float64)
-        x = self._check_codes(x)
-        c = x * np.ldexp(1.0, -self._in_exp)  # exact: multiplication by a power of two
-        sp = self.input_spec
-        with np.errstate(invalid="ignore"):
-            ci = c.astype(np.int64)  # inf/nan/huge give garbage that the comparison below rejects
-        ok = bool(np.array_equal(ci, c)) and (not ci.size or (ci.min() >= sp.code_min and ci.max() <= sp.code_max))
-        if ok and self.input_spec.bits == 1 and self.input_spec.signed:
-            ok = not np.any(ci == 0)
-        if not ok:
-            bad = ~np.isfinite(c) | (c != np.floor(c)) | (c < sp.code_min) | (c > sp.code_max)
-            if self.input_spec.bits == 1 and self.input_spec.signed:
-                bad |= c == 0
-            idx = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise CodesignError(
-                f"input value {x[idx]!r} at index {idx} is not on the input quantizer's grid "
-                f"(codes {sp.code_min}..{sp.code_max} times 2**{sp.scale_exp}); use quantize_input() first"
-            )
-        return ci
-
-    def run_codes(self, x_codes) -> tuple[np.ndarray, int | np.ndarray]:
-        """Integer codes in -> (output codes, output scale exponent) of the first graph output."""
-        x = self._check_codes(np.asarray(x_codes))
-        if x.dtype.kind not in "iu":
-            if not np.all(np.asarray(x) == np.floor(x)):
-                raise CodesignError("run_codes needs integer codes")
-        x = x.astype(np.int64)
-        sp = self.input_spec
-        if x.size and (x.min() < sp.code_min or x.max() > sp.code_max):
-            raise CodesignError(f"input codes outside {sp.code_min}..{sp.code_max}")
-        env = self._exec(x)
-        o = self.output_names[0]
-        return env[o], self._exp_of(o)
-
-    def run(self, x_real) -> np.ndarray:
-        """Real outputs (float64) of the first graph output; the input must be on the input grid."""
-        x = np.asarray(x_real, dtype=np.float64)
-        single = x.ndim == len(self.input_spec.shape)
-        if single:
-            x = x[None]
-        codes, e = self.run_codes(self.codes_from_real(x))
-        y = to_real(codes, self.tensors[self.output_names[0]].exp)
-        return y[0] if single else y
-
-    def run_all(self, x_real) -> dict[str, np.ndarray]:
-        """Real values of every graph output."""
-        env = self._exec(self.codes_from_real(x_real))
-        return {o: to_real(env[o], self.tensors[o].exp) for o in self.output_names}
-
-    def trace(self, x_real) -> dict[str, tuple[np.ndarray, int | np.ndarray]]:
-        """Codes and scale exponent of every tensor that depends on the input (graph tensor names)."""
-        env = self._exec(self.codes_from_real(x_real))
-        return {n: (v, self._exp_of(n)) for n, v in env.items() if n not in self._internal}
-
-    def quantize_input(self, x_float) -> np.ndarray:
-        """Snap float inputs to the input grid with the input Quant's rounding and clipping (real values)."""
-        x = np.asarray(x_float, dtype=np.float64)
-        single = x.ndim == len(self.input_spec.shape)
-        if single:
-            x = x[None]
-        self._check_codes(x)
-        sp = self.input_spec
-        spec = O.QuantSpec(np.asarray(self._in_exp), np.zeros_like(self._in_exp), 0, sp.bits, sp.signed,
-                           sp.narrow, sp.rounding, sp.bits == 1 and sp.signed)
-        z = -sp.code_min + O.min_int(sp.signed, sp.narrow, sp.bits) if not spec.bipolar else 0
-        spec.zp_num = np.full_like(self._in_exp, z)
-        codes = O.quant_float(x, spec)
-        if codes is None:
-            c, e = O.dyadic(x, "input: ")
-            codes = O.quant_codes(c, np.full((1,) * x.ndim, e), spec)
-        y = np.ldexp(np.asarray(codes, dtype=np.float64), self._in_exp)
-        return y[0] if single else y
-
-    @property
-    def constants(self) -> dict[str, tuple[np.ndarray, int | np.ndarray]]:
-        """Codes and exponent of every quantized constant (e.g. weights after their Quant node)."""
-        return {n: (t.codes, exp_scalar(t.exp)) for n, t in self.tensors.items()
-                if not t.dynamic and t.codes is not None and t.raw is None and "::" not in n}
-
-    def tensor_info(self, input_range=None) -> dict[str, dict]:
-        """Per input-dependent tensor, in execution order: producing node and op, shape without batch,
-        scale_exp, code bounds and the two's-complement width that holds them (for sizing registers)."""
-        info = {self.input_name: None}
-        for name, (lo, hi, e) in self.ranges(input_range).items():
-            node, op = self.producer.get(name, ("", "input"))
-            signed = lo < 0
-            bits = max(hi.bit_length(), (-lo - 1).bit_length() if signed else 0) + (1 if signed else 0)
-            info[name] = {"node": node, "op": op, "shape": list(self.tensors[name].shape[1:]),
-                          "scale_exp": e if isinstance(e, int) else np.asarray(e).tolist(),
-                          "min": lo, "max": hi, "bits": max(bits, 1), "signed": signed}
-        return info
-
-    def ranges(self, input_range=None) -> dict[str, tuple[int, int, int | np.ndarray]]:
-        """Integer bounds (min_code, max_code, scale_exp) of every input-dependent tensor.
-
-        ``input_range``: None (the whole input quantizer range) or ``(lo, hi)`` real values (scalars
-        or arrays broadcastable to the input shape), snapped inwards to the grid.
-        """
-        sp = self.input_spec
-        full = (1, *sp.shape)
-        if input_range is None:
-            lo = np.full(full, sp.code_min, dtype=object)
-            hi = np.full(full, sp.code_max, dtype=object)
+            handle_node(self, node, ins, _attrs(node), kind)
         else:
-            rlo, rhi = (np.broadcast_to(np.asarray(v, dtype=np.float64), full) for v in input_range)
-            clo = np.clip(np.ceil(np.ldexp(rlo, -self._in_exp)), sp.code_min, sp.code_max)
-            chi = np.clip(np.floor(np.ldexp(rhi, -self._in_exp)), sp.code_min, sp.code_max)
-            if np.any(clo > chi):
-                raise CodesignError("input_range is empty on the input grid")
-            lo, hi = clo.astype(np.int64).astype(object), chi.astype(np.int64).astype(object)
-        env = {self.input_name: (lo, hi)}
-        for st in self.steps:
-            ib = [env[n] if c is None else (_bounds_obj(c), _bounds_obj(c)) for n, c in st.inputs]
-            op = O.Op(st.fn, [], (), np.zeros(0), st.bounds)
-            env[st.out] = self._bounds(op, ib)
-        return {n: (int(np.min(lo_)), int(np.max(hi_)), self._exp_of(n)) for n, (lo_, hi_) in env.items()
-                if n not in self._internal}
+            handle(self, node, ins, _attrs(node), kind)
 
-
-def to_real(codes: np.ndarray, exp: np.ndarray) -> np.ndarray:
-    if codes.dtype == object:
-        return np.vectorize(lambda c, e: float(c) * 2.0 ** int(e), otypes=[np.float64])(codes, exp)
-    return codes.astype(np.float64) * np.ldexp(1.0, np.asarray(exp, dtype=np.int64))
+    def add_step(self, fn, inputs: list[str], out: str, t: T, kind: str, fixed: tuple | None = None) -> T:
+        """Add a step that :mod:`codesign.golden.mixed` built (a reference float kernel, or a quantizer of
+        floats whose code bounds ``fixed`` do not depend on its input)."""
+        self.steps.append(Step(fn, [(i, None) for i in inputs], out, False, False, None, False, kind=kind,
+                               stage=self._cur_stage, fixed=fixed))
+        if self._cur_node is not None:
+            self.producer[out] = (self._cur_node.name, self._cur_node.op_type)
+        self.tensors[out] = t
+        return t

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from codesign.golden import ops as O
+from codesign.golden import window_ops as W
 from codesign.golden.ops import T, err
 from codesign.golden.quant import compress_exp, dyadic
 
@@ -26,7 +27,12 @@ def _layout(ctx, node, x: T, f, out: str, internal: bool = False) -> T:
     e_full = np.broadcast_to(O.broadcast_exp(x.exp, len(x.shape)), x.shape)
     e_out = compress_exp(np.asarray(f(np.ascontiguousarray(e_full))))
     shape = tuple(np.asarray(f(np.zeros(x.shape, dtype=np.int8))).shape)
-    return ctx.emit(O.Op(lambda c: f(c), [x], shape, e_out, div=x.div), out, internal)
+    fs = None
+    if x.fscale is not None:  # the float scale moves with the data, like the exponent
+        from codesign.golden.fscale import compress_scale
+
+        fs = compress_scale(np.asarray(f(np.ascontiguousarray(np.broadcast_to(x.fscale, x.shape)))))
+    return ctx.emit(O.Op(lambda c: f(c), [x], shape, e_out, div=x.div, fscale=fs), out, internal)
 
 
 def _static_reshape(t: T, shape: tuple[int, ...]) -> T:
@@ -84,7 +90,7 @@ def handle(ctx, node, ins: list[T | None], attrs: dict, kind: str) -> None:
         elif op == "MaxPool":
             xc = _transpose(ctx, node, x, to_cf, out + "::cf", True)
             _no_second_output(node)
-            y = ctx.emit(O.pool_op(node, xc, attrs, "max"), out + "::pool", True)
+            y = ctx.emit(W.pool_op(node, xc, attrs, "max"), out + "::pool", True)
             _transpose(ctx, node, y, to_cl, out)
         elif op == "BatchNormalization":
             _batchnorm(ctx, node, ins, attrs, nd - 1, out)
@@ -108,14 +114,14 @@ def handle(ctx, node, ins: list[T | None], attrs: dict, kind: str) -> None:
         ctx.emit(O.relu_op(x), out)
     elif op == "MaxPool":
         _no_second_output(node)
-        ctx.emit(O.pool_op(node, x, attrs, "max"), out)
+        ctx.emit(W.pool_op(node, x, attrs, "max"), out)
     elif op == "AveragePool":
-        ctx.emit(O.pool_op(node, x, attrs, "avg"), out)
+        ctx.emit(W.pool_op(node, x, attrs, "avg"), out)
     elif op == "GlobalAveragePool":
-        ctx.emit(O.pool_op(node, x, attrs, "global"), out)
+        ctx.emit(W.pool_op(node, x, attrs, "global"), out)
     elif op == "GlobalMaxPool":
         a = {"kernel_shape": list(x.shape[2:])}
-        ctx.emit(O.pool_op(node, x, a, "max"), out)
+        ctx.emit(W.pool_op(node, x, a, "max"), out)
     elif op == "BatchNormalization":
         _batchnorm(ctx, node, ins, attrs, 1, out)
     elif op == "Transpose":
@@ -280,7 +286,7 @@ def _conv(ctx, node, x, w, b, attrs, out, internal=True, channels_last=False) ->
     if w.codes is None and not w.dynamic:
         c, e = dyadic(w.raw, f"node {node.name!r}: ")
         w = T(w.name, w.shape, np.full((1,) * len(w.shape), e, dtype=np.int64), codes=c)
-    conv = O.conv_op_cl if channels_last else O.conv_op
+    conv = W.conv_op_cl if channels_last else W.conv_op
     if b is None:
         return ctx.emit(conv(node, x, w, attrs), out, internal)
     y = ctx.emit(conv(node, x, w, attrs), out + "::nobias", True)

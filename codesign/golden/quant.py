@@ -178,15 +178,19 @@ def dyadic(value, where: str) -> tuple[np.ndarray, int]:
     return codes, exp
 
 
+def compress_const_axes(a: np.ndarray) -> np.ndarray:
+    """Shrink an array along axes where it is constant (keeps ndim)."""
+    for ax in range(a.ndim):
+        if a.shape[ax] > 1:
+            first = np.take(a, [0], axis=ax)
+            if np.all(a == first):
+                a = first
+    return a
+
+
 def compress_exp(e: np.ndarray) -> np.ndarray:
     """Shrink an exponent array along axes where it is constant (keeps ndim)."""
-    e = np.asarray(e, dtype=np.int64)
-    for ax in range(e.ndim):
-        if e.shape[ax] > 1:
-            first = np.take(e, [0], axis=ax)
-            if np.all(e == first):
-                e = first
-    return e
+    return compress_const_axes(np.asarray(e, dtype=np.int64))
 
 
 def exp_scalar(e: np.ndarray):

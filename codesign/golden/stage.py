@@ -109,28 +109,42 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
 
-def golden_cli(model: Path, inputs: Path, out: Path, codes: bool = False, trace_dir: Path | None = None) -> dict:
-    """``codesign golden MODEL.onnx --inputs X.npy --out Y.npy [--codes] [--trace DIR]``.
+def _scale_entry(scale) -> dict:
+    """``{"scale_exp": e}`` for a power-of-two scale, ``{"scale": s}`` for a float one (JSON-ready)."""
+    if scale is None:
+        return {}
+    if isinstance(scale, int) or (isinstance(scale, np.ndarray) and scale.dtype.kind in "iu"):
+        return {"scale_exp": scale if isinstance(scale, int) else np.asarray(scale).tolist()}
+    return {"scale": float(scale) if np.ndim(scale) == 0 else np.asarray(scale).tolist()}
 
-    X holds real input values on the input quantizer's grid (off-grid values are an error, never
-    rounded; ``GoldenModel.quantize_input`` snaps floats). Y gets the real outputs (float64), or with
-    ``--codes`` the integer output codes (int64; real = codes * 2**output_scale_exp).
-    ``--trace DIR`` writes every tensor's codes as ``DIR/<tensor>.npy`` plus ``DIR/index.json``
-    (``{tensor: {"file", "scale_exp", "shape"}}``). Returns a summary dict.
+
+def golden_cli(model: Path, inputs: Path, out: Path, codes: bool = False, trace_dir: Path | None = None,
+               input_precision: str | None = None) -> dict:
+    """``codesign golden MODEL.onnx --inputs X.npy --out Y.npy [--codes] [--trace DIR] [--input-precision P]``.
+
+    X holds the graph's inputs: real values on the input grid (off-grid values are an error, never
+    rounded; ``GoldenModel.quantize_input`` snaps floats), or any floats where host pre-processing
+    quantizes them. Y gets ``GoldenModel.run``'s output, or with ``--codes`` the integer codes of the core
+    output (int64; real = codes * 2**output_scale_exp, or codes * output_scale for a float scale).
+    ``--input-precision`` gives the grid of an input that no quantizer defines (``ap_fixed<16,6>``).
+    ``--trace DIR`` writes every integer tensor's codes as ``DIR/<tensor>.npy`` plus ``DIR/index.json``
+    (``{tensor: {"file", "scale_exp" or "scale", "shape"}}``). Returns a summary dict.
     """
-    gm = GoldenModel(model)
+    gm = GoldenModel(model, input_precision=input_precision)
     if not Path(inputs).exists():
         raise CodesignError(f"inputs file {inputs} not found")
     x = np.load(inputs)
-    e = gm._exp_of(gm.output_names[0])
+    scale = gm._scale_of(gm.core_output)
     if codes:
-        y, e = gm.run_codes(gm.codes_from_real(x))
+        xc = gm.preprocess(x) if gm.input_spec.host_pre else gm.codes_from_real(x)
+        y, scale = gm.run_codes(xc)
         _save_npy(Path(out), np.asarray(y))
     else:
         _save_npy(Path(out), gm.run(x))
-    summary: dict[str, Any] = {"vectors": int(len(x)), "output": gm.output_names[0],
-                               "output_scale_exp": e if isinstance(e, int) else np.asarray(e).tolist(),
-                               "out": str(out)}
+    summary: dict[str, Any] = {"vectors": int(len(x)), "output": gm.output_names[0], "out": str(out)}
+    if gm.core_output != gm.output_names[0]:
+        summary["core_output"] = gm.core_output
+    summary.update({f"output_{k}": v for k, v in _scale_entry(scale).items()})
     if trace_dir is not None:
         td = Path(trace_dir)
         td.mkdir(parents=True, exist_ok=True)
@@ -138,8 +152,7 @@ def golden_cli(model: Path, inputs: Path, out: Path, codes: bool = False, trace_
         for name, (c, ex) in gm.trace(x).items():
             f = _safe(name) + ".npy"
             _save_npy(td / f, np.asarray(c))
-            index[name] = {"file": f, "scale_exp": ex if isinstance(ex, int) else np.asarray(ex).tolist(),
-                           "shape": list(np.shape(c))}
+            index[name] = {"file": f, **_scale_entry(ex), "shape": list(np.shape(c))}
         atomic_write_json(td / "index.json", index)
         summary["trace"] = str(td)
         summary["tensors"] = len(index)

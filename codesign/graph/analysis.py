@@ -31,7 +31,7 @@ from codesign.graph.reference import model_consts
 LAYOUT_OPS = {"Reshape", "Flatten", "Transpose", "Identity", "Squeeze", "Unsqueeze", "Dropout"}
 QUANTIZERS = {"Quant", "IntQuant", "BipolarQuant", "MultiThreshold"}
 ACCUMULATORS = {"MatMul", "Gemm", "Conv"}
-SAME_KIND = LAYOUT_OPS | {"Relu", "MaxPool", "Concat"}  # the output is the input's kind
+SAME_KIND = LAYOUT_OPS | {"Relu", "MaxPool", "GlobalMaxPool", "Concat"}  # the output is the input's kind
 DYADIC, FSCALE, FLOAT = "dyadic", "fscale", "float"
 
 
@@ -68,9 +68,10 @@ def _node_kind(n, ins: list[Kind | None], consts: dict[str, np.ndarray], qscale:
         return dyn[0]
     if op in ACCUMULATORS:
         w = qscale.get(n.input[1])
-        if len(dyn) != 1 or w is None:
+        if len(dyn) != 1 or w is None or ins[0] is None:
             return Kind(FLOAT)  # two activations, or float (unquantized) weights
-        return Kind(DYADIC) if dyn[0].kind == DYADIC and is_po2(w) else Kind(FSCALE)
+        acc = Kind(DYADIC) if dyn[0].kind == DYADIC and is_po2(w) else Kind(FSCALE)
+        return _with_bias(n, acc, consts, qscale)
     if op in ("AveragePool", "GlobalAveragePool", "Trunc"):
         return dyn[0] if dyn[0].kind == DYADIC else Kind(FLOAT)
     if op in ("Add", "Sub"):
@@ -88,24 +89,57 @@ def _node_kind(n, ins: list[Kind | None], consts: dict[str, np.ndarray], qscale:
     return Kind(FLOAT)
 
 
+def _with_bias(n, acc: Kind, consts: dict[str, np.ndarray], qscale: dict[str, np.ndarray]) -> Kind:
+    """Kind of a Gemm / Conv output that also adds a bias (Gemm ``C``, Conv's third input) or scales by
+    ``alpha``/``beta``: exact only for a dyadic accumulator plus a power-of-two quantized bias."""
+    attrs = {a.name: a.f for a in n.attribute if a.name in ("alpha", "beta")}
+    if not all(is_po2(abs(v)) for v in attrs.values()):
+        return Kind(FLOAT)
+    bias = n.input[2] if len(n.input) > 2 and n.input[2] else None
+    if bias is None:
+        return acc
+    return acc if acc.kind == DYADIC and bias in qscale and is_po2(qscale[bias]) else Kind(FLOAT)
+
+
 def quantized_constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    """Scale of the output of every quantizer on an initializer (quantized weights and biases)."""
+    """Scale of every quantized constant: a quantizer's output on an initializer (quantized weights and
+    biases), also after layout ops on it (a Transpose of quantized weights keeps their scales)."""
     consts = model_consts(model)
     out = {}
     for n in model.graph.node:
         if n.op_type in QUANTIZERS and n.op_type != "MultiThreshold" and n.input[0] in consts:
             out[n.output[0]] = consts[n.input[1]] if len(n.input) > 1 and n.input[1] in consts else np.float32(1.0)
+        elif n.op_type in LAYOUT_OPS and n.input and n.input[0] in out and all(
+                i in consts for i in n.input[1:] if i):
+            out[n.output[0]] = out[n.input[0]]
     return out
+
+
+def _float_average(model: onnx.ModelProto, n, consumers: dict[str, list]) -> bool:
+    """An AveragePool / GlobalAveragePool over a window whose size is not a power of two, not followed by
+    a Trunc: its mean has no exact dyadic value (a Trunc after it rounds it exactly, as the RTL does)."""
+    if n.op_type not in ("AveragePool", "GlobalAveragePool"):
+        return False
+    k = next((list(a.ints) for a in n.attribute if a.name == "kernel_shape"), None)
+    if k is None:
+        vi = {v.name: v for v in list(model.graph.value_info) + list(model.graph.input)}.get(n.input[0])
+        k = [d.dim_value for d in vi.type.tensor_type.shape.dim][2:] if vi is not None else []
+    size = int(np.prod(k)) if k else 1
+    cs = consumers.get(n.output[0], [])
+    return size & (size - 1) != 0 and (not cs or any(c.op_type != "Trunc" for c in cs))
 
 
 def tensor_kinds(model: onnx.ModelProto, start: str, start_kind: Kind) -> dict[str, Kind]:
     """Kind of every tensor computed from ``start`` (the integer core's input)."""
     consts, qscale = model_consts(model), quantized_constants(model)
+    cons = _consumers(model)
     kinds = {start: start_kind}
     for n in model.graph.node:
         if not any(i in kinds for i in n.input):
             continue
         k = _node_kind(n, [kinds.get(i) for i in n.input if i], consts, qscale)
+        if _float_average(model, n, cons):
+            k = Kind(FLOAT)
         for o in n.output:
             kinds[o] = k
     return kinds
@@ -159,6 +193,17 @@ def _input_region(model: onnx.ModelProto, gin: str, consts) -> tuple[list, objec
     return chain, None
 
 
+def _exact_input_quantizer(quant, consts: dict[str, np.ndarray]) -> bool:
+    """Whether the graph input's quantizer maps real values on its grid one to one onto codes
+    (a power-of-two scale): then the graph input itself is the core input. A float-scale quantizer or
+    a MultiThreshold (float thresholds) is host pre-processing that makes the core's codes."""
+    if quant.op_type == "MultiThreshold":
+        return False
+    if len(quant.input) < 2 or not quant.input[1]:
+        return True
+    return quant.input[1] in consts and is_po2(consts[quant.input[1]])
+
+
 def partition(model: onnx.ModelProto, input_kind: Kind | None = None) -> Partition:
     """Cut ``model`` (cleaned: shapes inferred, constants folded) into host / core / host.
 
@@ -171,12 +216,12 @@ def partition(model: onnx.ModelProto, input_kind: Kind | None = None) -> Partiti
         raise UnsupportedError(f"graph has {len(gin)} inputs; exactly one is supported")
     gin = gin[0]
     region, quant = _input_region(model, gin, consts)
-    float_pre = any(n.op_type not in LAYOUT_OPS for n in region if n is not quant)
+    float_pre = any(n.op_type not in LAYOUT_OPS for n in region if n is not quant) or (
+        quant is not None and not _exact_input_quantizer(quant, consts))
     p = Partition(gin, gin, quant)
     if quant is not None and float_pre:
         p.pre, p.core_input = region, quant.output[0]
-        start_kind = _quant_kind(consts.get(quant.input[1], np.float32(1.0))) if quant.op_type != "MultiThreshold" \
-            else Kind(DYADIC)
+        start_kind = _node_kind(quant, [Kind(FLOAT)], consts, {})
     elif quant is None and float_pre:
         bad = next(n for n in region if n.op_type not in LAYOUT_OPS)
         raise UnsupportedError(f"node {bad.name!r} ({bad.op_type}): float pre-processing of the graph input without a "

@@ -27,11 +27,65 @@ def is_custom(node) -> bool:
     return (node.domain or "") not in ("", "ai.onnx")
 
 
+def _split(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Veltkamp split of float64 ``a`` into two halves of at most 26 significant bits (``hi + lo == a``)."""
+    t = a * 134217729.0  # 2**27 + 1
+    hi = t - (t - a)
+    return hi, a - hi
+
+
+def _product_error(a: np.ndarray, b: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Dekker's TwoProduct: the exact ``a * b - p`` for ``p = fl64(a * b)`` (no FMA needed)."""
+    ah, al = _split(a)
+    bh, bl = _split(b)
+    return ((ah * bh - p) + ah * bl + al * bh) + al * bl
+
+
+def _round_f32(p: np.ndarray, err: np.ndarray) -> np.ndarray:
+    """float32 nearest (ties to even) to the exact value ``p + err`` (``p`` a float64, ``|err|`` below half
+    an ulp of ``p``). Rounding ``p`` alone is right unless ``p`` sits exactly on a float32 midpoint while
+    ``err != 0``: then the sign of ``err`` picks the neighbour."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        f = p.astype(np.float32)
+        below = np.where(f.astype(np.float64) <= p, f, np.nextafter(f, np.float32(-np.inf)))
+        above = np.nextafter(below, np.float32(np.inf))
+        mid = (below.astype(np.float64) + above.astype(np.float64)) * 0.5
+        fix = (mid == p) & (err != 0) & np.isfinite(mid)
+    if np.any(fix):
+        f = np.where(fix, np.where(err > 0, above, below), f)
+    return f
+
+
+def _to_f32_exact_objects(codes: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """:func:`to_f32` for Python-int codes (beyond 2**53): exact rationals, one rounding."""
+    from fractions import Fraction
+
+    c, s = np.broadcast_arrays(np.asarray(codes, dtype=object), np.asarray(scale, dtype=np.float64))
+    out = np.empty(c.shape, dtype=np.float32)
+    for idx in np.ndindex(c.shape):
+        exact = Fraction(int(c[idx])) * Fraction(float(s[idx]))
+        p = float(exact) if abs(exact) < 2**1023 else float("inf") if exact > 0 else float("-inf")
+        err = exact - Fraction(p) if np.isfinite(p) else 0
+        out[idx] = _round_f32(np.array(p), np.array(float(np.sign(err))))
+    return out
+
+
 def to_f32(codes: np.ndarray, scale: np.ndarray | float) -> np.ndarray:
-    """``codes * scale`` as the float32 tensor the reference's float ops see: the product in float64
-    (exact while ``|codes| < 2^29`` and the scale is a float32 product of two float32 scales), rounded
-    once to float32."""
-    return (np.asarray(codes).astype(np.float64) * np.asarray(scale, dtype=np.float64)).astype(np.float32)
+    """``codes * scale`` as the float32 tensor the reference's float ops see: the exact product rounded
+    once to the nearest float32 (ties to even), i.e. what a float32 multiply of the code by a float32
+    scale gives, and the correctly rounded value of an exact accumulator at a product of two float32
+    scales (where a float64 product would already round once: codes beyond 2**5 times a 48-bit scale).
+    The float64 product plus its exact error (Dekker) decides the one case where rounding the float64
+    product to float32 would be off: a product that lands exactly on a float32 midpoint."""
+    c = np.asarray(codes)
+    s = np.asarray(scale, dtype=np.float64)
+    if c.dtype == object or (c.size and int(np.max(np.abs(c.astype(np.float64)))) >= 2**53):
+        return _to_f32_exact_objects(c, s)
+    c64 = c.astype(np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        p = c64 * s
+        err = _product_error(*np.broadcast_arrays(c64, s), p) if s.size else np.zeros_like(p)
+    return _round_f32(p, np.where(np.isfinite(err), err, 0.0))
 
 
 def quant_codes(x: np.ndarray, scale, zeropt, bits: int, signed: bool, narrow: bool, rounding: str) -> np.ndarray:

@@ -34,6 +34,12 @@ class DataConfig(_Strict):
     test_fraction: float = Field(0.2, gt=0, lt=1)
     val_fraction: float = Field(0.1, ge=0, lt=1)
     n_samples: int | None = Field(None, ge=10, description="subsample (for quick runs)")
+    resize: int | None = Field(None, ge=2, le=64, description="image datasets (digits, mnist, fashion_mnist): "
+                               "resample the square image to resize x resize pixels (bilinear, half-pixel centres, "
+                               "deterministic), e.g. 28 turns the 8x8 digits into MNIST-sized 28x28 inputs")
+    scale: Literal["signed", "unit"] = Field("signed", description="input value range: 'signed' = the dataset's "
+                                             "[-1, 1] scaling (see codesign.data); 'unit' = (x + 1) / 2, in [0, 1] "
+                                             "(raw pixel intensities, as FINN's MNIST models take them)")
 
 
 class ModelConfig(_Strict):

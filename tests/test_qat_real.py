@@ -7,6 +7,8 @@ the output layer with float scales); the tfc_w2a2-style model lowers to the RTL 
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import onnx
 import pytest
@@ -156,25 +158,50 @@ def _core_io(onnx_path, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, object]:
     return ctx[part.core_input], ctx[part.core_output], part
 
 
-def test_tfc_w2a2_style_lowers_and_rtl_ir_equals_execute_onnx(tmp_path):
+def _ir_vs_execute_onnx(onnx_path, x: np.ndarray):
+    """Lower ``onnx_path``; run the IR on execute_onnx's core input codes; return (IR output codes, execute_onnx's
+    core output codes, IR, partition). Host pre-processing, a dyadic core output (no host post-processing)."""
     from codesign.rtl import lower
 
+    ir = lower(onnx_path)
+    core_in, core_out, part = _core_io(onnx_path, x)
+    assert ir.host_pre and not ir.host_post and ir.output_scales is None
+    fin, fout = ir.input_fmt, ir.output_fmt
+    codes = core_in.astype(np.float64).reshape(len(x), -1) * 2.0**-fin.scale_exp
+    assert np.array_equal(codes, np.round(codes))
+    ref = core_out.astype(np.float64).reshape(len(x), -1) * 2.0**-fout.scale_exp
+    assert np.array_equal(ref, np.round(ref))
+    return ir.run(codes.astype(np.int64)), ref.astype(np.int64), ir, part
+
+
+def test_tfc_w2a2_style_lowers_and_rtl_ir_equals_execute_onnx(tmp_path):
     _, ds, m, _ = _trained("digits_mlp", {**TFC_W2A2, "model.hidden": [24, 24, 24]}, epochs=4)
     mp, v, x = _export(m, ds, tmp_path, n=200)
     assert v["mismatches"] == 0
-    ir = lower(tmp_path / "model.onnx")
-    assert ir.host_pre and not ir.host_post and [ly.kind for ly in ir.layers] == ["dense"] * 4
-    core_in, core_out, part = _core_io(tmp_path / "model.onnx", x)
+    y, ref, ir, part = _ir_vs_execute_onnx(tmp_path / "model.onnx", x)
+    assert [ly.kind for ly in ir.layers] == ["dense"] * 4
     assert [n.op_type for n in part.pre] == ["Mul", "Add", "Quant"] and not part.post
-    fin, fout = ir.input_fmt, ir.output_fmt
-    codes = core_in.astype(np.float64) * 2.0 ** -fin.scale_exp
-    assert np.array_equal(codes, np.round(codes))
-    y = ir.run(codes.astype(np.int64))
-    ref = core_out.astype(np.float64).reshape(len(x), -1) * 2.0 ** -fout.scale_exp
-    assert ir.output_scales is None and np.array_equal(ref, np.round(ref))
-    assert np.array_equal(y, ref.astype(np.int64))
+    assert np.array_equal(y, ref)
     # the core output is the graph output here: the IR's codes give the exported model's scores
-    assert np.array_equal(y * 2.0**fout.scale_exp, v["qonnx_out"])
+    assert np.array_equal(y * 2.0**ir.output_fmt.scale_exp, v["qonnx_out"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["tfc_w2a2", "tfc_w1a1"])
+def test_zoo_tfc_trains_exports_and_lowers(tmp_path, name):
+    """The zoo model as configured (seed 0): QAT accuracy, 0 export mismatches, and the RTL IR equal to
+    execute_onnx at the core on the test set + 2,000 random raw inputs in [0, 1] (README figures)."""
+    cfg = config.load(name)
+    ds = data.load(cfg.data, cfg.seed)
+    m, hist = train.train_model(cfg, ds, progress=False)
+    assert hist["accuracy_quantized"] > 0.9
+    x = np.concatenate([ds.x_test, np.random.default_rng(0).uniform(0, 1, (2000, 784)).astype(np.float32)])
+    mp, v, x = _export(m, dataclasses.replace(ds, x_test=x), tmp_path, n=len(x))
+    assert v["mismatches"] == 0 and v["tolerance"] == "exact"
+    y, ref, ir, _ = _ir_vs_execute_onnx(tmp_path / "model.onnx", x)
+    assert len(y) == len(ds.x_test) + 2000 and np.array_equal(y, ref)
+    thresholds = [ly for ly in ir.layers if type(ly.requant).__name__ == "Thresholds"]
+    assert len(thresholds) == 3 and (name != "tfc_w1a1" or ir.layers[1].in_fmt.bipolar)
 
 
 def test_export_stage_takes_raw_inputs_with_preprocessing(tmp_path):

@@ -388,7 +388,8 @@ def models() -> None:
         cfg = config_mod.load(name)
         w = cfg.quant.weight
         pr = f"{cfg.prune.sparsity:.0%} {cfg.prune.criterion}" if cfg.prune.enabled else "-"
-        rows.append((name, cfg.data.dataset, _arch(cfg), f"{w.scheme}{w.bits}", pr, f"{param_count(cfg):,}",
+        wl = w.scheme if w.scheme in ("binary", "ternary") else f"{w.scheme}{w.bits}"
+        rows.append((name, cfg.data.dataset, _arch(cfg), wl, pr, f"{param_count(cfg):,}",
                      cfg.description.split(",")[0].split(":")[0].split(" (")[0]))
     t = Table(title="model zoo (models/*.yaml); params before pruning")
     for i, col in enumerate(("name", "dataset", "architecture", "weights", "pruned", "params")):
@@ -402,10 +403,11 @@ def models() -> None:
 
 def _arch(cfg: config_mod.Config) -> str:
     m = cfg.model
+    bn = " bn" if m.batchnorm else ""
     if m.builder == "mlp":
-        return "mlp " + "-".join(str(h) for h in m.hidden)
+        return "mlp " + "-".join(str(h) for h in m.hidden) + bn
     return f"{m.builder} ch " + "-".join(str(c) for c in m.channels) + (
-        " fc " + "-".join(str(h) for h in m.hidden) if m.hidden else "")
+        " fc " + "-".join(str(h) for h in m.hidden) if m.hidden else "") + bn
 
 
 @config_app.command("show")

@@ -34,6 +34,12 @@ class DataConfig(_Strict):
     test_fraction: float = Field(0.2, gt=0, lt=1)
     val_fraction: float = Field(0.1, ge=0, lt=1)
     n_samples: int | None = Field(None, ge=10, description="subsample (for quick runs)")
+    resize: int | None = Field(None, ge=2, le=64, description="image datasets (digits, mnist, fashion_mnist): "
+                               "resample the square image to resize x resize pixels (bilinear, half-pixel centres, "
+                               "deterministic), e.g. 28 turns the 8x8 digits into MNIST-sized 28x28 inputs")
+    scale: Literal["signed", "unit"] = Field("signed", description="input value range: 'signed' = the dataset's "
+                                             "[-1, 1] scaling (see codesign.data); 'unit' = (x + 1) / 2, in [0, 1] "
+                                             "(raw pixel intensities, as FINN's MNIST models take them)")
 
 
 class ModelConfig(_Strict):
@@ -44,7 +50,12 @@ class ModelConfig(_Strict):
     stride: int = Field(1, ge=1)
     padding: int = Field(1, ge=0)
     pool: int = Field(2, ge=1)
-    batchnorm: bool = False
+    batchnorm: bool = Field(False, description="a BatchNorm between every hidden Linear/Conv (then bias-less) and "
+                            "its activation quantizer, trained and exported as a BatchNormalization node (not folded; "
+                            "the RTL turns it into integer thresholds). The output layer keeps its bias, no BatchNorm")
+    input_affine: tuple[float, float] | None = Field(
+        None, description="[a, b]: float pre-processing x * a + b before the input quantizer (exported as Mul + Add; "
+        "the RTL runs it on the host), e.g. [2, -1] maps data.scale 'unit' inputs in [0, 1] onto [-1, 1]")
 
     @model_validator(mode="after")
     def _positive(self) -> ModelConfig:
@@ -58,27 +69,47 @@ class ModelConfig(_Strict):
 class WeightQuant(_Strict):
     """Weight quantizer. ``fixed``: n-bit signed integers times a power-of-two scale.
     ``pot``: every weight is 0 or +-2^e; ``bits`` is the code width (sign + exponent code, one
-    code for zero), so e spans 2^(bits-1)-1 consecutive exponents. ``binary``/``ternary``: +-s, {0,+-s}."""
+    code for zero), so e spans 2^(bits-1)-1 consecutive exponents. ``ternary``: {0, +-s}, s a power of two.
+    ``binary``: +-1 (BNN: sign with a straight-through estimator, latent weights clipped to [-1, 1]; constant
+    scale 1; exported as ``BipolarQuant``; ``bits`` is ignored). ``float``: n-bit signed integers times a float
+    (not power-of-two) scale from the max |w| statistic (Brevitas ``Int8WeightPerTensorFloat``)."""
 
     scheme: Literal["fixed", "pot", "binary", "ternary", "float"] = "fixed"
     bits: int = Field(8, ge=1, le=16)
     narrow: bool = True
     rounding: Rounding = "ROUND"
+    per_channel: bool = Field(False, description="fixed/ternary/float: one scale per output channel (power-of-two "
+                              "for fixed and ternary, float for float) instead of one per tensor")
 
     @model_validator(mode="after")
     def _check(self) -> WeightQuant:
         if self.scheme == "pot" and self.bits < 2:
             raise ValueError(f"power-of-two weights need bits >= 2 (sign + exponent code), got {self.bits}")
-        if self.scheme == "fixed" and self.bits < 2:
-            raise ValueError(f"fixed-point weights need bits >= 2, got {self.bits}")
+        if self.scheme in ("fixed", "float") and self.bits < 2:
+            raise ValueError(f"{self.scheme} weights need bits >= 2, got {self.bits}")
+        if self.per_channel and self.scheme in ("pot", "binary"):
+            raise ValueError(f"per_channel: not available for {self.scheme} weights")
         return self
 
 
 class ActQuant(_Strict):
+    """Activation (or input) quantizer. Unsigned hidden activations follow a ReLU; signed ones have no ReLU
+    (the quantizer's clamp is the non-linearity, a quantized hardtanh as in FINN's models). ``bits: 1`` with
+    ``signed: true`` is a bipolar (+-1) sign activation (BNN, Brevitas ``SignedBinaryActPerTensorConst``:
+    straight-through estimator, constant scale 1, exported as ``BipolarQuant``); 1-bit unsigned is {0, s}."""
+
     bits: int = Field(8, ge=1, le=16)
     signed: bool = False
     narrow: bool = False
     rounding: Rounding = "ROUND"
+    scale: Literal["po2", "float"] = Field("po2", description="hidden activations: 'po2' = a learned power-of-two "
+                                           "scale (fixed point); 'float' = a learned float scale (Brevitas "
+                                           "*ActPerTensorFloat). Both start from runtime statistics. The input "
+                                           "quantizer's scale is always the constant power of two covering [-1, 1]")
+
+    @property
+    def bipolar(self) -> bool:
+        return self.bits == 1 and self.signed
 
 
 class LayerQuant(_Strict):
@@ -225,6 +256,12 @@ class Config(_Strict):
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
     fpga: FPGAConfig = Field(default_factory=FPGAConfig)
     energy: EnergyConfig = Field(default_factory=EnergyConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> Config:
+        if self.model.batchnorm and self.prune.enabled:
+            raise ValueError("model.batchnorm: the pruner does not support BatchNorm layers yet (prune.enabled)")
+        return self
 
     def layer_weight(self, layer: str) -> WeightQuant:
         o = self.quant.layers.get(layer)

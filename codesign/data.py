@@ -11,6 +11,11 @@ Offline (bundled or generated, used by the default flow and every test):
     (Gaussian class clusters in a random 16-D basis plus a non-linear feature mix), z-scored like wine.
 Online (for users with internet; a clear error when offline): ``mnist``, ``fashion_mnist`` (torchvision),
 ``jets`` (OpenML ``hls4ml_lhc_jets_hlf``).
+
+Options (``data:``): ``resize: N`` resamples the square images of ``digits``/``mnist``/``fashion_mnist`` to NxN
+(:func:`resize_images`: bilinear, half-pixel centres, the result stays within the input's range), e.g. the
+8x8 digits at MNIST's 28x28 (``digits`` + ``resize: 28``, offline). ``scale: unit`` maps the [-1, 1] inputs
+to (x + 1) / 2 in [0, 1] (digits: exactly pixel / 16).
 """
 
 from __future__ import annotations
@@ -121,6 +126,37 @@ def _raw(name: str) -> tuple[np.ndarray, np.ndarray, int]:
     raise CodesignError(f"unknown dataset {name!r}")
 
 
+IMAGE_DATASETS = ("digits", "mnist", "fashion_mnist")
+
+
+def resize_images(x: np.ndarray, side: int) -> np.ndarray:
+    """(N, s*s) square images -> (N, side*side), bilinear with half-pixel centres (``align_corners=False``, no
+    antialiasing), float32. Every output is a convex combination of input pixels; it is clipped to the input's
+    [min, max] so float rounding of the weights cannot leave that range."""
+    import torch
+    import torch.nn.functional as F
+
+    s = int(round(x.shape[1] ** 0.5))
+    if s * s != x.shape[1]:
+        raise CodesignError(f"data.resize: {x.shape[1]} features are not a square image")
+    t = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32)).reshape(-1, 1, s, s)
+    with torch.no_grad():
+        y = F.interpolate(t, size=(side, side), mode="bilinear", align_corners=False)
+    y = y.reshape(len(x), side * side).numpy().astype(np.float32)
+    return np.clip(y, np.float32(x.min()), np.float32(x.max())) if len(x) else y
+
+
+def _transform(x: np.ndarray, cfg: DataConfig) -> np.ndarray:
+    if cfg.resize is not None:
+        if cfg.dataset not in IMAGE_DATASETS:
+            raise CodesignError(f"data.resize: dataset {cfg.dataset!r} is not an image dataset "
+                                f"({', '.join(IMAGE_DATASETS)})")
+        x = resize_images(x, cfg.resize)
+    if cfg.scale == "unit":
+        x = ((x + np.float32(1.0)) / np.float32(2.0)).astype(np.float32)
+    return x
+
+
 def load(cfg: DataConfig, seed: int = 0) -> Dataset:
     """Load and split a dataset. The same ``cfg`` and ``seed`` always give the same split."""
     x, y, n_classes = _raw(cfg.dataset)
@@ -132,6 +168,7 @@ def load(cfg: DataConfig, seed: int = 0) -> Dataset:
         idx = rng.permutation(len(x))
         n_hold = int(round(len(x) * (cfg.test_fraction + cfg.val_fraction)))
         x = _standardize(x, idx[n_hold:]).astype(np.float32)
+    x = _transform(x, cfg)
     x_tr, y_tr, x_va, y_va, x_te, y_te = _split(x, y, cfg, seed)
     shape = _layout_shape(cfg, x.shape[1])
     return Dataset(cfg.dataset, *(a.reshape((-1, *shape)) if a.ndim == 2 else a
@@ -147,7 +184,8 @@ DATASET_INFO: dict[str, tuple[int, int]] = {
 
 def input_shape(cfg: DataConfig) -> tuple[int, ...]:
     """The per-sample input shape a config will produce, without loading the data."""
-    return _layout_shape(cfg, DATASET_INFO[cfg.dataset][0])
+    n = DATASET_INFO[cfg.dataset][0] if cfg.resize is None else cfg.resize * cfg.resize
+    return _layout_shape(cfg, n)
 
 
 def _layout_shape(cfg: DataConfig, n_features: int) -> tuple[int, ...]:

@@ -1,26 +1,40 @@
 """Brevitas quantizers and the model builders (mlp / cnn1d / cnn2d).
 
-Every quantizer has a power-of-two scale and a zero zero-point, so every tensor of the exported
-QONNX graph is ``integer code * 2**k``:
+By default every quantizer has a power-of-two scale and a zero zero-point, so every tensor of the exported
+QONNX graph is ``integer code * 2**k``; the ``float`` weight scheme, ``act.scale: float`` and BatchNorm
+(``model.batchnorm``) add float scales and float epilogues, which the RTL realizes as integer thresholds.
 
-- input: ``QuantIdentity`` with a signed (``quant.input``) fixed-point quantizer whose scale is a
-  constant ``2**-(bits-1)`` (signed) / ``2**-bits`` (unsigned): the datasets are scaled to [-1, 1].
+- input: optional float pre-processing ``x * a + b`` (``model.input_affine``, module ``pre``: exported as
+  ``Mul`` + ``Add``, run on the host), then ``QuantIdentity`` with a signed (``quant.input``) fixed-point
+  quantizer whose scale is a constant ``2**-(bits-1)`` (signed) / ``2**-bits`` (unsigned): the datasets are
+  scaled to [-1, 1]; ``bits: 1, signed: true`` is a bipolar (+-1) input.
 - weights (``cfg.layer_weight(name)``):
   ``fixed``: n-bit signed (narrow range by default) integers times a po2 scale from the max |w|
   statistic (Brevitas ``Int8WeightPerTensorFixedPoint`` with the bit width and rounding changed);
   ``ternary``: the same with 2 bits, narrow range ({0, +-2^k});
+  ``float``: the same with a float scale (Brevitas ``Int8WeightPerTensorFloat``); ``per_channel: true``
+  gives one scale per output channel (``*PerChannelFixedPoint`` / ``*PerChannelFloat``);
+  ``binary``: +-1 (Brevitas ``SignedBinaryWeightPerTensorConst`` with scale 1: sign with a
+  straight-through estimator, latent weights clipped in place to [-1, 1] as in BNN; exported as
+  ``BipolarQuant``);
   ``pot``: every weight is 0 or +-2^e (:class:`PotWeightQuant`, a straight-through quantizer that
   reports itself as an integer quantizer on a 2^emin grid, so it exports as a plain QONNX ``Quant``
-  node with bit width :func:`pot_int_bits`); ``binary`` and ``float`` raise :class:`UnsupportedError`.
+  node with bit width :func:`pot_int_bits`).
 - bias: Brevitas ``IntBias`` with ``cfg.layer_bias_bits(name)`` bits and scale = input scale x weight
-  scale (the accumulator scale).
-- hidden activations: ``QuantReLU`` with an unsigned fixed-point quantizer (``cfg.layer_act(name)``),
-  learned po2 scale initialised from runtime statistics.
+  scale (the accumulator scale). With ``model.batchnorm`` the hidden layers have no bias (BatchNorm's
+  beta is the bias) and a ``BatchNorm1d``/``BatchNorm2d`` (``bn<i>`` / ``bn_fc<i>``) sits between each
+  hidden layer and its activation; it is exported as ``BatchNormalization``, not folded.
+- hidden activations (``cfg.layer_act(name)``): unsigned: ``QuantReLU`` with an unsigned quantizer;
+  signed: ``QuantIdentity`` with a signed quantizer (no ReLU: the clamp is the non-linearity); 1-bit
+  signed: bipolar sign (Brevitas ``SignedBinaryActPerTensorConst``, exported as ``BipolarQuant``). The
+  scale is a learned power of two (``act.scale: po2``) or a learned float (``float``), initialised from
+  runtime statistics; the bipolar scale is the constant 1.
 - the last layer's output is not re-quantized: it stays at the accumulator scale.
 
-Layer names are stable: ``inp`` (input quantizer), ``conv1, conv2, ...`` with ``relu<i>``/``pool<i>``,
-``flatten``, ``fc1, fc2, ...`` with ``relu_fc<i>``; per-layer overrides in ``quant.layers`` use
-``conv<i>``/``fc<i>``.
+Layer names are stable: ``pre`` (pre-processing, if any), ``inp`` (input quantizer), ``conv1, conv2, ...``
+with ``bn<i>``/``relu<i>``/``pool<i>``, ``flatten``, ``fc1, fc2, ...`` with ``bn_fc<i>``/``relu_fc<i>``
+(``relu*`` names the activation quantizer even where it is not a ReLU); per-layer overrides in
+``quant.layers`` use ``conv<i>``/``fc<i>``.
 
 Power-of-two code (``pot``, ``bits = b``): one sign bit, and ``2**(b-1)`` magnitude codes: zero plus
 ``n_exp = 2**(b-1) - 1`` consecutive exponents ``emin .. emax``. Per tensor,
@@ -41,12 +55,20 @@ from brevitas.core.function_wrapper import TensorClamp
 from brevitas.core.scaling import ScalingImplType
 from brevitas.inject.enum import FloatToIntImplType
 from brevitas.nn import QuantConv1d, QuantConv2d, QuantIdentity, QuantLinear, QuantReLU
+from brevitas.quant.binary import SignedBinaryActPerTensorConst, SignedBinaryWeightPerTensorConst
 from brevitas.quant.fixed_point import (
     Int8ActPerTensorFixedPoint,
+    Int8WeightPerChannelFixedPoint,
     Int8WeightPerTensorFixedPoint,
     Uint8ActPerTensorFixedPoint,
 )
-from brevitas.quant.scaled_int import IntBias
+from brevitas.quant.scaled_int import (
+    Int8ActPerTensorFloat,
+    Int8WeightPerChannelFloat,
+    Int8WeightPerTensorFloat,
+    IntBias,
+    Uint8ActPerTensorFloat,
+)
 from torch import nn
 
 from codesign.config import ActQuant, Config, WeightQuant
@@ -160,6 +182,18 @@ def is_pot_quantizer(q) -> bool:
 # ---------------------------------------------------------------------------------------------
 # quantizer factories
 # ---------------------------------------------------------------------------------------------
+#: (float scale, per channel) -> Brevitas integer weight quantizer
+_WEIGHT_BASE = {
+    (False, False): Int8WeightPerTensorFixedPoint, (False, True): Int8WeightPerChannelFixedPoint,
+    (True, False): Int8WeightPerTensorFloat, (True, True): Int8WeightPerChannelFloat,
+}
+#: (signed, float scale) -> Brevitas activation quantizer (scale from runtime statistics, then learned)
+_ACT_BASE = {
+    (False, False): Uint8ActPerTensorFixedPoint, (True, False): Int8ActPerTensorFixedPoint,
+    (False, True): Uint8ActPerTensorFloat, (True, True): Int8ActPerTensorFloat,
+}
+
+
 def weight_quant(wq: WeightQuant, where: str = "quant.weight"):
     """Brevitas weight quantizer class for a :class:`WeightQuant` config."""
     if wq.scheme == "pot":
@@ -169,35 +203,36 @@ def weight_quant(wq: WeightQuant, where: str = "quant.weight"):
                 f"{where}.bits: a {wq.bits}-bit power-of-two code spans {pot_n_exp(wq.bits)} exponents, "
                 f"an integer grid of {ib} bits (max {MAX_POT_INT_BITS}); use bits <= 5")
         return PotWeightQuant.let(pot_bits=wq.bits, bit_width=ib)
-    if wq.scheme in ("fixed", "ternary"):
+    if wq.scheme == "binary":
+        return SignedBinaryWeightPerTensorConst.let(scaling_const=1.0)
+    if wq.scheme in ("fixed", "ternary", "float"):
         bits = 2 if wq.scheme == "ternary" else wq.bits
         narrow = True if wq.scheme == "ternary" else wq.narrow
         if bits == 2 and not narrow:
-            raise ConfigError(f"{where}: 2-bit fixed weights need narrow: true (codes -1, 0, 1)")
-        return Int8WeightPerTensorFixedPoint.let(
-            bit_width=bits, narrow_range=narrow, float_to_int_impl_type=_rounding(wq.rounding, where))
-    if wq.scheme == "binary":
-        raise UnsupportedError(
-            f"{where}.scheme: 'binary' exports as a BipolarQuant node that the integer flow does not "
-            "support; use 'ternary' (or fixed bits=2) or 'pot' bits=2 ({0, +-2^e})")
-    raise UnsupportedError(f"{where}.scheme: {wq.scheme!r} weights cannot be exported to hardware; "
-                           "use fixed, ternary or pot")
+            raise ConfigError(f"{where}: 2-bit {wq.scheme} weights need narrow: true (codes -1, 0, 1)")
+        base = _WEIGHT_BASE[(wq.scheme == "float", wq.per_channel)]
+        return base.let(bit_width=bits, narrow_range=narrow, float_to_int_impl_type=_rounding(wq.rounding, where))
+    raise UnsupportedError(f"{where}.scheme: {wq.scheme!r} weights are not supported")  # pragma: no cover
 
 
 def act_quant(aq: ActQuant, where: str = "quant.act"):
-    """Unsigned (ReLU) or signed fixed-point activation quantizer with a learned po2 scale."""
-    base = Int8ActPerTensorFixedPoint if aq.signed else Uint8ActPerTensorFixedPoint
-    if aq.bits < 2 and aq.signed:
-        raise ConfigError(f"{where}.bits: signed activations need >= 2 bits")
+    """Activation quantizer: bipolar sign (1-bit signed), else unsigned (after a ReLU) or signed fixed point
+    with a learned power-of-two (``scale: po2``) or float (``scale: float``) scale."""
+    if aq.bipolar:
+        return SignedBinaryActPerTensorConst
+    base = _ACT_BASE[(aq.signed, aq.scale == "float")]
     return base.let(bit_width=aq.bits, narrow_range=aq.narrow, collect_stats_steps=COLLECT_STATS_STEPS,
                     float_to_int_impl_type=_rounding(aq.rounding, where))
 
 
 def input_quant(aq: ActQuant, where: str = "quant.input"):
-    """Input quantizer: constant po2 scale covering [-1, 1) (signed) or [0, 1) (unsigned)."""
+    """Input quantizer: constant po2 scale covering [-1, 1) (signed) or [0, 1) (unsigned); 1-bit signed:
+    bipolar sign (+-1)."""
+    if aq.scale != "po2":
+        raise ConfigError(f"{where}.scale: the input quantizer has a constant power-of-two scale (got {aq.scale!r})")
+    if aq.bipolar:
+        return SignedBinaryActPerTensorConst
     base = Int8ActPerTensorFixedPoint if aq.signed else Uint8ActPerTensorFixedPoint
-    if aq.bits < 2 and aq.signed:
-        raise ConfigError(f"{where}.bits: signed inputs need >= 2 bits")
     return base.let(bit_width=aq.bits, narrow_range=aq.narrow, scaling_impl_type=ScalingImplType.CONST,
                     scaling_const=1.0, max_val=1.0, min_val=-1.0,
                     float_to_int_impl_type=_rounding(aq.rounding, where))
@@ -266,8 +301,6 @@ def check_config(cfg: Config, input_shape, n_classes: int) -> None:
         raise ConfigError(f"model.builder: cnn1d needs (channels, length) inputs (data.layout: signal), got {tuple(input_shape)}")
     if mc.builder == "cnn2d" and nd != 3:
         raise ConfigError(f"model.builder: cnn2d needs (channels, h, w) inputs (data.layout: image), got {tuple(input_shape)}")
-    if mc.batchnorm:
-        raise UnsupportedError("model.batchnorm: batch norm is not supported by the integer flow (po2 requant only)")
     last = names[-1]
     if last in cfg.quant.layers and cfg.quant.layers[last].act is not None:
         raise ConfigError(f"quant.layers.{last}.act: {last} is the output layer; its output is not re-quantized "
@@ -285,15 +318,25 @@ def _conv_out(length: int, k: int, s: int, p: int) -> int:
 
 @dataclass(frozen=True)
 class LayerSpec:
-    """One layer of the network ``cfg.model`` describes: ``kind`` is conv/linear/relu/pool/flatten;
+    """One layer of the network ``cfg.model`` describes: ``kind`` is conv/linear/bn/relu/pool/flatten;
     ``args`` are the torch constructor's positional arguments; ``of`` names the conv/linear layer a
-    ReLU belongs to (its activation quantizer is that layer's ``quant.layers.<of>.act``)."""
+    ReLU (activation) belongs to (its activation quantizer is that layer's ``quant.layers.<of>.act``);
+    ``bias``: whether a conv/linear layer has a bias (not when a BatchNorm follows)."""
 
     name: str
     kind: str
     args: tuple[int, ...] = ()
     of: str = ""
     last: bool = False
+    bias: bool = True
+
+
+def _hidden(name: str, kind: str, args: tuple[int, int], act: str, bn: str | None) -> list[LayerSpec]:
+    """A hidden conv/linear layer, its BatchNorm (``bn`` = its name, or None) and its activation."""
+    out = [LayerSpec(name, kind, args, bias=bn is None)]
+    if bn is not None:
+        out.append(LayerSpec(bn, "bn", (args[1],)))
+    return out + [LayerSpec(act, "relu", of=name)]
 
 
 def layer_plan(cfg: Config, input_shape, n_classes: int) -> list[LayerSpec]:
@@ -304,7 +347,7 @@ def layer_plan(cfg: Config, input_shape, n_classes: int) -> list[LayerSpec]:
         c_in, *spatial = input_shape
         for i, c_out in enumerate(mc.channels):
             n = f"conv{i + 1}"
-            plan += [LayerSpec(n, "conv", (c_in, c_out)), LayerSpec(f"relu{i + 1}", "relu", of=n)]
+            plan += _hidden(n, "conv", (c_in, c_out), f"relu{i + 1}", f"bn{i + 1}" if mc.batchnorm else None)
             spatial = [_conv_out(s, mc.kernel, mc.stride, mc.padding) for s in spatial]
             if mc.pool > 1:
                 if min(spatial) < mc.pool:
@@ -319,63 +362,85 @@ def layer_plan(cfg: Config, input_shape, n_classes: int) -> list[LayerSpec]:
         feat = c_in * math.prod(spatial)
     else:
         feat = input_shape[0]
-    dims = list(mc.hidden) + [n_classes]
-    for i, d in enumerate(dims):
-        n, last = f"fc{i + 1}", i == len(dims) - 1
-        plan.append(LayerSpec(n, "linear", (feat, d), last=last))
-        if not last:
-            plan.append(LayerSpec(f"relu_fc{i + 1}", "relu", of=n))
+    for i, d in enumerate(mc.hidden):
+        plan += _hidden(f"fc{i + 1}", "linear", (feat, d), f"relu_fc{i + 1}", f"bn_fc{i + 1}" if mc.batchnorm else None)
         feat = d
+    plan.append(LayerSpec(f"fc{len(mc.hidden) + 1}", "linear", (feat, n_classes), last=True))
     return plan
+
+
+class InputAffine(nn.Module):
+    """Float pre-processing ``x * a + b`` (``model.input_affine``), exported as ``Mul`` + ``Add``."""
+
+    def __init__(self, a: float, b: float):
+        super().__init__()
+        self.a, self.b = float(a), float(b)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.a + self.b
+
+
+def _pre(cfg: Config) -> list[tuple[str, nn.Module]]:
+    aff = cfg.model.input_affine
+    return [("pre", InputAffine(*aff))] if aff is not None else []
+
+
+def _quant_layer(cfg: Config, sp: LayerSpec) -> nn.Module:
+    """The Brevitas module of one planned layer."""
+    mc, n = cfg.model, sp.name
+    if sp.kind in ("conv", "linear"):
+        bias = bias_quant(cfg.layer_bias_bits(n)) if sp.bias else None
+        kw = {"weight_quant": weight_quant(cfg.layer_weight(n)), "bias": sp.bias, "bias_quant": bias}
+        if sp.kind == "linear":
+            # a BatchNorm (float) after the layer takes a plain tensor
+            return QuantLinear(*sp.args, **kw, return_quant_tensor=not sp.last and sp.bias)
+        conv_cls = QuantConv1d if mc.builder == "cnn1d" else QuantConv2d
+        return conv_cls(*sp.args, mc.kernel, stride=mc.stride, padding=mc.padding, **kw, return_quant_tensor=sp.bias)
+    if sp.kind == "relu":
+        aq = cfg.layer_act(sp.of)
+        act_cls = QuantIdentity if aq.signed else QuantReLU
+        return act_cls(act_quant=act_quant(aq), return_quant_tensor=True)
+    return _plain_layer(cfg, sp)
+
+
+def _plain_layer(cfg: Config, sp: LayerSpec) -> nn.Module:
+    """BatchNorm / pool / flatten (the same module in the quantized and the float network)."""
+    one_d = cfg.model.builder != "cnn2d"
+    if sp.kind == "bn":
+        return nn.BatchNorm1d(*sp.args) if one_d else nn.BatchNorm2d(*sp.args)
+    if sp.kind == "pool":
+        return nn.MaxPool1d(*sp.args) if one_d else nn.MaxPool2d(*sp.args)
+    return nn.Flatten()
 
 
 def build_model(cfg: Config, input_shape, n_classes: int) -> QuantNet:
     """The quantized Brevitas network described by ``cfg.model`` / ``cfg.quant``."""
     input_shape = tuple(int(v) for v in input_shape)
     check_config(cfg, input_shape, n_classes)
-    mc = cfg.model
-    conv_cls = QuantConv1d if mc.builder == "cnn1d" else QuantConv2d
-    pool_cls = nn.MaxPool1d if mc.builder == "cnn1d" else nn.MaxPool2d
     layers: list[tuple[str, nn.Module]] = [
-        ("inp", QuantIdentity(act_quant=input_quant(cfg.quant.input), return_quant_tensor=True))]
-    for sp in layer_plan(cfg, input_shape, n_classes):
-        n = sp.name
-        if sp.kind == "conv":
-            m: nn.Module = conv_cls(*sp.args, mc.kernel, stride=mc.stride, padding=mc.padding, bias=True,
-                                    weight_quant=weight_quant(cfg.layer_weight(n)),
-                                    bias_quant=bias_quant(cfg.layer_bias_bits(n)), return_quant_tensor=True)
-        elif sp.kind == "linear":
-            m = QuantLinear(*sp.args, bias=True, weight_quant=weight_quant(cfg.layer_weight(n)),
-                            bias_quant=bias_quant(cfg.layer_bias_bits(n)), return_quant_tensor=not sp.last)
-        elif sp.kind == "relu":
-            m = QuantReLU(act_quant=act_quant(cfg.layer_act(sp.of)), return_quant_tensor=True)
-        elif sp.kind == "pool":
-            m = pool_cls(*sp.args)
-        else:
-            m = nn.Flatten()
-        layers.append((n, m))
+        *_pre(cfg), ("inp", QuantIdentity(act_quant=input_quant(cfg.quant.input), return_quant_tensor=True))]
+    layers += [(sp.name, _quant_layer(cfg, sp)) for sp in layer_plan(cfg, input_shape, n_classes)]
     return QuantNet(layers, input_shape, n_classes)
 
 
-def build_float_model(cfg: Config, input_shape, n_classes: int) -> QuantNet:
-    """Float twin of :func:`build_model` with the same layer and parameter names."""
-    input_shape = tuple(int(v) for v in input_shape)
+def _float_layer(cfg: Config, sp: LayerSpec) -> nn.Module:
     mc = cfg.model
-    conv_cls = nn.Conv1d if mc.builder == "cnn1d" else nn.Conv2d
-    pool_cls = nn.MaxPool1d if mc.builder == "cnn1d" else nn.MaxPool2d
-    layers: list[tuple[str, nn.Module]] = [("inp", nn.Identity())]
-    for sp in layer_plan(cfg, input_shape, n_classes):
-        if sp.kind == "conv":
-            m: nn.Module = conv_cls(*sp.args, mc.kernel, stride=mc.stride, padding=mc.padding)
-        elif sp.kind == "linear":
-            m = nn.Linear(*sp.args)
-        elif sp.kind == "relu":
-            m = nn.ReLU()
-        elif sp.kind == "pool":
-            m = pool_cls(*sp.args)
-        else:
-            m = nn.Flatten()
-        layers.append((sp.name, m))
+    if sp.kind == "conv":
+        conv_cls = nn.Conv1d if mc.builder == "cnn1d" else nn.Conv2d
+        return conv_cls(*sp.args, mc.kernel, stride=mc.stride, padding=mc.padding, bias=sp.bias)
+    if sp.kind == "linear":
+        return nn.Linear(*sp.args, bias=sp.bias)
+    if sp.kind == "relu":
+        return nn.Hardtanh() if cfg.layer_act(sp.of).signed else nn.ReLU()
+    return _plain_layer(cfg, sp)
+
+
+def build_float_model(cfg: Config, input_shape, n_classes: int) -> QuantNet:
+    """Float twin of :func:`build_model` with the same layer and parameter names (signed activations: a
+    hardtanh, the float counterpart of a clamping quantizer)."""
+    input_shape = tuple(int(v) for v in input_shape)
+    layers: list[tuple[str, nn.Module]] = [*_pre(cfg), ("inp", nn.Identity())]
+    layers += [(sp.name, _float_layer(cfg, sp)) for sp in layer_plan(cfg, input_shape, n_classes)]
     return QuantNet(layers, input_shape, n_classes)
 
 
@@ -395,6 +460,17 @@ def snap_pot_weights(model: nn.Module) -> list[str]:
 
 
 def input_grid(model: QuantNet, x) -> torch.Tensor:
-    """``x`` snapped onto the model's input quantizer grid (real values)."""
+    """``x`` after the model's pre-processing (if any), snapped onto the input quantizer grid (real values)."""
     with torch.no_grad():
-        return model.inp(torch.as_tensor(x, dtype=torch.float32)).value
+        x = torch.as_tensor(x, dtype=torch.float32)
+        if hasattr(model, "pre"):
+            x = model.pre(x)
+        return model.inp(x).value
+
+
+def graph_input(model: QuantNet, x) -> torch.Tensor:
+    """The exported graph's input for data ``x``: the input-quantizer grid values (:func:`input_grid`), or, when
+    the model has float pre-processing (``pre``: run on the host before the first quantizer), ``x`` itself."""
+    if hasattr(model, "pre"):
+        return torch.as_tensor(x, dtype=torch.float32)
+    return input_grid(model, x)

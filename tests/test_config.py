@@ -36,6 +36,11 @@ def test_default_is_digits_mlp():
         ({"model.hidden": [32, 0]}, "model", "hidden[1] must be >= 1"),
         ({"rtl.strategy": "latency", "rtl.reuse": 4}, "rtl", "needs strategy 'resource'"),
         ({"quant.weight": {"scheme": "pot", "bits": 1}}, "quant.weight", "bits >= 2"),
+        ({"quant.weight": {"scheme": "float", "bits": 1}}, "quant.weight", "bits >= 2"),
+        ({"quant.weight": {"scheme": "binary", "per_channel": True}}, "quant.weight", "per_channel"),
+        ({"quant.act": {"scale": "pot"}}, "quant.act.scale", "po2"),
+        ({"model.batchnorm": True, "prune.enabled": True}, "model.batchnorm", "pruner"),
+        ({"data.resize": 1}, "data.resize", "greater than or equal to 2"),
     ],
 )
 def test_bad_values_name_the_key(override, key, reason):

@@ -40,3 +40,28 @@ def test_splits_are_disjoint_and_complete():
 def test_subsample():
     d = data.load(DataConfig(dataset="digits", n_samples=200), seed=0)
     assert len(d.x_train) + len(d.x_val) + len(d.x_test) == 200
+
+
+def test_resize_and_unit_scale():
+    """digits at 28x28 (bilinear, range kept), in [0, 1]: exactly pixel / 16 at the original size."""
+    cfg = DataConfig(dataset="digits", resize=28, scale="unit")
+    a, b = data.load(cfg, seed=0), data.load(cfg, seed=0)
+    np.testing.assert_array_equal(a.x_train, b.x_train)
+    assert a.input_shape == (784,) == data.input_shape(cfg)
+    assert a.x_train.dtype == np.float32 and a.x_train.min() >= 0.0 and a.x_train.max() <= 1.0
+    assert data.input_shape(DataConfig(dataset="digits", layout="image", resize=28)) == (1, 28, 28)
+    plain = data.load(DataConfig(dataset="digits"), seed=0)
+    unit = data.load(DataConfig(dataset="digits", scale="unit"), seed=0)
+    codes = unit.x_test * 16
+    assert np.array_equal(codes, np.round(codes)) and np.array_equal(unit.x_test * 2 - 1, plain.x_test)
+    # a constant image stays constant; the upsampled image keeps the coarse one's mean (bilinear, no antialias)
+    np.testing.assert_allclose(data.resize_images(np.full((1, 64), 0.25, np.float32), 28), 0.25, rtol=1e-6)
+    small = data.load(DataConfig(dataset="digits", scale="unit"), seed=0).x_test
+    assert abs(float(a.x_test.mean()) - float(small.mean())) < 0.02
+
+
+def test_resize_refuses_non_image_data():
+    from codesign.errors import CodesignError
+
+    with pytest.raises(CodesignError, match="data.resize"):
+        data.load(DataConfig(dataset="wine", resize=4), seed=0)

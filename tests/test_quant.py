@@ -93,10 +93,9 @@ def test_per_layer_override():
 @pytest.mark.parametrize("over,match", [
     ({"quant.layers": {"fc7": {"weight": {"bits": 4}}}}, "fc7"),
     ({"quant.weight": {"scheme": "pot", "bits": 6}}, "bits"),
-    ({"quant.weight": {"scheme": "binary", "bits": 1}}, "binary"),
-    ({"quant.weight": {"scheme": "float"}}, "float"),
     ({"quant.act": {"rounding": "HALF_UP"}}, "HALF_UP"),
-    ({"model.batchnorm": True}, "batchnorm"),
+    ({"quant.input": {"scale": "float"}}, "quant.input.scale"),
+    ({"quant.weight": {"scheme": "float", "bits": 2, "narrow": False}}, "narrow"),
     ({"quant.layers": {"fc2": {"act": {"bits": 4}}}}, "output layer"),
 ])
 def test_bad_config_raises(over, match):

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from codesign import __version__
 from codesign import config as config_mod
-from codesign.errors import CodesignError
+from codesign.errors import CodesignError, VerificationError
 
 app = typer.Typer(
     name="codesign",
@@ -36,6 +36,27 @@ err = Console(stderr=True, soft_wrap=True)
 
 RunArg = Annotated[Path, typer.Argument(help="run directory (made by `codesign flow` or `codesign train`)")]
 DesignArg = Annotated[Path, typer.Argument(help="a run directory, or a folder written by `codesign rtl MODEL.onnx --out DIR`")]
+
+
+def _cleaned(model: Path, out: Path) -> Path:
+    """``model``, or, when it is not cleaned yet (a QONNX file made elsewhere), its cleaned copy
+    ``out/model.onnx`` (codesign.graph.clean), which the design's interface.json then names."""
+    import onnx
+
+    from codesign.graph.clean import clean_model, is_clean
+    from codesign.run import atomic_path
+
+    try:
+        proto = onnx.load(str(model))
+    except Exception as e:  # noqa: BLE001 - a corrupt or missing file is a user error
+        raise CodesignError(f"cannot read ONNX model {model}: {e}") from None
+    if is_clean(proto):
+        return model
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "model.onnx") as tmp:
+        onnx.save(clean_model(proto), str(tmp))
+    console.print(f"cleaned {model} -> {out / 'model.onnx'} (qonnx cleanup, Gemm -> MatMul, conv bias split)")
+    return out / "model.onnx"
 
 
 def _rtl_folder(target: Path) -> bool:
@@ -213,7 +234,7 @@ def rtl(
 
         if out is None:
             raise CodesignError("with a .onnx file, --out DIR is required")
-        iface = generate(target, out, input_precision=input_precision, **upd)
+        iface = generate(_cleaned(target, out), out, input_precision=input_precision, **upd)
         console.print(f"wrote {out} (latency {iface['latency_cycles']} cycles, II {iface['ii']})")
         return
     from codesign import flow as flow_mod
@@ -232,7 +253,7 @@ def rtl(
 
 @app.command()
 def verify(
-    run_dir: RunArg,
+    run_dir: DesignArg,
     vectors: Annotated[int | None, typer.Option(help="random vectors (default from config: 100000)")] = None,
     sim: Annotated[str | None, typer.Option(help="verilator | icarus")] = None,
     waves: Annotated[bool | None, typer.Option("--waves/--no-waves", help="dump waveforms (FST) and toggle counts "
@@ -241,9 +262,25 @@ def verify(
         "--gate-level", help="simulate the yosys netlist instead of the RTL: generic | ecp5 | ice40 (vendor cell "
         "models) | none")] = None,
 ) -> None:
-    """Simulate the RTL in cocotb and compare with the golden model, bit for bit."""
+    """Simulate the RTL in cocotb and compare with the golden model, bit for bit (a run directory, or a folder
+    from `codesign rtl MODEL.onnx --out DIR`: the golden model of the ONNX file its interface.json names)."""
     from codesign import flow as flow_mod
     from codesign.run import RunDir
+
+    if _rtl_folder(run_dir):
+        from codesign.config import VerifyConfig
+        from codesign.verify import summary
+        from codesign.verify import verify as verify_fn
+
+        v = VerifyConfig()
+        res = verify_fn(run_dir, None, vectors=vectors if vectors is not None else v.random_vectors,
+                        simulator=sim or v.simulator, out_dir=run_dir.parent / f"{run_dir.name}_verify",
+                        gate_level=False if gate_level in (None, "none") else gate_level)
+        console.print(summary(res))
+        if not res["ok"]:
+            raise VerificationError(f"RTL vs golden: {res['mismatches']} of {res['vectors']} vectors mismatch"
+                                    + "".join(f"; {c}" for c in res["checks_failed"]))
+        return
 
     rd = RunDir(run_dir)
     cfg = flow_mod.run_config(rd)

@@ -204,7 +204,8 @@ class GoldenModel(RunAPI):
         self.elem_types = elem_types(cleaned)
         self.used = {i for n in cleaned.graph.node for i in n.input} | {o.name for o in cleaned.graph.output}
         self.quant_info: dict[str, tuple] = {}
-        self._stage_of = {id(n): "pre" for n in part.pre} | {id(n): "post" for n in part.post}
+        # by output tensor: protobuf repeated-field elements need not keep their Python identity
+        self._stage_of = {n.output[0]: "pre" for n in part.pre} | {n.output[0]: "post" for n in part.post}
         if not part.host_pre and part.input_quant is None and self._input_grid(part.graph_input) is None:
             raise UnsupportedError(
                 f"graph input {part.graph_input!r} has no quantizer and no finn_datatype annotation: give its "
@@ -254,7 +255,7 @@ class GoldenModel(RunAPI):
             self._input_tensor(gin.name, tuple(shape), nodes)
         for node in nodes:
             self._cur_node = node
-            self._cur_stage = self._stage_of.get(id(node), "core") if self.mixed else "core"
+            self._cur_stage = self._stage_of.get(node.output[0], "core") if self.mixed else "core"
             self._compile_node(node)
         self._cur_node, self._cur_stage = None, "core"
         if self.input_spec is None:

@@ -129,6 +129,14 @@ class RunAPI:
         o = self.core_output
         return env[o], self._scale_of(o)
 
+    def trace_codes(self, x_codes) -> dict[str, tuple[np.ndarray, int | float | np.ndarray | None]]:
+        """Like :meth:`run_codes`, from codes of the core input: ``{tensor name: (codes, scale)}`` of every
+        integer tensor of the core (what per-layer debug taps of the RTL compare against)."""
+        x = self._check_codes(np.asarray(x_codes)).astype(np.int64)
+        env = self._exec(x)
+        return {n: (v, self._scale_of(n)) for n, v in env.items()
+                if n not in self._internal and n in self.tensors and not self.tensors[n].is_float}
+
     def _real_out(self, codes: np.ndarray, name: str) -> np.ndarray:
         t = self.tensors[name]
         if t.fscale is not None:

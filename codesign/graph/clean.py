@@ -75,3 +75,17 @@ def clean_model(model: onnx.ModelProto) -> onnx.ModelProto:
             mw = mw.transform(GemmToMatMul()).transform(ExtractBiasFromConv())
             mw = cleanup_model(mw)
     return mw.model
+
+
+def is_clean(model: onnx.ModelProto) -> bool:
+    """True when ``model`` looks like the output of a cleaning (codesign's export stage or
+    :func:`clean_model`): every node output has a shape, no old ``finn`` domain, no Gemm, no shape
+    arithmetic left to fold."""
+    g = model.graph
+    known = {vi.name for vi in list(g.value_info) + list(g.output) + list(g.input)}
+    for n in g.node:
+        if n.op_type in ("Gemm", "Shape", "Gather", "Concat", "Unsqueeze") and n.domain in STANDARD:
+            return False
+        if n.domain.startswith("finn") or any(o not in known for o in n.output):
+            return False
+    return True

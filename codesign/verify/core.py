@@ -360,10 +360,12 @@ def verify(rtl_dir: str | Path, onnx_path: Any = None, vectors: int = 100_000, s
     ref = make_reference(onnx_path, iface)
     if isinstance(test_x, str | Path):
         test_x = np.load(test_x)
+    if test_x is not None and ref.preprocess is not None and not np.issubdtype(np.asarray(test_x).dtype, np.integer):
+        test_x = ref.preprocess(np.asarray(test_x, dtype=np.float32))  # float inputs -> the core's input codes
     checks: list[str] = []
     spec = ref.input_spec
     if spec is not None:
-        for key in ("bits", "signed", "scale_exp"):
+        for key in ("bits", "signed", "scale_exp", "bipolar"):
             v = spec.get(key) if isinstance(spec, dict) else getattr(spec, key, None)
             v = scalar_exp(v) if key == "scale_exp" else v
             mine = getattr(iface.input, key)

@@ -54,6 +54,7 @@ class Reference:
     trace_codes: TraceFn | None = None
     input_spec: Any = None
     name: str = "callable"
+    preprocess: Callable[[np.ndarray], np.ndarray] | None = None  # float graph input -> input codes (host)
 
     def run(self, x: np.ndarray) -> tuple[np.ndarray, int | None]:
         r = self.run_codes(x)
@@ -72,19 +73,35 @@ class Reference:
 
 
 def _from_golden(g: Any, name: str, iface: Interface) -> Reference:
+    """A reference from a golden model (or a stand-in with ``run_codes``). The RTL's ports carry stored
+    field values: a bipolar field is the bit ``b`` of the code ``2b - 1``; the golden model works on codes.
+    Float-scale outputs report no scale exponent (interface.json gives their float scales)."""
     in_se = iface.input.scale_exp
     spec = getattr(g, "input_spec", None)
     if in_se is None:
         in_se = _get(spec, "scale_exp")
+    fin, fout = iface.input, iface.output
+
+    def run_codes(x: np.ndarray) -> tuple[np.ndarray, Any]:
+        r = g.run_codes(fin.from_bits_codes(x))
+        codes, se = r if isinstance(r, tuple) else (r, None)
+        if se is not None and np.asarray(se).dtype.kind == "f" and not np.all(np.asarray(se) == np.round(se)):
+            se = None  # a float scale: not an exponent
+        return fout.to_bits_codes(np.asarray(codes)), se
 
     def trace(x: np.ndarray) -> dict[str, Any]:
         if hasattr(g, "trace_codes"):
-            return g.trace_codes(x)
+            return g.trace_codes(fin.from_bits_codes(x))
         real = np.asarray(x, dtype=np.float64) * 2.0 ** int(in_se)
         return g.trace(real)
 
     has_trace = hasattr(g, "trace_codes") or (hasattr(g, "trace") and in_se is not None)
-    return Reference(run_codes=g.run_codes, trace_codes=trace if has_trace else None, input_spec=spec, name=name)
+    pre = None
+    if _get(spec, "host_pre") and hasattr(g, "preprocess"):
+        def pre(x: np.ndarray) -> np.ndarray:
+            return fin.to_bits_codes(np.asarray(g.preprocess(x)))
+    return Reference(run_codes=run_codes, trace_codes=trace if has_trace else None, input_spec=spec, name=name,
+                     preprocess=pre)
 
 
 def make_reference(source: Any, iface: Interface) -> Reference:
@@ -103,7 +120,7 @@ def make_reference(source: Any, iface: Interface) -> Reference:
             from codesign.golden import GoldenModel  # type: ignore[attr-defined]
         except ImportError as e:
             raise StageInputError(f"codesign.golden.GoldenModel is not available ({e})") from None
-        return _from_golden(GoldenModel(str(p)), f"GoldenModel({p.name})", iface)
+        return _from_golden(GoldenModel(str(p), input_precision=iface.input_precision), f"GoldenModel({p.name})", iface)
     if hasattr(source, "run_codes"):
         return _from_golden(source, type(source).__name__, iface)
     if callable(source):

@@ -320,7 +320,7 @@ class _Importer:
         if quantized and name in self.raw:
             raise UnsupportedError(f"{where}: applied to the unquantized graph input {self.graph.input_name!r}: give "
                                    "its grid with --input-precision (e.g. 'ap_fixed<16,6>', config key "
-                                   "rtl.input_precision), a finn_datatype annotation, or add an input quantizer")
+                                   "quant.input_precision), a finn_datatype annotation, or add an input quantizer")
         return self.alias.get(name, name), self.shape_of[name]
 
     def add(self, op: Op) -> None:

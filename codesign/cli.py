@@ -463,14 +463,17 @@ def main() -> None:
     except CodesignError as e:
         err.print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
         sys.exit(e.exit_code)
-    except click.exceptions.Exit as e:
+    except (click.exceptions.Exit, typer.Exit) as e:
         sys.exit(e.exit_code)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (click.exceptions.Abort, typer.Abort, KeyboardInterrupt):
         err.print("interrupted")
         sys.exit(130)
+    except (click.ClickException, typer.exceptions.TyperException) as e:  # usage errors: a bad option, a missing argument
+        if hasattr(e, "show"):
+            e.show()
+        else:
+            err.print(f"error: {e}")
+        sys.exit(getattr(e, "exit_code", 2) or 2)
     sys.exit(rv if isinstance(rv, int) else 0)
 
 

@@ -52,6 +52,23 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def load_array(path: str | Path, what: str = "array"):
+    """A ``.npy`` array, or a :class:`StageInputError` naming the file and what is wrong with it (a missing
+    file, not an array, a pickled object array)."""
+    import numpy as np
+
+    p = Path(path)
+    if not p.exists():
+        raise StageInputError(f"{what} {p} not found")
+    try:
+        a = np.load(p, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise StageInputError(f"{what} {p} is not a valid .npy array ({str(e).splitlines()[0][:120]})") from None
+    if not isinstance(a, np.ndarray) or a.dtype.kind not in "biuf":
+        raise StageInputError(f"{what} {p} holds {getattr(a, 'dtype', type(a))} data, not numbers")
+    return a
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)

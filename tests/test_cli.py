@@ -56,3 +56,37 @@ def test_stage_flags_map_to_config_keys(tmp_path, monkeypatch, args, section, ex
     assert seen["step"] == args[0]
     got = getattr(seen["cfg"], section)
     assert {k: getattr(got, k) for k in expected} == expected
+
+
+def _commands() -> list[list[str]]:
+    from codesign.cli import app
+
+    cmds = [[c.name or c.callback.__name__] for c in app.registered_commands]
+    for g in app.registered_groups:
+        cmds += [[g.name, c.name or c.callback.__name__] for c in g.typer_instance.registered_commands]
+    return cmds
+
+
+@pytest.mark.parametrize("cmd", _commands(), ids=lambda c: "-".join(c))
+def test_every_subcommand_refuses_a_bogus_option(cmd):
+    """A mistyped option is a usage error naming it: exit 2, no traceback (every subcommand)."""
+    r = run(*cmd, "--bogus-option")
+    assert r.returncode == 2, (cmd, r.stdout[-500:], r.stderr[-500:])
+    assert "No such option" in r.stderr and "--bogus-option" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_corrupt_inputs_are_one_line_errors(tmp_path):
+    """A file that is not an array, or not an ONNX model: one line naming it, exit 2, nothing written."""
+    from pathlib import Path
+
+    bad = tmp_path / "bad.npy"
+    bad.write_text("not an array")
+    model = Path(__file__).resolve().parent.parent / "models" / "qonnx" / "TFC_2W2A.onnx"
+    out = tmp_path / "y.npy"
+    r = run("golden", str(model), "--inputs", str(bad), "--out", str(out))
+    assert r.returncode == 2 and "bad.npy" in r.stderr and "Traceback" not in r.stderr and not out.exists()
+    onnx_bad = tmp_path / "bad.onnx"
+    onnx_bad.write_bytes(b"\x00garbage")
+    r = run("rtl", str(onnx_bad), "--out", str(tmp_path / "rtl"))
+    assert r.returncode == 2 and "bad.onnx" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "rtl" / "interface.json").exists()

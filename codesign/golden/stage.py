@@ -11,7 +11,7 @@ import numpy as np
 
 from codesign.errors import CodesignError
 from codesign.golden.graph import GoldenModel
-from codesign.run import atomic_path, atomic_write_json
+from codesign.run import atomic_path, atomic_write_json, load_array
 
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:
@@ -133,7 +133,7 @@ def golden_cli(model: Path, inputs: Path, out: Path, codes: bool = False, trace_
     gm = GoldenModel(model, input_precision=input_precision)
     if not Path(inputs).exists():
         raise CodesignError(f"inputs file {inputs} not found")
-    x = np.load(inputs)
+    x = load_array(inputs, "--inputs")
     scale = gm._scale_of(gm.core_output)
     if codes:
         xc = gm.preprocess(x) if gm.input_spec.host_pre else gm.codes_from_real(x)

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from codesign.errors import CodesignError, StageInputError, VerificationError
+from codesign.run import load_array
 from codesign.verify import sim
 from codesign.verify.iface import Interface, hex_to_codes, load_interface, pack_hex_lines
 from codesign.verify.reference import Reference, make_reference, scalar_exp
@@ -359,7 +360,7 @@ def verify(rtl_dir: str | Path, onnx_path: Any = None, vectors: int = 100_000, s
     gate_target = normalize_target(gate_level)
     ref = make_reference(onnx_path, iface)
     if isinstance(test_x, str | Path):
-        test_x = np.load(test_x)
+        test_x = load_array(test_x, "test_x")
     if test_x is not None and ref.preprocess is not None and not np.issubdtype(np.asarray(test_x).dtype, np.integer):
         test_x = ref.preprocess(np.asarray(test_x, dtype=np.float32))  # float inputs -> the core's input codes
     checks: list[str] = []

@@ -54,6 +54,25 @@ def test_schedules():
     assert agp[0] > 0.5 / 4  # cubic ramp prunes fastest early
 
 
+def test_global_scope_ranks_scores_normalized_per_layer():
+    """'global' ranks every unit on its score divided by its layer's maximum: a layer with small weights
+    everywhere is not emptied first, and the units are not ranked by name."""
+    from codesign.quant import build_model
+
+    cfg = config.load("digits_mlp", {"model.hidden": [8, 8]})
+    model = build_model(cfg, (64,), 10)
+    with torch.no_grad():
+        for k, row in enumerate(model.fc1.weight):
+            row.fill_(100.0 * (k + 1) / row.numel())       # L1 per unit: 100, 200, ..., 800
+        for k, row in enumerate(model.fc2.weight):
+            row.fill_((1.0 if k < 4 else 8.0) / row.numel())  # L1 per unit: 1, 1, 1, 1, 8, 8, 8, 8
+    s1, s2 = prune.importance(model, "fc1", "l1"), prune.importance(model, "fc2", "l1")
+    assert np.argsort(s1, kind="stable").tolist() == list(range(8)) and s2[:4].max() < s2[4:].min()
+    keep = prune.select_units(model, "l1", 0.5, scope="global")
+    # normalized: fc1 1/8, 2/8, ..., 1; fc2 1/8 x4, 1 x4 -> the 8 lowest are fc1 0-3 and fc2 0-3
+    assert keep["fc1"].tolist() == [4, 5, 6, 7] and keep["fc2"].tolist() == [4, 5, 6, 7]
+
+
 def test_removing_every_unit_is_an_error(trained):
     cfg, ds, model = trained
     with pytest.raises(CodesignError, match="fc1"):

@@ -144,7 +144,8 @@ def select_units(model: nn.Module, criterion: str, sparsity: float, scope: str =
     if scope == "global" and per_layer is None:
         total = sum(len(s) for s in scores.values())
         n_remove = int(round(sparsity * total))
-        flat = [(s / (s.max() if s.max() > 0 else 1.0), n, i) for n, ss in scores.items() for i, s in enumerate(ss)]
+        norm = {n: ss / (ss.max() if ss.max() > 0 else 1.0) for n, ss in scores.items()}
+        flat = [(float(v), n, i) for n, ss in norm.items() for i, v in enumerate(ss)]
         flat.sort(key=lambda t: (t[0], t[1], t[2]))
         removed = {n: set() for n in scores}
         for _, n, i in flat:

@@ -300,7 +300,11 @@ class _Importer:
         self.node = None  # the ONNX node being imported
         if part.host_pre:  # the core starts at the first quantizer's output: its codes are the RTL input
             q = part.input_quant
-            self.graph.input_shape = self.shapes[q.output[0]][1:]
+            shape = self.shapes.get(q.output[0]) or self.shapes.get(q.input[0])  # a quantizer keeps its shape
+            if shape is None:
+                raise UnsupportedError(f"node {q.name!r} ({q.op_type}): output shape unknown; run shape inference "
+                                       "(codesign clean) on the model first")
+            self.graph.input_shape = shape[1:]
             self.graph.input_quant = self.quant_spec(q, attrs(q), f"node {q.name!r} ({q.op_type})")
             self.shape_of = {q.output[0]: self.graph.input_shape}
             self.alias = {q.output[0]: ""}

@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 def build_mlp(folder: Path, sizes: list[int], seed: int = 0) -> Path:
     import brevitas.nn as qnn
+    import onnx
     import torch
     from brevitas.export import export_qonnx
     from brevitas.quant import (
@@ -34,7 +35,7 @@ def build_mlp(folder: Path, sizes: list[int], seed: int = 0) -> Path:
         Uint8ActPerTensorFixedPoint,
     )
 
-    from codesign.export import clean_qonnx
+    from codesign.graph.clean import clean_qonnx
 
     torch.manual_seed(seed)
     layers: list[torch.nn.Module] = [qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, return_quant_tensor=True)]
@@ -52,7 +53,7 @@ def build_mlp(folder: Path, sizes: list[int], seed: int = 0) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         export_qonnx(net, args=x, export_path=str(raw))
-        clean_qonnx(raw).save(str(clean))
+        onnx.save(clean_qonnx(raw, channels_last=None), str(clean))
     return clean
 
 

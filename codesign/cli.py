@@ -43,7 +43,7 @@ def _cleaned(model: Path, out: Path) -> Path:
     ``out/model.onnx`` (codesign.graph.clean), which the design's interface.json then names."""
     import onnx
 
-    from codesign.graph.clean import clean_model, is_clean
+    from codesign.graph.clean import clean_qonnx, is_clean
     from codesign.run import atomic_path
 
     try:
@@ -54,7 +54,7 @@ def _cleaned(model: Path, out: Path) -> Path:
         return model
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "model.onnx") as tmp:
-        onnx.save(clean_model(proto), str(tmp))
+        onnx.save(clean_qonnx(proto), str(tmp))
     console.print(f"cleaned {model} -> {out / 'model.onnx'} (qonnx cleanup, Gemm -> MatMul, conv bias split)")
     return out / "model.onnx"
 

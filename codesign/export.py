@@ -1,8 +1,8 @@
 """Export stage: Brevitas model -> QONNX (raw) -> cleaned QONNX, validated against PyTorch.
 
 Artifacts (``export/``): ``model_raw.onnx`` (``brevitas.export.export_qonnx``), ``model.onnx`` (cleaned by
-:func:`clean_qonnx`: ``cleanup_model``, channels-last for conv graphs with a channels-last input, a zero
-bias for a Gemm without bias, ``GemmToMatMul``, ``rounding_mode`` attributes upper-case QONNX names:
+:func:`codesign.graph.clean.clean_qonnx`: ``cleanup_model``, channels-last for conv graphs with a
+channels-last input, Gemm -> MatMul (+ Add of its bias), ``rounding_mode`` attributes upper-case QONNX names:
 ``ROUND`` (half to even), ``FLOOR``, ``CEIL``, ``DOWN`` (Brevitas ROUND_TO_ZERO); weight Quant nodes carry
 their quantizer's real rounding, Brevitas writes ROUND there), ``test_x.npy`` (test
 inputs, float64 real values on the input quantizer's grid, in the cleaned graph's layout, i.e.
@@ -31,7 +31,6 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -39,10 +38,8 @@ import torch
 
 from codesign.config import Config
 from codesign.errors import CodesignError, UnsupportedError
+from codesign.graph.clean import clean_qonnx, qonnx_rounding
 from codesign.run import RunDir, atomic_path
-
-if TYPE_CHECKING:
-    from qonnx.core.modelwrapper import ModelWrapper
 
 META_POT_LAYERS = "codesign.pot_layers"
 META_POT_NODES = "codesign.pot_weight_quant_nodes"
@@ -80,97 +77,6 @@ def _export_raw(model: torch.nn.Module, input_shape, out_raw: Path) -> None:
     finally:
         for lg, lv in zip(quiet, levels, strict=True):
             lg.setLevel(lv)
-
-
-def qonnx_rounding(mode: str) -> str:
-    """Brevitas rounding name -> upper-case QONNX name (``ROUND_TO_ZERO`` is QONNX ``DOWN``)."""
-    m = mode.upper().split(".")[-1]
-    return {"ROUND_TO_ZERO": "DOWN", "HALF_EVEN": "ROUND"}.get(m, m)
-
-
-def clean_qonnx(model: str | Path | onnx.ModelProto, *, channels_last: bool | None = None,
-                input_channels_last: bool = True) -> ModelWrapper:
-    """The cleaned QONNX graph codesign works on, as a qonnx ``ModelWrapper``, from a raw QONNX export
-    (Brevitas ``export_qonnx``): a path or an ``onnx.ModelProto`` (not modified). The export stage,
-    the RTL and golden-model test fixtures and the benchmarks all clean through here. Steps:
-
-    1. ``cleanup_model`` (qonnx): InferShapes, unique parameter tensors, constant folding that keeps
-       the Quant nodes, transposes folded into Quant initializers, unused tensors and static inputs
-       removed, unique node names, readable tensor names. The next steps need the shapes; the names
-       make the graph the same on every export of the same model.
-    2. Channels-last, when ``channels_last`` (default: when the graph has a Conv):
-       ``ConvertToChannelsLastAndClean`` turns the NCHW conv/pool nodes into qonnx's channels-last ops
-       and removes the transposes it can, so a pixel's channels are the innermost dimension (the layout
-       of the golden model, the RTL and hls4ml). ``input_channels_last`` makes the graph input NHWC too
-       (the export stage: ``test_x.npy`` is in that layout); otherwise one Transpose stays at the input
-       and the graph takes PyTorch's NCHW input (the test fixtures). Then ``cleanup_model`` again.
-       qonnx moves transposes through ``Quant`` but not through ``BipolarQuant``: a ``Transpose`` pair
-       around a ``BipolarQuant`` with a scalar scale (an element-wise op) is removed
-       (:func:`drop_transposes_around_bipolar`), so a bipolar activation stays channels-last like a ``Quant``.
-    3. A zero bias for every Gemm without one: ``GemmToMatMul`` does not support Gemm's optional input
-       C (ONNX >= 11), which is how a Linear layer without bias is exported.
-    4. ``GemmToMatMul``: Gemm -> MatMul + Add, the ops the golden model, the RTL frontend and hls4ml
-       read. Its warning about ONNX opset 9 is silenced: the export stage checks the cleaned graph
-       against PyTorch (0 mismatches).
-    5. ``cleanup_model`` again: shapes and readable names of the new MatMul/Add nodes.
-    6. ``rounding_mode`` attributes to upper-case QONNX names (:func:`qonnx_rounding`): Brevitas may write
-       ``ROUND_TO_ZERO`` or ``HALF_EVEN``, qonnx executes ``DOWN`` and ``ROUND``.
-    """
-    from qonnx.core.modelwrapper import ModelWrapper
-    from qonnx.transformation.gemm_to_matmul import GemmToMatMul
-    from qonnx.util.cleanup import cleanup_model
-
-    if isinstance(model, onnx.ModelProto):
-        proto = onnx.ModelProto()
-        proto.CopyFrom(model)
-        mw = ModelWrapper(proto)
-    else:
-        mw = ModelWrapper(str(model))
-    mw = cleanup_model(mw)
-    if channels_last is None:
-        channels_last = any(n.op_type == "Conv" for n in mw.graph.node)
-    if channels_last:
-        from qonnx.transformation.channels_last import ConvertToChannelsLastAndClean
-
-        mw = mw.transform(ConvertToChannelsLastAndClean(make_input_channels_last=input_channels_last))
-        mw = cleanup_model(drop_transposes_around_bipolar(mw))
-    for n in mw.graph.node:
-        if n.op_type == "Gemm" and len(n.input) < 3:
-            out_dim = mw.get_tensor_shape(n.output[0])[-1]
-            bname = mw.make_new_valueinfo_name()
-            mw.set_initializer(bname, np.zeros(out_dim, dtype=np.float32))
-            n.input.append(bname)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The GemmToMatMul transformation only offers")
-        mw = mw.transform(GemmToMatMul())
-    mw = cleanup_model(mw)
-    for n in mw.graph.node:
-        for a in n.attribute:
-            if a.name == "rounding_mode":
-                a.s = qonnx_rounding(a.s.decode()).encode()
-    return mw
-
-
-def drop_transposes_around_bipolar(mw: ModelWrapper) -> ModelWrapper:
-    """Remove every ``Transpose(p) -> BipolarQuant(scalar scale) -> Transpose(p^-1)`` chain's two transposes
-    (each with a single consumer): the sign is element-wise, so the chain equals the ``BipolarQuant`` alone.
-    Modifies and returns ``mw``."""
-    g = mw.graph
-    for bq in [n for n in g.node if n.op_type == "BipolarQuant"]:
-        t1, t2s = mw.find_producer(bq.input[0]), mw.find_consumers(bq.output[0]) or []
-        if t1 is None or t1.op_type != "Transpose" or len(t2s) != 1 or t2s[0].op_type != "Transpose":
-            continue
-        t2 = t2s[0]
-        p1 = list(next(a.ints for a in t1.attribute if a.name == "perm"))
-        p2 = list(next(a.ints for a in t2.attribute if a.name == "perm"))
-        scale = mw.get_initializer(bq.input[1]) if len(bq.input) > 1 else None
-        if ([p1[i] for i in p2] != list(range(len(p1))) or len(mw.find_consumers(t1.output[0]) or []) != 1
-                or (scale is not None and np.asarray(scale).size != 1)):
-            continue
-        bq.input[0], bq.output[0] = t1.input[0], t2.output[0]
-        g.node.remove(t1)
-        g.node.remove(t2)
-    return mw
 
 
 def _check_supported(mw) -> None:
@@ -228,7 +134,9 @@ def export_qonnx_model(model: torch.nn.Module, input_shape, out_raw: str | Path,
     _set_meta(raw, META_POT_NODES, [])
     with atomic_path(out_raw) as tmp:
         onnx.save(raw, str(tmp))
-    mw = clean_qonnx(out_raw)
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    mw = ModelWrapper(clean_qonnx(out_raw, channels_last=None))
     _check_supported(mw)
     layer_names = model.weight_layers() if hasattr(model, "weight_layers") else []
     table = _layer_table(mw, layer_names, pot_layers)

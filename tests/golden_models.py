@@ -98,11 +98,12 @@ def brevitas_model(kind: str, po2: bool = False, seed: int = 0):
 
 def export_pair(kind: str, folder: Path, po2: bool = False, seed: int = 0) -> tuple[Path, Path]:
     """Export (raw QONNX, cleaned QONNX) of a small Brevitas model, cleaned by
-    :func:`codesign.export.clean_qonnx` (conv models channels-last behind an NCHW input Transpose)."""
+    :func:`codesign.graph.clean.clean_qonnx` (conv models channels-last behind an NCHW input Transpose)."""
+    import onnx
     import torch
     from brevitas.export import export_qonnx
 
-    from codesign.export import clean_qonnx
+    from codesign.graph.clean import clean_qonnx
 
     torch.set_num_threads(1)
     net, x = brevitas_model(kind, po2, seed)
@@ -111,7 +112,7 @@ def export_pair(kind: str, folder: Path, po2: bool = False, seed: int = 0) -> tu
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         export_qonnx(net, args=x, export_path=str(raw))
-        clean_qonnx(raw, input_channels_last=False).save(str(clean))
+        onnx.save(clean_qonnx(raw, channels_last=None, input_channels_last=False), str(clean))
     return raw, clean
 
 

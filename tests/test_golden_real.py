@@ -28,7 +28,7 @@ from real_models import (
 from codesign.errors import UnsupportedError
 from codesign.golden import GoldenModel
 from codesign.golden.explain import explain
-from codesign.graph.clean import clean_model
+from codesign.graph.clean import clean_qonnx
 
 N = 1000
 
@@ -58,7 +58,7 @@ def compare(gm: GoldenModel, x: np.ndarray, label: str) -> dict:
     its exact float64 reals where there is no host post-processing): every mismatching vector must be
     explained by :func:`explain` (counts printed)."""
     y = np.asarray(gm.run(x)).reshape(len(x), -1)
-    ref_model = gm.model if gm.mixed else clean_model(gm.model)  # exact mode keeps the graph as given
+    ref_model = gm.model if gm.mixed else clean_qonnx(gm.model)  # exact mode keeps the graph as given
     oname = ref_model.graph.output[0].name
     counts = {"vectors": len(x), "mismatches": 0, "crossed-quantizer": 0, "float-tail": 0}
     for i, ctx in enumerate(reference_contexts(ref_model, x)):

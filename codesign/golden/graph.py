@@ -124,7 +124,7 @@ class GoldenModel(RunAPI):
     Exact mode (every graph the golden model ran before: a quantized graph input, every node exact on
     integers): ``run(x_real)`` returns real outputs (float64, exactly ``codes * 2**scale_exp``). Mixed mode
     (anything else: host pre-/post-processing, float-scale quantizers, float ops; see
-    :mod:`codesign.golden.mixed`): the model is cleaned (:func:`codesign.graph.clean.clean_model`, kept in
+    :mod:`codesign.golden.mixed`): the model is cleaned (:func:`codesign.graph.clean.clean_qonnx`, kept in
     ``self.model``), cut by :func:`codesign.graph.analysis.partition` (``self.partition``), and ``run``
     returns the graph output as ``execute_onnx`` gives it (float32 after host post-processing).
     ``run_codes``/``trace`` expose the integer codes of the core; ``ranges`` their integer bounds.
@@ -186,11 +186,11 @@ class GoldenModel(RunAPI):
     def _compile_mixed(self, proto: onnx.ModelProto, exact_error: UnsupportedError) -> None:
         """Mixed mode: clean, partition, compile every node (see :mod:`codesign.golden.mixed`)."""
         from codesign.graph.analysis import partition
-        from codesign.graph.clean import clean_model
+        from codesign.graph.clean import clean_qonnx
         from codesign.graph.reference import elem_types
 
         try:
-            cleaned = clean_model(proto)
+            cleaned = clean_qonnx(proto)
             part = partition(cleaned)
         except UnsupportedError:
             raise exact_error from None

@@ -136,7 +136,7 @@ def _fscale_node(ctx, node, ins, attrs, kind) -> None:
     elif op == "Conv":
         if len(ins) > 2 and ins[2] is not None:
             raise err(node, "a Conv bias on a float-scale accumulator must be a separate Add (clean the model "
-                            "with codesign.graph.clean.clean_model)")
+                            "with codesign.graph.clean.clean_qonnx)")
         F.conv(ctx, node, x, ins[1], attrs, out, kind == "cl")
     elif op in LAYOUT_OPS:
         handle(ctx, node, ins, attrs, kind)

@@ -3,7 +3,7 @@
 ``mlp_qonnx(path, sizes=(64, 32, 10), weights='fixed'|'pot', zero_frac=0.0, seed=0)`` builds
 QuantIdentity -> [QuantLinear -> QuantReLU]* -> QuantLinear with power-of-two scales
 (``*FixedPoint`` quantizers, Int32 bias), optionally sets every weight to 0 or +-2^e, exports with
-``brevitas.export.export_qonnx`` and cleans it with the export stage's :func:`codesign.export.clean_qonnx`.
+``brevitas.export.export_qonnx`` and cleans it with :func:`codesign.graph.clean.clean_qonnx`.
 ``cnn_qonnx`` does the same for a Conv2d/Conv1d -> ReLU -> MaxPool -> Flatten -> Linear network
 (channels-last conversion included; the input stays NCHW behind a Transpose). ``per_channel=True``: power-of-two weight scales per output
 channel (Brevitas ``scaling_per_output_channel``), with channel ``i``'s weights made ``2^-(i % 4)``
@@ -61,9 +61,10 @@ def _set_weights(mods, weights: str, zero_frac: float, rng) -> None:
 
 
 def _export(m, x, path: Path, channels_last: bool = False) -> Path:
+    import onnx
     from brevitas.export import export_qonnx
 
-    from codesign.export import clean_qonnx
+    from codesign.graph.clean import clean_qonnx
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -71,8 +72,8 @@ def _export(m, x, path: Path, channels_last: bool = False) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         export_qonnx(m, args=x, export_path=str(raw))
-        mw = clean_qonnx(raw, channels_last=channels_last, input_channels_last=False)
-    mw.save(str(path))
+        cleaned = clean_qonnx(raw, channels_last=channels_last, input_channels_last=False)
+    onnx.save(cleaned, str(path))
     return path
 
 

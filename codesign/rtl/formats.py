@@ -160,8 +160,27 @@ class Requant:
         return Requant(int(d["shift"]), d["rounding"], bool(d["relu"]), FixedFormat.from_json(d["out"]))
 
 
+class _ExactEpilogue:
+    """What :class:`Thresholds` and :class:`MulShift` share as requantizers: their codes span the output
+    format, and a relu is already part of the function (never a bare relu)."""
+
+    out: FixedFormat
+
+    @property
+    def lo(self) -> int:
+        return self.out.lo
+
+    @property
+    def hi(self) -> int:
+        return self.out.hi
+
+    @property
+    def relu_only(self) -> bool:
+        return False
+
+
 @dataclass(frozen=True, eq=False)
-class Thresholds:
+class Thresholds(_ExactEpilogue):
     """A per-channel monotone step function of the accumulator, exact by construction:
     ``code = base[c] + dir[c] * #{k : acc >= t[c][k]}`` for output channel ``c`` (``t[c]`` ascending,
     repeated where one accumulator step crosses several output codes; ``dir`` +1 increasing, -1
@@ -176,18 +195,6 @@ class Thresholds:
     out: FixedFormat
     proof: dict | None = None
     relu: bool = False  # the requantizer interface (a relu is part of the function already)
-
-    @property
-    def lo(self) -> int:
-        return self.out.lo
-
-    @property
-    def hi(self) -> int:
-        return self.out.hi
-
-    @property
-    def relu_only(self) -> bool:
-        return False
 
     @property
     def levels(self) -> int:
@@ -230,7 +237,7 @@ class Thresholds:
 
 
 @dataclass(frozen=True, eq=False)
-class MulShift:
+class MulShift(_ExactEpilogue):
     """The same step function as a :class:`Thresholds`, as fixed-point arithmetic:
     ``code = clip((acc * m[c] + b[c]) >> shift, clip[c])`` (floor), ``m``, ``b`` and ``shift`` chosen so
     that this equals the thresholds on the whole accumulator range of every field (``proof``); ``clip[c]``
@@ -243,18 +250,6 @@ class MulShift:
     proof: dict | None = None
     relu: bool = False
     clip: tuple[tuple[int, int], ...] = ()
-
-    @property
-    def lo(self) -> int:
-        return self.out.lo
-
-    @property
-    def hi(self) -> int:
-        return self.out.hi
-
-    @property
-    def relu_only(self) -> bool:
-        return False
 
     def apply(self, acc: np.ndarray, channels: np.ndarray) -> np.ndarray:
         acc = np.asarray(acc).astype(object)

@@ -362,6 +362,20 @@ class _Importer:
         self.graph.output_name = self.alias.get(out, out)
         return self.graph
 
+    def _quant_params(self, node, at: dict, where: str) -> tuple[np.ndarray, int, bool, bool, str]:
+        """A ``Quant`` node's (scale, bits, signed, narrow, rounding mode); its parameters must be constants
+        and its zero point 0."""
+        sc, zp, bw = (self.const(i) for i in node.input[1:4])
+        if sc is None or zp is None or bw is None:
+            raise UnsupportedError(f"{where}: scale, zero point and bit width must be constants")
+        if np.any(np.asarray(zp) != 0):
+            raise UnsupportedError(f"{where}: non-zero zero point")
+        bits = float(np.asarray(bw).ravel()[0])
+        if bits != int(bits) or bits < 1:
+            raise UnsupportedError(f"{where}: bit width {bits} is not a positive integer")
+        mode = normalize_rounding(at.get("rounding_mode", "ROUND"))
+        return sc, int(bits), bool(at.get("signed", 1)), bool(at.get("narrow", 0)), mode
+
     def quant_spec(self, node, at: dict, where: str) -> QuantSpec:
         """The output format of an activation quantizer (Quant, BipolarQuant, MultiThreshold)."""
         op = node.op_type
@@ -376,26 +390,17 @@ class _Importer:
         if op == "MultiThreshold":
             return QuantSpec(multithreshold_format(node, at, self.const(node.input[1]), where), "ROUND", node,
                              exact=False)
-        sc, zp, bw = (self.const(i) for i in node.input[1:4])
-        if sc is None or zp is None or bw is None:
-            raise UnsupportedError(f"{where}: scale, zero point and bit width must be constants")
-        if np.any(np.asarray(zp) != 0):
-            raise UnsupportedError(f"{where}: non-zero zero point")
-        bits = float(np.asarray(bw).ravel()[0])
-        if bits != int(bits) or bits < 1:
-            raise UnsupportedError(f"{where}: bit width {bits} is not a positive integer")
-        mode = normalize_rounding(at.get("rounding_mode", "ROUND"))
-        signed, narrow = bool(at.get("signed", 1)), bool(at.get("narrow", 0))
+        sc, bits, signed, narrow, mode = self._quant_params(node, at, where)
         if np.asarray(sc).size > 1 and not np.all(np.asarray(sc) == np.asarray(sc).ravel()[0]):
             po2_exp(sc, where)  # raises: per-channel activation scales
         e = po2_or_none(sc)
-        if int(bits) == 1 and signed:  # qonnx: a 1-bit signed Quant is the bipolar sign
+        if bits == 1 and signed:  # qonnx: a 1-bit signed Quant is the bipolar sign
             return QuantSpec(FixedFormat(1, False, e if e is not None else 0, bipolar=True,
                                          scale=None if e is not None else float(np.asarray(sc).ravel()[0])),
                              mode, node, exact=False)
         if e is not None:
-            return QuantSpec(FixedFormat(int(bits), signed, e, narrow), mode, node)
-        return QuantSpec(FixedFormat(int(bits), signed, 0, narrow, scale=float(np.asarray(sc).ravel()[0])), mode, node,
+            return QuantSpec(FixedFormat(bits, signed, e, narrow), mode, node)
+        return QuantSpec(FixedFormat(bits, signed, 0, narrow, scale=float(np.asarray(sc).ravel()[0])), mode, node,
                          exact=False)
 
     # ---- one method per ONNX op -----------------------------------------------------------------------
@@ -422,21 +427,12 @@ class _Importer:
             return bipolar_const(x, self.const(ins[1]), where)
         if node.op_type == "MultiThreshold":
             raise UnsupportedError(f"{where}: MultiThreshold of a constant")
-        sc, zp, bw = (self.const(i) for i in ins[1:4])
-        if sc is None or zp is None or bw is None:
-            raise UnsupportedError(f"{where}: scale, zero point and bit width must be constants")
-        if np.any(np.asarray(zp) != 0):
-            raise UnsupportedError(f"{where}: non-zero zero point")
-        bits = float(np.asarray(bw).ravel()[0])
-        if bits != int(bits) or bits < 1:
-            raise UnsupportedError(f"{where}: bit width {bits} is not a positive integer")
-        mode = normalize_rounding(at.get("rounding_mode", "ROUND"))
-        signed, narrow = bool(at.get("signed", 1)), bool(at.get("narrow", 0))
-        if int(bits) == 1 and signed:
+        sc, bits, signed, narrow, mode = self._quant_params(node, at, where)
+        if bits == 1 and signed:
             return bipolar_const(x, sc, where)
         if is_po2(sc):
-            return quantize_const(x, sc, int(bits), signed, narrow, mode, where)
-        return quantize_const_float(x, sc, int(bits), signed, narrow, mode, where)
+            return quantize_const(x, sc, bits, signed, narrow, mode, where)
+        return quantize_const_float(x, sc, bits, signed, narrow, mode, where)
 
     def _float(self, node, nm, where):
         """A node the reference computes in float: kept for an epilogue (elementwise, per channel)."""

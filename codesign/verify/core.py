@@ -438,7 +438,8 @@ def verify(rtl_dir: str | Path, onnx_path: Any = None, vectors: int = 100_000, s
         checks += _status_checks(r, n)
         proto = r.status.get("proto_err", 0)
         if proto:
-            checks.append(f"output AXI-Stream protocol: {proto} violations (tvalid dropped or tdata changed while stalled)")
+            checks.append(f"output AXI-Stream protocol: {proto} violations "
+                          "(tvalid dropped or tdata changed while stalled)")
         if r.status.get("timeout"):
             checks.append(f"simulation stopped after {r.status.get('out', len(r.got))} of {n} outputs: "
                           "no output for too long (deadlock?)")

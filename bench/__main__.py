@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--targets", default="ecp5,xilinx", help="yosys targets of the rtl/da4ml benches (full mode)")
     ap.add_argument("--models", default="", help="da4ml, flow: only these models (comma separated)")
     ap.add_argument("--no-reuse", action="store_true",
-                    help="da4ml: re-measure Verilator builds of unchanged designs (synthesis/PnR caches: delete stat_*.txt, nextpnr.log)")
+                    help="da4ml: re-measure Verilator builds of unchanged designs "
+                         "(synthesis/PnR caches: delete stat_*.txt, nextpnr.log)")
     ap.add_argument("--no-doc", action="store_true", help="print only; leave docs/benchmarks.md alone")
     ap.add_argument("--doc", action="store_true",
                     help="with --quick: also write the quick results into docs/benchmarks.md (default: print only)")

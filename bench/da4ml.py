@@ -279,8 +279,9 @@ def render(res: dict, targets: tuple[str, ...], do_pnr: bool) -> str:
         o, d = r["ours"], r["da4ml"]
         for who, x in (("ours", o), ("da4ml", d)):
             e, xl = x.get("ecp5", {}), x.get("xilinx", {})
-            rows.append([name, who, e.get("LUT4"), e.get("CCU2"), e.get("LUT4eq"), e.get("FF"), xl.get("LUT"), xl.get("FF"),
-                         xl.get("CARRY4"), xl.get("DSP"), x.get("pnr", {}).get("fmax_mhz"), x.get("latency"),
+            rows.append([name, who, e.get("LUT4"), e.get("CCU2"), e.get("LUT4eq"), e.get("FF"),
+                         xl.get("LUT"), xl.get("FF"), xl.get("CARRY4"), xl.get("DSP"),
+                         x.get("pnr", {}).get("fmax_mhz"), x.get("latency"),
                          x.get("verilator_build_s", x.get("build_s"))])
         rows.append([name, "**ours/da4ml**", _ratio(o.get("ecp5", {}).get("LUT4"), d.get("ecp5", {}).get("LUT4")),
                      _ratio(o.get("ecp5", {}).get("CCU2"), d.get("ecp5", {}).get("CCU2")),

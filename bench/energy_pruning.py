@@ -66,26 +66,32 @@ def run_model(name: str, seed: int, a: argparse.Namespace) -> dict:
         m_e, _, rep = prune.energy_aware_prune(
             copy.deepcopy(model), cfg, ds, target_ratio=ratio, granularity=g, guard=a.guard, local_drop=a.local_drop,
             local_loss=a.local_loss, step_fraction=a.step_fraction, local_epochs=a.local_epochs,
-            finetune_epochs=a.finetune, rounds=a.rounds, progress=(lambda s: print(f"  {s}", flush=True)) if a.verbose else None)
+            finetune_epochs=a.finetune, rounds=a.rounds,
+            progress=(lambda s: print(f"  {s}", flush=True)) if a.verbose else None)
         guard = f"loss +{a.local_loss:g}" if a.guard == "loss" else f"acc -{a.local_drop:g}"
-        row = {"method": "energy-aware", "setting": f"target {ratio:g}x, guard {guard}", "energy_pj": rep["energy_after_pj"],
-               "accuracy": rep["accuracy_after"], "shape": _shape(m_e, g), "epochs": rep["epochs"],
+        row = {"method": "energy-aware", "setting": f"target {ratio:g}x, guard {guard}",
+               "energy_pj": rep["energy_after_pj"], "accuracy": rep["accuracy_after"], "shape": _shape(m_e, g),
+               "epochs": rep["epochs"],
                "seconds": rep["seconds"], "masked_nonzero_codes": rep.get("masked_nonzero_codes", 0),
                "mismatches": rep["masked_vs_removed_mismatches"]}
         rows.append(row)
         ea_rows.append(row)
-        print(f"  energy-aware {ratio:g}x: {row['energy_pj']:.1f} pJ ({e0 / row['energy_pj']:.2f}x) acc {row['accuracy']:.4f} "
-              f"{row['shape']} ({row['epochs']} epochs, {time.time() - t0:.0f} s)", flush=True)
+        print(f"  energy-aware {ratio:g}x: {row['energy_pj']:.1f} pJ ({e0 / row['energy_pj']:.2f}x) "
+              f"acc {row['accuracy']:.4f} {row['shape']} ({row['epochs']} epochs, {time.time() - t0:.0f} s)",
+              flush=True)
 
     l1_epochs = a.l1_epochs or max(r["epochs"] for r in ea_rows)
     for scope in a.l1_scopes:
         for s in a.sparsities:
             t0 = time.time()
-            m_l, _, r = prune.prune_model(copy.deepcopy(model), cfg, ds, criterion="l1", sparsity=s, schedule=a.l1_schedule,
-                                          steps=a.l1_steps, finetune_epochs=l1_epochs, scope=scope, granularity=g)
-            rows.append({"method": "l1", "setting": f"{scope}, sparsity {s:.2f}", "energy_pj": _pj(m_l, cfg.rtl.strategy),
+            m_l, _, r = prune.prune_model(copy.deepcopy(model), cfg, ds, criterion="l1", sparsity=s,
+                                          schedule=a.l1_schedule, steps=a.l1_steps, finetune_epochs=l1_epochs,
+                                          scope=scope, granularity=g)
+            rows.append({"method": "l1", "setting": f"{scope}, sparsity {s:.2f}",
+                         "energy_pj": _pj(m_l, cfg.rtl.strategy),
                          "accuracy": r["accuracy_after"], "shape": _shape(m_l, g), "epochs": l1_epochs,
-                         "seconds": round(time.time() - t0, 1), "masked_nonzero_codes": r.get("masked_nonzero_codes", 0),
+                         "seconds": round(time.time() - t0, 1),
+                         "masked_nonzero_codes": r.get("masked_nonzero_codes", 0),
                          "mismatches": r["masked_vs_removed_mismatches"]})
             print(f"  l1 {scope} {s:.2f}: {rows[-1]['energy_pj']:.1f} pJ ({e0 / rows[-1]['energy_pj']:.2f}x) "
                   f"acc {r['accuracy_after']:.4f} {rows[-1]['shape']}", flush=True)
@@ -124,12 +130,14 @@ def print_table(res: dict) -> None:
         ea, l1 = p["energy_aware"], p["l1_at_equal_accuracy"]
         if p["l1_at_equal_energy"]:
             e = p["l1_at_equal_energy"]
-            print(f"- {ea['setting']}: best L1 at <= its energy: {e['setting']}, {e['ratio']:.2f}x at {100 * e['accuracy']:.2f}%")
+            print(f"- {ea['setting']}: best L1 at <= its energy: {e['setting']}, "
+                  f"{e['ratio']:.2f}x at {100 * e['accuracy']:.2f}%")
         if l1:
             print(f"- {ea['setting']}: {ea['ratio']:.2f}x at {100 * ea['accuracy']:.2f}%; best L1 at >= that accuracy: "
                   f"{l1['setting']}, {l1['ratio']:.2f}x ({p['l1_over_energy_aware']:.2f}x the energy-aware energy)")
         else:
-            print(f"- {ea['setting']}: {ea['ratio']:.2f}x at {100 * ea['accuracy']:.2f}%; no L1 point reaches that accuracy")
+            print(f"- {ea['setting']}: {ea['ratio']:.2f}x at {100 * ea['accuracy']:.2f}%; "
+                  "no L1 point reaches that accuracy")
 
 
 def print_summary(results: list[dict]) -> None:
@@ -196,7 +204,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--l1-scopes", default="layer,global")
     ap.add_argument("--l1-schedule", default="agp", choices=["oneshot", "iterative", "agp"])
     ap.add_argument("--l1-steps", type=int, default=5)
-    ap.add_argument("--l1-epochs", type=int, default=None, help="L1 fine-tuning epochs (default: what energy-aware used)")
+    ap.add_argument("--l1-epochs", type=int, default=None,
+                    help="L1 fine-tuning epochs (default: what energy-aware used)")
     ap.add_argument("--epochs", type=int, default=None, help="override train.epochs")
     ap.add_argument("--finetune", type=int, default=30, help="energy-aware global fine-tuning epochs per pass")
     ap.add_argument("--guard", choices=["accuracy", "loss"], default="loss")

@@ -17,7 +17,10 @@ KEEP = re.compile(r"^(model |golden:|execute_onnx|ratio |hls4ml)")
 
 def run(ctx: Ctx) -> dict:
     models = ["digits_mlp"] if ctx.quick else ["digits_mlp", "digits_cnn"]
-    vec = ["--vectors", "2000", "--onnx-vectors", "300"] if ctx.quick else ["--vectors", "10000", "--onnx-vectors", "1000"]
+    if ctx.quick:
+        vec = ["--vectors", "2000", "--onnx-vectors", "300"]
+    else:
+        vec = ["--vectors", "10000", "--onnx-vectors", "1000"]
     outs = []
     for name in models:
         onnx = run_dir(ctx, name, until="export") / "export" / "model.onnx"

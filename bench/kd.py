@@ -33,7 +33,8 @@ def run(model: str, seeds: list[int], extra: dict) -> dict[str, list[float]]:
             t0 = time.time()
             _, hist = train_model(cfg, ds, progress=False)
             res[label].append(hist["accuracy_quantized"])
-            print(f"seed {seed} {label:6s} accuracy {hist['accuracy_quantized']:.4f} ({time.time() - t0:.0f} s)", flush=True)
+            print(f"seed {seed} {label:6s} accuracy {hist['accuracy_quantized']:.4f} ({time.time() - t0:.0f} s)",
+                  flush=True)
     return res
 
 

@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     b = np.array(base)
     print(f"\n{a.model}, {a.sparsity:.0%} of hidden units/filters removed (one-shot), {len(a.seeds)} seed(s) "
           f"{a.seeds}; unpruned quantized accuracy {b.mean():.4f} +- {b.std():.4f}\n")
-    print("| criterion | acc. before fine-tune | acc. after fine-tune | drop vs unpruned (points) | params kept | mismatches |")
+    print("| criterion | acc. before fine-tune | acc. after fine-tune | drop vs unpruned (points) "
+          "| params kept | mismatches |")
     print("|---|---|---|---|---|---|")
     out = []
     for c, r in rows.items():

@@ -35,7 +35,8 @@ def generate(run: Path, strategy: str, reuse: int, folder: str | None = None, **
     onnx = run / "export" / "model.onnx"
     tmp = out.with_name(out.name + ".new")
     shutil.rmtree(tmp, ignore_errors=True)
-    iface = gen(onnx, tmp, strategy=strategy, reuse=reuse, **options, onnx_rel=os.path.relpath(onnx.resolve(), out.resolve()))
+    iface = gen(onnx, tmp, strategy=strategy, reuse=reuse, **options,
+                onnx_rel=os.path.relpath(onnx.resolve(), out.resolve()))
     if out.is_dir() and same_files(tmp, out):
         shutil.rmtree(tmp)
         return out, iface, False
@@ -102,15 +103,16 @@ def render(ctx: Ctx, results: list[dict], vb: dict | None) -> None:
         rows.append([name, "fully parallel" if reuse == 1 else f"folded, reuse {reuse}", r["latency"], r["ii"],
                      e.get("LUT4"), e.get("CCU2"), e.get("LUT4eq"), e.get("FF"), e.get("MULT18"), e.get("seconds"),
                      x.get("LUT"), x.get("FF"), x.get("CARRY4"), x.get("DSP"), x.get("seconds")])
-    body = table(["model", "architecture", "latency (cycles)", "II", "ECP5 LUT4", "CCU2", "LUT4 + 2 CCU2", "FF", "MULT18",
-                  "synth_ecp5 s", "Xilinx LUT", "FF", "CARRY4", "DSP48", "synth_xilinx s"], rows)
+    body = table(["model", "architecture", "latency (cycles)", "II", "ECP5 LUT4", "CCU2", "LUT4 + 2 CCU2", "FF",
+                  "MULT18", "synth_ecp5 s", "Xilinx LUT", "FF", "CARRY4", "DSP48", "synth_xilinx s"], rows)
     body += ("\n\nCounts are yosys (YoWASP) `synth_ecp5` / `synth_xilinx -flatten` `stat` of the flattened top, out "
              "of context (no I/O constraints); Xilinx LUT includes INV cells (LUT1s after mapping). A `-` in a "
              "synth-seconds column means the counts were reused from an earlier run on the same RTL files; a `-` "
              "in the counts means that target was not run. All designs are generated with `multiplier='shiftadd'`: "
              "fully parallel layers have constant weights (shift-add trees, no multipliers); folded layers read "
              "their weights from a ROM, so an 8-bit fixed-point folded layer has real variable multipliers "
-             "(MULT18/DSP48: n_in per lane, 4 x 64 + 2 x 32 = 320 for digits_mlp), while folded power-of-two layers use barrel shifters instead.")
+             "(MULT18/DSP48: n_in per lane, 4 x 64 + 2 x 32 = 320 for digits_mlp), while folded power-of-two "
+             "layers use barrel shifters instead.")
     if ctx.quick:
         body += (f" Quick mode: {QUICK_MODEL} only, ECP5 only, trained for a few epochs (weights differ from full "
                  "runs); no Verilator build measurement.")

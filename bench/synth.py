@@ -23,7 +23,8 @@ def summarize(counts: dict[str, int], target: str) -> dict[str, int]:
         return {"LUT4": lut, "CCU2": ccu, "LUT4eq": lut + 2 * ccu,
                 "FF": s(lambda k: k.startswith("TRELLIS_FF")), "MULT18": s(lambda k: k.startswith("MULT18"))}
     # INV cells are LUT1s after Vivado-style mapping: counted as LUTs
-    return {"LUT": s(lambda k: re.fullmatch(r"LUT\d", k) is not None or k == "INV"), "FF": s(lambda k: re.fullmatch(r"FD[A-Z]{2}", k) is not None),
+    return {"LUT": s(lambda k: re.fullmatch(r"LUT\d", k) is not None or k == "INV"),
+            "FF": s(lambda k: re.fullmatch(r"FD[A-Z]{2}", k) is not None),
             "CARRY4": s(lambda k: k.startswith("CARRY")), "DSP": s(lambda k: k.startswith("DSP48"))}
 
 

@@ -35,7 +35,8 @@ console = Console()
 err = Console(stderr=True, soft_wrap=True)
 
 RunArg = Annotated[Path, typer.Argument(help="run directory (made by `codesign flow` or `codesign train`)")]
-DesignArg = Annotated[Path, typer.Argument(help="a run directory, or a folder written by `codesign rtl MODEL.onnx --out DIR`")]
+DesignArg = Annotated[Path, typer.Argument(
+    help="a run directory, or a folder written by `codesign rtl MODEL.onnx --out DIR`")]
 
 
 def _cleaned(model: Path, out: Path) -> Path:
@@ -62,7 +63,8 @@ def _cleaned(model: Path, out: Path) -> Path:
 def _rtl_folder(target: Path) -> bool:
     """A folder with a generated design (interface.json) that is not a run directory."""
     return (target / "interface.json").exists() and not (target / "config.yaml").exists()
-SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="override a config key: section.key=value (repeatable)")]
+SetOpt = Annotated[list[str] | None, typer.Option(
+    "--set", "-s", help="override a config key: section.key=value (repeatable)")]
 
 
 @app.callback()
@@ -74,7 +76,8 @@ def _root(
     if version:
         console.print(f"codesign {__version__}")
         raise typer.Exit()
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("codesign").setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
     if not verbose:  # third-party loggers that set their own INFO level (cocotb's runner) stay quiet
         for h in logging.getLogger().handlers:
@@ -150,14 +153,17 @@ def prune(
     sparsity: Annotated[float | None, typer.Option(help="fraction of hidden neurons/filters removed")] = None,
     schedule: Annotated[str | None, typer.Option(help="oneshot | iterative | agp | energy_aware (Yang et al.)")] = None,
     granularity: Annotated[str | None, typer.Option(
-        help="unit (whole neurons/filters removed) | weight (single weights zeroed: free in fully parallel RTL)")] = None,
-    energy_ratio: Annotated[float | None, typer.Option(help="energy_aware: stop at this many times lower energy")] = None,
+        help="unit (whole neurons/filters removed) | "
+             "weight (single weights zeroed: free in fully parallel RTL)")] = None,
+    energy_ratio: Annotated[float | None, typer.Option(
+        help="energy_aware: stop at this many times lower energy")] = None,
     steps: Annotated[int | None, typer.Option(help="pruning steps of iterative/agp")] = None,
     finetune_epochs: Annotated[int | None, typer.Option(help="fine-tuning epochs (QAT)")] = None,
     finetune_lr: Annotated[float | None, typer.Option(help="fine-tuning learning rate (default train.lr)")] = None,
     scope: Annotated[str | None, typer.Option(help="layer (same fraction per layer) | global")] = None,
     budget_params: Annotated[int | None, typer.Option(help="budget mode: at most N parameters")] = None,
-    budget_pj: Annotated[float | None, typer.Option(help="budget mode: at most E pJ per inference (energy model)")] = None,
+    budget_pj: Annotated[float | None, typer.Option(
+        help="budget mode: at most E pJ per inference (energy model)")] = None,
     slimming_l1: Annotated[float | None, typer.Option(help="bn_gamma: L1 penalty on the BatchNorm gammas")] = None,
 ) -> None:
     """Pruning with fine-tuning: structured (whole neurons/filters removed) or per weight, by a criterion or
@@ -169,8 +175,9 @@ def prune(
     cfg = flow_mod.run_config(rd)
     upd = {k: v for k, v in dict(criterion=criterion, sparsity=sparsity, schedule=schedule, granularity=granularity,
                                  energy_ratio=energy_ratio, steps=steps,
-                                 finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, scope=scope, budget_params=budget_params,
-                                 budget_pj=budget_pj, slimming_l1=slimming_l1).items() if v is not None}
+                                 finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, scope=scope,
+                                 budget_params=budget_params, budget_pj=budget_pj,
+                                 slimming_l1=slimming_l1).items() if v is not None}
     if budget_params is not None:
         upd["budget_pj"] = None
     if budget_pj is not None:
@@ -311,7 +318,8 @@ def fpga(
         from codesign.config import FPGAConfig
         from codesign.fpga.builder import build, print_table
 
-        f = FPGAConfig(**{k: v for k, v in dict(target=target, board=board, clock_mhz=clock_mhz).items() if v is not None})
+        given = dict(target=target, board=board, clock_mhz=clock_mhz)
+        f = FPGAConfig(**{k: v for k, v in given.items() if v is not None})
         out = run_dir.parent / f"{run_dir.name}_fpga" / f.target
         print_table(build(run_dir, out, target=f.target, board=f.board, clock_mhz=f.clock_mhz, seed=f.seed,
                           progress=True), console)
@@ -399,7 +407,8 @@ def report(run_dir: Annotated[Path, typer.Argument(help="a run directory or a st
 @app.command()
 def sensitivity(
     model: Annotated[str | None, typer.Argument(help="zoo model name or config YAML")] = None,
-    budget: Annotated[int | None, typer.Option(help="total weight bits: suggest per-layer bit widths within it")] = None,
+    budget: Annotated[int | None, typer.Option(
+        help="total weight bits: suggest per-layer bit widths within it")] = None,
     epochs: Annotated[int, typer.Option(help="fine-tuning epochs per variant")] = 3,
     acts: Annotated[bool, typer.Option(help="also lower activation bits")] = True,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the result as JSON")] = None,
@@ -468,7 +477,8 @@ def main() -> None:
     except (click.exceptions.Abort, typer.Abort, KeyboardInterrupt):
         err.print("interrupted")
         sys.exit(130)
-    except (click.ClickException, typer.exceptions.TyperException) as e:  # usage errors: a bad option, a missing argument
+    # usage errors: a bad option, a missing argument
+    except (click.ClickException, typer.exceptions.TyperException) as e:
         if hasattr(e, "show"):
             e.show()
         else:

@@ -29,7 +29,8 @@ class _Strict(BaseModel):
 
 
 class DataConfig(_Strict):
-    dataset: Literal["digits", "mnist1d", "wine", "breast_cancer", "mnist", "fashion_mnist", "jets", "synthetic_jets"] = "digits"
+    dataset: Literal["digits", "mnist1d", "wine", "breast_cancer", "mnist", "fashion_mnist", "jets",
+                     "synthetic_jets"] = "digits"
     layout: Literal["flat", "image", "signal"] = "flat"
     test_fraction: float = Field(0.2, gt=0, lt=1)
     val_fraction: float = Field(0.1, ge=0, lt=1)
@@ -126,7 +127,8 @@ class QuantConfig(_Strict):
     layers: dict[str, LayerQuant] = Field(default_factory=dict, description="per-layer overrides by layer name")
     input_precision: str | None = Field(
         None, description="the grid of a QONNX graph input that has no quantizer and no finn_datatype annotation, in "
-        "hls4ml syntax (e.g. 'ap_fixed<16,6>', 'ufixed<8,0>'): models brought from elsewhere (golden, rtl, verify, hls)")
+        "hls4ml syntax (e.g. 'ap_fixed<16,6>', 'ufixed<8,0>'): models brought from elsewhere "
+        "(golden, rtl, verify, hls)")
 
     @model_validator(mode="after")
     def _check_precision(self) -> QuantConfig:
@@ -156,7 +158,8 @@ class TrainConfig(_Strict):
     schedule: Literal["cosine", "constant"] = "cosine"
     patience: int = Field(20, ge=0, description="early stopping on validation accuracy; 0 disables")
     float_epochs: int = Field(0, ge=0, description="float pre-training epochs before QAT fine-tuning")
-    inq: list[float] | None = Field(None, description="INQ schedule: cumulative fractions quantized, e.g. [0.5, 0.75, 0.875, 1.0]")
+    inq: list[float] | None = Field(None, description="INQ schedule: cumulative fractions quantized, "
+                                    "e.g. [0.5, 0.75, 0.875, 1.0]")
     kd: KDConfig = Field(default_factory=KDConfig)
 
 
@@ -164,8 +167,9 @@ class PruneConfig(_Strict):
     enabled: bool = False
     criterion: Literal["l1", "l2", "bn_gamma", "taylor", "fpgm", "random", "energy"] = "l1"
     sparsity: float = Field(0.5, ge=0, lt=1, description="fraction of hidden units/filters removed")
-    granularity: Literal["unit", "weight"] = Field("unit", description="unit: whole neurons/filters removed physically; "
-                                                  "weight: single weights masked to exactly 0 (shapes unchanged)")
+    granularity: Literal["unit", "weight"] = Field(
+        "unit", description="unit: whole neurons/filters removed physically; "
+        "weight: single weights masked to exactly 0 (shapes unchanged)")
     schedule: Literal["oneshot", "iterative", "agp", "energy_aware"] = "oneshot"
     steps: int = Field(4, ge=1)
     finetune_epochs: int = Field(60, ge=0, description="QAT fine-tuning epochs after pruning (split over the steps)")
@@ -173,19 +177,26 @@ class PruneConfig(_Strict):
     scope: Literal["global", "layer"] = "layer"
     coupled: list[list[str]] = Field(default_factory=list, description="groups of layers whose outputs are joined "
                                      "(residual Add): pruned together, same units removed from every member")
-    slimming_l1: float = Field(1e-4, ge=0, description="bn_gamma: L1 penalty on the BatchNorm gammas (network slimming)")
-    slimming_epochs: int = Field(30, ge=1, description="bn_gamma: sparsity-training epochs with BatchNorm before folding")
-    budget_params: int | None = Field(None, ge=1, description="budget mode: at most this many parameters (overrides sparsity)")
-    budget_pj: float | None = Field(None, gt=0, description="budget mode: at most this many pJ per inference (energy model)")
+    slimming_l1: float = Field(1e-4, ge=0, description="bn_gamma: L1 penalty on the BatchNorm gammas "
+                               "(network slimming)")
+    slimming_epochs: int = Field(30, ge=1, description="bn_gamma: sparsity-training epochs with BatchNorm "
+                                 "before folding")
+    budget_params: int | None = Field(None, ge=1, description="budget mode: at most this many parameters "
+                                      "(overrides sparsity)")
+    budget_pj: float | None = Field(None, gt=0, description="budget mode: at most this many pJ per inference "
+                                    "(energy model)")
     energy_ratio: float = Field(2.5, gt=1, description="schedule energy_aware: stop at this many times lower estimated "
                                 "energy (budget_pj overrides)")
     step_fraction: float = Field(0.15, gt=0, lt=1, description="schedule energy_aware: fraction of a layer's remaining "
                                  "units/weights removed per step (halved on the layer after a failed step)")
     local_epochs: int = Field(5, ge=0, description="schedule energy_aware: fine-tuning epochs after each step")
-    guard: Literal["accuracy", "loss"] = Field("accuracy", description="schedule energy_aware: a step is kept if validation "
-                                               "accuracy stays within local_drop, or validation loss within local_loss")
-    local_drop: float = Field(0.03, ge=0, le=1, description="schedule energy_aware, guard accuracy: allowed validation accuracy drop")
-    local_loss: float = Field(0.05, ge=0, description="schedule energy_aware, guard loss: allowed validation loss increase (nats)")
+    guard: Literal["accuracy", "loss"] = Field(
+        "accuracy", description="schedule energy_aware: a step is kept if validation "
+        "accuracy stays within local_drop, or validation loss within local_loss")
+    local_drop: float = Field(0.03, ge=0, le=1, description="schedule energy_aware, guard accuracy: "
+                              "allowed validation accuracy drop")
+    local_loss: float = Field(0.05, ge=0, description="schedule energy_aware, guard loss: "
+                              "allowed validation loss increase (nats)")
 
 
 class RTLConfig(_Strict):
@@ -200,7 +211,8 @@ class RTLConfig(_Strict):
         "(its channels) per beat in raster order, the leading conv/pool layers stream over line buffers and a "
         "collector feeds the vector layers (hls4ml io_stream; latency strategy only; see docs/rtl-backend.md)")
     debug_taps: bool = Field(False, description="expose every layer's output (dbg_<layer>_tdata/tvalid) for debugging")
-    axis_slice: bool = Field(False, description="register slice (skid buffer) on the output stream: +1 cycle, cuts tready paths")
+    axis_slice: bool = Field(False, description="register slice (skid buffer) on the output stream: +1 cycle, "
+                             "cuts tready paths")
     epilogue: Literal["auto", "thresholds", "mulshift"] = Field(
         "auto", description="form of a float epilogue (BatchNorm, float scales) in fully parallel layers: integer "
         "'thresholds' (comparators), 'mulshift' (acc * m + b >> s, clipped; where an exact one exists) or 'auto' "
@@ -218,7 +230,8 @@ class VerifyConfig(_Strict):
     simulator: Literal["verilator", "icarus"] = "verilator"
     random_vectors: int = Field(100_000, ge=0)
     backpressure: bool = True
-    style: Literal["stream", "loop"] = Field("stream", description="stream: HDL-side vector streaming (fast); loop: cocotb drives every cycle")
+    style: Literal["stream", "loop"] = Field("stream", description="stream: HDL-side vector streaming (fast); "
+                                             "loop: cocotb drives every cycle")
     gate_level: bool | Literal["generic", "ecp5", "ice40"] = Field(
         False, description="simulate the yosys post-synthesis netlist instead of the RTL: generic (or true: "
         "yosys gates + simcells.v), ecp5 (synth_ecp5 + vendor cell models) or ice40 (synth_ice40 -dsp)")

@@ -611,7 +611,10 @@ def run_stage(rd, cfg) -> dict[str, Any]:
         row = [le["name"], f"{le['pj']:.2f}", str(le["mults"]), str(le["shifts"]), str(le["adds"]), str(le["acc_bits"])]
         if act:
             a = alay.get(le["name"])
-            row += [f"{a['pj']:.2f}", f"{a['pj'] / le['pj']:.2f}" if le["pj"] else "-", f"{a['alpha']:.3f}"] if a else ["-"] * 3
+            if a:
+                row += [f"{a['pj']:.2f}", f"{a['pj'] / le['pj']:.2f}" if le["pj"] else "-", f"{a['alpha']:.3f}"]
+            else:
+                row += ["-"] * 3
         t.add_row(*row)
     extra = (lambda a, b: [f"{a:.2f}", f"{a / b:.2f}" if b else "-", ""]) if act else (lambda a, b: [])
     t.add_row("I/O", f"{res['io_pj']:.2f}", "", "", "", "", *(extra(act["io_pj"], res["io_pj"]) if act else []))

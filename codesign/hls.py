@@ -66,7 +66,8 @@ def check_against_golden(hls_model, onnx_path: str | Path, x_real: np.ndarray) -
     bad = np.nonzero((got != exp).reshape(len(exp), -1).any(axis=1))[0]
     return {"vectors": int(len(x_real)), "mismatches": int(len(bad)), "compile_seconds": round(t_compile, 2),
             "predict_vectors_per_s": round(len(x_real) / max(t_pred, 1e-9), 1),
-            "first_mismatches": [{"index": int(i), "expected": exp[i].tolist(), "got": got[i].tolist()} for i in bad[:3]]}
+            "first_mismatches": [{"index": int(i), "expected": exp[i].tolist(), "got": got[i].tolist()}
+                                 for i in bad[:3]]}
 
 
 def run_stage(rd, cfg: Config, random_vectors: int = 10_000) -> dict[str, Any]:

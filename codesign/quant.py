@@ -296,11 +296,14 @@ def check_config(cfg: Config, input_shape, n_classes: int) -> None:
     mc = cfg.model
     nd = len(input_shape)
     if mc.builder == "mlp" and nd != 1:
-        raise ConfigError(f"model.builder: mlp needs flat inputs (data.layout: flat), got input shape {tuple(input_shape)}")
+        raise ConfigError("model.builder: mlp needs flat inputs (data.layout: flat), "
+                          f"got input shape {tuple(input_shape)}")
     if mc.builder == "cnn1d" and nd != 2:
-        raise ConfigError(f"model.builder: cnn1d needs (channels, length) inputs (data.layout: signal), got {tuple(input_shape)}")
+        raise ConfigError("model.builder: cnn1d needs (channels, length) inputs (data.layout: signal), "
+                          f"got {tuple(input_shape)}")
     if mc.builder == "cnn2d" and nd != 3:
-        raise ConfigError(f"model.builder: cnn2d needs (channels, h, w) inputs (data.layout: image), got {tuple(input_shape)}")
+        raise ConfigError("model.builder: cnn2d needs (channels, h, w) inputs (data.layout: image), "
+                          f"got {tuple(input_shape)}")
     last = names[-1]
     if last in cfg.quant.layers and cfg.quant.layers[last].act is not None:
         raise ConfigError(f"quant.layers.{last}.act: {last} is the output layer; its output is not re-quantized "

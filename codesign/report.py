@@ -39,6 +39,11 @@ SUMMARY_ROWS: list[tuple[str, str, str, str]] = [
     ("energy", "pj_per_inference", "energy per inference (pJ)", "{:,.1f}"),
 ]
 
+#: the style sheet of a study's report.html
+_REPORT_CSS = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:12px}\n"
+               "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}tr.pareto{background:#fde2e2}"
+               "img{max-width:48%;margin:4px}")
+
 
 def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
     rows = []
@@ -175,7 +180,8 @@ def study_report(study_dir) -> dict[str, Any]:
     pareto = [r for r in rows if r["pareto"]]
     _csv(study_dir / "pareto.csv", pareto)
     plots = []
-    if _scatter(rows, "energy_pj", "accuracy", study_dir / "accuracy_vs_energy.png", "accuracy vs energy per inference"):
+    if _scatter(rows, "energy_pj", "accuracy", study_dir / "accuracy_vs_energy.png",
+                "accuracy vs energy per inference"):
         plots.append("accuracy_vs_energy.png")
     if _scatter(rows, "luts", "accuracy", study_dir / "accuracy_vs_luts.png", "accuracy vs LUTs"):
         plots.append("accuracy_vs_luts.png")
@@ -188,16 +194,19 @@ def study_report(study_dir) -> dict[str, Any]:
     def fmt(v):
         return f"{v:.4g}" if isinstance(v, float) else html.escape(str(v))
 
-    table = "<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + "</tr>" + "".join(
-        f"<tr class='{'pareto' if r['pareto'] else ''}'>" + "".join(f"<td>{fmt(r.get(c, ''))}</td>" for c in cols) + "</tr>"
-        for r in rows) + "</table>"
+    def tr(r):
+        cells = "".join(f"<td>{fmt(r.get(c, ''))}</td>" for c in cols)
+        return f"<tr class='{'pareto' if r['pareto'] else ''}'>{cells}</tr>"
+
+    table = ("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + "</tr>"
+             + "".join(tr(r) for r in rows) + "</table>")
     imgs = "".join(
         f"<img alt='{p}' src='data:image/png;base64,{base64.b64encode((study_dir / p).read_bytes()).decode()}'>"
         for p in plots)
-    doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>codesign study {html.escape(study_dir.name)}</title>
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;font-size:12px}}
-td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}tr.pareto{{background:#fde2e2}}img{{max-width:48%;margin:4px}}</style>
-</head><body><h1>Study {html.escape(study_dir.name)}</h1>
+    name = html.escape(study_dir.name)
+    doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>codesign study {name}</title>
+<style>{_REPORT_CSS}</style>
+</head><body><h1>Study {name}</h1>
 <p>{sum(r['state'] == 'COMPLETE' for r in rows)} complete trials, {len(pareto)} on the Pareto front (highlighted).</p>
 {imgs}<h2>Trials</h2>{table}</body></html>"""
     atomic_write_text(study_dir / "report.html", doc)

@@ -22,8 +22,9 @@ A study YAML::
 Each trial runs train -> (prune) -> export (with its 0-mismatch check) in its own run folder
 ``<study>/trials/<number>/`` and costs the design with the analytic energy model on the RTL IR
 (fast path); ``luts`` adds a yosys synthesis estimate (slower). Trials are stored as they finish: a
-study killed mid-way and started again completes only the missing trials, and several workers (``--workers N`` here, or the same command on other
-machines with a shared ``storage``) share one study without running a trial twice.
+study killed mid-way and started again completes only the missing trials, and several workers
+(``--workers N`` here, or the same command on other machines with a shared ``storage``) share one
+study without running a trial twice.
 
 A worker can die at any point (SIGKILL, power loss) without blocking the study: each trial is created
 in one transaction together with its worker's host, pid and process start time, and a heartbeat runs
@@ -182,7 +183,8 @@ def _create(sc: StudyConfig, storage):
         "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed, population_size=max(2, min(8, sc.trials))),
         "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
         "random": lambda: optuna.samplers.RandomSampler(seed=seed),
-        "grid": lambda: optuna.samplers.GridSampler({k: v for k, v in sc.space.items() if isinstance(v, list)}, seed=seed),
+        "grid": lambda: optuna.samplers.GridSampler({k: v for k, v in sc.space.items() if isinstance(v, list)},
+                                                    seed=seed),
     }
     return optuna.create_study(study_name=sc.name, storage=storage, load_if_exists=True,
                                directions=[OBJECTIVES[o] for o in sc.objectives], sampler=samplers[sc.sampler]())

@@ -212,8 +212,9 @@ class _Bar:
         if on and total > 0:
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-            self.p = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                              TextColumn("{task.fields[info]}"), TimeElapsedColumn(), transient=True)
+            self.p = Progress(TextColumn("{task.description}"), BarColumn(),
+                              TextColumn("{task.completed}/{task.total}"), TextColumn("{task.fields[info]}"),
+                              TimeElapsedColumn(), transient=True)
             self.p.start()
             self.t = self.p.add_task(label, total=total, info="")
 

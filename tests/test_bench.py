@@ -58,7 +58,8 @@ def _two_layer_net(shift: int, seed: int = 1):
     l1 = Dense(name="fc1", in_shape=(16,), out_shape=(12,), in_fmt=fin, out_fmt=out, onnx_output="a", acc_fmt=acc,
                weights=w1, bias=None, w_scale_exp=-7, requant=Requant(shift, "ROUND", True, out))
     l2 = Dense(name="fc2", in_shape=(12,), out_shape=(6,), in_fmt=out, out_fmt=out, onnx_output="b", acc_fmt=acc,
-               weights=w2, bias=rng.integers(150000, 250000, 6), w_scale_exp=-7, requant=Requant(shift, "ROUND", True, out))
+               weights=w2, bias=rng.integers(150000, 250000, 6), w_scale_exp=-7,
+               requant=Requant(shift, "ROUND", True, out))
     return Model("t", "x", (16,), fin, (l1, l2))
 
 

@@ -55,13 +55,15 @@ endmodule
 def test_generated_wrappers_compile(tmp_path, shape):
     iface = _iface(tmp_path, *shape, tready=shape[0] != 2)
     for name, text in [("ooc.v", wrappers.ooc_top(iface)), ("core.v", wrappers.uart_core(iface)),
-                       ("ulx3s.v", wrappers.board_top(iface, "ulx3s")), ("iceb.v", wrappers.board_top(iface, "icebreaker"))]:
+                       ("ulx3s.v", wrappers.board_top(iface, "ulx3s")),
+                       ("iceb.v", wrappers.board_top(iface, "icebreaker"))]:
         (tmp_path / name).write_text(text)
     hw = hw_dir()
     for top, files in [("codesign_ooc_top", ["ooc.v"]), ("board_top", ["core.v", "ulx3s.v"]),
                        ("board_top", ["core.v", "iceb.v"])]:
-        r = subprocess.run(["iverilog", "-g2005", "-Wall", "-s", top, "-o", str(tmp_path / "a.out"), str(tmp_path / "stub.v"),
-                            str(hw / "uart_rx.v"), str(hw / "uart_tx.v"), *[str(tmp_path / f) for f in files]],
+        r = subprocess.run(["iverilog", "-g2005", "-Wall", "-s", top, "-o", str(tmp_path / "a.out"),
+                            str(tmp_path / "stub.v"), str(hw / "uart_rx.v"), str(hw / "uart_tx.v"),
+                            *[str(tmp_path / f) for f in files]],
                            capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
         assert "error" not in r.stderr.lower(), r.stderr

@@ -145,7 +145,8 @@ def test_yosys_stack_overflow_is_explained(tmp_path):
 
     rtl = tmp_path / "rtl"
     rtl.mkdir()
-    (rtl / "chain.v").write_text("""module chain(input clk, input rst, input [0:0] sd, input sv, output [0:0] md, output mv);
+    (rtl / "chain.v").write_text("""module chain(input clk, input rst, input [0:0] sd, input sv,
+                                             output [0:0] md, output mv);
   reg [3999:0] sr; reg [3999:0] v;
   always @(posedge clk) begin sr <= {sr[3998:0], sd}; v <= {v[3998:0], sv}; end
   assign md = sr[3999]; assign mv = v[3999];

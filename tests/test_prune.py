@@ -143,7 +143,8 @@ def _residual(c1=4, c2=6, h=8, coupled=True):
     wq, bq = weight_quant(WeightQuant()), bias_quant(16)
 
     class TinyResidual(QuantNet):
-        """conv1 -> relu -> (conv2 3x3 + conv3 1x1) -> relu -> pool -> fc1 -> relu -> fc2: conv2/conv3 meet in an Add."""
+        """conv1 -> relu -> (conv2 3x3 + conv3 1x1) -> relu -> pool -> fc1 -> relu -> fc2:
+        conv2/conv3 meet in an Add."""
 
         def __init__(self):
             super().__init__([
@@ -234,10 +235,12 @@ def test_cli_prune_then_export_golden(tmp_path):
                                  "--steps", "2", "--finetune-epochs", "2", "--scope", "global"])
     assert r.exit_code == 0, r.output
     saved = config.load(rd.root / "config.yaml")
-    assert (saved.prune.enabled, saved.prune.schedule, saved.prune.scope, saved.prune.finetune_epochs) == (True, "agp", "global", 2)
+    pcfg = saved.prune
+    assert (pcfg.enabled, pcfg.schedule, pcfg.scope, pcfg.finetune_epochs) == (True, "agp", "global", 2)
     small = load_model(rd.root / "prune" / "model.pt")
     assert small.fc1.weight.shape[0] + small.fc2.weight.shape[0] == 14  # 16 + 12 neurons -> 14 (global scope)
-    assert small.fc2.weight.shape[1] == small.fc1.weight.shape[0] and small.fc3.weight.shape[1] == small.fc2.weight.shape[0]
+    assert small.fc2.weight.shape[1] == small.fc1.weight.shape[0]
+    assert small.fc3.weight.shape[1] == small.fc2.weight.shape[0]
     info = export_qonnx_model(small, small.input_shape, tmp_path / "raw.onnx", tmp_path / "clean.onnx")
     assert info["layers"]
     import onnx

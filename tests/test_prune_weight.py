@@ -99,7 +99,8 @@ def test_weight_pruning_pot_codes_are_zero(tmp_path):
 def test_weight_criteria_and_refusals(trained):
     cfg, ds, model = trained
     for crit in ("l2", "random", "taylor", "energy"):
-        _, _, rep = prune.prune_model(model, cfg, ds, criterion=crit, sparsity=0.5, finetune_epochs=0, granularity="weight")
+        _, _, rep = prune.prune_model(model, cfg, ds, criterion=crit, sparsity=0.5, finetune_epochs=0,
+                                      granularity="weight")
         assert rep["masked_nonzero_codes"] == 0 and rep["sparsity"] == pytest.approx(0.5, abs=0.01)
     with pytest.raises(UnsupportedError, match="granularity 'weight'"):
         prune.prune_model(model, cfg, ds, criterion="fpgm", sparsity=0.5, finetune_epochs=0, granularity="weight")

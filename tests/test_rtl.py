@@ -245,8 +245,8 @@ def test_yosys_parses(models, tmp_path):
 
     d = tmp_path / "rtl"
     iface = generate(models("cnn2d"), d, strategy="resource", reuse=4, debug_taps=True)
-    p = subprocess.run([yosys_cmd(), "-q", "-p", f"read_verilog -sv {' '.join(iface['files'])}; hierarchy -check -top codesign_top"],
-                       cwd=d, capture_output=True, text=True)
+    script = f"read_verilog -sv {' '.join(iface['files'])}; hierarchy -check -top codesign_top"
+    p = subprocess.run([yosys_cmd(), "-q", "-p", script], cwd=d, capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
 
 

@@ -56,7 +56,8 @@ def pool_graph(name: str) -> onnx.ModelProto:
         rng = np.random.default_rng(1)
         inits.append(const("CW", rng.normal(scale=0.3, size=(3, shape[1], 3, 3))))
         nodes.append(quant_node("CW", "CWq", 2.0**-5, 0, 6, 1, 1, "ROUND", inits, name="cwq"))
-        nodes.append(helper.make_node("Conv", ["xq", "CWq"], ["c"], name="conv", pads=[1, 1, 1, 1], kernel_shape=[3, 3]))
+        nodes.append(helper.make_node("Conv", ["xq", "CWq"], ["c"], name="conv", pads=[1, 1, 1, 1],
+                                      kernel_shape=[3, 3]))
         nodes.append(helper.make_node("Relu", ["c"], ["cr"], name="relu"))
         nodes.append(quant_node("cr", "cq", 2.0**-4, 0, 5, 0, 0, "ROUND", inits, name="cq"))
         src = "cq"

@@ -26,7 +26,8 @@ from codesign.rtl.frontend.passes import (
 from codesign.rtl.frontend.thresholds import find_thresholds
 
 
-def _mlp_graph(relu: bool = True, bias: bool = True, out_quant: bool = True, bn: bool = False, act_scale: float = 2**-4):
+def _mlp_graph(relu: bool = True, bias: bool = True, out_quant: bool = True, bn: bool = False,
+               act_scale: float = 2**-4):
     """x -> Quant -> MatMul -> [Add bias] -> [BatchNorm] -> [Relu] -> [Quant] (a hand-built QONNX graph)."""
     rng = np.random.default_rng(3)
     inits = [const("w", rng.integers(-60, 61, (6, 4)) * 2.0**-6), const("bias", rng.integers(-200, 200, 4) * 2.0**-12)]
@@ -97,7 +98,8 @@ def test_float_epilogue_matches_the_reference_on_every_input():
 
     m = _mlp_graph(bn=True)
     model = lower(m)
-    x = np.clip(np.arange(-128, 128, dtype=np.int64)[:, None].repeat(6, axis=1) * np.array([1, -1, 1, 1, -1, 1]), -128, 127)
+    ramp = np.arange(-128, 128, dtype=np.int64)[:, None].repeat(6, axis=1)
+    x = np.clip(ramp * np.array([1, -1, 1, 1, -1, 1]), -128, 127)
     x = np.vstack([x, np.random.default_rng(0).integers(-128, 128, (2000, 6))])
     ref = Subgraph(m, ["x"], ["y"])({"x": (x * 2.0**-6).astype(np.float32)})["y"]
     assert np.array_equal(model.run(x), np.rint(ref / 2**-4).astype(np.int64))
@@ -185,7 +187,8 @@ def test_epilogue_forms_are_bit_exact_in_simulation(tmp_path, mode):
 
     rng = np.random.default_rng(3)
     inits = [const("w", rng.integers(-60, 61, (12, 6)) * 2.0**-6), const("g", rng.uniform(-2, 2, 6)),
-             const("be", rng.uniform(-1, 1, 6)), const("mu", rng.uniform(-.2, .2, 6)), const("var", rng.uniform(.3, 2, 6))]
+             const("be", rng.uniform(-1, 1, 6)), const("mu", rng.uniform(-.2, .2, 6)),
+             const("var", rng.uniform(.3, 2, 6))]
     nodes = [quant_node("x", "xq", 2**-6, 0, 8, inits=inits, name="qin"),
              quant_node("w", "wq", 2**-6, 0, 8, inits=inits, name="qw"),
              helper.make_node("MatMul", ["xq", "wq"], ["acc"], name="mm"),

@@ -63,6 +63,7 @@ def test_predict_per_channel_and_residual(tmp_path, kind):
     hm.compile()
     ir = lower(model)
     assert (ir.output_exps is not None) == (kind == "per_channel")
-    x = np.random.default_rng(1).integers(ir.input_fmt.lo, ir.input_fmt.hi + 1, size=(24, 16 if kind == "per_channel" else 8))
+    n_in = 16 if kind == "per_channel" else 8
+    x = np.random.default_rng(1).integers(ir.input_fmt.lo, ir.input_fmt.hi + 1, size=(24, n_in))
     real = x * 2.0**ir.input_fmt.scale_exp
     np.testing.assert_array_equal(hm.predict(real), GoldenModel(str(p)).run(real))

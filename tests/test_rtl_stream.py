@@ -84,7 +84,8 @@ def test_plan_and_beat_order(models):
     g = plan.geoms[0]
     img = np.pad(h.reshape(5, g.h, g.w, g.c), ((0, 0), (g.pt, g.pb), (g.pl, g.pr), (0, 0)))
     pe = pe_layer(plan.layers[0], g)
-    conv = np.stack([pe.forward(img[:, r:r + 3, c:c + 3, :].reshape(5, -1)) for r in range(g.oh) for c in range(g.ow)], 1)
+    conv = np.stack([pe.forward(img[:, r:r + 3, c:c + 3, :].reshape(5, -1))
+                     for r in range(g.oh) for c in range(g.ow)], 1)
     g2 = plan.geoms[1]
     cm = conv.reshape(5, g2.h, g2.w, g2.c)
     pe2 = pe_layer(plan.layers[1], g2)
@@ -99,7 +100,8 @@ def test_stream_rtl_verifies(models, tmp_path, name):
     p = models(name)
     d = tmp_path / "rtl"
     iface = generate(p, d, io="stream")
-    assert iface["io"] == "stream" and iface["input"]["beats"] * iface["input"]["fields_per_beat"] == iface["input"]["fields"]
+    assert iface["io"] == "stream"
+    assert iface["input"]["beats"] * iface["input"]["fields_per_beat"] == iface["input"]["fields"]
     assert iface["input"]["tdata_bits"] == iface["input"]["fields_per_beat"] * iface["input"]["bits"]
     assert iface["ii"] >= iface["input"]["beats"]
     lint(d, iface)

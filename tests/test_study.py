@@ -143,7 +143,8 @@ def _kill_and_resume(tmp: Path, fake_s: float | None, kill_at: str = "") -> dict
     try:
         if kill_at:
             p.wait(timeout=300)
-            assert p.returncode == -signal.SIGKILL, f"the kill at {kill_at!r} did not land: {p.stderr.read().decode()[-2000:]}"
+            assert p.returncode == -signal.SIGKILL, (
+                f"the kill at {kill_at!r} did not land: {p.stderr.read().decode()[-2000:]}")
         while not kill_at and sum(s == "COMPLETE" for s in _states(out / "study.db").values()) < 2:
             assert p.poll() is None, f"study ended early: {p.stderr.read().decode()[-2000:]}"
             assert time.time() - t0 < 600, "study too slow"

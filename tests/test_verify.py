@@ -391,7 +391,8 @@ def test_digits_mlp_ecp5_gate_level_10k(tmp_path):
 def test_output_beats_after_the_last_vector_fail(tmp_path):
     """A design that keeps emitting after the expected vectors: every vector compares equal, yet it fails."""
     d = _variant(tmp_path, "assign m_axis_tvalid  = v2;",
-                 "reg [15:0] nout = 16'd0;\n    always @(posedge clk) if (m_axis_tvalid && m_axis_tready) nout <= nout + 16'd1;\n"
+                 "reg [15:0] nout = 16'd0;\n"
+                 "    always @(posedge clk) if (m_axis_tvalid && m_axis_tready) nout <= nout + 16'd1;\n"
                  "    assign m_axis_tvalid  = v2 || (nout >= 16'd200 && !rst);")
     res = verify(d, REF, vectors=200, corners=False, localize=False)
     assert res["mismatches"] == 0 and not res["ok"]

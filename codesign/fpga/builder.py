@@ -89,7 +89,8 @@ def _prepare_sources(iface: Interface, out: Path, board: str) -> tuple[str, list
 def _synth_script(tgt: Target, top: str, files: list[str], dsp: bool, sfx: str) -> str:
     cmd = tgt.synth_cmd if dsp else f"{tgt.synth_cmd} {tgt.nodsp_flag}".replace(" -dsp -nodsp", "")
     out_json = f" -json synth{sfx}.json" if tgt.family != "xilinx" else ""
-    lines = [f"read_verilog {' '.join(files)}", f"{cmd} -top {top}{out_json}", f"tee -q -o stat{sfx}.json stat -json", ""]
+    lines = [f"read_verilog {' '.join(files)}", f"{cmd} -top {top}{out_json}",
+             f"tee -q -o stat{sfx}.json stat -json", ""]
     return "\n".join(lines)
 
 
@@ -214,7 +215,8 @@ def build(rtl_dir: str | Path, out_dir: str | Path, target: str = "ecp5-85f", bo
         except ToolFailed as e:
             if "call stack exhausted" in e.log_text + str(e):
                 raise CodesignError(f"synth: yosys (WebAssembly) ran out of stack on {iface.top}: the design has a "
-                                    f"very long logic/FF chain (over ~2,500 cells); see {out / f'synth{sfx}.out'}") from None
+                                    "very long logic/FF chain (over ~2,500 cells); "
+                                    f"see {out / f'synth{sfx}.out'}") from None
             raise
         cells = yosys_cells(out / f"stat{sfx}.json")
         res = resources_from_cells(tgt.family, cells)
@@ -222,7 +224,8 @@ def build(rtl_dir: str | Path, out_dir: str | Path, target: str = "ecp5-85f", bo
             break
         dsp_mapping = f"logic ({res['dsps']} multipliers > {tgt.capacity['dsps']} DSPs)"
     netlist = f"synth{sfx}.json"
-    prog.done(steps[f"synth{sfx}"], f"  ({res['luts']:,} {tgt.unit_names['luts']}, {res['ffs']:,} FFs, {res['dsps']} DSPs)")
+    prog.done(steps[f"synth{sfx}"],
+              f"  ({res['luts']:,} {tgt.unit_names['luts']}, {res['ffs']:,} FFs, {res['dsps']} DSPs)")
     _precheck(iface, tgt, res, dsp_mapping)
 
     util: dict[str, Any] = {}
@@ -320,7 +323,8 @@ def _summarise(iface: Interface, tgt: Target, board: str, clock_mhz: float, seed
         "dsp_mapping": dsp_mapping,
         "wrapper": wrapper,
         "tools": tools,
-        "steps": {k: {"seconds": round(v.seconds, 3), "cached": v.cached, "original_seconds": round(v.original_seconds, 3)}
+        "steps": {k: {"seconds": round(v.seconds, 3), "cached": v.cached,
+                      "original_seconds": round(v.original_seconds, 3)}
                   for k, v in steps.items()},
         "wall_s": round(wall, 3),
     }

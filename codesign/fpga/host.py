@@ -42,7 +42,8 @@ def encode_request(iface: Interface, codes: Sequence[int]) -> bytes:
     out = bytearray([START_BYTE])
     for k, c in enumerate(codes):
         if not lo <= c <= hi:
-            raise CodesignError(f"input field {k} = {c} outside the {i.bits}-bit {'signed' if i.signed else 'unsigned'} range")
+            kind = "signed" if i.signed else "unsigned"
+            raise CodesignError(f"input field {k} = {c} outside the {i.bits}-bit {kind} range")
         out += (c & ((1 << (8 * i.bytes_per_field)) - 1)).to_bytes(i.bytes_per_field, "little")
     return bytes(out)
 

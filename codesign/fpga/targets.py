@@ -24,13 +24,15 @@ TARGETS: dict[str, Target] = {
         name="ecp5-85f", family="ecp5", device="Lattice ECP5 LFE5U-85F CABGA381", short="ECP5-85F",
         capacity={"luts": 83_640, "ffs": 83_640, "dsps": 156, "brams": 208, "ios": 365},
         bitstream_ext="bit", nextpnr_args=("--85k", "--package", "CABGA381"), synth_cmd="synth_ecp5",
-        unit_names={"luts": "LUT4s", "ffs": "FFs", "dsps": "MULT18X18D DSPs", "brams": "DP16KD BRAMs", "ios": "I/O pins"},
+        unit_names={"luts": "LUT4s", "ffs": "FFs", "dsps": "MULT18X18D DSPs", "brams": "DP16KD BRAMs",
+                    "ios": "I/O pins"},
     ),
     "ice40-up5k": Target(
         name="ice40-up5k", family="ice40", device="Lattice iCE40 UP5K SG48", short="UP5K",
         capacity={"luts": 5_280, "ffs": 5_280, "dsps": 8, "brams": 30, "ios": 39},
         bitstream_ext="bin", nextpnr_args=("--up5k", "--package", "sg48"), synth_cmd="synth_ice40 -dsp",
-        unit_names={"luts": "LCs", "ffs": "FFs", "dsps": "SB_MAC16 DSPs", "brams": "SB_RAM40_4K BRAMs", "ios": "I/O pins"},
+        unit_names={"luts": "LCs", "ffs": "FFs", "dsps": "SB_MAC16 DSPs", "brams": "SB_RAM40_4K BRAMs",
+                    "ios": "I/O pins"},
     ),
     # resource estimate only (no bitstream); utilisation is shown against an Artix-7 100T
     "xilinx-estimate": Target(

@@ -255,7 +255,8 @@ def pool_op(node, x: T, attrs: dict, kind: str) -> Op:
 
     shape = x.shape[:2] + tuple(out)
     if is_max:
-        return Op(fn, [x], shape, compress_exp(ex_al), None, lambda ib: max(amax(ib[0][0]), amax(ib[0][1])) << int(np.max(sx)))
+        return Op(fn, [x], shape, compress_exp(ex_al), None,
+                  lambda ib: max(amax(ib[0][0]), amax(ib[0][1])) << int(np.max(sx)))
     div = kp
     e_out = ex_al
     if kp & (kp - 1) == 0:

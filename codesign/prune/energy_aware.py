@@ -50,7 +50,8 @@ def energy_aware_prune(model: nn.Module, cfg: Config, dataset: Dataset, *, targe
                        target_pj: float | None = None, max_drop: float = 0.01, local_drop: float = 0.03,
                        step_fraction: float = 0.15, local_epochs: int = 5, finetune_epochs: int | None = None,
                        granularity: str = "unit", guard: str = "accuracy", local_loss: float = 0.05,
-                       rounds: int = 3, progress: Callable[[str], None] | None = None) -> tuple[nn.Module, Config, dict[str, Any]]:
+                       rounds: int = 3,
+                       progress: Callable[[str], None] | None = None) -> tuple[nn.Module, Config, dict[str, Any]]:
     """Prune where the energy is spent until the estimate reaches the target.
 
     Each step takes the layer that accounts for the most prunable energy and removes ``step_fraction``

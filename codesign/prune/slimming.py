@@ -20,8 +20,8 @@ if TYPE_CHECKING:
     from codesign.data import Dataset
 
 
-def slimming_train(model: nn.Module, cfg: Config, dataset: Dataset, *, epochs: int | None = None, l1: float | None = None,
-                   seed: int = 0) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+def slimming_train(model: nn.Module, cfg: Config, dataset: Dataset, *, epochs: int | None = None,
+                   l1: float | None = None, seed: int = 0) -> tuple[nn.Module, dict[str, torch.Tensor]]:
     """Network slimming (Liu et al. 2017) for a BatchNorm-free integer flow.
 
     A float twin of ``model`` (same weights) gets a BatchNorm after every prunable layer and is trained

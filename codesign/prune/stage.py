@@ -102,7 +102,8 @@ def prune_model(model: nn.Module, cfg: Config, dataset: Dataset, *, criterion: s
                 finetune_epochs: int | None = None, scope: str | None = None,
                 budget_params: int | None = None, budget_pj: float | None = None,
                 coupled: list[list[str]] | None = None, granularity: str | None = None,
-                cost_per_unit: CostFn | None = None, progress: Callable[[str], None] | None = None) -> tuple[nn.Module, Config, dict[str, Any]]:
+                cost_per_unit: CostFn | None = None,
+                progress: Callable[[str], None] | None = None) -> tuple[nn.Module, Config, dict[str, Any]]:
     """Prune ``model`` (a trained QuantNet) per ``cfg.prune`` (keyword arguments override it).
 
     ``granularity='unit'`` (default) removes whole neurons / filters of every layer but the last;
@@ -311,7 +312,8 @@ def _weights_to_budget(model: nn.Module, cfg: Config, dataset: Dataset, opt: _Op
 
 
 def _weights_by_schedule(model: nn.Module, cfg: Config, dataset: Dataset, opt: _Options, masks: Masks,
-                         scores_for: WeightScores, progress: Progress) -> tuple[nn.Module, Masks, float | None, dict[str, Any]]:
+                         scores_for: WeightScores,
+                         progress: Progress) -> tuple[nn.Module, Masks, float | None, dict[str, Any]]:
     """Sparsity schedule: cumulative masks to each step's target, fine-tuning (masks enforced) after each."""
     targets = schedule_targets(opt.schedule, opt.sparsity, opt.steps)
     per_step_epochs = max(1, opt.epochs // len(targets)) if opt.epochs else 0
@@ -386,7 +388,8 @@ def run_stage(rd: RunDir, cfg: Config) -> dict[str, Any]:
                                    "energy_ratio") if k in rep}
     rd.record("prune", figures)
     if rep["masked_vs_removed_mismatches"]:
-        raise CodesignError(f"physical removal changed the model's outputs on {rep['masked_vs_removed_mismatches']} vectors")
+        raise CodesignError("physical removal changed the model's outputs on "
+                            f"{rep['masked_vs_removed_mismatches']} vectors")
     if rep.get("masked_nonzero_codes"):
         raise CodesignError(f"{rep['masked_nonzero_codes']} pruned weights do not quantize to code 0")
     return figures
@@ -409,5 +412,6 @@ def _layer_table(rep: dict[str, Any]):
         t.add_column(c, justify="right")
     for layer in rep["layers"]:
         t.add_row(layer["layer"], f"{layer['units_before']} -> {layer['units_after']}", str(layer["removed"]),
-                  f"{layer['params_before']} -> {layer['params_after']}", f"{layer['macs_before']} -> {layer['macs_after']}")
+                  f"{layer['params_before']} -> {layer['params_after']}",
+                  f"{layer['macs_before']} -> {layer['macs_after']}")
     return t

@@ -80,7 +80,8 @@ def _row_sums(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(t.shape[0], -1).sum(1).double()
 
 
-def taylor_scores(model: nn.Module, x: np.ndarray, y: np.ndarray, batches: int = 8, batch_size: int = 128) -> dict[str, torch.Tensor]:
+def taylor_scores(model: nn.Module, x: np.ndarray, y: np.ndarray, batches: int = 8,
+                  batch_size: int = 128) -> dict[str, torch.Tensor]:
     """First-order Taylor importance: sum over a unit's weights of (w * dL/dw)^2, summed over batches."""
     return taylor_accumulate(model, x, y, prunable_layers(model), _row_sums, batches, batch_size)
 
@@ -219,8 +220,8 @@ def _input_index(model: nn.Module, keep: dict[str, np.ndarray]) -> dict[str, np.
                                 f"only {', '.join(present)} given")
         for n in present[1:]:
             if not np.array_equal(np.asarray(keep[n]), np.asarray(keep[present[0]])):
-                raise CodesignError(f"coupled layers {', '.join(g)} (outputs joined by an Add) must keep the same units; "
-                                    f"{present[0]} and {n} differ")
+                raise CodesignError(f"coupled layers {', '.join(g)} (outputs joined by an Add) "
+                                    f"must keep the same units; {present[0]} and {n} differ")
     cons = consumers(model)
     in_idx: dict[str, np.ndarray] = {}
     source: dict[str, str] = {}
@@ -233,8 +234,8 @@ def _input_index(model: nn.Module, keep: dict[str, np.ndarray]) -> dict[str, np.
         for c in cons[n]:
             cols = int(getattr(model, c).weight.shape[1])
             if cols % units:
-                raise UnsupportedError(f"layer {c}: {cols} input columns are not a multiple of the {units} units of {n} "
-                                       f"(concatenation?); cannot prune {n} safely")
+                raise UnsupportedError(f"layer {c}: {cols} input columns are not a multiple of the {units} units "
+                                       f"of {n} (concatenation?); cannot prune {n} safely")
             s = cols // units  # NCHW flatten: channel j owns columns j*s .. j*s+s-1
             idx = (k[:, None] * s + np.arange(s)[None, :]).reshape(-1)
             if c in in_idx and not np.array_equal(in_idx[c], idx):
@@ -281,7 +282,8 @@ def remove_units(model: nn.Module, cfg: Config, keep: dict[str, np.ndarray]) -> 
     return small, new_cfg
 
 
-def prune_once(model: nn.Module, cfg: Config, keep: dict[str, np.ndarray], check_x: np.ndarray) -> tuple[nn.Module, Config, int]:
+def prune_once(model: nn.Module, cfg: Config, keep: dict[str, np.ndarray],
+               check_x: np.ndarray) -> tuple[nn.Module, Config, int]:
     """Mask, remove physically, and count mismatches between the masked and the removed model."""
     import copy
 

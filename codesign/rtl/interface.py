@@ -134,8 +134,9 @@ class LayerInfo:
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name, "kind": self.kind, "onnx_output": self.onnx_output,
-                             "fields": self.fields, "bits": self.bits, "signed": self.signed, "scale_exp": self.scale_exp,
-                             "shape": list(self.shape), "latency_cycles": self.latency_cycles, "ii": self.ii}
+                             "fields": self.fields, "bits": self.bits, "signed": self.signed,
+                             "scale_exp": self.scale_exp, "shape": list(self.shape),
+                             "latency_cycles": self.latency_cycles, "ii": self.ii}
         if self.streamed:
             d["streamed"] = True
         d.update(pot=self.pot, sparsity=self.sparsity)
@@ -233,7 +234,8 @@ def _stream(d: dict[str, Any], where: str, *, tap: bool = False) -> Stream:
         beats, bf = int(d.get("beats", 1) or 1), None
         if d.get("beat_fields") is not None:
             bf = tuple(tuple(int(v) for v in row) for row in d["beat_fields"])
-            if len(bf) != beats or len({len(r) for r in bf}) != 1 or sorted(v for r in bf for v in r) != list(range(fields)):
+            if (len(bf) != beats or len({len(r) for r in bf}) != 1
+                    or sorted(v for r in bf for v in r) != list(range(fields))):
                 raise ValueError(f"beat_fields must be {beats} beats of equal size covering the {fields} fields once")
         elif beats != 1:
             raise ValueError("beats > 1 needs beat_fields")

@@ -118,7 +118,8 @@ class Layer:
         return np.arange(self.n_out)
 
     def describe(self) -> str:
-        return f"{self.kind} {self.in_shape}->{self.out_shape}, in {self.in_fmt.describe()}, out {self.out_fmt.describe()}"
+        return (f"{self.kind} {self.in_shape}->{self.out_shape}, "
+                f"in {self.in_fmt.describe()}, out {self.out_fmt.describe()}")
 
     def forward(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - every kind overrides it
         raise NotImplementedError(self.kind)
@@ -183,7 +184,8 @@ class Window(Layer):
             for o in range(oc):
                 terms = []
                 for kpos in np.ndindex(*self.kernel):
-                    ipos = tuple(opos[d] * self.stride[d] + kpos[d] - (self.pads[d] if self.pads else 0) for d in range(nd))
+                    ipos = tuple(opos[d] * self.stride[d] + kpos[d] - (self.pads[d] if self.pads else 0)
+                                 for d in range(nd))
                     if any(p < 0 or p >= isp[d] for d, p in enumerate(ipos)):
                         continue  # zero padding
                     terms += term(iidx, ipos, kpos, o, ic)

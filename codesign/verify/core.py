@@ -304,6 +304,168 @@ def _localize(iface: Interface, ref: Reference, xf: np.ndarray, *, simulator: st
     return loc
 
 
+# ---- steps of verify() ------------------------------------------------------------------------
+
+def _core_inputs(test_x: np.ndarray | str | Path | None, ref: Reference) -> np.ndarray | None:
+    """``test_x`` as the core's input: loaded when it is a file; float inputs through the reference's
+    host pre-processing, which turns them into the core's input codes."""
+    if isinstance(test_x, str | Path):
+        test_x = load_array(test_x, "test_x")
+    if test_x is not None and ref.preprocess is not None and not np.issubdtype(np.asarray(test_x).dtype, np.integer):
+        test_x = ref.preprocess(np.asarray(test_x, dtype=np.float32))  # float inputs -> the core's input codes
+    return test_x
+
+
+def _input_checks(iface: Interface, spec: Any) -> list[str]:
+    """Where interface.json and the reference's input spec disagree on the input grid."""
+    checks: list[str] = []
+    if spec is not None:
+        for key in ("bits", "signed", "scale_exp", "bipolar"):
+            v = spec.get(key) if isinstance(spec, dict) else getattr(spec, key, None)
+            v = scalar_exp(v) if key == "scale_exp" else v
+            mine = getattr(iface.input, key)
+            if v is not None and mine is not None and v != mine:
+                checks.append(f"input.{key}: interface.json says {mine}, the golden model {v}")
+    return checks
+
+
+def _expected_outputs(ref: Reference, x: np.ndarray, iface: Interface) -> tuple[np.ndarray, Any, float]:
+    """The reference's output codes for ``x`` (N, fields), checked to be integer codes of the declared
+    output width; returns (codes, their scale exponent, seconds)."""
+    n = len(x)
+    t0 = time.perf_counter()
+    expected, out_se = ref.run(x.reshape(n, *iface.input.shape))
+    golden_s = time.perf_counter() - t0
+    expected = np.asarray(expected).reshape(n, -1)
+    if expected.shape[1] != iface.output.fields:
+        raise StageInputError(f"the reference gives {expected.shape[1]} outputs per vector, interface.json "
+                              f"output has {iface.output.fields} fields")
+    if not np.issubdtype(expected.dtype, np.integer):
+        if not np.array_equal(expected, np.rint(expected)):
+            raise StageInputError("the reference returned non-integer output codes")
+    return expected.astype(np.int64), out_se, golden_s
+
+
+def _output_checks(iface: Interface, expected: np.ndarray, out_se: Any) -> tuple[dict[str, Any], list[str]]:
+    """The output scale (declared vs. golden) and the checks on it and on the range of the expected codes."""
+    checks: list[str] = []
+    scale = {"declared": iface.output.scale_exp, "golden": out_se,
+             "ok": out_se is None or iface.output.scale_exp is None or out_se == iface.output.scale_exp}
+    if not scale["ok"]:
+        checks.append(f"output.scale_exp: interface.json says {iface.output.scale_exp}, the golden model {out_se}")
+    o = iface.output
+    out_of_range = int(((expected < o.code_min) | (expected > o.code_max)).any(axis=1).sum())
+    if out_of_range:
+        checks.append(f"{out_of_range} expected outputs do not fit the {o.bits}-bit "
+                      f"{'signed' if o.signed else 'unsigned'} output fields")
+    return scale, checks
+
+
+def _gate_netlist(iface: Interface, work: Path, gate_target: str) -> tuple[Interface, dict[str, Any], float]:
+    """Synthesize the gate-level netlist: (its interface, its summary, seconds)."""
+    from codesign.verify.gate import synthesize
+
+    t2 = time.perf_counter()
+    gn = synthesize(iface, work.parent / "gate", gate_target)
+    return gn.iface, gn.summary(), round(time.perf_counter() - t2, 3)
+
+
+class _Comparison:
+    """Simulated vs. expected outputs, per vector."""
+
+    def __init__(self, r: SimResult, expected: np.ndarray, fields: int):
+        t1 = time.perf_counter()
+        n = len(expected)
+        self.m = m = min(len(r.got), n)  # outputs that came back
+        self.bad = np.ones(n, bool)  # mismatched, missing or with x/z bits
+        self.fields_bad = np.full(n, fields)
+        if m:
+            diff = r.got[:m] != expected[:m]
+            self.fields_bad[:m] = np.where(r.unknown[:m], fields, diff.sum(axis=1))
+            self.bad[:m] = diff.any(axis=1) | r.unknown[:m]
+        self.idx = np.nonzero(self.bad)[0]
+        self.seconds = time.perf_counter() - t1
+
+
+def _sim_checks(r: SimResult, iface: Interface, n: int, lat: dict[str, Any], ii: dict[str, Any]) -> list[str]:
+    """Checks on the simulation beyond the output values: timing, testbench status, protocol, deadlock."""
+    checks: list[str] = []
+    if not lat["ok"]:
+        checks.append(f"latency: interface.json says {iface.latency_cycles} cycles, measured "
+                      f"{lat['measured_min']}..{lat['measured_max']}")
+    if not ii["ok"]:
+        checks.append(f"ii: interface.json says {iface.ii}, measured up to {ii['measured_max']}")
+    checks += _status_checks(r, n)
+    proto = r.status.get("proto_err", 0)
+    if proto:
+        checks.append(f"output AXI-Stream protocol: {proto} violations "
+                      "(tvalid dropped or tdata changed while stalled)")
+    if r.status.get("timeout"):
+        checks.append(f"simulation stopped after {r.status.get('out', len(r.got))} of {n} outputs: "
+                      "no output for too long (deadlock?)")
+    return checks
+
+
+def _result(r: SimResult, cmp: _Comparison, *, simulator: str, style: str, gate_target: str | None,
+            gate_info: dict[str, Any] | None, iface: Interface, ref: Reference, x: np.ndarray, expected: np.ndarray,
+            kinds: np.ndarray, max_report: int, scale: dict[str, Any], lat: dict[str, Any], ii: dict[str, Any],
+            backpressure: bool, stall_from: int, stim_info: dict[str, Any], golden_s: float, synth_s: float | None,
+            checks: list[str]) -> dict[str, Any]:
+    """verify()'s result dict (keys in sim/README.md), before localization, waves and the total time."""
+    n, m, bad = len(x), cmp.m, cmp.bad
+    return {
+        "simulator": simulator,
+        "style": style,
+        "hdl_clock": bool(r.build.hdl_clock) if style == "stream" else False,
+        "level": "gate" if gate_target else "rtl",
+        "gate": gate_info,
+        "top": iface.top,
+        "reference": ref.name,
+        "vectors": n,
+        "vectors_by_kind": {k: int((kinds == i).sum()) for i, k in enumerate(KINDS)},
+        "mismatches": int(bad.sum()),
+        "mismatches_by_kind": {k: int(bad[kinds == i].sum()) for i, k in enumerate(KINDS)},
+        "mismatched_fields": int(cmp.fields_bad[bad].sum()),
+        "missing_outputs": int(n - m),
+        "unknown_outputs": int(r.unknown[:m].sum()) if m else 0,
+        "first_mismatches": _first_mismatches(cmp.idx, x, expected, r.got, r.unknown, kinds, max_report),
+        "protocol_errors": int(r.status.get("proto_err", 0)),
+        "scale_exp": scale,
+        "latency_cycles": lat,
+        "ii": ii,
+        "backpressure": {"enabled": backpressure, "from_vector": int(stall_from),
+                         "gap_prob": GAP_PROB / 256 if backpressure else 0.0,
+                         "backpressure_prob": BP_PROB / 256 if backpressure else 0.0,
+                         "cycles": int(r.status.get("cycles", 0))},
+        "stimulus": stim_info,
+        "seconds": {"build": round(r.build.seconds, 3), "build_cached": r.build.cached,
+                    "build_cpu": round(r.build.cpu_seconds, 3), "sim_cpu": round(r.cpu_s, 3),
+                    "golden": round(golden_s, 3), "sim": round(r.run_s, 3), "sim_core": round(r.core_s, 3),
+                    "compare": round(cmp.seconds, 3), "synth": synth_s,
+                    "synth_cpu": gate_info["synth_cpu_s"] if gate_info else None},
+        "vectors_per_s": round(n / r.run_s, 1) if r.run_s > 0 else None,
+        "vectors_per_s_core": round(n / r.core_s, 1) if r.core_s > 0 else None,
+        "build_dir": str(r.build.build_dir),
+        "checks_failed": checks,
+        "localization": None,
+        "waves": None,
+        "toggles": None,
+    }
+
+
+def _localize_mismatches(iface: Interface, ref: Reference, x: np.ndarray, cmp: _Comparison, gate_target: str | None,
+                         *, simulator: str, work: Path, build_root: Path | None,
+                         regenerate: Callable[[Path], Path] | None, verilator_opt: str | None) -> dict[str, Any]:
+    """:func:`_localize` on the first 64 mismatched vectors."""
+    sel = cmp.idx[cmp.idx < len(x)][:64]
+    loc = _localize(iface, ref, x[sel], simulator=simulator, work=work, build_root=build_root,
+                    regenerate=regenerate, verilator_opt=verilator_opt)
+    if gate_target and loc.get("regenerated") and loc.get("rerun_output_mismatches") == 0:
+        loc["note"] = ("the RTL regenerated with taps matches the golden model on these vectors, the "
+                       f"{gate_target} netlist does not: a synthesis or cell-model mismatch")
+    return loc
+
+
 # ---- public API -------------------------------------------------------------------------------
 
 def run_codes(rtl_dir: str | Path, x_codes: np.ndarray, *, simulator: str = "icarus", backpressure: bool = True,
@@ -359,44 +521,16 @@ def verify(rtl_dir: str | Path, onnx_path: Any = None, vectors: int = 100_000, s
 
     gate_target = normalize_target(gate_level)
     ref = make_reference(onnx_path, iface)
-    if isinstance(test_x, str | Path):
-        test_x = load_array(test_x, "test_x")
-    if test_x is not None and ref.preprocess is not None and not np.issubdtype(np.asarray(test_x).dtype, np.integer):
-        test_x = ref.preprocess(np.asarray(test_x, dtype=np.float32))  # float inputs -> the core's input codes
-    checks: list[str] = []
+    test_x = _core_inputs(test_x, ref)
     spec = ref.input_spec
-    if spec is not None:
-        for key in ("bits", "signed", "scale_exp", "bipolar"):
-            v = spec.get(key) if isinstance(spec, dict) else getattr(spec, key, None)
-            v = scalar_exp(v) if key == "scale_exp" else v
-            mine = getattr(iface.input, key)
-            if v is not None and mine is not None and v != mine:
-                checks.append(f"input.{key}: interface.json says {mine}, the golden model {v}")
+    checks = _input_checks(iface, spec)
     x, kinds, stim_info = make_stimulus(iface.input, vectors, test_x, seed, corners=corners, spec=spec)
     n = len(x)
     if n == 0:
         raise StageInputError("verify: no vectors to simulate (vectors=0, no test_x, no corners)")
-
-    t0 = time.perf_counter()
-    expected, out_se = ref.run(x.reshape(n, *iface.input.shape))
-    golden_s = time.perf_counter() - t0
-    expected = np.asarray(expected).reshape(n, -1)
-    if expected.shape[1] != iface.output.fields:
-        raise StageInputError(f"the reference gives {expected.shape[1]} outputs per vector, interface.json "
-                              f"output has {iface.output.fields} fields")
-    if not np.issubdtype(expected.dtype, np.integer):
-        if not np.array_equal(expected, np.rint(expected)):
-            raise StageInputError("the reference returned non-integer output codes")
-    expected = expected.astype(np.int64)
-    scale = {"declared": iface.output.scale_exp, "golden": out_se,
-             "ok": out_se is None or iface.output.scale_exp is None or out_se == iface.output.scale_exp}
-    if not scale["ok"]:
-        checks.append(f"output.scale_exp: interface.json says {iface.output.scale_exp}, the golden model {out_se}")
-    o = iface.output
-    out_of_range = int(((expected < o.code_min) | (expected > o.code_max)).any(axis=1).sum())
-    if out_of_range:
-        checks.append(f"{out_of_range} expected outputs do not fit the {o.bits}-bit "
-                      f"{'signed' if o.signed else 'unsigned'} output fields")
+    expected, out_se, golden_s = _expected_outputs(ref, x, iface)
+    scale, out_checks = _output_checks(iface, expected, out_se)
+    checks += out_checks
 
     stall_from = n // 2 if backpressure else n
     tmp = None
@@ -409,85 +543,21 @@ def verify(rtl_dir: str | Path, onnx_path: Any = None, vectors: int = 100_000, s
     synth_s = None
     gate_info: dict[str, Any] | None = None
     if gate_target:
-        from codesign.verify.gate import synthesize
-
-        t2 = time.perf_counter()
-        gn = synthesize(iface, work.parent / "gate", gate_target)
-        iface = gn.iface
-        gate_info = gn.summary()
-        synth_s = round(time.perf_counter() - t2, 3)
+        iface, gate_info, synth_s = _gate_netlist(iface, work, gate_target)
     try:
         r = simulate(iface, x, simulator=simulator, style=style, stall_from=stall_from, seed=seed,
                      hdl_clock=hdl_clock, work=work, build_root=broot, with_taps=False, verilator_opt=verilator_opt)
-        t1 = time.perf_counter()
-        m = min(len(r.got), n)
-        bad = np.ones(n, bool)
-        fields_bad = np.full(n, iface.output.fields)
-        if m:
-            diff = r.got[:m] != expected[:m]
-            fields_bad[:m] = np.where(r.unknown[:m], iface.output.fields, diff.sum(axis=1))
-            bad[:m] = diff.any(axis=1) | r.unknown[:m]
-        mism_idx = np.nonzero(bad)[0]
-        compare_s = time.perf_counter() - t1
+        cmp = _Comparison(r, expected, iface.output.fields)
         lat, ii = _timing(r, stall_from, iface)
-        if not lat["ok"]:
-            checks.append(f"latency: interface.json says {iface.latency_cycles} cycles, measured "
-                          f"{lat['measured_min']}..{lat['measured_max']}")
-        if not ii["ok"]:
-            checks.append(f"ii: interface.json says {iface.ii}, measured up to {ii['measured_max']}")
-        checks += _status_checks(r, n)
-        proto = r.status.get("proto_err", 0)
-        if proto:
-            checks.append(f"output AXI-Stream protocol: {proto} violations (tvalid dropped or tdata changed while stalled)")
-        if r.status.get("timeout"):
-            checks.append(f"simulation stopped after {r.status.get('out', len(r.got))} of {n} outputs: "
-                          "no output for too long (deadlock?)")
-        result: dict[str, Any] = {
-            "simulator": simulator,
-            "style": style,
-            "hdl_clock": bool(r.build.hdl_clock) if style == "stream" else False,
-            "level": "gate" if gate_target else "rtl",
-            "gate": gate_info,
-            "top": iface.top,
-            "reference": ref.name,
-            "vectors": n,
-            "vectors_by_kind": {k: int((kinds == i).sum()) for i, k in enumerate(KINDS)},
-            "mismatches": int(bad.sum()),
-            "mismatches_by_kind": {k: int(bad[kinds == i].sum()) for i, k in enumerate(KINDS)},
-            "mismatched_fields": int(fields_bad[bad].sum()),
-            "missing_outputs": int(n - m),
-            "unknown_outputs": int(r.unknown[:m].sum()) if m else 0,
-            "first_mismatches": _first_mismatches(mism_idx, x, expected, r.got, r.unknown, kinds, max_report),
-            "protocol_errors": int(proto),
-            "scale_exp": scale,
-            "latency_cycles": lat,
-            "ii": ii,
-            "backpressure": {"enabled": backpressure, "from_vector": int(stall_from),
-                             "gap_prob": GAP_PROB / 256 if backpressure else 0.0,
-                             "backpressure_prob": BP_PROB / 256 if backpressure else 0.0,
-                             "cycles": int(r.status.get("cycles", 0))},
-            "stimulus": stim_info,
-            "seconds": {"build": round(r.build.seconds, 3), "build_cached": r.build.cached,
-                        "build_cpu": round(r.build.cpu_seconds, 3), "sim_cpu": round(r.cpu_s, 3),
-                        "golden": round(golden_s, 3), "sim": round(r.run_s, 3), "sim_core": round(r.core_s, 3),
-                        "compare": round(compare_s, 3), "synth": synth_s,
-                        "synth_cpu": gate_info["synth_cpu_s"] if gate_info else None},
-            "vectors_per_s": round(n / r.run_s, 1) if r.run_s > 0 else None,
-            "vectors_per_s_core": round(n / r.core_s, 1) if r.core_s > 0 else None,
-            "build_dir": str(r.build.build_dir),
-            "checks_failed": checks,
-            "localization": None,
-            "waves": None,
-            "toggles": None,
-        }
-        if len(mism_idx) and localize:
-            sel = mism_idx[mism_idx < n][:64]
-            loc = _localize(iface, ref, x[sel], simulator=simulator, work=work, build_root=broot,
-                            regenerate=regenerate, verilator_opt=verilator_opt)
-            if gate_target and loc.get("regenerated") and loc.get("rerun_output_mismatches") == 0:
-                loc["note"] = ("the RTL regenerated with taps matches the golden model on these vectors, the "
-                               f"{gate_target} netlist does not: a synthesis or cell-model mismatch")
-            result["localization"] = loc
+        checks += _sim_checks(r, iface, n, lat, ii)
+        result = _result(r, cmp, simulator=simulator, style=style, gate_target=gate_target, gate_info=gate_info,
+                         iface=iface, ref=ref, x=x, expected=expected, kinds=kinds, max_report=max_report,
+                         scale=scale, lat=lat, ii=ii, backpressure=backpressure, stall_from=stall_from,
+                         stim_info=stim_info, golden_s=golden_s, synth_s=synth_s, checks=checks)
+        if len(cmp.idx) and localize:
+            result["localization"] = _localize_mismatches(iface, ref, x, cmp, gate_target, simulator=simulator,
+                                                          work=work, build_root=broot, regenerate=regenerate,
+                                                          verilator_opt=verilator_opt)
         if waves:
             result["waves"], result["toggles"] = _waves(iface, x, kinds, simulator=simulator, work=work / "waves",
                                                         build_root=broot, max_vectors=waves_vectors,

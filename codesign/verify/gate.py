@@ -294,8 +294,8 @@ def synthesize(iface: Interface, work: Path, target: str = "generic", timeout: f
         what = ", ".join(f"{c} ({'blackbox only' if c in black else 'no model'})" for c in missing)
         raise CodesignError(f"gate-level simulation ({target}): yosys ships no simulation model for {what}; "
                             f"netlist {netlist}")
-    return GateNetlist(iface.replace(files=tuple(str(f) for f in [netlist, *models])), target, synth, cells, netlist, models,
-                       seconds, cpu)
+    gate_iface = iface.replace(files=tuple(str(f) for f in [netlist, *models]))
+    return GateNetlist(gate_iface, target, synth, cells, netlist, models, seconds, cpu)
 
 
 def gate_level_interface(iface: Interface, work: Path, timeout: float = 1800, target: str = "generic") -> Interface:

@@ -56,7 +56,8 @@ def test_codes(test_x: np.ndarray, s: Stream) -> tuple[np.ndarray, str]:
         if tuple(moved.shape[1:]) == s.shape and x.ndim >= 3:
             x, note = moved, "channels-first -> channels-last"
         elif int(np.prod(x.shape[1:])) != s.fields:
-            raise StageInputError(f"test_x has shape {list(x.shape)}, the RTL input has {s.fields} fields {list(s.shape)}")
+            raise StageInputError(f"test_x has shape {list(x.shape)}, "
+                                  f"the RTL input has {s.fields} fields {list(s.shape)}")
     if np.issubdtype(x.dtype, np.integer):
         codes = x.astype(np.int64)
     else:

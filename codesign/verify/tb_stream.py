@@ -28,5 +28,7 @@ async def stream(dut) -> None:
         Clock(dut.clk, 10, unit="ns").start()
     if not int(dut.done.value):
         await RisingEdge(dut.done)
-    res = {"run_s": time.perf_counter() - t0, "sim_time_ns": int(cocotb.sim_time_ns()) if hasattr(cocotb, "sim_time_ns") else None}
+    run_s = time.perf_counter() - t0
+    sim_time_ns = int(cocotb.sim_time_ns()) if hasattr(cocotb, "sim_time_ns") else None
+    res = {"run_s": run_s, "sim_time_ns": sim_time_ns}
     Path(cfg["work"], "tb_result.json").write_text(json.dumps(res))

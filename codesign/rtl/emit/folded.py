@@ -344,14 +344,16 @@ def _print_control(ly: ir.Linear, p: FoldPlan, fb: _FoldedBody, tags, n_stages: 
 """)
     v.append(f"                    step <= {cw}'d0;\n")
     if p.chunks > 1:
-        v.append("                    " + counters[0] + (("                    " + counters[1]) if p.groups > 1 else ""))
+        second = ("                    " + counters[1]) if p.groups > 1 else ""
+        v.append("                    " + counters[0] + second)
     v.append("""                end else if (last) begin
                     busy <= 1'b0;
                 end else if (busy) begin
 """)
     v.append(f"                    step <= step + {cw}'d1;\n")
     if p.chunks > 1:
-        v.append(f"                    if (chk == {kw}'d{p.chunks - 1}) begin\n                        chk <= {kw}'d0;\n"
+        v.append(f"                    if (chk == {kw}'d{p.chunks - 1}) begin\n"
+                 f"                        chk <= {kw}'d0;\n"
                  + (f"                        grp <= grp + {gw}'d1;\n" if p.groups > 1 else "")
                  + f"                    end else chk <= chk + {kw}'d1;\n")
     v.append("""                end
@@ -423,7 +425,8 @@ def _print_folded(ly: ir.Linear, cfg: RTLConfig, fb: _FoldedBody, p: FoldPlan, n
             if p.chunks > 1 else f"{p.lanes} lane(s) x {p.steps} step(s)")
     v = [header(ly, f"folded (resource strategy), reuse {cfg.reuse}: {mode}; {p.steps} step(s); "
                     f"weights in a case ROM, {'barrel shift (power-of-two weights)' if pot_shift else 'multiplier *'}; "
-                    f"{n_stages} register stage(s) (operands {int(fb.opreg)}, tree {n_cuts}); latency {lat}, II {p.steps}"),
+                    f"{n_stages} register stage(s) (operands {int(fb.opreg)}, tree {n_cuts}); "
+                    f"latency {lat}, II {p.steps}"),
          ports(ly)]
     v += _print_control(ly, p, fb, _tags(p, fb.cw, fb.kw, fb.gw), n_stages)
     v.append("\n".join(fb.body.lines) + "\n")

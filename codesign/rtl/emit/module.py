@@ -48,11 +48,12 @@ def header(ly: ir.Layer, arch: str, extra: str = "") -> str:
     lines.append(f"//   output : {ly.out_fmt.describe()} per field, packed field i at out_data[i*{ly.out_fmt.bits} +: "
                  f"{ly.out_fmt.bits}]")
     if isinstance(ly, ir.AccLayer) and ly.field_out:
-        lines.append(f"//            field i at scale 2^({ly.out_fmt.scale_exp} + shift[i]) (per-channel weight scales): "
-                     f"shifts {[int(v) for v in ly.field_shift]}")
+        lines.append(f"//            field i at scale 2^({ly.out_fmt.scale_exp} + shift[i]) "
+                     f"(per-channel weight scales): shifts {[int(v) for v in ly.field_shift]}")
     elif isinstance(ly, ir.AccLayer) and ly.field_shift is not None:
-        lines.append("//   scales : per-channel weights, stored aligned to the finest channel scale; every term of output "
-                     "field i is a multiple of 2^shift[i], divided out before the adder tree (fully parallel)")
+        lines.append("//   scales : per-channel weights, stored aligned to the finest channel scale; "
+                     "every term of output field i is a multiple of 2^shift[i], divided out before the adder tree "
+                     "(fully parallel)")
     if isinstance(ly, ir.Linear):
         lines.append(f"//   weights: {'power-of-two' if ly.pot else 'fixed-point'} codes x 2^{ly.w_scale_exp}, "
                      f"{np.count_nonzero(ly.weights)}/{ly.weights.size} non-zero; accumulator {ly.acc_fmt.describe()}")

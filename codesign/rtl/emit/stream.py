@@ -100,8 +100,9 @@ class _Chain:
             lines.append(f"    {module} u_{nm} (.clk(clk), .rst(rst), .in_valid({cur[1]}), .in_ready({nm}_s_ready), "
                          f".in_data({cur[0]}), .out_valid({v}), .out_ready({r}), .out_data({d}));")
         else:
-            lines.append(f"    {module} #({params}) u_{nm} (.clk(clk), .rst(rst), .s_tdata({cur[0]}), .s_tvalid({cur[1]}), "
-                         f".s_tready({nm}_s_ready),\n        .m_tdata({d}), .m_tvalid({v}), .m_tready({r}));")
+            lines.append(f"    {module} #({params}) u_{nm} (.clk(clk), .rst(rst), "
+                         f".s_tdata({cur[0]}), .s_tvalid({cur[1]}), .s_tready({nm}_s_ready),\n"
+                         f"        .m_tdata({d}), .m_tvalid({v}), .m_tready({r}));")
         lines.append(f"    assign {cur[2]} = {nm}_s_ready;")
         self.cur = (d, v, r)
 
@@ -134,8 +135,8 @@ def _stream_layers(plan: StreamPlan, cfg: RTLConfig, ch: _Chain) -> tuple[list[L
         info.append(ent)
     gl, last = plan.geoms[-1], plan.layers[-1]
     n_col = gl.oh * gl.ow
-    ch.lines.append(f"    // collector: {n_col} pixel beat(s) of {gl.oc} field(s) -> the ({gl.oh}, {gl.ow}, {gl.oc}) vector "
-                    f"(beat k = fields k*{gl.oc}..)")
+    ch.lines.append(f"    // collector: {n_col} pixel beat(s) of {gl.oc} field(s) -> "
+                    f"the ({gl.oh}, {gl.ow}, {gl.oc}) vector (beat k = fields k*{gl.oc}..)")
     ch.hop("collect", "cs_collect", f".PW({gl.oc * last.out_fmt.bits}), .N({n_col})", n_col * gl.oc * last.out_fmt.bits)
     ch.timing.append(Collect(n_col))
     return mods, info
@@ -153,15 +154,16 @@ def _top_text(m: ir.Model, cfg: RTLConfig, top: str, plan: StreamPlan, ch: _Chai
         f"//   network : {m.name}, {len(plan.layers)} streamed layer(s) + {len(vec_layers)} vector layer module(s)",
         f"//   input   : {plan.beats} beat(s) per vector ({order}); a beat = the {g0.c} channel(s) of one pixel, "
         f"{fin.describe()}, channel c = s_axis_tdata[c*{fin.bits} +: {fin.bits}]",
-        f"//   output  : {list(m.output_shape)} {fout.describe()} (field i = m_axis_tdata[i*{fout.bits} +: {fout.bits}]), "
-        "one vector per beat",
+        f"//   output  : {list(m.output_shape)} {fout.describe()} "
+        f"(field i = m_axis_tdata[i*{fout.bits} +: {fout.bits}]), one vector per beat",
         f"//   timing  : latency {latency} cycles (first pixel in -> vector out), II {ii} cycles per vector",
         "//   AXI-Stream; clk rising edge, rst synchronous active high.",
     ]
     ports = ["    input  wire clk", "    input  wire rst",
              f"    input  wire [{g0.c * fin.bits - 1}:0] s_axis_tdata", "    input  wire s_axis_tvalid",
              "    output wire s_axis_tready",
-             f"    output wire [{nout - 1}:0] m_axis_tdata", "    output wire m_axis_tvalid", "    input  wire m_axis_tready"]
+             f"    output wire [{nout - 1}:0] m_axis_tdata", "    output wire m_axis_tvalid",
+             "    input  wire m_axis_tready"]
     taps = vec_layers if cfg.debug_taps else []
     for ly in taps:
         ports.append(f"    output wire [{ly.n_out * ly.out_fmt.bits - 1}:0] dbg_{ly.name}_tdata")
@@ -172,8 +174,9 @@ def _top_text(m: ir.Model, cfg: RTLConfig, top: str, plan: StreamPlan, ch: _Chai
         tp = "".join(f", .dbg_{ly.name}_tdata(dbg_{ly.name}_tdata), .dbg_{ly.name}_tvalid(dbg_{ly.name}_tvalid)"
                      for ly in taps)
         lines.append(f"    // the vector part of the network (one whole vector per beat)\n"
-                     f"    codesign_vec u_vec (.clk(clk), .rst(rst), .s_axis_tdata({cur[0]}), .s_axis_tvalid({cur[1]}), "
-                     f".s_axis_tready({cur[2]}),\n        .m_axis_tdata(m_axis_tdata), .m_axis_tvalid(m_axis_tvalid), "
+                     f"    codesign_vec u_vec (.clk(clk), .rst(rst), "
+                     f".s_axis_tdata({cur[0]}), .s_axis_tvalid({cur[1]}), .s_axis_tready({cur[2]}),\n"
+                     "        .m_axis_tdata(m_axis_tdata), .m_axis_tvalid(m_axis_tvalid), "
                      f".m_axis_tready(m_axis_tready){tp});")
     elif cfg.axis_slice:
         lines.append(f"    cs_skid_buffer #(.W({nout})) u_out_slice (.clk(clk), .rst(rst), .s_tdata({cur[0]}), "

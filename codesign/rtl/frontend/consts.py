@@ -108,7 +108,8 @@ def bipolar_const(x: np.ndarray, scale: np.ndarray, where: str) -> QConst:
     if s.size and np.all(np.frexp(s)[0] == 0.5):
         e = (np.frexp(s)[1] - 1).astype(np.int64)
         u = uniform(e)
-        return QConst(codes, u if u is not None else np.broadcast_to(e, codes.shape).copy(), FixedFormat(2, True, 0, True))
+        exps = u if u is not None else np.broadcast_to(e, codes.shape).copy()
+        return QConst(codes, exps, FixedFormat(2, True, 0, True))
     return QConst(codes, 0, FixedFormat(2, True, 0, True), np.broadcast_to(s, codes.shape).copy())
 
 

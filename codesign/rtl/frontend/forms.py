@@ -31,7 +31,8 @@ def _field_ranges(ly: ir.Layer) -> tuple[list[tuple[int, int]], np.ndarray]:
 
 def threshold_cost(th: Thresholds, ly: ir.Layer) -> int:
     bounds, ch = _field_ranges(ly)
-    return sum(len(th.field(int(c), lo, hi)[1]) * (bits_for(lo, hi) + 1) for (lo, hi), c in zip(bounds, ch, strict=True))
+    return sum(len(th.field(int(c), lo, hi)[1]) * (bits_for(lo, hi) + 1)
+               for (lo, hi), c in zip(bounds, ch, strict=True))
 
 
 def mulshift_cost(ms: MulShift, ly: ir.Layer) -> int:

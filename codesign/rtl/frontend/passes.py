@@ -4,7 +4,8 @@ A pass is a small class with ``match(graph, op)`` (does the rewrite apply at ``o
 op)``; :func:`run_passes` applies each pass of a list, in order, until it matches nothing more. The order
 of :data:`FUSION_PASSES` follows the node order of a quantized layer in a QONNX export
 (``MatMul -> Add(bias) -> Relu -> Quant``; ``AveragePool -> Trunc``), so a fusion only ever looks one op
-back (:class:`FuseEpilogue` looks back along a chain of elementwise float ops to the accumulator). Whatever no pass absorbed and the IR has no layer for is refused by :class:`CheckFused`.
+back (:class:`FuseEpilogue` looks back along a chain of elementwise float ops to the accumulator).
+Whatever no pass absorbed and the IR has no layer for is refused by :class:`CheckFused`.
 """
 
 from __future__ import annotations

@@ -66,7 +66,8 @@ def _export_raw(model: torch.nn.Module, input_shape, out_raw: Path) -> None:
     from brevitas.export import export_qonnx
 
     x = torch.zeros((1, *input_shape), dtype=torch.float32)
-    quiet = [logging.getLogger(n) for n in ("onnx_ir", "onnxscript", "torch.onnx", "torch.export", "torch.onnx._internal.exporter._registration")]
+    names = ("onnx_ir", "onnxscript", "torch.onnx", "torch.export", "torch.onnx._internal.exporter._registration")
+    quiet = [logging.getLogger(n) for n in names]
     levels = [lg.level for lg in quiet]
     try:
         for lg in quiet:

@@ -5,9 +5,10 @@ QuantIdentity -> [QuantLinear -> QuantReLU]* -> QuantLinear with power-of-two sc
 (``*FixedPoint`` quantizers, Int32 bias), optionally sets every weight to 0 or +-2^e, exports with
 ``brevitas.export.export_qonnx`` and cleans it with :func:`codesign.graph.clean.clean_qonnx`.
 ``cnn_qonnx`` does the same for a Conv2d/Conv1d -> ReLU -> MaxPool -> Flatten -> Linear network
-(channels-last conversion included; the input stays NCHW behind a Transpose). ``per_channel=True``: power-of-two weight scales per output
-channel (Brevitas ``scaling_per_output_channel``), with channel ``i``'s weights made ``2^-(i % 4)``
-smaller so that the scales really differ.
+(channels-last conversion included; the input stays NCHW behind a Transpose).
+``per_channel=True``: power-of-two weight scales per output channel (Brevitas
+``scaling_per_output_channel``), with channel ``i``'s weights made ``2^-(i % 4)`` smaller so that the
+scales really differ.
 ``resmlp_qonnx`` / ``rescnn_qonnx``: residual blocks (a branch of two layers added to its input, or
 to a projection of it), then a requantization; ``rescnn_qonnx`` ends with a ``TruncAvgPool2d``.
 """

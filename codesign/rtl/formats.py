@@ -268,8 +268,8 @@ class MulShift(_ExactEpilogue):
         return f"multiply-shift (x m + b) >> {self.shift}, m {min(self.m)}..{max(self.m)}{how}"
 
     def to_json(self) -> dict:
-        return {"type": "mulshift", "m": list(self.m), "b": list(self.b), "shift": self.shift, "out": self.out.to_json(),
-                "clip": [list(c) for c in self.clip], "proof": self.proof}
+        return {"type": "mulshift", "m": list(self.m), "b": list(self.b), "shift": self.shift,
+                "out": self.out.to_json(), "clip": [list(c) for c in self.clip], "proof": self.proof}
 
     @staticmethod
     def from_json(d: dict) -> MulShift:

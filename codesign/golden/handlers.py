@@ -66,38 +66,53 @@ def handle(ctx, node, ins: list[T | None], attrs: dict, kind: str) -> None:
     nd = len(x.shape) if x is not None else 0
 
     if kind == "qonnx":
-        if op in ("Quant", "IntQuant", "BipolarQuant"):
-            ctx.emit(O.quant_op(node, ins, attrs), out)
-        elif op == "Trunc":
-            # like qonnx: the domain's opset version picks Trunc v1 (5 inputs) or v2 (6 inputs)
-            version = getattr(ctx, "opsets", {}).get(node.domain, 0)
-            v2 = version >= 2 if version else len(ins) >= 6
-            if len(ins) != (6 if v2 else 5):
-                raise err(node, f"Trunc v{2 if v2 else 1} (opset {version} of {node.domain!r}) needs "
-                                f"{6 if v2 else 5} inputs, got {len(ins)}")
-            ctx.emit(O.trunc_op(node, ins, attrs, v2), out)
-        else:
-            raise err(node, f"QONNX operator not supported by the golden model (supported: Quant, "
-                            f"BipolarQuant, Trunc; standard ops: {_supported()})")
-        return
+        _handle_qonnx(ctx, node, ins, attrs, out)
+    elif kind == "cl":
+        _handle_channels_last(ctx, node, x, ins, attrs, out, nd)
+    else:
+        _handle_standard(ctx, node, x, ins, attrs, out, nd)
 
-    if kind == "cl":
-        to_cf = [0, nd - 1] + list(range(1, nd - 1))
-        to_cl = [0] + list(range(2, nd)) + [1]
-        if op == "Conv":
-            _conv(ctx, node, x, ins[1], ins[2] if len(ins) > 2 else None, attrs, out, internal=False,
-                  channels_last=True)
-        elif op == "MaxPool":
-            xc = _transpose(ctx, node, x, to_cf, out + "::cf", True)
-            _no_second_output(node)
-            y = ctx.emit(W.pool_op(node, xc, attrs, "max"), out + "::pool", True)
-            _transpose(ctx, node, y, to_cl, out)
-        elif op == "BatchNormalization":
-            _batchnorm(ctx, node, ins, attrs, nd - 1, out)
-        else:
-            raise err(node, "channels-last operator not supported by the golden model")
-        return
 
+def _handle_qonnx(ctx, node, ins: list[T | None], attrs: dict, out: str) -> None:
+    """QONNX operators: Quant, IntQuant, BipolarQuant, Trunc."""
+    op = node.op_type
+    if op in ("Quant", "IntQuant", "BipolarQuant"):
+        ctx.emit(O.quant_op(node, ins, attrs), out)
+    elif op == "Trunc":
+        # like qonnx: the domain's opset version picks Trunc v1 (5 inputs) or v2 (6 inputs)
+        version = getattr(ctx, "opsets", {}).get(node.domain, 0)
+        v2 = version >= 2 if version else len(ins) >= 6
+        if len(ins) != (6 if v2 else 5):
+            raise err(node, f"Trunc v{2 if v2 else 1} (opset {version} of {node.domain!r}) needs "
+                            f"{6 if v2 else 5} inputs, got {len(ins)}")
+        ctx.emit(O.trunc_op(node, ins, attrs, v2), out)
+    else:
+        raise err(node, f"QONNX operator not supported by the golden model (supported: Quant, "
+                        f"BipolarQuant, Trunc; standard ops: {_supported()})")
+
+
+def _handle_channels_last(ctx, node, x: T, ins: list[T | None], attrs: dict, out: str, nd: int) -> None:
+    """qonnx's channels-last operators (Conv, MaxPool, BatchNormalization)."""
+    op = node.op_type
+    to_cf = [0, nd - 1] + list(range(1, nd - 1))
+    to_cl = [0] + list(range(2, nd)) + [1]
+    if op == "Conv":
+        _conv(ctx, node, x, ins[1], ins[2] if len(ins) > 2 else None, attrs, out, internal=False,
+              channels_last=True)
+    elif op == "MaxPool":
+        xc = _transpose(ctx, node, x, to_cf, out + "::cf", True)
+        _no_second_output(node)
+        y = ctx.emit(W.pool_op(node, xc, attrs, "max"), out + "::pool", True)
+        _transpose(ctx, node, y, to_cl, out)
+    elif op == "BatchNormalization":
+        _batchnorm(ctx, node, ins, attrs, nd - 1, out)
+    else:
+        raise err(node, "channels-last operator not supported by the golden model")
+
+
+def _handle_standard(ctx, node, x: T, ins: list[T | None], attrs: dict, out: str, nd: int) -> None:
+    """Standard ONNX operators."""
+    op = node.op_type
     if op in ("MatMul",):
         ctx.emit(O.matmul_op(node, ins[0], ins[1]), out)
     elif op == "Gemm":
@@ -129,33 +144,9 @@ def handle(ctx, node, ins: list[T | None], attrs: dict, kind: str) -> None:
     elif op == "Reshape":
         _reshape(ctx, node, x, _static_int_list(node, ins[1], "Reshape shape"), int(attrs.get("allowzero", 0)), out)
     elif op == "Flatten":
-        axis = int(attrs.get("axis", 1))
-        axis = axis + nd if axis < 0 else axis
-        if x.dynamic and (axis == 0 or int(np.prod(x.shape[1:axis])) != 1):
-            raise err(node, f"Flatten axis={axis} merges the batch dimension")
-        rest = int(np.prod(x.shape[axis:]))
-        if x.dynamic:
-            _layout(ctx, node, x, lambda a: a.reshape(a.shape[0], rest), out)
-        else:
-            lead = int(np.prod(x.shape[:axis]))
-            _layout(ctx, node, x, lambda a: a.reshape(lead, rest), out)
+        _flatten(ctx, node, x, int(attrs.get("axis", 1)), out, nd)
     elif op in ("Squeeze", "Unsqueeze"):
-        if "axes" in attrs:
-            axes = list(attrs["axes"])
-        elif len(ins) > 1 and ins[1] is not None:
-            axes = _static_int_list(node, ins[1], "axes")
-        elif op == "Squeeze":
-            axes = [i for i, d in enumerate(x.shape) if d == 1 and (i > 0 or not x.dynamic)]
-        else:
-            raise err(node, "Unsqueeze needs axes")
-        n_out = nd + len(axes) if op == "Unsqueeze" else nd
-        axes = sorted(a + n_out if a < 0 else a for a in axes)
-        if x.dynamic and 0 in axes:
-            raise err(node, "cannot squeeze/unsqueeze the batch axis")
-        if op == "Squeeze":
-            _layout(ctx, node, x, lambda a: np.squeeze(a, axis=tuple(axes)), out)
-        else:
-            _layout(ctx, node, x, lambda a: np.expand_dims(a, axis=tuple(axes)), out)
+        _squeeze(ctx, node, x, ins, attrs, out, nd)
     elif op == "Concat":
         _concat(ctx, node, ins, int(attrs.get("axis", 0)), out)
     elif op in ("Identity", "Dropout"):
@@ -166,6 +157,39 @@ def handle(ctx, node, ins: list[T | None], attrs: dict, kind: str) -> None:
         ctx.tensors[out] = _constant(node, attrs, out)
     else:
         raise err(node, f"operator not supported by the golden model (supported: {_supported()})")
+
+
+def _flatten(ctx, node, x: T, axis: int, out: str, nd: int) -> None:
+    axis = axis + nd if axis < 0 else axis
+    if x.dynamic and (axis == 0 or int(np.prod(x.shape[1:axis])) != 1):
+        raise err(node, f"Flatten axis={axis} merges the batch dimension")
+    rest = int(np.prod(x.shape[axis:]))
+    if x.dynamic:
+        _layout(ctx, node, x, lambda a: a.reshape(a.shape[0], rest), out)
+    else:
+        lead = int(np.prod(x.shape[:axis]))
+        _layout(ctx, node, x, lambda a: a.reshape(lead, rest), out)
+
+
+def _squeeze(ctx, node, x: T, ins: list[T | None], attrs: dict, out: str, nd: int) -> None:
+    """Squeeze / Unsqueeze (axes from the attribute, opset 11, or the second input, opset 13)."""
+    op = node.op_type
+    if "axes" in attrs:
+        axes = list(attrs["axes"])
+    elif len(ins) > 1 and ins[1] is not None:
+        axes = _static_int_list(node, ins[1], "axes")
+    elif op == "Squeeze":
+        axes = [i for i, d in enumerate(x.shape) if d == 1 and (i > 0 or not x.dynamic)]
+    else:
+        raise err(node, "Unsqueeze needs axes")
+    n_out = nd + len(axes) if op == "Unsqueeze" else nd
+    axes = sorted(a + n_out if a < 0 else a for a in axes)
+    if x.dynamic and 0 in axes:
+        raise err(node, "cannot squeeze/unsqueeze the batch axis")
+    if op == "Squeeze":
+        _layout(ctx, node, x, lambda a: np.squeeze(a, axis=tuple(axes)), out)
+    else:
+        _layout(ctx, node, x, lambda a: np.expand_dims(a, axis=tuple(axes)), out)
 
 
 def _supported() -> str:

@@ -36,6 +36,7 @@ def depth_for(n_vectors: int, width: int) -> int:
     return d
 
 
+# long by design: one Verilog template (the streaming testbench), read top to bottom
 def generate_wrapper(iface: Interface, depth: int) -> str:
     iw, ow = iface.input.beat_width, iface.output.width
     stream_io = iface.io == "stream"

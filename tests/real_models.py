@@ -1,5 +1,5 @@
 """Models like those users bring from elsewhere, for tests/test_golden_real.py: the two real files in
-shared/models, Brevitas BNN-PYNQ nets (random weights, non-trivial BatchNorm), Brevitas MLPs with the
+models/qonnx, Brevitas BNN-PYNQ nets (random weights, non-trivial BatchNorm), Brevitas MLPs with the
 default float-scale quantizers, and onnx.helper graphs whose input grid is a ``finn_datatype`` annotation."""
 
 from __future__ import annotations
@@ -12,11 +12,9 @@ import onnx
 from golden_models import const, make_model, quant_node
 from onnx import helper
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "models"
-if not SHARED.exists():  # a checkout beside shared/ (CI) or a worktree under /work
-    SHARED = Path("/work/shared/models")
-TFC_FILE = SHARED / "TFC_2W2A.onnx"
-JET_FILE = SHARED / "qkeras_jettagging.onnx"
+QONNX = Path(__file__).resolve().parent.parent / "models" / "qonnx"  # the public files, as published
+TFC_FILE = QONNX / "TFC_2W2A.onnx"
+JET_FILE = QONNX / "qkeras_jettagging.onnx"
 
 
 def reference_contexts(model: onnx.ModelProto, x: np.ndarray):

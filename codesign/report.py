@@ -22,6 +22,8 @@ SUMMARY_ROWS: list[tuple[str, str, str, str]] = [
     ("export", "torch_vs_qonnx_mismatches", "PyTorch vs QONNX mismatches", "{}"),
     ("golden", "accuracy", "golden-model accuracy", "{:.4f}"),
     ("golden", "qonnx_mismatches", "golden vs execute_onnx mismatches", "{}"),
+    ("golden", "qonnx_compare", "golden vs execute_onnx comparison", "{}"),
+    ("golden", "qonnx_tail_max_abs_diff", "float tail: largest difference from execute_onnx", "{:.3g}"),
     ("rtl", "strategy", "RTL architecture", "{}"),
     ("rtl", "latency_cycles", "latency (cycles)", "{}"),
     ("rtl", "ii", "initiation interval (cycles)", "{}"),

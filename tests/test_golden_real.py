@@ -13,7 +13,10 @@ import subprocess
 import sys
 
 import numpy as np
+import onnx
 import pytest
+from golden_models import const, make_model, quant_node
+from onnx import helper
 from real_models import (
     JET_FILE,
     TFC_FILE,
@@ -308,3 +311,37 @@ def test_golden_cli_host_halves(tmp_path):
     s = golden_cli(TFC_FILE, tmp_path / "x.npy", tmp_path / "yc.npy", True)
     assert np.array_equal(np.load(tmp_path / "yc.npy"), gm.run_codes(gm.preprocess(x))[0])
     assert s["output_scale_exp"] == 0
+
+
+# ------------------------------------------------------------------------------------ golden stage, float tail
+def _float_tail_model(seed: int = 0) -> onnx.ModelProto:
+    """Quantized input -> MatMul with float-scale 4-bit weights (no output quantizer) -> float bias: the
+    graph output is the float32 accumulator plus bias, as in a Brevitas net without an output quantizer."""
+    rng = np.random.default_rng(seed)
+    inits: list = []
+    nodes = [quant_node("x", "xq", 0.0371, 0, 8, 1, 0, "ROUND", inits),
+             quant_node("w", "wq", 0.1173, 0, 4, 1, 1, "ROUND", inits),
+             helper.make_node("MatMul", ["xq", "wq"], ["acc"], name="mm"),
+             helper.make_node("Add", ["acc", "b"], ["y"], name="bias")]
+    inits += [const("w", rng.normal(size=(64, 10))), const("b", rng.normal(size=(10,)))]
+    return make_model(nodes, inits, (1, 64), (1, 10))
+
+
+def test_golden_stage_float_tail_within_the_stated_bound(tmp_path):
+    """A float tail after the last quantizer: the quantizer grids are compared exactly, the output within
+    2^-14 of its magnitude; a golden output off by more than that counts as a mismatch."""
+    from codesign.golden.compare import TAIL_RTOL, compare
+    from codesign.golden.stage import qonnx_reference
+
+    m = _float_tail_model()
+    onnx.save(m, tmp_path / "m.onnx")
+    gm = GoldenModel(tmp_path / "m.onnx")
+    assert gm.mixed and [n.op_type for n in gm.partition.post] == ["Add"]
+    x = gm.quantize_input(np.random.default_rng(1).normal(scale=3, size=(1000, 64)))
+    out, ref = gm.run(x), qonnx_reference(tmp_path / "m.onnx", x)
+    f = compare(gm, x, out, ref)
+    assert f["qonnx_mismatches"] == 0 and f["qonnx_grid_mismatches"] == 0
+    assert "float tail" in f["qonnx_compare"] and 0 < f["qonnx_tail_max_abs_diff"] <= TAIL_RTOL
+    bad = out.copy()
+    bad[7, 3] += 0.01
+    assert compare(gm, x, bad, ref)["qonnx_mismatches"] == 1

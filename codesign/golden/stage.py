@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from codesign.errors import CodesignError
+from codesign.golden.compare import compare
 from codesign.golden.graph import GoldenModel
 from codesign.run import atomic_path, atomic_write_json, load_array
 
@@ -70,15 +71,6 @@ def qonnx_reference_batched(model_path: Path, x: np.ndarray) -> np.ndarray | Non
     return None
 
 
-def count_mismatches(a: np.ndarray, b: np.ndarray) -> int:
-    """Number of vectors (first axis) whose real values differ anywhere."""
-    a = np.asarray(a, dtype=np.float64).reshape(len(a), -1)
-    b = np.asarray(b, dtype=np.float64).reshape(len(b), -1)
-    if a.shape != b.shape:
-        return len(a)
-    return int(np.sum(np.any(a != b, axis=1)))
-
-
 def run_stage(rd, cfg) -> dict[str, Any]:
     model = rd.require("export/model.onnx", "export")
     tx = rd.require("export/test_x.npy", "export")
@@ -97,7 +89,7 @@ def run_stage(rd, cfg) -> dict[str, Any]:
     ref = qonnx_reference(model, x)
     figures = {
         "accuracy": acc,
-        "qonnx_mismatches": count_mismatches(out, ref),
+        **compare(gm, x, out, ref),
         "vectors": int(len(x)),
         "vectors_per_s": float(len(x) / seconds) if seconds > 0 else None,
     }

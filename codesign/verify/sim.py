@@ -147,6 +147,15 @@ def _hash(sources: Sequence[Path], extra: dict) -> str:
     return h.hexdigest()[:16]
 
 
+def _toolchain() -> list[str]:
+    """What a built simulator binary depends on besides its sources: the cocotb install it links by absolute
+    path (its runpath names cocotb's libs folder) and its version. A cache shared by two checkouts or virtual
+    environments must not hand one of them a binary that loads the other's (possibly missing) libraries."""
+    import cocotb
+
+    return [str(Path(cocotb.__file__).resolve().parent), cocotb.__version__]
+
+
 def _runner(simulator: str) -> Any:
     """cocotb's runner; for Verilator one that does not make every signal public.
 
@@ -183,7 +192,7 @@ def build(sources: Sequence[Path], toplevel: str, simulator: str = "verilator", 
     sources = [Path(s).resolve() for s in sources]
     opts = {"sim": simulator, "top": toplevel, "waves": waves, "hdl_clock": hdl_clock, "extra": list(extra_args),
             "public": [list(p) for p in public] if public is not None else None, "v": 4,
-            "opt": opt if simulator == "verilator" else None}
+            "opt": opt if simulator == "verilator" else None, "env": _toolchain()}
     key = _hash(sources, opts)
     root = Path(build_root) if build_root else cache_root()
     bdir = root / f"{simulator}-{toplevel}-{key}"

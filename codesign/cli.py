@@ -121,15 +121,20 @@ def flow(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="run directory (default runs/<name>)")] = None,
     until: Annotated[str | None, typer.Option(help="stop after this stage")] = None,
     skip_fpga: Annotated[bool, typer.Option("--skip-fpga", help="stop after verification")] = False,
+    fresh: Annotated[bool, typer.Option("--fresh", help="run every stage again (default: reuse the stages "
+                                        "that finished in --out with the same config and intact files)")] = False,
     set_: SetOpt = None,
 ) -> None:
-    """Run the whole flow: train, (prune), export, golden, rtl, verify, fpga, energy."""
+    """Run the whole flow: train, (prune), export, golden, rtl, verify, fpga, energy.
+
+    Re-run on the same --out (after a crash, a kill, or with a changed config), it resumes: the stages
+    that finished with the same config and whose files still match the manifest's SHA-256 are reused."""
     from codesign import flow as flow_mod
     from codesign.report import print_summary
 
     cfg = _load(model, set_)
     skip = ("fpga", "energy") if skip_fpga else ()
-    rd = flow_mod.run_flow(cfg, out, until=until, skip=skip)
+    rd = flow_mod.run_flow(cfg, out, until=until, skip=skip, resume=not fresh)
     print_summary(rd)
 
 
@@ -143,7 +148,7 @@ def train(
     from codesign import flow as flow_mod
 
     cfg = _load(model, set_)
-    flow_mod.run_flow(cfg, out, until="train")
+    flow_mod.run_flow(cfg, out, until="train", resume=False)
 
 
 @app.command()
@@ -381,11 +386,18 @@ def study(
     config: Annotated[Path, typer.Argument(help="study YAML (see codesign/study.py or docs/studies.md)")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="study folder (default studies/<name>)")] = None,
     workers: Annotated[int, typer.Option(help="parallel worker processes on this machine")] = 1,
+    storage: Annotated[str | None, typer.Option(
+        help="Optuna storage URL shared by every worker, e.g. postgresql://user@dbhost:5432/studies (default: "
+             "the study YAML's storage, else sqlite:///<study folder>/study.db)")] = None,
 ) -> None:
-    """Run or resume a design-space / energy-aware pruning study (Optuna, SQLite or any SQLAlchemy URL)."""
+    """Run or resume a design-space / energy-aware pruning study (Optuna, SQLite or any SQLAlchemy URL).
+
+    Workers on several machines: start the same command on each with the same --storage (a PostgreSQL
+    server all of them reach) and a --out folder of their own; trials of a worker that dies are failed and
+    replaced by the others."""
     from codesign.study import run_study
 
-    d = run_study(config, out, workers)
+    d = run_study(config, out, workers, storage=storage)
     console.print(f"study folder {d}: trials.csv, pareto.csv, report.html")
 
 

@@ -384,9 +384,12 @@ def worker(sc: StudyConfig, study_dir: Path, progress: bool = True) -> int:
     return ran
 
 
-def run_study(path: str | Path, out: Path | None = None, workers: int = 1) -> Path:
-    """Run (or resume) a study; writes trials.csv, pareto.csv, plots and report.html into the study folder."""
+def run_study(path: str | Path, out: Path | None = None, workers: int = 1, storage: str | None = None) -> Path:
+    """Run (or resume) a study; writes trials.csv, pareto.csv, plots and report.html into the study folder.
+    ``storage``: an Optuna storage URL that replaces the YAML's ``storage``."""
     sc = load_study_config(path)
+    if storage:
+        sc = sc.model_copy(update={"storage": storage})
     study_dir = (Path(out) if out else Path("studies") / sc.name).resolve()
     study_dir.mkdir(parents=True, exist_ok=True)
     (study_dir / "study.yaml").write_text(yaml.safe_dump(sc.model_dump(), sort_keys=False))

@@ -42,6 +42,7 @@ from optuna.storages import RDBStorage
 from codesign import study
 
 KILL_AT = sys.argv[4] if len(sys.argv) > 4 else ""
+FAKE_S = float(sys.argv[3])
 armed = []  # trial id of the third trial this process creates: the one to die in
 
 
@@ -84,7 +85,7 @@ def fake(cfg, run_dir, objectives):
     if armed:
         (run_dir / "partial.txt").write_text("half")
         die("evaluate")
-    time.sleep(float(sys.argv[3]))
+    time.sleep(FAKE_S)
     (run_dir / "done.txt").write_text(cfg.name)
     s = cfg.prune.sparsity if cfg.prune.enabled else 0.0
     e = 400.0 * (1 - s) * (0.4 if cfg.quant.weight.scheme == "pot" else 1.0) * cfg.quant.weight.bits / 4
@@ -92,7 +93,12 @@ def fake(cfg, run_dir, objectives):
 
 
 study.evaluate = fake
-study.run_study(sys.argv[1], Path(sys.argv[2]))
+if len(sys.argv) > 5:  # the real command line, on the storage URL sys.argv[5]
+    from codesign import cli
+    sys.argv = ["codesign", "-q", "study", sys.argv[1], "--out", sys.argv[2], "--storage", sys.argv[5]]
+    cli.main()
+else:
+    study.run_study(sys.argv[1], Path(sys.argv[2]))
 """
 
 
@@ -308,3 +314,54 @@ def test_study_config_errors(tmp_path):
         study.load_study_config(p)
     sc = study.load_study_config(ROOT / "studies" / "digits_energy.yaml")
     assert sc.objectives == ["accuracy", "energy_pj"] and "prune.criterion" in sc.space
+
+
+# ------------------------------------------------------------------------------------ PostgreSQL
+def test_three_workers_on_postgresql_one_killed_mid_trial(tmp_path):
+    """A real PostgreSQL server (tests/pg_server.py), three `codesign study FILE --storage postgresql://...`
+    workers; one is killed with SIGKILL while it runs a trial and started again. The study ends with exactly
+    the requested complete trials; the killed trial is failed (by the others or by the restarted worker) and
+    its place taken by a new one; no complete trial is lost, changed or counted twice."""
+    import optuna
+    from pg_server import postgres
+
+    n = 8
+    cfg, out = _write_study(tmp_path / "s.yaml", "pg", n), tmp_path / "out"
+
+    def start(url: str) -> subprocess.Popen:
+        return subprocess.Popen([*_cmd(cfg, out, 1.0), url], cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
+
+    with postgres() as url:
+        procs = [start(url) for _ in range(3)]
+        victim, t0, mine = procs[0], time.time(), []
+        while not mine:  # wait for a trial of the victim that is running, after at least one complete trial
+            assert time.time() - t0 < 300 and victim.poll() is None, "the victim finished without a running trial"
+            time.sleep(0.2)
+            try:
+                trials = optuna.load_study(study_name="pg", storage=url).get_trials()
+            except Exception:  # noqa: BLE001 - schema or study not created yet
+                continue
+            if any(t.state.name == "COMPLETE" for t in trials):
+                mine = [t for t in trials if t.state.name == "RUNNING"
+                        and t.system_attrs.get("codesign:pid") == victim.pid]
+        done_before = {t.number: t for t in trials if t.state.name == "COMPLETE"}
+        victim.kill()
+        victim.wait()
+        procs[0] = start(url)
+        for p in procs:
+            _, e = p.communicate(timeout=600)
+            assert p.returncode == 0, e.decode()[-2000:]
+        after = optuna.load_study(study_name="pg", storage=url).get_trials()
+    by_number = {t.number: t for t in after}
+    assert len(by_number) == len(after)  # no trial number twice
+    complete = [t for t in after if t.state.name == "COMPLETE"]
+    assert len(complete) == n and not [t for t in after if t.state.name == "RUNNING"]
+    killed = by_number[mine[0].number]
+    assert killed.state.name == "FAIL" and "is gone" in killed.system_attrs["codesign:failed_reason"]
+    for k, t in done_before.items():  # finished before the kill: kept as they were
+        assert by_number[k].state.name == "COMPLETE" and by_number[k].values == t.values
+    evaluated = [t for t in complete if "duplicate_of" not in t.user_attrs]
+    assert len({t.user_attrs["run_dir"] for t in evaluated}) == len(evaluated)  # no result counted twice
+    assert all((out / t.user_attrs["run_dir"] / "done.txt").exists() for t in evaluated)
+    assert len({t.user_attrs["worker_pid"] for t in complete}) >= 3  # the restarted worker took part too

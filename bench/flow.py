@@ -56,7 +56,7 @@ def one(ctx: Ctx, name: str, skip: tuple[str, ...]) -> dict:
         for phase in ("cold", "warm"):
             log(f"flow: {name} {phase}")
             t0 = time.perf_counter()
-            rd = run_flow(cfg, out, skip=skip)
+            rd = run_flow(cfg, out, skip=skip, resume=False)  # warm: every stage again
             total = time.perf_counter() - t0
             rep = json.loads((out / "report.json").read_text())
             res[phase] = {"seconds": dict(rep.get("flow", {}).get("seconds", {})), "total": total,

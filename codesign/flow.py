@@ -3,12 +3,21 @@
 Each step is a stage module with ``run_stage(rd, cfg) -> dict``. After a step runs, its check reads the
 figures it returned and stops the flow with a clear error if a hard guarantee failed (for example any
 mismatch between the exported graph and PyTorch, or between the RTL and the golden model).
+
+Resume: a step that passed its check is recorded in the run's manifest with a key (a hash of the config
+sections it and the steps before it read, and the codesign version). ``run_flow`` re-run on the same run
+directory reuses each leading step whose record is there, whose key is unchanged and whose files still
+have the sizes and SHA-256 the manifest lists; from the first step that fails any of that, every step
+runs again. A step that starts forgets its own record and those of all later steps, so a run killed
+inside a step (SIGKILL included) resumes from the last step that finished.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -92,10 +101,26 @@ def save_config(rd: RunDir, cfg: Config) -> None:
     rd.add("config.yaml", "flow")
 
 
+# config sections read first by a later step (a change there re-runs that step and the ones after it)
+SECTION_STEP = {"prune": "prune", "rtl": "rtl", "verify": "verify", "fpga": "fpga", "energy": "energy"}
+
+
+def step_key(cfg: Config, step: Step) -> str:
+    """Hash of what ``step`` and the steps before it read from the config, and of the codesign version."""
+    from codesign import __version__
+
+    later = set(STEP_NAMES[STEP_NAMES.index(step.name) + 1:])
+    d = {k: v for k, v in cfg.model_dump(mode="json").items()
+         if k != "description" and SECTION_STEP.get(k) not in later}
+    blob = json.dumps({"config": d, "version": __version__}, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
 def run_step(rd: RunDir, cfg: Config, step: Step) -> dict[str, Any]:
     fn = load_stage(step)
     t0 = time.time()
     console.rule(f"[bold]{step.name}[/]: {step.help}")
+    rd.start_stage(step.name, STEP_NAMES[STEP_NAMES.index(step.name) + 1:])
     figures = fn(rd, cfg) or {}
     seconds = time.time() - t0
     problem = step.check(figures)
@@ -104,13 +129,24 @@ def run_step(rd: RunDir, cfg: Config, step: Step) -> dict[str, Any]:
     rd.record("flow", {"seconds": timings})
     if problem:
         raise VerificationError(f"step {step.name} failed its check: {problem}")
+    rd.finish_stage(step.name, step_key(cfg, step))
     console.print(f"[green]✓[/] {step.name} ({seconds:.1f} s)")
     return figures
 
 
+def reusable(rd: RunDir, cfg: Config, step: Step) -> bool:
+    """Whether ``step`` finished in ``rd`` with this config, its files intact and its check still passing."""
+    if rd.stage_intact(step.name, step_key(cfg, step)) is not None:
+        return False
+    return step.check(rd.report().get(step.name, {})) is None
+
+
 def run_flow(cfg: Config, out: Path | None = None, until: str | None = None, skip: tuple[str, ...] = (),
-             start: str | None = None) -> RunDir:
-    """Run the steps in order (from ``start``, up to and including ``until``) into ``out``."""
+             start: str | None = None, resume: bool = True) -> RunDir:
+    """Run the steps in order (from ``start``, up to and including ``until``) into ``out``.
+
+    ``resume``: reuse the leading steps that already finished in ``out`` (see the module docstring);
+    ``False`` runs every step again."""
     if until is not None:
         get_step(until)
     rd = RunDir(out or Path("runs") / cfg.name)
@@ -124,7 +160,11 @@ def run_flow(cfg: Config, out: Path | None = None, until: str | None = None, ski
         if step.name == "energy" and importlib.util.find_spec(step.module) is None:
             console.print("[yellow]energy stage not available yet; skipped[/]")
             continue
-        run_step(rd, cfg, step)
+        if resume and reusable(rd, cfg, step):
+            console.print(f"[green]✓[/] {step.name} (reused: finished before with this config, files intact)")
+        else:
+            resume = False  # everything after a step that runs runs too
+            run_step(rd, cfg, step)
         if step.name == until:
             break
     return rd

@@ -5,7 +5,10 @@ sub-folder named after the stage (``train/``, ``export/``, ``rtl/`` ...). All wr
 goes to a temporary file in the same folder and is renamed into place, so a killed run never leaves
 a file that looks complete.
 
-``manifest.json`` lists every artifact: ``{"files": {relpath: {"sha256", "bytes", "stage"}}}``.
+``manifest.json`` lists every artifact: ``{"files": {relpath: {"sha256", "bytes", "stage"}}}``, and the
+stages that finished with their check passed: ``{"stages": {name: {"key"}}}`` (``key``: a hash of the
+config the stage ran with, see :mod:`codesign.flow`). A stage that starts drops its own record and those of
+every later stage, so a run killed inside a stage never counts it, or anything after it, as complete.
 ``report.json`` holds the figures measured by each stage, one section per stage
 (``{"model": ..., "train": {...}, "verify": {...}}``); see docs/report.md for the keys.
 """
@@ -46,6 +49,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        with open(tmp_path, "rb+") as f:  # on disk before the rename: a crash leaves the old file or the new
+            os.fsync(f.fileno())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -159,6 +164,37 @@ class RunDir:
                 rel = os.path.relpath(p, self.root)
                 files[rel] = {"sha256": sha256_file(p), "bytes": p.stat().st_size, "stage": stage}
         atomic_write_json(self.root / self.MANIFEST, m)
+
+    # ---- stage records (resume) -----------------------------------------------------------
+    def start_stage(self, stage: str, later: list[str]) -> None:
+        """Forget ``stage`` (its record and its file entries) and the records of the ``later`` stages."""
+        m = self.manifest()
+        m["files"] = {k: v for k, v in m.get("files", {}).items() if v.get("stage") != stage}
+        recs = m.get("stages", {})
+        m["stages"] = {k: v for k, v in recs.items() if k != stage and k not in later}
+        atomic_write_json(self.root / self.MANIFEST, m)
+
+    def finish_stage(self, stage: str, key: str) -> None:
+        m = self.manifest()
+        m.setdefault("stages", {})[stage] = {"key": key}
+        atomic_write_json(self.root / self.MANIFEST, m)
+
+    def stage_intact(self, stage: str, key: str) -> str | None:
+        """None if ``stage`` finished with config ``key`` and every file it recorded is still there with
+        its recorded size and SHA-256; else why not."""
+        m = self.manifest()
+        rec = m.get("stages", {}).get(stage)
+        if rec is None:
+            return "not complete"
+        if rec.get("key") != key:
+            return "config changed"
+        for rel, e in m.get("files", {}).items():
+            if e.get("stage") != stage:
+                continue
+            p = self.root / rel
+            if not p.is_file() or p.stat().st_size != e["bytes"] or sha256_file(p) != e["sha256"]:
+                return f"{rel} differs from the manifest"
+        return None
 
     # ---- report --------------------------------------------------------------------------
     def report(self) -> dict[str, Any]:

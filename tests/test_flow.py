@@ -2,20 +2,25 @@
 through the CLI, ending in a bitstream, with every hard check at 0 mismatches."""
 
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
+
+FLOW = [sys.executable, "-m", "codesign", "flow", "digits_mlp_pot", "--out", "run",  # relative, as users type it
+        "--set", "model.hidden=[8]", "--set", "train.epochs=3", "--set", "train.float_epochs=2",
+        "--set", "verify.random_vectors=3000", "--set", "fpga.clock_mhz=25"]
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     work = tmp_path_factory.mktemp("flow")
     out = work / "run"
-    cmd = [sys.executable, "-m", "codesign", "flow", "digits_mlp_pot", "--out", "run",  # relative, as users type it
-           "--set", "model.hidden=[8]", "--set", "train.epochs=3", "--set", "train.float_epochs=2",
-           "--set", "verify.random_vectors=3000", "--set", "fpga.clock_mhz=25"]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=1500, cwd=work)
+    r = subprocess.run(FLOW, capture_output=True, text=True, timeout=1500, cwd=work)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return out
 
@@ -49,3 +54,78 @@ def test_stage_rerun_alone(run_dir):
     assert r.returncode == 0, r.stderr
     r = subprocess.run([sys.executable, "-m", "codesign", "report", str(run_dir)], capture_output=True, text=True)
     assert r.returncode == 0 and "RTL vs golden mismatches" in r.stdout
+
+
+def _artifacts(run: "os.PathLike") -> dict[str, bytes]:
+    """What a second run with the same config and seed must reproduce byte for byte: the QONNX model, the RTL
+    folder (Verilog, interface.json, ir.json) and the bitstream."""
+    from pathlib import Path
+
+    run = Path(run)
+    rep = json.loads((run / "report.json").read_text())
+    files = [run / "export" / "model.onnx", run / rep["fpga"]["bitstream"]]
+    files += sorted(p for p in (run / "rtl").rglob("*") if p.is_file() and not p.name.startswith("."))
+    return {str(p.relative_to(run)): p.read_bytes() for p in files}
+
+
+def _flow_killed_in(work, stage: str, delay: float) -> tuple[set[str], str]:
+    """Start the flow in ``work``, SIGKILL its whole process group ``delay`` s after stage ``stage`` starts;
+    (the stages recorded complete at the kill, the output so far)."""
+    p = subprocess.Popen(FLOW, cwd=work, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                         start_new_session=True, env={**os.environ, "COLUMNS": "200"})
+    seen = []
+    for line in p.stderr:
+        seen.append(line)
+        if f" {stage}: " in line and line.startswith("─"):
+            time.sleep(delay)
+            os.killpg(p.pid, signal.SIGKILL)
+            break
+    p.wait(timeout=60)
+    p.stderr.close()
+    assert p.returncode == -signal.SIGKILL, f"the flow ended before {stage} started: " + "".join(seen)[-2000:]
+    man = json.loads((work / "run" / "manifest.json").read_text())
+    return set(man.get("stages", {})), "".join(seen)
+
+
+def test_killed_in_every_stage_resumes_and_reproduces(run_dir, tmp_path):
+    """SIGKILL inside train, export, golden, rtl, verify and fpga, re-running the same command each time: every
+    re-run reuses exactly the stages that had finished, and the final run's QONNX, RTL and bitstream are
+    byte-identical to those of the uninterrupted run (same config, same seed)."""
+    order = ["train", "export", "golden", "rtl", "verify", "fpga", "energy"]
+    before: set[str] = set()
+    for stage, delay in [("train", 2.0), ("export", 0.5), ("golden", 0.3), ("rtl", 0.3), ("verify", 1.0),
+                         ("fpga", 2.0)]:
+        done, log = _flow_killed_in(tmp_path, stage, delay)
+        i = order.index(stage)
+        assert done in (set(order[:i]), set(order[:i + 1])), (stage, done)  # the killed stage had not finished,
+        assert all(f"✓ {s} (reused" in log for s in before), (stage, before, log[-2000:])  # or had, just then
+        assert all(f"✓ {s} (reused" not in log for s in set(order) - before)
+        before = done
+    r = subprocess.run(FLOW, capture_output=True, text=True, timeout=1500, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for s in order[:order.index("fpga")]:
+        assert f"✓ {s} (reused" in r.stderr, (s, r.stderr[-3000:])
+    assert "✓ fpga (reused" not in r.stderr
+    mine, ref = _artifacts(tmp_path / "run"), _artifacts(run_dir)
+    assert sorted(mine) == sorted(ref)
+    assert [k for k in ref if mine[k] != ref[k]] == []
+    man = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert set(man["stages"]) == set(order)
+
+
+def test_resume_reruns_a_stage_whose_file_changed(run_dir, tmp_path):
+    """A file that differs from its manifest hash is never reused: its stage and every later one run again."""
+    shutil.copytree(run_dir, tmp_path / "run")
+    until = [*FLOW, "--until", "rtl"]
+    r = subprocess.run(until, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    v = next((tmp_path / "run" / "rtl").glob("*.v"))
+    good = v.read_bytes()
+    v.write_bytes(good.replace(b"module", b"module  ", 1))
+    r = subprocess.run(until, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert all(f"✓ {s} (reused" in r.stderr for s in ("train", "export", "golden"))
+    assert "✓ rtl (reused" not in r.stderr and v.read_bytes() == good
+    r = subprocess.run([*FLOW, "--until", "export", "--fresh"], capture_output=True, text=True, timeout=600,
+                       cwd=tmp_path)
+    assert r.returncode == 0 and "(reused" not in r.stderr, r.stderr[-2000:]

@@ -59,7 +59,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 def load_array(path: str | Path, what: str = "array"):
     """A ``.npy`` array, or a :class:`StageInputError` naming the file and what is wrong with it (a missing
-    file, not an array, a pickled object array)."""
+    file, not an array, a pickled object array, NaN or inf values)."""
     import numpy as np
 
     p = Path(path)
@@ -71,6 +71,10 @@ def load_array(path: str | Path, what: str = "array"):
         raise StageInputError(f"{what} {p} is not a valid .npy array ({str(e).splitlines()[0][:120]})") from None
     if not isinstance(a, np.ndarray) or a.dtype.kind not in "biuf":
         raise StageInputError(f"{what} {p} holds {getattr(a, 'dtype', type(a))} data, not numbers")
+    if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+        bad = np.argwhere(~np.isfinite(a))
+        raise StageInputError(f"{what} {p} holds {len(bad):,} NaN/inf values (the first at index "
+                              f"{tuple(int(i) for i in bad[0])}); inputs must be finite numbers")
     return a
 
 

@@ -90,3 +90,21 @@ def test_corrupt_inputs_are_one_line_errors(tmp_path):
     r = run("rtl", str(onnx_bad), "--out", str(tmp_path / "rtl"))
     assert r.returncode == 2 and "bad.onnx" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "rtl" / "interface.json").exists()
+
+
+def test_nan_and_inf_inputs_are_one_line_errors(tmp_path):
+    """NaN or inf in an input file (even for a model whose float pre-processing would accept it): one line
+    naming the file and the first bad index, exit 2, nothing written."""
+    from pathlib import Path
+
+    import numpy as np
+
+    model = Path(__file__).resolve().parent.parent / "models" / "qonnx" / "TFC_2W2A.onnx"
+    for bad in (np.nan, np.inf):
+        x = np.zeros((3, 1, 28, 28), dtype=np.float32)
+        x[1, 0, 2, 3] = bad
+        np.save(tmp_path / "x.npy", x)
+        out = tmp_path / "y.npy"
+        r = run("golden", str(model), "--inputs", str(tmp_path / "x.npy"), "--out", str(out))
+        assert r.returncode == 2 and "NaN/inf" in r.stderr and "(1, 0, 2, 3)" in r.stderr, r.stderr[-500:]
+        assert "Traceback" not in r.stderr and not out.exists()

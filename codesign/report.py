@@ -38,6 +38,9 @@ SUMMARY_ROWS: list[tuple[str, str, str, str]] = [
     ("fpga", "fmax_mhz", "fmax (MHz)", "{:.1f}"),
     ("fpga", "timing_met", "timing met", "{}"),
     ("fpga", "bitstream", "bitstream", "{}"),
+    ("fpga", "board_timing_met", "board top: timing met", "{}"),
+    ("fpga", "program", "load it", "{}"),
+    ("fpga", "ooc_report", "out-of-context report (resources, fmax)", "{}"),
     ("energy", "pj_per_inference", "energy per inference (pJ)", "{:,.1f}"),
 ]
 

@@ -122,6 +122,8 @@ def test_bad_fit_says_by_how_much(tmp_path):
 
 
 def test_run_stage_ulx3s_board_top(tmp_path):
+    """With a board, the stage builds the out-of-context design (the accelerator's resources and fmax) and the
+    board top (UART, LEDs, the ULX3S pins and 25 MHz oscillator), whose bitstream is the one to load."""
     from codesign.config import Config
     from codesign.run import RunDir
 
@@ -131,12 +133,16 @@ def test_run_stage_ulx3s_board_top(tmp_path):
     fig = run_stage(rd, cfg)
     rep = rd.report()["fpga"]
     assert rep == fig
-    assert rep["bitstream"] == "fpga/ecp5-85f/board_top.bit" and (rd.root / rep["bitstream"]).exists()
+    assert rep["bitstream"] == "fpga/ulx3s/board_top.bit" and (rd.root / rep["bitstream"]).exists()
+    assert rep["ooc_bitstream"].startswith("fpga/ecp5-85f/") and (rd.root / rep["ooc_bitstream"]).exists()
     assert rep["target"] == "ecp5-85f" and rep["luts"] > 0 and rep["timing_met"] is True
-    assert rep["fmax_mhz"] > 25
-    assert "fpga/ecp5-85f/fpga.json" in rd.manifest()["files"]
-    saved = json.loads((rd.root / "fpga/ecp5-85f/fpga.json").read_text())
+    assert rep["board_timing_met"] is True and rep["board_fmax_mhz"] > 25 and "openFPGALoader" in rep["program"]
+    files = rd.manifest()["files"]
+    assert "fpga/ecp5-85f/fpga.json" in files and "fpga/ulx3s/fpga.json" in files
+    saved = json.loads((rd.root / "fpga/ulx3s/fpga.json").read_text())
     assert saved["clock_mhz"] == 25 and saved["fmax"]["clk_25mhz"]["target"] == 25
+    ooc = json.loads((rd.root / rep["ooc_report"]).read_text())
+    assert ooc["board"] == "none" and ooc["clock_mhz"] == cfg.fpga.clock_mhz
 
 
 def test_yosys_stack_overflow_is_explained(tmp_path):

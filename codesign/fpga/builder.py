@@ -389,26 +389,59 @@ def print_table(result: dict[str, Any], console: Any = None) -> None:
 
 # ---- stage -----------------------------------------------------------------------------------
 def run_stage(rd: Any, cfg: Any) -> dict[str, Any]:
-    """Stage ``fpga``: build ``rd/rtl`` for ``cfg.fpga`` into ``rd/fpga/<target>/`` and record fpga.*."""
+    """Stage ``fpga``: the out-of-context build of ``rd/rtl`` for ``cfg.fpga`` into ``rd/fpga/<target>/``
+    (resources, fmax at ``clock_mhz``: the accelerator alone) and, with ``cfg.fpga.board``, the board top
+    (UART, LEDs, the board's pins and oscillator) into ``rd/fpga/<board>/``: the bitstream to load. Records
+    fpga.*; ``bitstream`` is the board's when there is a board."""
     iface_path = rd.require("rtl/interface.json", "rtl")
     f = cfg.fpga
+    _check_target(f.target, f.board, f.clock_mhz)  # a board/target mismatch fails before the first build
     out = rd.stage_dir("fpga") / f.target
-    result = build(iface_path.parent, out, target=f.target, board=f.board, clock_mhz=f.clock_mhz, seed=f.seed,
+    board_job = None
+    if f.board != "none":  # the board top builds beside the out-of-context design (yosys/nextpnr: one core each)
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(max_workers=1)
+        board_job = pool.submit(build, iface_path.parent, rd.stage_dir("fpga") / f.board, target=f.target,
+                                board=f.board, clock_mhz=f.clock_mhz, seed=f.seed, progress=False)
+        pool.shutdown(wait=False)
+    result = build(iface_path.parent, out, target=f.target, board="none", clock_mhz=f.clock_mhz, seed=f.seed,
                    progress=True)
     rd.add_tree(out, "fpga")
-    bit = result.get("bitstream")
+
+    def rel(bit: str | None) -> str | None:
+        return str(Path(bit).resolve().relative_to(rd.root.resolve())) if bit else None
+
     figures = {
         "target": result["target"],
-        "board": result.get("board", f.board),
+        "board": f.board,
         "luts": result.get("luts"),
         "ffs": result.get("ffs"),
         "dsps": result.get("dsps"),
         "fmax_mhz": result.get("fmax_mhz"),
         "timing_met": result.get("timing_met"),
-        "bitstream": str(Path(bit).resolve().relative_to(rd.root.resolve())) if bit else None,
+        "bitstream": rel(result.get("bitstream")),
+        "ooc_report": rel(str(out / "fpga.json")) if (out / "fpga.json").exists() else None,
     }
+    if board_job is not None:
+        b = board_job.result()
+        rd.add_tree(rd.stage_dir("fpga") / f.board, "fpga")
+        _board_line(b)
+        figures.update({"ooc_bitstream": figures["bitstream"], "bitstream": rel(b.get("bitstream")),
+                        "board_clock_mhz": b.get("clock_mhz"), "board_fmax_mhz": b.get("fmax_mhz"),
+                        "board_timing_met": b.get("timing_met"), "board_luts": b.get("luts"),
+                        "program": b.get("program")})
     rd.record("fpga", figures)
     return figures
+
+
+def _board_line(b: dict[str, Any]) -> None:
+    from rich.console import Console
+
+    fmax = f"{b['fmax_mhz']:.1f} MHz" if b.get("fmax_mhz") else "not measured"
+    Console(stderr=True).print(
+        f"[bold]fpga[/bold] board top {b['board']} ({b['clock_mhz']:g} MHz): {b['luts']:,} LUTs, fmax {fmax}, "
+        f"timing {'met' if b['timing_met'] else 'NOT met'}; program the board: {b.get('program')}")
 
 
 def copy_bitstream(result: dict[str, Any], dest: str | Path) -> Path:

@@ -89,8 +89,9 @@ def run(ctx: Ctx) -> dict:
             rows.append([name, st, c, w, r["warm"]["notes"].get(st, "")])
         rows.append([name, "**total (incl. Python start of stages)**", r["cold"]["total"], r["warm"]["total"], ""])
     body = table(["model", "stage", "cold s", "warm s", "warm run: what was reused"], rows)
-    body += ("\n\n`run_flow` re-runs every stage on a warm run directory: only the Verilator build (content-"
-             "hashed build folder) and the FPGA steps (yosys/nextpnr cache in fpga/) are reused; train, "
+    body += ("\n\n`run_flow(resume=False)` re-runs every stage on a warm run directory (`codesign flow` would "
+             "reuse finished stages: README, resume): only the Verilator build (content-hashed build folder) "
+             "and the FPGA steps (yosys/nextpnr cache in fpga/) are reused; train, "
              "export, golden and rtl are recomputed.")
     skipped = [f"{n}: {', '.join(s)}" for n, s in plan if s]
     if skipped:

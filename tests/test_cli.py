@@ -108,3 +108,39 @@ def test_nan_and_inf_inputs_are_one_line_errors(tmp_path):
         r = run("golden", str(model), "--inputs", str(tmp_path / "x.npy"), "--out", str(out))
         assert r.returncode == 2 and "NaN/inf" in r.stderr and "(1, 0, 2, 3)" in r.stderr, r.stderr[-500:]
         assert "Traceback" not in r.stderr and not out.exists()
+
+
+def test_verify_fpga_energy_on_a_plain_rtl_folder(tmp_path):
+    """`codesign rtl MODEL.onnx --out DIR` writes a folder that is not a run directory; `codesign verify`,
+    `fpga` and `energy` take it as it is (the golden model of the ONNX file its interface.json names)."""
+    import json
+    from pathlib import Path
+
+    import numpy as np
+    import onnx
+    from golden_models import const, make_model, quant_node
+    from onnx import helper
+
+    rng = np.random.default_rng(0)
+    inits: list = []
+    nodes = [quant_node("x", "xq", 0.125, 0, 6, 1, 0, "ROUND", inits),
+             quant_node("w", "wq", 0.25, 0, 4, 1, 1, "ROUND", inits),
+             helper.make_node("MatMul", ["xq", "wq"], ["acc"], name="fc"),
+             helper.make_node("Relu", ["acc"], ["r"], name="relu"),
+             quant_node("r", "y", 0.5, 0, 5, 0, 0, "ROUND", inits)]
+    inits.append(const("w", rng.integers(-7, 8, (8, 4)) * 0.25))
+    onnx.save(make_model(nodes, inits, (1, 8), (1, 4)), tmp_path / "m.onnx")
+    d = tmp_path / "rtl"
+    r = run("rtl", str(tmp_path / "m.onnx"), "--out", str(d))
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = run("verify", str(d), "--vectors", "300", "--sim", "icarus")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    v = json.loads((tmp_path / "rtl_verify" / "verify.json").read_text())
+    assert v["mismatches"] == 0 and v["vectors"] >= 300
+    r = run("fpga", str(d), "--target", "ice40-up5k", "--clock-mhz", "12")
+    assert r.returncode == 0, r.stderr[-2000:]
+    f = json.loads((tmp_path / "rtl_fpga" / "ice40-up5k" / "fpga.json").read_text())
+    assert f["luts"] > 0 and f["timing_met"] and Path(f["bitstream"]).stat().st_size > 1000
+    r = run("energy", str(d))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((tmp_path / "rtl_energy" / "energy.json").read_text())["pj_per_inference"] > 0

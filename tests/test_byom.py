@@ -4,6 +4,7 @@ not supported yet is a one-line error naming the module path and type (exit 2, n
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -22,38 +23,13 @@ from codesign import config as config_mod
 from codesign import importer
 from codesign.errors import ConfigError, UnsupportedError
 
-USER_PY = '''
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "byom"
+
+#: appended to examples/byom/net.py (MLP, CNN): models that exercise the mapping and its errors
+MORE_PY = '''
+
 import torch
-from torch import nn
 import torch.nn.functional as F
-
-
-class MLP(nn.Module):
-    def __init__(self, hidden=32):
-        super().__init__()
-        self.fc1 = nn.Linear(64, hidden)
-        self.act = nn.ReLU()
-        self.drop = nn.Dropout(0.1)
-        self.out = nn.Linear(hidden, 10)
-
-    def forward(self, x):
-        return self.out(self.drop(self.act(self.fc1(x))))
-
-
-class CNN(nn.Module):
-    """conv-BN-ReLU-pool, conv-BN-pool-ReLU (pool before ReLU: moved), view(x.size(0), -1), linear."""
-
-    def __init__(self):
-        super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
-                                      nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.MaxPool2d(2),
-                                      nn.ReLU())
-        self.fc = nn.Linear(16 * 2 * 2, 10)
-
-    def forward(self, x):
-        x = self.features(x)
-        x = x.view(x.size(0), -1)
-        return self.fc(x)
 
 
 class FunctionalMLP(nn.Module):
@@ -98,42 +74,17 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(Path(codesign.__file__).resolve().parents[1])}
 
 
-def _train(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, epochs: int) -> None:
-    torch.manual_seed(0)
-    opt = torch.optim.Adam(model.parameters(), 3e-3)
-    xt, yt = torch.as_tensor(x), torch.as_tensor(y)
-    for _ in range(epochs):
-        model.train()
-        perm = torch.randperm(len(xt))
-        for i in range(0, len(xt), 64):
-            idx = perm[i:i + 64]
-            loss = torch.nn.functional.cross_entropy(model(xt[idx]), yt[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.eval()
-
-
 @pytest.fixture(scope="module")
 def user_dir(tmp_path_factory) -> Path:
-    """What a user brings: net.py, the MLP's trained weights (mlp.pt) and digits as an .npz (flat and image)."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    torch.set_num_threads(1)
+    """What a user brings (examples/byom/prepare.py): net.py, the MLP's trained weights (mlp.pt) and digits as
+    .npz files (flat and image)."""
     d = tmp_path_factory.mktemp("byom")
-    (d / "net.py").write_text(USER_PY)
-    dig = load_digits()
-    x, y = (dig.data / 8.0 - 1.0).astype(np.float32), dig.target.astype(np.int64)
-    xtr, xte, ytr, yte = train_test_split(x, y, test_size=0.2, random_state=0)
-    np.savez(d / "digits.npz", x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
-    np.savez(d / "digits_img.npz", x_train=xtr.reshape(-1, 1, 8, 8), y_train=ytr, x_test=xte.reshape(-1, 1, 8, 8),
-             y_test=yte)
-    net = importer.user_class(f"{d / 'net.py'}:MLP")()
-    _train(net, xtr, ytr, MLP_EPOCHS)
-    torch.save(net.state_dict(), d / "mlp.pt")
-    with torch.no_grad():
-        acc = float((net(torch.as_tensor(xte)).argmax(1).numpy() == yte).mean())
+    (d / "net.py").write_text((EXAMPLE / "net.py").read_text() + MORE_PY)
+    spec = importlib.util.spec_from_file_location("byom_prepare", EXAMPLE / "prepare.py")
+    prep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(prep)
+    torch.set_num_threads(1)
+    acc = prep.prepare(d, models=("mlp",), epochs=MLP_EPOCHS)["mlp"]
     (d / "float_acc.txt").write_text(f"{acc}")
     return d
 

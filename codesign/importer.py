@@ -115,6 +115,18 @@ def user_module(mc: ModelConfig, weights: bool = True) -> nn.Module:
     return m.eval()
 
 
+def user_file_hashes(cfg: Config) -> dict[str, str | None]:
+    """SHA-256 of the user's files a run reads (model.module's file, model.weights, data.path; None: missing), so
+    that a resumed flow re-runs its stages when one of them changed."""
+    files = [cfg.model.module.rpartition(":")[0] if cfg.model.module else None, cfg.model.weights, cfg.data.path]
+    out: dict[str, str | None] = {}
+    for f in files:
+        if f:
+            p = Path(f)
+            out[f] = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # fx trace -> chain of ops
 # ---------------------------------------------------------------------------------------------

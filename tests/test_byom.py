@@ -261,3 +261,22 @@ def test_config_rules(user_dir):
     cfg = config_mod.load(_yaml(user_dir, "paths"))  # relative to the YAML's folder, made absolute
     d = user_dir.resolve()
     assert Path(cfg.data.path) == d / "digits.npz" and cfg.model.module == f"{d / 'net.py'}:MLP"
+
+
+def test_resume_key_follows_user_files(user_dir):
+    """A resumed flow re-runs its stages when the user's net.py, weights or data changed (same config text)."""
+    import shutil
+
+    from codesign.flow import get_step, step_key
+
+    d = user_dir / "keys"
+    d.mkdir()
+    for f in ("net.py", "mlp.pt", "digits.npz"):
+        shutil.copy(user_dir / f, d / f)
+    cfg = config_mod.load(_yaml(d, "k"))
+    k0 = step_key(cfg, get_step("train"))
+    assert step_key(cfg, get_step("train")) == k0
+    net = torch.load(d / "mlp.pt")
+    net["fc1.bias"] += 1
+    torch.save(net, d / "mlp.pt")
+    assert step_key(cfg, get_step("train")) != k0

@@ -95,15 +95,14 @@ def user_module(mc: ModelConfig, weights: bool = True) -> nn.Module:
     except Exception as e:
         raise ConfigError(f"model.kwargs: {cls.__name__}(**{mc.kwargs}) failed: {type(e).__name__}: {e}") from None
     if weights and mc.weights:
-        p = Path(mc.weights)
-        if not p.is_file():
+        if not Path(mc.weights).is_file():
             raise ConfigError(f"model.weights: file {mc.weights} not found")
-        try:
-            sd = torch.load(p, map_location="cpu", weights_only=False)
+        try:  # tensors only: a state_dict needs no unpickling of code
+            sd = torch.load(mc.weights, map_location="cpu", weights_only=True)
         except Exception as e:
-            raise ConfigError(f"model.weights: {mc.weights} is not a torch.save file ({e})") from None
-        if isinstance(sd, nn.Module):
-            sd = sd.state_dict()
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise ConfigError(f"model.weights: {mc.weights} is not a state_dict saved with torch.save "
+                              f"({type(e).__name__}: {first[:200]})") from None
         if not isinstance(sd, dict):
             raise ConfigError(f"model.weights: {mc.weights} holds a {type(sd).__name__}, not a state_dict")
         try:

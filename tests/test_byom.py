@@ -43,6 +43,19 @@ class FunctionalMLP(nn.Module):
         return self.b(F.relu(self.a(h)))
 
 
+class Signal(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(1, 4, 5, stride=1, padding=2)
+        self.bn = nn.BatchNorm1d(4)
+        self.pool = nn.MaxPool1d(4)
+        self.flat = nn.Flatten()
+        self.fc = nn.Linear(40, 10)
+
+    def forward(self, x):
+        return self.fc(self.flat(self.pool(F.relu6(self.bn(self.conv(x))))))
+
+
 class Gelu(nn.Module):
     def __init__(self):
         super().__init__()
@@ -78,13 +91,16 @@ def _env() -> dict[str, str]:
 def user_dir(tmp_path_factory) -> Path:
     """What a user brings (examples/byom/prepare.py): net.py, the MLP's trained weights (mlp.pt) and digits as
     .npz files (flat and image)."""
-    d = tmp_path_factory.mktemp("byom")
+    return _prepare(tmp_path_factory.mktemp("byom"), "mlp")
+
+
+def _prepare(d: Path, model: str) -> Path:
     (d / "net.py").write_text((EXAMPLE / "net.py").read_text() + MORE_PY)
     spec = importlib.util.spec_from_file_location("byom_prepare", EXAMPLE / "prepare.py")
     prep = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(prep)
     torch.set_num_threads(1)
-    acc = prep.prepare(d, models=("mlp",), epochs=MLP_EPOCHS)["mlp"]
+    acc = prep.prepare(d, models=(model,), epochs=MLP_EPOCHS)[model]
     (d / "float_acc.txt").write_text(f"{acc}")
     return d
 
@@ -160,6 +176,20 @@ def test_mlp_qat_flow_verified(user_dir):
     assert tr["accuracy_quantized"] >= 0.9
 
 
+@pytest.mark.slow
+@pytest.mark.needs("verilator")
+def test_cnn_ptq_flow_verified(tmp_path):
+    """The CNN (BatchNorm kept, MaxPool, x.view flatten) through verify: minutes (the RTL of the float BatchNorm
+    epilogues and the Verilator build of the fully parallel convs)."""
+    d = _prepare(tmp_path, "cnn")
+    _yaml(d, "cnn_ptq", data={"path": "digits_img.npz"},
+          model={"module": "net.py:CNN", "weights": "cnn.pt", "input_shape": [1, 8, 8]}, quant={"method": "ptq"})
+    r = _codesign(d, "flow", "cnn_ptq.yaml", "--out", "run", "--until", "verify", timeout=3600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    tr = _assert_verified(d / "run")["train"]
+    assert tr["method"] == "ptq" and tr["accuracy_quantized"] >= tr["accuracy_float"] - PTQ_BAR
+
+
 # ---------------------------------------------------------------------------------------------
 # conversion, in process
 # ---------------------------------------------------------------------------------------------
@@ -207,6 +237,17 @@ def test_ptq_calibration_keeps_po2_and_bn(user_dir):
     for n in ("relu1", "relu2"):
         s = float(getattr(q, n).act_quant.scale())
         assert s > 0 and np.log2(s) == np.round(np.log2(s)), (n, s)
+
+
+def test_conv1d_relu6_mapping(user_dir):
+    cfg = _cfg(user_dir, module="net.py:Signal", weights=None, input_shape=[1, 40])
+    imp, twin = importer.float_twin(cfg, (1, 40), 10)
+    assert imp.mapping() == {"conv1": "conv", "bn1": "bn", "relu1": "torch.nn.functional.relu6", "pool1": "pool",
+                             "flatten": "flat", "fc1": "fc"}
+    x = torch.randn(16, 1, 40)
+    with torch.no_grad():
+        assert torch.allclose(twin(x), imp.module(x), atol=1e-5)
+        assert importer.build(cfg, (1, 40), 10).eval()(x.clamp(-1, 1)).shape == (16, 10)
 
 
 def test_functional_ops_and_noops(user_dir):

@@ -77,8 +77,9 @@ class Residual(nn.Module):
 '''
 
 MLP_EPOCHS = 20
-#: PTQ with 8-bit power-of-two scales stays within this of the float model's test accuracy (measured: 0 points
-#: on this split, the MLP below: float 0.9639, PTQ 0.9639; see README "Bring your own PyTorch model")
+#: PTQ with 8-bit power-of-two scales stays within this of the float model's test accuracy (measured on
+#: examples/byom's MLP, 20 float epochs: float 0.9667, PTQ 0.9667; 4-bit PTQ 0.9556; see README "Bring your own
+#: PyTorch model")
 PTQ_BAR = 0.02
 
 

@@ -8,7 +8,8 @@ models, with codesign's own quantizers (``quant:``): Linear / Conv1d / Conv2d ->
 ``QuantConv*d`` (``fc<i>`` / ``conv<i>``), BatchNorm1d/2d kept as a layer (``bn<i>`` / ``bn_fc<i>``; the
 bias of the conv/linear before it is folded into its running mean, exactly as ``model.batchnorm`` zoo models
 have bias-less layers there), ReLU / ReLU6 -> ``QuantReLU`` (``relu<i>`` / ``relu_fc<i>``, the layer's
-unsigned activation quantizer), MaxPool1d/2d (``pool<i>``), Flatten (module, ``torch.flatten(x, 1)``,
+unsigned activation quantizer; a ReLU6's upper clamp becomes that quantizer's range, not 6),
+MaxPool1d/2d (``pool<i>``), Flatten (module, ``torch.flatten(x, 1)``,
 ``x.flatten(1)``, ``x.view(x.size(0), -1)`` / ``reshape``); Dropout and Identity are dropped (no-ops in
 eval). A MaxPool between a layer and its ReLU is moved after the ReLU (they commute exactly).
 

@@ -109,7 +109,7 @@ def _prepare(d: Path, model: str) -> Path:
 def _yaml(d: Path, name: str, **sections) -> Path:
     base = {"data": {"dataset": "npz", "path": "digits.npz"},
             "model": {"module": "net.py:MLP", "weights": "mlp.pt", "input_shape": [64]},
-            "verify": {"random_vectors": 300}}
+            "verify": {"random_vectors": 300, "simulator": "icarus"}}  # a small design: icarus needs no C++ build
     for k, v in sections.items():
         base[k] = {**base.get(k, {}), **v} if isinstance(v, dict) else v
     p = d / f"{name}.yaml"
@@ -145,7 +145,7 @@ def _assert_verified(run: Path) -> dict:
 # ---------------------------------------------------------------------------------------------
 # the flow through the CLI: PTQ and QAT on the MLP
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.needs("verilator")
+@pytest.mark.needs("iverilog")
 def test_mlp_ptq_flow_verified(user_dir):
     _yaml(user_dir, "mlp_ptq", quant={"method": "ptq"})
     r = _codesign(user_dir, "flow", "mlp_ptq.yaml", "--out", "run_ptq", "--until", "verify")
@@ -162,7 +162,7 @@ def test_mlp_ptq_flow_verified(user_dir):
     assert len(scales) >= 4 and all(s > 0 and np.log2(s) == np.round(np.log2(s)) for s in scales), scales
 
 
-@pytest.mark.needs("verilator")
+@pytest.mark.needs("iverilog")
 def test_mlp_qat_flow_verified(user_dir):
     _yaml(user_dir, "mlp_qat", quant={"method": "qat", "weight": {"bits": 4}, "act": {"bits": 4}},
           train={"epochs": 3, "float_epochs": 0})
@@ -184,7 +184,8 @@ def test_cnn_ptq_flow_verified(tmp_path):
     epilogues and the Verilator build of the fully parallel convs)."""
     d = _prepare(tmp_path, "cnn")
     _yaml(d, "cnn_ptq", data={"path": "digits_img.npz"},
-          model={"module": "net.py:CNN", "weights": "cnn.pt", "input_shape": [1, 8, 8]}, quant={"method": "ptq"})
+          model={"module": "net.py:CNN", "weights": "cnn.pt", "input_shape": [1, 8, 8]}, quant={"method": "ptq"},
+          verify={"simulator": "verilator"})
     r = _codesign(d, "flow", "cnn_ptq.yaml", "--out", "run", "--until", "verify", timeout=3600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     tr = _assert_verified(d / "run")["train"]

@@ -30,7 +30,9 @@ class _Strict(BaseModel):
 
 class DataConfig(_Strict):
     dataset: Literal["digits", "mnist1d", "wine", "breast_cancer", "mnist", "fashion_mnist", "jets",
-                     "synthetic_jets"] = "digits"
+                     "synthetic_jets", "npz"] = "digits"
+    path: str | None = Field(None, description="dataset npz: the .npz file with arrays x_train, y_train, x_test, "
+                             "y_test (relative to the YAML's folder); the validation split comes out of x_train")
     layout: Literal["flat", "image", "signal"] = "flat"
     test_fraction: float = Field(0.2, gt=0, lt=1)
     val_fraction: float = Field(0.1, ge=0, lt=1)
@@ -57,6 +59,15 @@ class ModelConfig(_Strict):
     input_affine: tuple[float, float] | None = Field(
         None, description="[a, b]: float pre-processing x * a + b before the input quantizer (exported as Mul + Add; "
         "the RTL runs it on the host), e.g. [2, -1] maps data.scale 'unit' inputs in [0, 1] onto [-1, 1]")
+    # --- bring your own PyTorch model (codesign.importer); the builder fields above are then ignored ---
+    module: str | None = Field(None, description="'file.py:ClassName': a float torch.nn.Module of the user's, "
+                               "traced with torch.fx and mapped onto codesign's quantized layers (file relative "
+                               "to the YAML's folder)")
+    weights: str | None = Field(None, description="model.module: its trained state_dict (torch.save), relative to "
+                                "the YAML's folder; empty: the constructor's random initialisation")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="model.module: constructor keyword arguments")
+    input_shape: list[int] | None = Field(None, description="model.module: one sample's shape, e.g. [64] or "
+                                          "[1, 8, 8] (must match the data)")
 
     @model_validator(mode="after")
     def _positive(self) -> ModelConfig:
@@ -124,6 +135,9 @@ class QuantConfig(_Strict):
     weight: WeightQuant = Field(default_factory=WeightQuant)
     act: ActQuant = Field(default_factory=ActQuant)
     bias_bits: int = Field(16, ge=2, le=32)
+    method: Literal["qat", "ptq"] = Field("qat", description="qat: quantization-aware training; ptq (model.module "
+                                          "only): no training, activation scales calibrated on training batches")
+    calibration_batches: int = Field(8, ge=1, description="ptq: training batches (train.batch_size) calibrated on")
     layers: dict[str, LayerQuant] = Field(default_factory=dict, description="per-layer overrides by layer name")
     input_precision: str | None = Field(
         None, description="the grid of a QONNX graph input that has no quantizer and no finn_datatype annotation, in "
@@ -274,6 +288,16 @@ class Config(_Strict):
     def _check(self) -> Config:
         if self.model.batchnorm and self.prune.enabled:
             raise ValueError("model.batchnorm: the pruner does not support BatchNorm layers yet (prune.enabled)")
+        if self.model.module is None:
+            if self.quant.method == "ptq":
+                raise ValueError("quant.method: ptq needs an imported float model (model.module)")
+        else:
+            for flag, what in ((self.prune.enabled, "prune.enabled"), (self.train.kd.enabled, "train.kd.enabled"),
+                               (self.train.inq is not None, "train.inq")):
+                if flag:
+                    raise ValueError(f"{what}: not supported with model.module (an imported model) yet")
+        if self.data.dataset == "npz" and not self.data.path:
+            raise ValueError("data.path: dataset npz needs the .npz file (arrays x_train, y_train, x_test, y_test)")
         return self
 
     def layer_weight(self, layer: str) -> WeightQuant:
@@ -346,7 +370,22 @@ def load(name_or_path: str | Path | None = None, overrides: dict[str, Any] | Non
     data.setdefault("name", p.stem)
     for key, value in (overrides or {}).items():
         _set_dotted(data, key, value)
+    _resolve_user_paths(data, p.parent)
     return from_dict(data, str(p))
+
+
+def _resolve_user_paths(data: dict[str, Any], base: Path) -> None:
+    """model.module / model.weights / data.path are relative to the YAML's folder: make them absolute (the run's
+    saved config.yaml then still finds them)."""
+    for section, key in (("model", "module"), ("model", "weights"), ("data", "path")):
+        sec = data.get(section)
+        v = sec.get(key) if isinstance(sec, dict) else None
+        if not isinstance(v, str) or not v:
+            continue
+        file, sep, rest = v.rpartition(":") if key == "module" and ":" in v else (v, "", "")
+        f = Path(file).expanduser()
+        if not f.is_absolute():
+            sec[key] = str((base / f).resolve()) + (f":{rest}" if sep else "")
 
 
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:

@@ -159,6 +159,10 @@ def _transform(x: np.ndarray, cfg: DataConfig) -> np.ndarray:
 
 def load(cfg: DataConfig, seed: int = 0) -> Dataset:
     """Load and split a dataset. The same ``cfg`` and ``seed`` always give the same split."""
+    if cfg.dataset == "npz":  # the user's own arrays (codesign.importer)
+        from codesign.importer import load_npz
+
+        return load_npz(cfg, seed)
     x, y, n_classes = _raw(cfg.dataset)
     if cfg.n_samples is not None and cfg.n_samples < len(x):
         keep = np.random.default_rng(seed + 1).permutation(len(x))[: cfg.n_samples]

@@ -112,7 +112,12 @@ def step_key(cfg: Config, step: Step) -> str:
     later = set(STEP_NAMES[STEP_NAMES.index(step.name) + 1:])
     d = {k: v for k, v in cfg.model_dump(mode="json").items()
          if k != "description" and SECTION_STEP.get(k) not in later}
-    blob = json.dumps({"config": d, "version": __version__}, sort_keys=True).encode()
+    key: dict[str, Any] = {"config": d, "version": __version__}
+    if cfg.model.module is not None or cfg.data.dataset == "npz":  # the user's files are inputs too
+        from codesign.importer import user_file_hashes
+
+        key["user_files"] = user_file_hashes(cfg)
+    blob = json.dumps(key, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 

@@ -418,6 +418,10 @@ def _plain_layer(cfg: Config, sp: LayerSpec) -> nn.Module:
 
 def build_model(cfg: Config, input_shape, n_classes: int) -> QuantNet:
     """The quantized Brevitas network described by ``cfg.model`` / ``cfg.quant``."""
+    if cfg.model.module is not None:  # an imported float model (codesign.importer)
+        from codesign.importer import build
+
+        return build(cfg, input_shape, n_classes, quantized=True)
     input_shape = tuple(int(v) for v in input_shape)
     check_config(cfg, input_shape, n_classes)
     layers: list[tuple[str, nn.Module]] = [
@@ -441,6 +445,10 @@ def _float_layer(cfg: Config, sp: LayerSpec) -> nn.Module:
 def build_float_model(cfg: Config, input_shape, n_classes: int) -> QuantNet:
     """Float twin of :func:`build_model` with the same layer and parameter names (signed activations: a
     hardtanh, the float counterpart of a clamping quantizer)."""
+    if cfg.model.module is not None:  # an imported float model (codesign.importer)
+        from codesign.importer import build
+
+        return build(cfg, input_shape, n_classes, quantized=False)
     input_shape = tuple(int(v) for v in input_shape)
     layers: list[tuple[str, nn.Module]] = [*_pre(cfg), ("inp", nn.Identity())]
     layers += [(sp.name, _float_layer(cfg, sp)) for sp in layer_plan(cfg, input_shape, n_classes)]

@@ -272,6 +272,10 @@ def _teacher(cfg: Config, ds, float_model: nn.Module | None, progress: bool) -> 
 def train_model(cfg: Config, dataset, progress: bool = True) -> tuple[nn.Module, dict[str, Any]]:
     """Train the quantized model of ``cfg`` on ``dataset``. Returns ``(model, history)``;
     ``history`` has ``float`` / ``qat`` epoch lists and the test accuracies."""
+    if cfg.model.module is not None:  # an imported float model: qat from its weights, or ptq
+        from codesign.importer import train_imported
+
+        return train_imported(cfg, dataset, progress)
     _check_train_config(cfg)
     ds = dataset
     tc = cfg.train
@@ -420,9 +424,13 @@ def run_stage(rd: RunDir, cfg: Config) -> dict:
         "seconds": round(seconds, 2),
         "epochs_run": len(hist["qat"]),
         "pot_layers": model.pot_layers(),
+        "method": hist.get("method", "qat"),
         "parameters": int(sum(p.numel() for n, p in model.named_parameters()
                               if n.endswith(("weight", "bias")) and "quant" not in n)),
     }
+    for k in ("imported_layers", "float_twin_max_abs_diff", "calibration_samples"):  # model.module only
+        if k in hist:
+            figures[k] = hist[k]
     rd.record("model", cfg.name)
     rd.record("train", figures)
     return figures

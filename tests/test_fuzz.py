@@ -1,0 +1,150 @@
+"""Fuzzing the whole chain: random small QONNX graphs (tests/fuzz_graphs.py) through the golden model,
+the RTL frontend and both architectures, verified in simulation.
+
+For every drawn graph:
+
+1. the golden model equals qonnx ``execute_onnx`` exactly (every output is a quantizer's) on random
+   on-grid inputs with the all-min / all-max corners;
+2. the graph lowers to the IR, and the IR equals the golden model on the same kind of inputs;
+3. the fully parallel design (``strategy="latency"``, random ``pipeline``) and the folded one
+   (``strategy="resource"``, random ``reuse`` and ``pipeline``) are generated and simulated with Icarus
+   against the golden model (:func:`codesign.verify.verify`: random + corner vectors, input gaps and
+   output backpressure in the second half, measured latency and II as declared): 0 mismatches.
+
+A graph the frontend refuses with :class:`~codesign.errors.UnsupportedError` fails the test: the
+strategy draws only what the frontend documents as supported. Any other exception fails it as well.
+
+Default run: 20 graphs (derandomized: the same 20 every run). The slow run
+(``pytest -m slow tests/test_fuzz.py``) draws ``CODESIGN_FUZZ_GRAPHS`` graphs (default 500) and appends
+one JSON line per graph to ``CODESIGN_FUZZ_LOG`` when set (see docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from fuzz_graphs import build_graph, describe, graph_spec
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from codesign.golden import GoldenModel
+from codesign.golden.compare import compare
+from codesign.golden.stage import qonnx_reference
+from codesign.rtl import generate, lower
+
+SIM = "icarus"  # tiny designs: Icarus compiles in well under a second, a Verilator build takes seconds
+VECTORS = 300  # random vectors per simulation (plus the corner vectors verify adds)
+
+
+def _build_root() -> Path:
+    """The fuzz run's own simulator build cache (re-runs of the derandomized sample reuse it), apart from
+    the shared one so that hundreds of one-off designs do not evict other runs' builds."""
+    from codesign.verify.sim import cache_root
+
+    return cache_root().parent / "sim-fuzz"
+
+
+def _codes(gm: GoldenModel, n: int, seed: int) -> np.ndarray:
+    """On-grid input codes: random codes of the input quantizer, all-min, all-max, alternating extremes."""
+    sp = gm.input_spec
+    rng = np.random.default_rng(seed)
+    lo, hi = int(sp.code_min), int(sp.code_max)
+    c = rng.integers(lo, hi + 1, size=(n, *sp.shape))
+    if sp.bipolar:
+        lo, hi = -1, 1
+        c = np.where(rng.random(c.shape) < 0.5, -1, 1)
+    c[0], c[1] = lo, hi
+    c[2].reshape(-1)[::2] = lo
+    c[2].reshape(-1)[1::2] = hi
+    return c
+
+
+def _with_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Every tensor's shape inferred (qonnx's ``InferShapes``), as in exported models: qonnx
+    ``execute_onnx`` needs them."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.transformation.infer_shapes import InferShapes
+
+    return ModelWrapper(model).transform(InferShapes()).model
+
+
+def check_chain(spec: dict, work: Path, arch: dict) -> dict:
+    """The three checks of the module docstring for one graph; returns timings and what was built.
+    Raises AssertionError on any mismatch."""
+    t0 = time.perf_counter()
+    model, _ = build_graph(spec)
+    onnx.checker.check_model(model)
+    model = _with_shapes(model)
+    p = work / "g.onnx"
+    onnx.save(model, str(p))
+    gm = GoldenModel(str(p))
+    codes = _codes(gm, 64, spec["seed"])
+    x = codes * 2.0 ** gm.input_spec.scale_exp
+    out = gm.run(x)
+    ref = qonnx_reference(p, x)
+    figs = compare(gm, x, out, ref)
+    assert figs["qonnx_mismatches"] == 0 and figs["qonnx_compare"] == "exact", figs
+    t_golden = time.perf_counter() - t0
+    m = lower(p)
+    got, _ = gm.run_codes(codes)
+    stored = (codes + 1) // 2 if m.input_fmt.bipolar else codes  # a bipolar field stores b for 2b - 1
+    assert np.array_equal(m.run(stored.reshape(len(x), -1)), np.asarray(got).reshape(len(x), -1))
+    from codesign.verify import summary, verify
+
+    res = {}
+    for name, kw in (("latency", {"strategy": "latency", "pipeline": arch["pipeline"]}),
+                     ("resource", {"strategy": "resource", "reuse": arch["reuse"], "pipeline": arch["rpipeline"]})):
+        d = work / name
+        iface = generate(m, d, onnx_rel=os.path.relpath(p, d), **kw)
+        r = verify(d, p, vectors=VECTORS, simulator=SIM, seed=spec["seed"], build_root=_build_root())
+        assert r["mismatches"] == 0 and r["ok"], f"{name} {kw}: {summary(r)} {r['checks_failed']}"
+        res[name] = {"ii": iface["ii"], "latency": iface["latency_cycles"], "vectors": r["vectors"],
+                     "build_s": r["seconds"]["build"], "sim_s": r["seconds"]["sim"]}
+    res["layers"] = [ly.kind for ly in m.layers]
+    res["golden_s"] = round(t_golden, 3)
+    res["total_s"] = round(time.perf_counter() - t0, 3)
+    return res
+
+
+archs = st.fixed_dictionaries({"pipeline": st.integers(0, 3), "reuse": st.sampled_from([1, 2, 3, 4, 8, 16, 64]),
+                               "rpipeline": st.integers(0, 3)})
+
+
+def _run(spec: dict, arch: dict) -> dict:
+    with tempfile.TemporaryDirectory(prefix="codesign-fuzz-") as td:
+        try:
+            res = check_chain(spec, Path(td), arch)
+        except BaseException as e:
+            raise AssertionError(f"graph:\n{describe(spec)}\narch {arch}\nspec {json.dumps(spec)}\n"
+                                 f"{type(e).__name__}: {e}") from e
+    log = os.environ.get("CODESIGN_FUZZ_LOG")
+    if log:
+        with open(log, "a") as f:
+            f.write(json.dumps({"spec": spec, "arch": arch, **res}) + "\n")
+    return res
+
+
+@settings(max_examples=20, derandomize=True, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(spec=graph_spec(), arch=archs)
+@pytest.mark.needs("iverilog")
+def test_fuzz_chain(spec, arch):
+    res = _run(spec, arch)
+    assert res["latency"]["ii"] == 1 and res["resource"]["vectors"] >= VECTORS
+
+
+@pytest.mark.slow
+@pytest.mark.needs("iverilog")
+@settings(max_examples=int(os.environ.get("CODESIGN_FUZZ_GRAPHS", "500")), deadline=None, database=None,
+          suppress_health_check=list(HealthCheck))
+@given(spec=graph_spec(), arch=archs)
+def test_fuzz_chain_slow(spec, arch):
+    res = _run(spec, arch)
+    assert res["latency"]["ii"] == 1 and res["resource"]["vectors"] >= VECTORS

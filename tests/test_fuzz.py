@@ -148,3 +148,45 @@ def test_fuzz_chain(spec, arch):
 def test_fuzz_chain_slow(spec, arch):
     res = _run(spec, arch)
     assert res["latency"]["ii"] == 1 and res["resource"]["vectors"] >= VECTORS
+
+
+# ---- failures the fuzzer found, shrunk to minimal graphs (kept as regression tests) ----------------------
+def _dense(n_out: int, w: dict, act: dict, **kw) -> dict:
+    return {"kind": "dense", "op": "MatMul", "n_out": n_out, "bias": False, "bias_exp": -6, "relu": False,
+            "epi": "none", "epi_seed": 0, "pool": "none", "act": act, **kw,
+            "w": {"scale": "po2", "bits": 2, "narrow": False, "mode": "ROUND", "exp": 0, "prune": "none", **w}}
+
+
+S4 = {"kind": "po2", "exp": 0, "bits": 4, "signed": True, "narrow": False, "mode": "ROUND"}
+REGRESSIONS = {
+    # 1. verify() compared the signedness of a bipolar input: the golden model says signed (codes -1/+1),
+    #    interface.json unsigned (one stored bit), so every design with a bipolar input failed the input check
+    #    (codesign/verify/core.py _input_checks).
+    # 2. folded (resource) layer, power-of-two weights, a 1-bit input: the negated product ~(x << e) = -p - 1
+    #    reaches plo - 1 = -3 but its wire had the width of p's range [-2, 0] (2 bits), so it wrapped to +1
+    #    and was sign-extended into the wider sum (codesign/rtl/emit/folded.py lane_leaves / pot_slot).
+    "bipolar_input_signedness": (
+        {"seed": 0, "input": {"kind": "po2", "exp": 0, "bits": 1, "signed": True, "narrow": False, "mode": "ROUND"},
+         "shape": [3], "layers": [_dense(2, {}, S4)]},
+        {"pipeline": 0, "reuse": 2, "rpipeline": 0}),
+    # multiply-shift epilogue whose clipped result is narrower than the output field: the emitter selected
+    # rx[7:0] of a 3-bit wire (x bits in Icarus) instead of sign-extending it
+    # (codesign/rtl/emit/thresholds.py mulshift_parallel)
+    "mulshift_narrow_result": (
+        {"seed": 494, "input": {"kind": "po2", "exp": 0, "bits": 3, "signed": True, "narrow": False, "mode": "ROUND"},
+         "shape": [2, 1, 1], "layers": [{
+             "kind": "conv",
+             "w": {"scale": "po2", "bits": 2, "narrow": False, "mode": "ROUND", "exp": 0, "prune": "none"},
+             "op": "Gemm", "bias": False, "bias_exp": -6, "relu": False, "k": 1, "stride": 1, "pad": 0, "n_out": 1,
+             "epi": "none", "act": {"kind": "float", "exp": 0, "bits": 8, "signed": True, "narrow": False,
+                                    "mode": "ROUND", "frac": 0.9}, "epi_seed": 13267, "pool": "none"}]},
+        {"pipeline": 0, "reuse": 1, "rpipeline": 0}),
+}
+
+
+@pytest.mark.needs("iverilog")
+@pytest.mark.parametrize("name", list(REGRESSIONS))
+def test_fuzz_regression(name):
+    spec, arch = REGRESSIONS[name]
+    res = _run(spec, arch)
+    assert res["latency"]["ii"] == 1 and res["resource"]["vectors"] >= VECTORS

@@ -75,6 +75,19 @@ def _with_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     return ModelWrapper(model).transform(InferShapes()).model
 
 
+def _known_latency_limit(iface: dict, r: dict) -> bool:
+    """The documented limit of folded designs (docs/rtl-backend.md, "Known limit"): a layer that accepts
+    vectors faster than a later, slower one queues them at full input rate, so the measured latency grows
+    beyond the declared one (every output still correct). True when that is the only failed check: outputs
+    all correct, II as declared, the latency's minimum as declared, and some layer's II below a later one's."""
+    iis = [ly["ii"] for ly in iface["layers"]]
+    slower_later = any(a < b for i, a in enumerate(iis) for b in iis[i + 1:])
+    lat = r["latency_cycles"]
+    only_latency = all(c.startswith("latency:") for c in r["checks_failed"])
+    return (slower_later and only_latency and r["mismatches"] == 0 and r["ii"]["ok"]
+            and lat["measured_min"] == lat["declared"] and lat["measured_max"] > lat["declared"])
+
+
 def check_chain(spec: dict, work: Path, arch: dict) -> dict:
     """The three checks of the module docstring for one graph; returns timings and what was built.
     Raises AssertionError on any mismatch."""
@@ -95,7 +108,13 @@ def check_chain(spec: dict, work: Path, arch: dict) -> dict:
     m = lower(p)
     got, _ = gm.run_codes(codes)
     stored = (codes + 1) // 2 if m.input_fmt.bipolar else codes  # a bipolar field stores b for 2b - 1
-    assert np.array_equal(m.run(stored.reshape(len(x), -1)), np.asarray(got).reshape(len(x), -1))
+    ir_out, gold = m.run(stored.reshape(len(x), -1)), np.asarray(got).reshape(len(x), -1)
+    if m.output_fmt.bipolar:
+        ir_out = 2 * ir_out - 1
+    bad = np.nonzero(np.any(ir_out != gold, axis=1))[0]
+    i = int(bad[0]) if len(bad) else 0
+    assert not len(bad), (f"IR != golden model on {len(bad)} of {len(x)} inputs, e.g. codes "
+                          f"{codes[i].ravel().tolist()}: IR {ir_out[i].tolist()}, golden {gold[i].tolist()}")
     from codesign.verify import summary, verify
 
     res = {}
@@ -104,9 +123,10 @@ def check_chain(spec: dict, work: Path, arch: dict) -> dict:
         d = work / name
         iface = generate(m, d, onnx_rel=os.path.relpath(p, d), **kw)
         r = verify(d, p, vectors=VECTORS, simulator=SIM, seed=spec["seed"], build_root=_build_root())
-        assert r["mismatches"] == 0 and r["ok"], f"{name} {kw}: {summary(r)} {r['checks_failed']}"
+        known = _known_latency_limit(iface, r)
+        assert r["mismatches"] == 0 and (r["ok"] or known), f"{name} {kw}: {summary(r)} {r['checks_failed']}"
         res[name] = {"ii": iface["ii"], "latency": iface["latency_cycles"], "vectors": r["vectors"],
-                     "build_s": r["seconds"]["build"], "sim_s": r["seconds"]["sim"]}
+                     "build_s": r["seconds"]["build"], "sim_s": r["seconds"]["sim"], "known_latency_limit": known}
     res["layers"] = [ly.kind for ly in m.layers]
     res["golden_s"] = round(t_golden, 3)
     res["total_s"] = round(time.perf_counter() - t0, 3)
@@ -181,6 +201,20 @@ REGRESSIONS = {
              "epi": "none", "act": {"kind": "float", "exp": 0, "bits": 8, "signed": True, "narrow": False,
                                     "mode": "ROUND", "frac": 0.9}, "epi_seed": 13267, "pool": "none"}]},
         {"pipeline": 0, "reuse": 1, "rpipeline": 0}),
+    # 3. a quantizer on a float-scaled tensor with qonnx's rounding mode DOWN: the golden model normalized it to
+    #    ROUND_TO_ZERO and handed that to qonnx's resolve_rounding_mode, which raised ValueError
+    #    (codesign/graph/reference.py quant_codes)
+    "round_down_on_float_scale": (
+        {"seed": 1, "input": S4, "shape": [3],
+         "layers": [_dense(2, {"scale": "float", "bits": 4}, {**S4, "mode": "DOWN"})]},
+        {"pipeline": 1, "reuse": 2, "rpipeline": 1}),
+    # the documented limit of folded designs (docs/rtl-backend.md): a 1-input first layer (II 1) before a
+    # folded dense layer (II 2) queues vectors, latency 5..7 against 5 declared; outputs all correct
+    "known_latency_limit": (
+        {"seed": 494, "input": {**S4, "bits": 2}, "shape": [1, 1, 1], "layers": [
+            {**_dense(1, {}, {**S4, "bits": 2}), "kind": "conv", "op": "Gemm", "k": 1, "stride": 1, "pad": 0},
+            _dense(2, {}, {**S4, "bits": 2}, op="Gemm_t")]},
+        {"pipeline": 0, "reuse": 2, "rpipeline": 0}),
 }
 
 
@@ -190,3 +224,4 @@ def test_fuzz_regression(name):
     spec, arch = REGRESSIONS[name]
     res = _run(spec, arch)
     assert res["latency"]["ii"] == 1 and res["resource"]["vectors"] >= VECTORS
+    assert res["resource"]["known_latency_limit"] == (name == "known_latency_limit")

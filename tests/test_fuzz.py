@@ -208,6 +208,13 @@ REGRESSIONS = {
         {"seed": 1, "input": S4, "shape": [3],
          "layers": [_dense(2, {"scale": "float", "bits": 4}, {**S4, "mode": "DOWN"})]},
         {"pipeline": 1, "reuse": 2, "rpipeline": 1}),
+    # 4. bipolar input (x = 2b - 1: the -sum(w) term goes into the bias) and a bias finer than the accumulator
+    #    (the accumulator moves 9 bits left): -sum(w) was added at the old scale, not shifted with it
+    #    (codesign/rtl/frontend/lower.py _Builder linear layer: the IR differed from the golden model)
+    "bipolar_input_fine_bias": (
+        {"seed": 256, "input": {**S4, "bits": 1}, "shape": [1, 2, 2],
+         "layers": [_dense(1, {}, {**S4, "bits": 2}, op="Gemm", bias=True, bias_exp=-9)]},
+        {"pipeline": 0, "reuse": 1, "rpipeline": 0}),
     # the documented limit of folded designs (docs/rtl-backend.md): a 1-input first layer (II 1) before a
     # folded dense layer (II 2) queues vectors, latency 5..7 against 5 declared; outputs all correct
     "known_latency_limit": (

@@ -137,17 +137,22 @@ archs = st.fixed_dictionaries({"pipeline": st.integers(0, 3), "reuse": st.sample
                                "rpipeline": st.integers(0, 3)})
 
 
+def _log(record: dict) -> None:
+    log = os.environ.get("CODESIGN_FUZZ_LOG")
+    if log:
+        with open(log, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
 def _run(spec: dict, arch: dict) -> dict:
     with tempfile.TemporaryDirectory(prefix="codesign-fuzz-") as td:
         try:
             res = check_chain(spec, Path(td), arch)
-        except BaseException as e:
+        except Exception as e:
+            _log({"spec": spec, "arch": arch, "error": f"{type(e).__name__}: {str(e)[:2000]}"})
             raise AssertionError(f"graph:\n{describe(spec)}\narch {arch}\nspec {json.dumps(spec)}\n"
                                  f"{type(e).__name__}: {e}") from e
-    log = os.environ.get("CODESIGN_FUZZ_LOG")
-    if log:
-        with open(log, "a") as f:
-            f.write(json.dumps({"spec": spec, "arch": arch, **res}) + "\n")
+    _log({"spec": spec, "arch": arch, **res})
     return res
 
 

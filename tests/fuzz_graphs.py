@@ -410,3 +410,18 @@ def _qdesc(q: dict) -> str:
         return f"bipolar(2^{q['exp']})"
     s = f"{'s' if q['signed'] else 'u'}{q['bits']}{'n' if q['narrow'] else ''}/{q['mode']}/2^{q['exp']}"
     return s + (f"*{q['frac'] * 2:g}" if q["kind"] == "float" else "")
+
+
+def float_accumulators(spec: dict) -> bool:
+    """Whether some linear layer accumulates codes at a float (non-power-of-two) scale: a float-scale input
+    (the previous quantizer's) or float weight scales. There qonnx sums float32 products, each rounded,
+    while the golden model accumulates exact integers, so a quantizer after it may round a value that sits
+    on a rounding boundary differently (see test_fuzz.py)."""
+    q = spec["input"]
+    for ly in spec["layers"]:
+        if q["kind"] == "float" or ly["w"]["scale"] in ("float", "float_ch"):
+            return True
+        q = ly["join"] if ly["kind"] == "residual" else ly["act"]
+        if ly.get("pool", "none") not in ("none", "max"):
+            q = {"kind": "po2"}
+    return False

@@ -4,7 +4,11 @@ the RTL frontend and both architectures, verified in simulation.
 For every drawn graph:
 
 1. the golden model equals qonnx ``execute_onnx`` exactly (every output is a quantizer's) on random
-   on-grid inputs with the all-min / all-max corners;
+   on-grid inputs with the all-min / all-max corners, where qonnx's float32 arithmetic is exact (no
+   float-scaled accumulator). With a float-scaled accumulator (float input or weight scale) qonnx sums
+   float32-rounded products while the golden model sums exact integers, and a quantizer after it rounds a
+   value on a rounding boundary (e.g. an integer under CEIL/UP) differently; the fuzzer found such graphs,
+   so there the number of differing vectors is recorded (``qonnx_mismatches`` in the log), not asserted;
 2. the graph lowers to the IR, and the IR equals the golden model on the same kind of inputs;
 3. the fully parallel design (``strategy="latency"``, random ``pipeline``) and the folded one
    (``strategy="resource"``, random ``reuse`` and ``pipeline``) are generated and simulated with Icarus
@@ -30,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from fuzz_graphs import build_graph, describe, graph_spec
+from fuzz_graphs import build_graph, describe, float_accumulators, graph_spec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -103,7 +107,9 @@ def check_chain(spec: dict, work: Path, arch: dict) -> dict:
     out = gm.run(x)
     ref = qonnx_reference(p, x)
     figs = compare(gm, x, out, ref)
-    assert figs["qonnx_mismatches"] == 0 and figs["qonnx_compare"] == "exact", figs
+    float_acc = float_accumulators(spec)
+    if not float_acc:  # qonnx's float32 arithmetic is exact here: equal outputs
+        assert figs["qonnx_mismatches"] == 0 and figs["qonnx_compare"] == "exact", figs
     t_golden = time.perf_counter() - t0
     m = lower(p)
     got, _ = gm.run_codes(codes)
@@ -128,6 +134,8 @@ def check_chain(spec: dict, work: Path, arch: dict) -> dict:
         res[name] = {"ii": iface["ii"], "latency": iface["latency_cycles"], "vectors": r["vectors"],
                      "build_s": r["seconds"]["build"], "sim_s": r["seconds"]["sim"], "known_latency_limit": known}
     res["layers"] = [ly.kind for ly in m.layers]
+    res["float_acc"] = float_acc
+    res["qonnx_mismatches"] = figs["qonnx_mismatches"]
     res["golden_s"] = round(t_golden, 3)
     res["total_s"] = round(time.perf_counter() - t0, 3)
     return res

@@ -16,7 +16,9 @@ For every drawn graph:
    output backpressure in the second half, measured latency and II as declared): 0 mismatches.
 
 A graph the frontend refuses with :class:`~codesign.errors.UnsupportedError` fails the test: the
-strategy draws only what the frontend documents as supported. Any other exception fails it as well.
+strategy draws only what the frontend documents as supported. Any other exception fails it as well. One
+failed check is accepted, and logged: the documented latency limit of folded designs whose earlier layer
+is faster than a later one (:func:`_known_latency_limit`; outputs, II and minimum latency still checked).
 
 Default run: 20 graphs (derandomized: the same 20 every run). The slow run
 (``pytest -m slow tests/test_fuzz.py``) draws ``CODESIGN_FUZZ_GRAPHS`` graphs (default 500) and appends

@@ -103,7 +103,8 @@ def quant_codes(x: np.ndarray, scale, zeropt, bits: int, signed: bool, narrow: b
         lo, hi = min_int(signed, narrow, bits), max_int(signed, narrow, bits)
         y = np.where(y > hi, np.asarray(hi).astype(y.dtype), y)
         y = np.where(y < lo, np.asarray(lo).astype(y.dtype), y)
-        y = resolve_rounding_mode(rounding)(y)
+        # codesign's canonical ROUND_TO_ZERO is qonnx's DOWN (np.fix); qonnx knows only the latter name
+        y = resolve_rounding_mode("DOWN" if rounding.upper() == "ROUND_TO_ZERO" else rounding)(y)
     return (y - np.asarray(zeropt)).astype(np.int64)
 
 

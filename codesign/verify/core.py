@@ -320,8 +320,15 @@ def _input_checks(iface: Interface, spec: Any) -> list[str]:
     """Where interface.json and the reference's input spec disagree on the input grid."""
     checks: list[str] = []
     if spec is not None:
-        for key in ("bits", "signed", "scale_exp", "bipolar"):
-            v = spec.get(key) if isinstance(spec, dict) else getattr(spec, key, None)
+        def get(key: str) -> Any:
+            return spec.get(key) if isinstance(spec, dict) else getattr(spec, key, None)
+
+        # a bipolar grid (-1/+1) is signed 1-bit codes to the golden model and one unsigned stored bit b
+        # (for 2b - 1) in interface.json: both name the same grid, so signedness is not compared there
+        keys = ("bits", "scale_exp", "bipolar") if get("bipolar") and iface.input.bipolar else \
+            ("bits", "signed", "scale_exp", "bipolar")
+        for key in keys:
+            v = get(key)
             v = scalar_exp(v) if key == "scale_exp" else v
             mine = getattr(iface.input, key)
             if v is not None and mine is not None and v != mine:

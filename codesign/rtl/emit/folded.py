@@ -207,8 +207,9 @@ class _FoldedBody:
             cands = [a * b for a in (xlo, xhi) for b in (wlo, whi)] + [0]
             plo, phi = min(cands), max(cands)
             w_p = min(bits_for(plo, phi), body.cap)
-            if pot_shift:
-                leaves.append(self.pot_slot(f"l{lane}_s{k}", xs, ws, w_p, plo, phi, corr))
+            if pot_shift:  # a negated product is ~p = -p - 1: its wire must hold plo - 1 too
+                w_n = min(bits_for(plo - 1, phi), body.cap) if wlo < 0 else w_p
+                leaves.append(self.pot_slot(f"l{lane}_s{k}", xs, ws, w_n, plo, phi, corr))
                 continue
             pw = bits_for(wlo, whi)
             wn = self.rom(f"l{lane}_s{k}_w", pw, ws, "weight ROM")

@@ -99,7 +99,7 @@ def mulshift_parallel(body: Body, ms: MulShift, ob: int, prefix: str, acc: Sig, 
     rw = max(w - s, 1)
     r = f"{prefix}_r"
     body.lines.append(f"    wire signed [{rw - 1}:0] {r} = {fit(total, w, body)}[{w - 1}:{min(s, w - 1)}];")
-    cw = max(rw, bits_for(clo, chi))
+    cw = max(rw, bits_for(clo, chi), ob)  # at least the output width: rx[ob-1:0] sign-extends a narrow result
     rx = f"{prefix}_rx"
     body.lines.append(f"    wire signed [{cw - 1}:0] {rx} = {Sig(r, rw, 0, 0).ext(cw)};")
     body.lines.append(f"    wire [{ob - 1}:0] {qname} = ({rx} < $signed({lit(clo, cw)})) ? {lit(clo & mask, ob)} : "

@@ -148,9 +148,10 @@ class _Builder:
             if not exact:
                 raise UnsupportedError(f"{op.bias.where}: an integer bias on a float-scaled accumulator")
             ly = self._bias(ly, op.bias)
-        if extra is not None:
+        if extra is not None:  # at the accumulator scale before the bias: a finer bias moved it left
             b = ly.bias if ly.bias is not None else np.zeros(len(extra), np.int64)
-            ly = ly.replace(bias=b.astype(np.int64) + extra)
+            k = acc.scale_exp - ly.acc_fmt.scale_exp
+            ly = ly.replace(bias=b.astype(np.int64) + (np.asarray(extra, np.int64) << k))
         ly = sized(ly)
         scale = (np.ldexp(1.0, ly.acc_fmt.scale_exp) * np.ones(ly.n_channels) if exact
                  else real_scale(c["in_fmt"]) * np.broadcast_to(s_w, (ly.n_channels,)))

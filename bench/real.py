@@ -38,6 +38,7 @@ import numpy as np
 
 from bench.common import Ctx, log, section, table
 from bench.synth import summarize
+from codesign.errors import UnsupportedError
 
 GOLDEN_N = 1_000
 RTL_N = 100_000
@@ -294,7 +295,7 @@ def run(ctx: Ctx) -> dict:
     os.environ["CODESIGN_SIM_CACHE"] = str(ctx.runs / "real" / "sim-cache")
     os.environ["OBJCACHE"] = ""
     res: dict[str, dict] = {s.name: {} for s in specs}
-    state = {"pending": []}
+    state: dict[str, list] = {"pending": [], "failed": []}
     try:
         _run(ctx, specs, res, state)
     finally:
@@ -303,10 +304,13 @@ def run(ctx: Ctx) -> dict:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    bad = [f"{m} {a}: {r['mismatches']} mismatches (first vectors {r['first_bad']})"
+    bad = list(state["failed"])
+    bad += [f"{m} golden: {d['golden']['qonnx_mismatches']} mismatches vs execute_onnx" for m, d in res.items()
+            if d.get("golden", {}).get("qonnx_mismatches")]
+    bad += [f"{m} {a}: {r['mismatches']} mismatches (first vectors {r['first_bad']})"
            for m, d in res.items() for a, r in d.get("rtl", {}).items() if r.get("mismatches")]
-    bad += [f"{m}: RTL not verified: {r['error']}" for m, d in res.items() for a, r in d.get("rtl", {}).items()
-            if r.get("error") and not r.get("over_limit")]
+    bad += [f"{m} {a}: RTL not verified: {r['error']}" for m, d in res.items() for a, r in d.get("rtl", {}).items()
+            if r.get("error") and not r.get("over_limit") and not r.get("unsupported")]
     if bad:
         raise RuntimeError("bench real: " + "; ".join(bad))
     return res
@@ -366,10 +370,12 @@ def _run(ctx: Ctx, specs: list[Spec], res: dict[str, dict], state: dict) -> None
         except Exception as e:  # noqa: BLE001 - an unsupported model is a result to report
             traceback.print_exc()
             msg = f"{type(e).__name__}: {str(e)[:500]}"
+            if not isinstance(e, UnsupportedError):
+                state["failed"].append(f"{what}: {msg}")
             if kind in ("golden", "synth"):
                 d[f"{kind}_error"] = msg
             elif kind == "rtl":
-                d.setdefault("rtl", {})[arch] = {"error": msg}
+                d.setdefault("rtl", {})[arch] = {"error": msg, "unsupported": isinstance(e, UnsupportedError)}
             else:
                 d["error"] = msg
         (ctx.runs / "bench_real.json").write_text(json.dumps(res, indent=1, default=str))

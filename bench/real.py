@@ -1,4 +1,4 @@
-"""``python -m bench real``: QONNX models made elsewhere (issue 15), end to end.
+"""``python -m bench real``: QONNX models made elsewhere, end to end.
 
 Models: the two public files in models/qonnx (FINN's TFC_2W2A, hls4ml's QKeras jet tagger with the input
 grid ``ap_fixed<16,6>``) and Brevitas BNN-PYNQ TFC/SFC nets (random weights, seed 0, randomized BatchNorm:
@@ -467,4 +467,4 @@ def _render(ctx: Ctx, res: dict[str, dict], state: dict) -> None:
     if state["pending"]:
         body += ("\n\n**Incomplete**: this section is rewritten after every step; when it was last written these "
                  "steps had not run: " + ", ".join(state["pending"]) + ".")
-    section(ctx, "real", "Real QONNX models (issue 15)", body)
+    section(ctx, "real", "Real QONNX models made elsewhere", body)

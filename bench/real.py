@@ -17,7 +17,8 @@ Any RTL-vs-IR mismatch makes the bench fail (exit status 1) after the doc sectio
 Verilator run happens in a child process with a time limit; a design over it is reported with the time.
 The section is rewritten after every step, so an interrupted run leaves the steps it finished.
 ``--quick``: the jet tagger and the TFC_2W2A file, 100 golden inputs, 500 RTL vectors, no synthesis.
-``--models``: only these models (comma separated, names as in the tables).
+``--models``: only these models (comma separated, names as in the tables). ``--resume``: keep the steps
+an earlier run recorded in ``<runs>/bench_real.json`` and run the others.
 """
 
 from __future__ import annotations
@@ -295,7 +296,11 @@ def run(ctx: Ctx) -> dict:
     os.environ["CODESIGN_SIM_CACHE"] = str(ctx.runs / "real" / "sim-cache")
     os.environ["OBJCACHE"] = ""
     res: dict[str, dict] = {s.name: {} for s in specs}
-    state: dict[str, list] = {"pending": [], "failed": []}
+    saved_res = ctx.runs / "bench_real.json"
+    if getattr(ctx, "resume", False) and saved_res.exists():  # keep the steps an earlier run finished
+        prev = json.loads(saved_res.read_text())
+        res.update({k: v for k, v in prev.items() if k in res})
+    state: dict[str, list] = {"pending": [], "failed": [], "kept": []}
     try:
         _run(ctx, specs, res, state)
     finally:
@@ -316,6 +321,19 @@ def run(ctx: Ctx) -> dict:
     return res
 
 
+def _done(kind: str, arch: str, d: dict) -> bool:
+    """Whether ``d`` (a model's results, from an earlier run with ``--resume``) holds step ``kind``/``arch``."""
+    if kind in ("golden", "forms"):
+        return kind in d
+    if kind == "rtl":
+        r = d.get("rtl", {}).get(arch)
+        return bool(r) and ("mismatches" in r or r.get("over_limit") or r.get("unsupported"))
+    layers = [ly for ly in d.get("forms", {}).get("layers", []) if ly["mulshift_form"]]
+    first = layers[0]["layer"] if layers else None
+    todo = [ly for ly in layers if (ly["layer"] == first) == (arch == "first")]
+    return bool(todo) and all("synth_mulshift" in ly for ly in todo)
+
+
 def _run(ctx: Ctx, specs: list[Spec], res: dict[str, dict], state: dict) -> None:
     quick = ctx.quick
     # the order: cheap and small first, the big fully parallel SFC builds and CNV last
@@ -326,12 +344,13 @@ def _run(ctx: Ctx, specs: list[Spec], res: dict[str, dict], state: dict) -> None
     steps += [("golden", s, "") for s in small + big]
     steps += [("forms", s, "") for s in small + big]
     steps += [("rtl", s, a) for s in small for a in ("parallel", "folded")]
+    steps += [("rtl", s, a) for s in big[:1] for a in ("folded", "parallel")]  # how long an SFC build takes
     synth = sorted((s for s in small + big if s.synth and not quick), key=lambda s: s.name == "TFC_1W2A")
-    steps += [("synth", s, "rest") for s in synth[:2]]  # the hidden layers of the two TFC_2W2A
-    steps += [("rtl", s, "folded") for s in big]
-    steps += [("rtl", s, "parallel") for s in big]
+    steps += [("synth", s, "rest") for s in synth[:1]]  # the hidden layers of the public TFC_2W2A
+    steps += [("rtl", s, "folded") for s in big[1:]]
     steps += [(k, s, a) for s in cnv for k, a in (("golden", ""), ("forms", ""), ("rtl", "parallel"))]
-    steps += [("synth", s, "rest") for s in synth[2:]]
+    steps += [("synth", s, "rest") for s in synth[1:]]
+    steps += [("rtl", s, "parallel") for s in big[1:]]
     steps += [("synth", s, "first") for s in synth]  # the big input layers last
     models: dict[str, Any] = {}
     state["pending"] = [f"{k} {s.name} {a}".strip() for k, s, a in steps]
@@ -340,6 +359,9 @@ def _run(ctx: Ctx, specs: list[Spec], res: dict[str, dict], state: dict) -> None
         what = f"{kind} {spec.name} {arch}".strip()
         state["pending"].remove(what)
         if "error" in d:  # the model could not be exported or lowered
+            continue
+        if _done(kind, arch, d):  # --resume: an earlier run measured it
+            state["kept"].append(what)
             continue
         if kind == "rtl" and arch == "parallel" and spec.name.startswith("SFC"):
             over = next((m for m, r in res.items() if r.get("rtl", {}).get("parallel", {}).get("over_limit")), None)
@@ -464,6 +486,9 @@ def _render(ctx: Ctx, res: dict[str, dict], state: dict) -> None:
         body += "\n\nQuick mode: two models, fewer vectors, no synthesis."
     if errors:
         body += "\n\n#### Not supported / errors\n\n" + "\n".join(f"- {e}" for e in errors)
+    if state["kept"]:
+        body += ("\n\nResumed (`--resume`): these steps were measured by an earlier run of the bench on the same "
+                 "machine and kept from runs/bench/bench_real.json: " + ", ".join(state["kept"]) + ".")
     if state["pending"]:
         body += ("\n\n**Incomplete**: this section is rewritten after every step; when it was last written these "
                  "steps had not run: " + ", ".join(state["pending"]) + ".")

@@ -58,6 +58,11 @@ class Spec:
     synth: bool = False  # thresholds vs multiply-shift in yosys (full mode)
 
     @property
+    def folder(self) -> str:
+        """Its folder under runs/.../real (the file TFC_2W2A.onnx and the Brevitas TFC_2W2A are two models)."""
+        return self.name.replace(".", "_")
+
+    @property
     def precision(self) -> str | None:
         from codesign.real_models import JET_PRECISION
 
@@ -172,7 +177,7 @@ def golden_step(ctx: Ctx, spec: Spec, path: Path) -> dict:
     out = run_batched(gm, x)
     golden_s = time.perf_counter() - t0
     ref_model = gm.model if gm.mixed else clean_qonnx(gm.model)  # as tests/test_golden_real.py
-    ref_path = ctx.runs / "real" / f"{spec.name.removesuffix('.onnx')}.reference.onnx"
+    ref_path = ctx.runs / "real" / f"{spec.folder}.reference.onnx"
     ref_path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(ref_model, str(ref_path))
     t1 = time.perf_counter()
@@ -189,7 +194,7 @@ def rtl_step(ctx: Ctx, spec: Spec, model, arch: str) -> dict:
     opts: dict[str, Any] = dict(spec.folded) if arch == "folded" else {"strategy": "latency"}
     if spec.io != "vector":
         opts["io"] = spec.io
-    out = ctx.runs / "real" / spec.name.removesuffix(".onnx") / f"rtl_{arch}"
+    out = ctx.runs / "real" / spec.folder / f"rtl_{arch}"
     t0 = time.perf_counter()
     iface = generate(model, out, **opts)
     gen_s = time.perf_counter() - t0
@@ -222,13 +227,16 @@ def rtl_step(ctx: Ctx, spec: Spec, model, arch: str) -> dict:
 
 
 def _layer_synth(folder: Path, layer: str, limit: float) -> dict:
-    """yosys ``synth_ecp5`` of one layer module (``folder/<layer>.v``); reused when its stat file is newer."""
+    """yosys ``synth_ecp5 -top <layer>`` on the design's files but its top (a layer may use shared modules);
+    reused when its stat file is newer than every file."""
     from codesign.rtl.synth import parse_stat, yosys_cmd
 
-    src, stat = folder / f"{layer}.v", folder / f"stat_ecp5_{layer}.txt"
-    if stat.exists() and stat.stat().st_mtime > src.stat().st_mtime:
+    iface = json.loads((folder / "interface.json").read_text())
+    files = [f for f in iface["files"] if f != f"{iface['top']}.v"]
+    stat = folder / f"stat_ecp5_{layer}.txt"
+    if stat.exists() and all(stat.stat().st_mtime > (folder / f).stat().st_mtime for f in files):
         return {**summarize(parse_stat(stat.read_text()), "ecp5"), "seconds": None}
-    script = f"read_verilog -sv {src.name}; synth_ecp5 -top {layer}; tee -q -o {stat.name} stat"
+    script = f"read_verilog -sv {' '.join(files)}; synth_ecp5 -top {layer}; tee -q -o {stat.name} stat"
     t0 = time.perf_counter()
     try:
         p = subprocess.run([yosys_cmd(), "-q", "-p", script], cwd=folder, capture_output=True, text=True,
@@ -270,7 +278,7 @@ def forms_step(ctx: Ctx, spec: Spec, model, synth: str = "", prev: dict | None =
     todo = [d for d in todo if (d["layer"] == first) == (synth == "first")]
     if not synth or not todo:
         return res
-    base = ctx.runs / "real" / spec.name.removesuffix(".onnx")
+    base = ctx.runs / "real" / spec.folder
     dirs = {}
     for form in ("thresholds", "mulshift"):
         dirs[form] = base / f"rtl_parallel_{form}"

@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
                          "(synthesis/PnR caches: delete stat_*.txt, nextpnr.log)")
     ap.add_argument("--resume", action="store_true",
                     help="real: keep the steps an earlier run recorded in <runs>/bench_real.json, run the others")
+    ap.add_argument("--render", action="store_true",
+                    help="real: rewrite its section from <runs>/bench_real.json, measure nothing")
     ap.add_argument("--no-doc", action="store_true", help="print only; leave docs/benchmarks.md alone")
     ap.add_argument("--doc", action="store_true",
                     help="with --quick: also write the quick results into docs/benchmarks.md (default: print only)")
@@ -62,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx.pnr = not args.no_pnr
     ctx.reuse = not args.no_reuse
     ctx.resume = args.resume
+    ctx.render_only = args.render
     ctx.targets = tuple(t for t in args.targets.split(",") if t)
     ctx.models = tuple(m for m in args.models.split(",") if m)
     ctx.runs.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,8 @@ Verilator run happens in a child process with a time limit; a design over it is 
 The section is rewritten after every step, so an interrupted run leaves the steps it finished.
 ``--quick``: the jet tagger and the TFC_2W2A file, 100 golden inputs, 500 RTL vectors, no synthesis.
 ``--models``: only these models (comma separated, names as in the tables). ``--resume``: keep the steps
-an earlier run recorded in ``<runs>/bench_real.json`` and run the others.
+an earlier run recorded in ``<runs>/bench_real.json`` and run the others; ``--render``: only rewrite the
+section from that file.
 """
 
 from __future__ import annotations
@@ -305,10 +306,10 @@ def run(ctx: Ctx) -> dict:
     os.environ["OBJCACHE"] = ""
     res: dict[str, dict] = {s.name: {} for s in specs}
     saved_res = ctx.runs / "bench_real.json"
-    if getattr(ctx, "resume", False) and saved_res.exists():  # keep the steps an earlier run finished
+    if (ctx.resume or ctx.render_only) and saved_res.exists():  # keep the steps an earlier run finished
         prev = json.loads(saved_res.read_text())
         res.update({k: v for k, v in prev.items() if k in res})
-    state: dict[str, list] = {"pending": [], "failed": [], "kept": []}
+    state: dict[str, list] = {"pending": [], "failed": [], "kept": [], "not_run": []}
     try:
         _run(ctx, specs, res, state)
     finally:
@@ -372,6 +373,9 @@ def _run(ctx: Ctx, specs: list[Spec], res: dict[str, dict], state: dict) -> None
         if _done(kind, arch, d):  # --resume: an earlier run measured it
             state["kept"].append(what)
             continue
+        if getattr(ctx, "render_only", False):
+            state["not_run"].append(what)
+            continue
         if kind == "rtl" and arch == "parallel" and spec.name.startswith("SFC"):
             over = next((m for m, r in res.items() if r.get("rtl", {}).get("parallel", {}).get("over_limit")), None)
             if over:
@@ -411,11 +415,27 @@ def _run(ctx: Ctx, specs: list[Spec], res: dict[str, dict], state: dict) -> None
                 d["error"] = msg
         (ctx.runs / "bench_real.json").write_text(json.dumps(res, indent=1, default=str))
         _render(ctx, res, state)
+    if ctx.render_only:
+        state["pending"] = state["not_run"]
+        _render(ctx, res, state)
 
 
 # ---------------------------------------------------------------------------------------------- report
 def _s(v: Any) -> str | None:
     return None if v is None else f"{v:.1f}"
+
+
+def _stopped_at(work: Path) -> str:
+    """Where a stopped Verilator run was, from its work folder (``run_codes``' ``<rtl>_sim``): the build's
+    duration (wrapper written -> build.log's last write) and how many vectors had come out."""
+    wrapper, blog, slog, out = (work / f for f in ("codesign_stream_tb.v", "build.log", "sim.log", "out.txt"))
+    if not (wrapper.exists() and blog.exists()) or blog.stat().st_mtime < wrapper.stat().st_mtime:
+        return ""
+    if not slog.exists() or slog.stat().st_mtime < blog.stat().st_mtime:
+        return "; stopped in the Verilator build"
+    n = sum(1 for _ in out.open("rb")) if out.exists() else 0
+    return (f"; the Verilator build took {blog.stat().st_mtime - wrapper.stat().st_mtime:.0f} s, the simulation had "
+            f"returned {n:,} vectors when stopped")
 
 
 def _render(ctx: Ctx, res: dict[str, dict], state: dict) -> None:
@@ -441,8 +461,10 @@ def _render(ctx: Ctx, res: dict[str, dict], state: dict) -> None:
                 r_rows.append([name, label] + ["-"] * 9 + [r["skipped"]])
                 continue
             if "error" in r:
+                note = r["error"] + (_stopped_at(ctx.runs / "real" / name.replace(".", "_") / f"rtl_{arch}_sim")
+                                     if r.get("over_limit") else "")
                 r_rows.append([name, label, r.get("vectors"), "-", r.get("latency_iface"), r.get("ii_iface"),
-                               "-", "-", "-", "-", r.get("verilog_mb"), r["error"]])
+                               "-", "-", "-", "-", r.get("verilog_mb"), note])
                 continue
             lat = f"{r['latency_iface']} / {r['latency']}"
             ii = f"{r['ii_iface']} / {r['ii']}"
@@ -495,7 +517,11 @@ def _render(ctx: Ctx, res: dict[str, dict], state: dict) -> None:
         body += "\n\nQuick mode: two models, fewer vectors, no synthesis."
     if errors:
         body += "\n\n#### Not supported / errors\n\n" + "\n".join(f"- {e}" for e in errors)
-    if state["kept"]:
+    if ctx.render_only:
+        body += ("\n\nRendered from runs/bench/bench_real.json (`--render`), nothing measured by this command: every "
+                 "figure above was measured on this machine by earlier runs of this bench (`python -m bench real`, "
+                 "continued by `python -m bench real --resume` runs), stopped where the next section says.")
+    elif state["kept"]:
         body += ("\n\nResumed (`--resume`): these steps were measured by an earlier run of the bench on the same "
                  "machine and kept from runs/bench/bench_real.json: " + ", ".join(state["kept"]) + ".")
     if state["pending"]:

@@ -356,12 +356,11 @@ def _run(ctx: Ctx, specs: list[Spec], res: dict[str, dict], state: dict) -> None
     steps += [("rtl", s, a) for s in big[:1] for a in ("folded", "parallel")]  # how long an SFC build takes
     steps += [(k, s, a) for s in cnv for k, a in (("forms", ""), ("rtl", "parallel"))]  # lowering CNV
     synth = sorted((s for s in small + big if s.synth and not quick), key=lambda s: s.name == "TFC_1W2A")
-    steps += [("synth", s, "rest") for s in synth[:1]]  # the hidden layers of the public TFC_2W2A
+    steps += [("synth", s, "rest") for s in synth]  # the hidden layers (about 40 s of yosys per layer and form)
+    steps += [("synth", s, "first") for s in synth]  # the big input layers
     steps += [("rtl", s, "folded") for s in big[1:]]
     steps += [("golden", s, "") for s in cnv]
-    steps += [("synth", s, "rest") for s in synth[1:]]
     steps += [("rtl", s, "parallel") for s in big[1:]]
-    steps += [("synth", s, "first") for s in synth]  # the big input layers last
     models: dict[str, Any] = {}
     state["pending"] = [f"{k} {s.name} {a}".strip() for k, s, a in steps]
     for kind, spec, arch in steps:

@@ -1,9 +1,11 @@
-"""``python -m bench {all,rtl,verify,golden,flow,accuracy,da4ml} [--quick]``.
+"""``python -m bench {all,rtl,verify,golden,flow,accuracy,da4ml,real} [--quick]``.
 
 Each sub-benchmark prints its table and rewrites its own section of docs/benchmarks.md (between
 ``<!-- bench:NAME -->`` markers). ``--quick`` (what CI can run, < 5 min on 2 idle cores): few training
 epochs, few vectors, fewer models, no place and route; it prints its tables and leaves the doc alone
 unless ``--doc`` is given. Run directories live in runs/bench (full) or runs/bench-quick and are reused.
+``all`` runs every bench but ``real`` (QONNX models made elsewhere: Verilator builds of BNN-PYNQ nets take
+minutes each, even in quick mode); run it on its own.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from pathlib import Path
 
 from bench.common import Ctx, log
 
-BENCHES = ("accuracy", "golden", "rtl", "verify", "da4ml", "flow")
+BENCHES = ("accuracy", "golden", "rtl", "verify", "da4ml", "flow", "real")
+ALL = tuple(b for b in BENCHES if b != "real")  # `all`: real is too slow for the quick CI run
 
 
 def _cpu() -> float:
@@ -37,10 +40,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=Path, default=None, help="run directories (default runs/bench[-quick])")
     ap.add_argument("--no-pnr", action="store_true", help="da4ml: skip nextpnr (fmax) in full mode")
     ap.add_argument("--targets", default="ecp5,xilinx", help="yosys targets of the rtl/da4ml benches (full mode)")
-    ap.add_argument("--models", default="", help="da4ml, flow: only these models (comma separated)")
+    ap.add_argument("--models", default="", help="da4ml, flow, real: only these models (comma separated)")
     ap.add_argument("--no-reuse", action="store_true",
                     help="da4ml: re-measure Verilator builds of unchanged designs "
                          "(synthesis/PnR caches: delete stat_*.txt, nextpnr.log)")
+    ap.add_argument("--resume", action="store_true",
+                    help="real: keep the steps an earlier run recorded in <runs>/bench_real.json, run the others")
+    ap.add_argument("--render", action="store_true",
+                    help="real: rewrite its section from <runs>/bench_real.json, measure nothing")
     ap.add_argument("--no-doc", action="store_true", help="print only; leave docs/benchmarks.md alone")
     ap.add_argument("--doc", action="store_true",
                     help="with --quick: also write the quick results into docs/benchmarks.md (default: print only)")
@@ -56,10 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     ctx = Ctx(quick=args.quick, runs=args.runs, write_doc=not args.no_doc and (not args.quick or args.doc))
     ctx.pnr = not args.no_pnr
     ctx.reuse = not args.no_reuse
+    ctx.resume = args.resume
+    ctx.render_only = args.render
     ctx.targets = tuple(t for t in args.targets.split(",") if t)
     ctx.models = tuple(m for m in args.models.split(",") if m)
     ctx.runs.mkdir(parents=True, exist_ok=True)
-    todo = BENCHES if args.which == "all" else (args.which,)
+    todo = ALL if args.which == "all" else (args.which,)
     failed = []
     t0, c0 = time.perf_counter(), _cpu()
     for name in todo:

@@ -36,6 +36,8 @@ class Ctx:
         self.targets: tuple[str, ...] = ("ecp5", "xilinx")
         self.models: tuple[str, ...] = ()
         self.reuse = True  # reuse measurements of unchanged designs (Verilator builds, synthesis, place and route)
+        self.resume = False  # real: keep the steps an earlier run recorded
+        self.render_only = False  # real: rewrite the section from the recorded steps, measure nothing
         self.command = command or "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
     def overrides(self, name: str) -> dict[str, Any]:

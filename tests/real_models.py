@@ -1,6 +1,7 @@
 """Models like those users bring from elsewhere, for tests/test_golden_real.py: the two real files in
-models/qonnx, Brevitas BNN-PYNQ nets (random weights, non-trivial BatchNorm), Brevitas MLPs with the
-default float-scale quantizers, and onnx.helper graphs whose input grid is a ``finn_datatype`` annotation."""
+models/qonnx and Brevitas BNN-PYNQ nets (random weights, non-trivial BatchNorm) from
+:mod:`codesign.real_models` (shared with ``python -m bench real``), Brevitas MLPs with the default
+float-scale quantizers, and onnx.helper graphs whose input grid is a ``finn_datatype`` annotation."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ import onnx
 from golden_models import const, make_model, quant_node
 from onnx import helper
 
-QONNX = Path(__file__).resolve().parent.parent / "models" / "qonnx"  # the public files, as published
-TFC_FILE = QONNX / "TFC_2W2A.onnx"
-JET_FILE = QONNX / "qkeras_jettagging.onnx"
+from codesign.real_models import JET_FILE, QONNX, TFC_FILE, bnn_pynq, mnist_like, on_grid
+
+__all__ = ["JET_FILE", "QONNX", "TFC_FILE", "annotated", "bnn_pynq", "float_cnn", "float_mlp", "mnist_like", "on_grid",
+           "reference", "reference_contexts", "threshold_graph"]
+
 
 
 def reference_contexts(model: onnx.ModelProto, x: np.ndarray):
@@ -35,48 +38,6 @@ def reference(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     """The reference's outputs (float32) for ``x``, one vector at a time."""
     oname = model.graph.output[0].name
     return np.concatenate([c[oname] for c in reference_contexts(model, x)])
-
-
-def _randomize_bn(model, seed: int) -> None:
-    """Non-trivial BatchNorm / TensorNorm statistics: means and betas around the accumulator range,
-    gammas of both signs, some tiny (1e-6) and some negative, variances from tiny to large."""
-    import torch
-
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if not hasattr(m, "running_var") or m.running_var is None:
-                continue
-            n = m.running_var.numel()
-            m.running_mean.copy_(torch.randn(n, generator=g) * 4)
-            m.running_var.copy_(torch.rand(n, generator=g) * 20 + 1e-3)
-            if getattr(m, "weight", None) is not None:
-                w = torch.randn(m.weight.shape, generator=g) * 2
-                w.view(-1)[::7] = 1e-6  # tiny gamma: thresholds far out
-                w.view(-1)[3::5] *= -1  # negative gamma: flipped comparisons
-                m.weight.copy_(w)
-            if getattr(m, "bias", None) is not None:
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g))
-
-
-def bnn_pynq(name: str, folder: Path, seed: int = 0) -> Path:
-    """Raw QONNX export of ``brevitas_examples.bnn_pynq`` model ``name`` (e.g. TFC_1W1A) with random
-    weights and randomized BatchNorm / TensorNorm statistics."""
-    import torch
-    from brevitas.export import export_qonnx
-    from brevitas_examples.bnn_pynq.models import model_with_cfg
-
-    torch.set_num_threads(1)
-    torch.manual_seed(seed)
-    net, _ = model_with_cfg(name.lower(), pretrained=False)
-    _randomize_bn(net, seed)
-    net.eval()
-    shape = (1, 3, 32, 32) if name.upper().startswith("CNV") else (1, 1, 28, 28)
-    path = folder / f"{name}.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        export_qonnx(net, args=torch.rand(*shape), export_path=str(path))
-    return path
 
 
 def float_mlp(variant: str, folder: Path, seed: int = 0) -> Path:

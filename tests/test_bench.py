@@ -96,7 +96,7 @@ def test_quick_mode_prints_only_unless_doc(monkeypatch, tmp_path):
     assert bm.main(["flow", "--quick", "--doc", "--runs", str(tmp_path), "--models", "digits_mlp,jet_mlp"]) == 0
     assert bm.main(["all", "--runs", str(tmp_path), "--no-doc"]) == 0
     assert seen[0] == (True, False, ()) and seen[1] == (True, True, ("digits_mlp", "jet_mlp"))
-    assert len(seen) == 2 + len(bm.BENCHES) and not any(w for _, w, _ in seen[2:])
+    assert len(seen) == 2 + len(bm.ALL) and not any(w for _, w, _ in seen[2:])
 
 
 def test_da4ml_render_reports_every_ratio_and_what_is_missing():
@@ -156,3 +156,27 @@ def test_da4ml_netlist_kept_when_unchanged(tmp_path):
     assert new and not again and top.stat().st_mtime_ns == mtime and (folder / "src" / "stat_ecp5.txt").exists()
     _, changed = write_netlist(comb_logic(_two_layer_net(12, seed=2)), "t", folder)
     assert changed and not (folder / "src" / "stat_ecp5.txt").exists()
+
+
+def test_real_is_not_part_of_all_and_its_vectors_hold_the_corners():
+    from bench.__main__ import ALL, BENCHES
+    from bench.real import rtl_vectors
+    from codesign.rtl.ir import FixedFormat
+
+    assert "real" in BENCHES and "real" not in ALL
+    f = FixedFormat(bits=2, signed=True, scale_exp=0, narrow=True)
+    x = rtl_vectors(f, 5, 20)
+    assert x.shape == (24, 5) and x.min() == -1 and x.max() == 1
+    assert x[20].tolist() == [-1] * 5 and x[21].tolist() == [1] * 5 and x[22].tolist() == [-1, 1, -1, 1, -1]
+
+
+def test_real_child_process_is_stopped_at_its_limit():
+    import time
+
+    from bench.real import in_child
+
+    assert in_child(lambda: 6 * 7, 30)[:2] == ("ok", 42)
+    status, val, wall = in_child(lambda: time.sleep(30), 0.5)
+    assert status == "timeout" and val is None and wall < 10
+    status, val, _ = in_child(lambda: 1 / 0, 30)
+    assert status == "error" and "ZeroDivisionError" in val

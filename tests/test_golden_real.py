@@ -24,6 +24,8 @@ from real_models import (
     bnn_pynq,
     float_cnn,
     float_mlp,
+    mnist_like,
+    on_grid,
     reference_contexts,
     threshold_graph,
 )
@@ -34,26 +36,6 @@ from codesign.golden.explain import explain
 from codesign.graph.clean import clean_qonnx
 
 N = 1000
-
-
-def mnist_like(n: int, seed: int, shape=(1, 28, 28)) -> np.ndarray:
-    """``n`` images of k/255 pixels: random, structured (blank, full, stripes, checkerboards, gradients,
-    blobs) and values next to the pre-processing's rounding boundary (127/255, 128/255)."""
-    rng = np.random.default_rng(seed)
-    h, w = shape[-2:]
-    yy, xx = np.mgrid[0:h, 0:w]
-    pats = [np.zeros((h, w)), np.full((h, w), 255), (yy % 2) * 255, (xx % 3 == 0) * 255, ((yy + xx) % 2) * 255,
-            np.round(xx / (w - 1) * 255), np.full((h, w), 127), np.full((h, w), 128)]
-    for _ in range(40):  # blobs: a few strokes of random brightness
-        img = np.zeros((h, w))
-        for _ in range(3):
-            cy, cx, r = rng.integers(4, h - 4), rng.integers(4, w - 4), rng.integers(2, 6)
-            img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = rng.integers(100, 256)
-        pats.append(img)
-    k = [np.broadcast_to(p, shape) for p in pats]
-    k += [rng.integers(0, 256, size=shape) for _ in range(n // 2)]
-    k += [rng.choice([0, 127, 128, 255], size=shape) for _ in range(n - len(k))]
-    return (np.stack(k[:n]).astype(np.float64) / 255).astype(np.float32)
 
 
 def compare(gm: GoldenModel, x: np.ndarray, label: str) -> dict:
@@ -75,20 +57,6 @@ def compare(gm: GoldenModel, x: np.ndarray, label: str) -> dict:
         counts["crossed-quantizer" if "crossed" in e.kind else "float-tail"] += 1
     print(f"\n{label}: {json.dumps(counts)}")
     return counts
-
-
-def on_grid(gm: GoldenModel, n: int, seed: int) -> np.ndarray:
-    """Inputs on the input grid: random codes, small codes, and the grid's extremes."""
-    sp = gm.input_spec
-    rng = np.random.default_rng(seed)
-    c = [rng.integers(sp.code_min, sp.code_max + 1, size=(n - 4 - n // 2, *sp.shape)),
-         np.clip(np.round(rng.normal(scale=(sp.code_max - sp.code_min) / 16, size=(n // 2, *sp.shape))),
-                 sp.code_min, sp.code_max),
-         np.full((2, *sp.shape), sp.code_min), np.full((2, *sp.shape), sp.code_max)]
-    codes = np.concatenate(c)
-    if sp.bipolar:
-        codes = np.where(codes >= 0, 1, -1)
-    return np.ldexp(codes.astype(np.float64), sp.scale_exp)
 
 
 # ------------------------------------------------------------------------------------ real files

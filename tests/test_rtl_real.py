@@ -5,18 +5,14 @@ generated RTL equals the IR in simulation, fully parallel and folded."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from codesign.graph.analysis import parse_precision, partition
 from codesign.graph.reference import Subgraph
+from codesign.real_models import JET_PRECISION, QONNX
 from codesign.rtl import generate, ir, lower
 from codesign.rtl.formats import Thresholds
-
-QONNX = Path(__file__).resolve().parent.parent / "models" / "qonnx"
-JET_PRECISION = "ap_fixed<16,6>"
 
 
 @pytest.fixture(scope="module")

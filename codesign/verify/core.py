@@ -479,7 +479,8 @@ def run_codes(rtl_dir: str | Path, x_codes: np.ndarray, *, simulator: str = "ica
               seed: int = 0, work: str | Path | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """Stream integer input codes (N, fields) through a generated design (its ``interface.json``) and
     return ``(output codes, stats)``: stats ``latency`` / ``ii`` (measured maxima in the full-throughput
-    part of the run) and ``taps`` (layer name -> its debug-tap codes, when the design has taps). With
+    part of the run), ``taps`` (layer name -> its debug-tap codes, when the design has taps) and ``seconds``
+    (``build``, ``build_cached``, ``build_cpu``, ``sim``, ``sim_cpu``). With
     ``backpressure`` the second half of the run has random input gaps and output backpressure. The same
     testbench as :func:`verify`, without a reference: for tests and the hls4ml plugin's ``predict``."""
     iface = load_interface(rtl_dir)
@@ -497,7 +498,10 @@ def run_codes(rtl_dir: str | Path, x_codes: np.ndarray, *, simulator: str = "ica
         raise VerificationError(f"{rtl_dir}: " + "; ".join(bad))
     lat, ii = _timing(r, stall_from, iface)
     taps = {la.name: codes for (codes, _), la in zip(r.taps, iface.taps, strict=True)}
-    return r.got, {"latency": lat["measured_max"], "ii": ii["measured_max"], "taps": taps, "status": r.status}
+    seconds = {"build": r.build.seconds, "build_cached": r.build.cached, "build_cpu": r.build.cpu_seconds,
+               "sim": r.run_s, "sim_cpu": r.cpu_s}
+    return r.got, {"latency": lat["measured_max"], "ii": ii["measured_max"], "taps": taps, "status": r.status,
+                   "seconds": seconds}
 
 
 def verify(rtl_dir: str | Path, onnx_path: Any = None, vectors: int = 100_000, simulator: str = "verilator",

@@ -1,0 +1,529 @@
+"""``python -m bench real``: QONNX models made elsewhere, end to end.
+
+Models: the two public files in models/qonnx (FINN's TFC_2W2A, hls4ml's QKeras jet tagger with the input
+grid ``ap_fixed<16,6>``) and Brevitas BNN-PYNQ TFC/SFC nets (random weights, seed 0, randomized BatchNorm:
+:func:`codesign.real_models.bnn_pynq`), then CNV_1W1A with the stream architecture. For each model:
+
+1. golden: the golden model against qonnx ``execute_onnx`` (:func:`codesign.golden.compare.compare`) on
+   inputs on the input grid (k/255 images where the graph pre-processes its input on the host);
+2. rtl: the fully parallel (``latency``) and the folded (``resource``) design in Verilator
+   (:func:`codesign.verify.run_codes`) on random codes of the core input grid plus corner vectors,
+   compared with the IR (:meth:`codesign.rtl.ir.Model.run`); latency, II, build and simulation seconds;
+3. forms: which epilogue form ``rtl.epilogue: auto`` picks per layer, and for layers that have both forms
+   the yosys ``synth_ecp5`` cells of each layer module generated with ``epilogue="thresholds"`` and with
+   ``epilogue="mulshift"`` (full mode).
+
+Any RTL-vs-IR mismatch makes the bench fail (exit status 1) after the doc section is written. Each
+Verilator run happens in a child process with a time limit; a design over it is reported with the time.
+The section is rewritten after every step, so an interrupted run leaves the steps it finished.
+``--quick``: the jet tagger and the TFC_2W2A file, 100 golden inputs, 500 RTL vectors, no synthesis.
+``--models``: only these models (comma separated, names as in the tables). ``--resume``: keep the steps
+an earlier run recorded in ``<runs>/bench_real.json`` and run the others; ``--render``: only rewrite the
+section from that file.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.common import Ctx, log, section, table
+from bench.synth import summarize
+from codesign.errors import UnsupportedError
+
+GOLDEN_N = 1_000
+RTL_N = 100_000
+QUICK_GOLDEN_N = 100
+QUICK_RTL_N = 500
+SIM_LIMIT_S = 600  # a Verilator build + simulation longer than this is stopped and reported as such
+SYNTH_LIMIT_S = 600
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    source: str  # "file" (models/qonnx) or "bnn" (Brevitas bnn_pynq, random weights)
+    folded: dict[str, Any] = field(default_factory=dict)
+    io: str = "vector"
+    synth: bool = False  # thresholds vs multiply-shift in yosys (full mode)
+
+    @property
+    def folder(self) -> str:
+        """Its folder under runs/.../real (the file TFC_2W2A.onnx and the Brevitas TFC_2W2A are two models)."""
+        return self.name.replace(".", "_")
+
+    @property
+    def precision(self) -> str | None:
+        from codesign.real_models import JET_PRECISION
+
+        return JET_PRECISION if self.name.startswith("qkeras_jettagging") else None
+
+
+_FOLD_TFC = {"strategy": "resource", "reuse": 64, "pipeline": 2}
+SPECS = (
+    Spec("qkeras_jettagging.onnx", "file", {"strategy": "resource", "reuse": 16, "pipeline": 3}),
+    Spec("TFC_2W2A.onnx", "file", _FOLD_TFC, synth=True),
+    Spec("TFC_1W1A", "bnn", _FOLD_TFC),
+    Spec("TFC_1W2A", "bnn", _FOLD_TFC, synth=True),
+    Spec("TFC_2W2A", "bnn", _FOLD_TFC, synth=True),
+    Spec("SFC_1W1A", "bnn", _FOLD_TFC),
+    Spec("SFC_1W2A", "bnn", _FOLD_TFC),
+    Spec("SFC_2W2A", "bnn", _FOLD_TFC),
+    Spec("CNV_1W1A", "bnn", io="stream"),
+)
+QUICK = ("qkeras_jettagging.onnx", "TFC_2W2A.onnx")
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def in_child(fn: Callable[[], Any], limit_s: float) -> tuple[str, Any, float]:
+    """``fn()`` in a forked child (its own process group) stopped after ``limit_s`` seconds:
+    -> (``ok`` | ``error`` | ``timeout``, result or message, wall seconds)."""
+    mp = multiprocessing.get_context("fork")
+    rd, wr = mp.Pipe(duplex=False)
+
+    def target() -> None:
+        os.setsid()
+        try:
+            wr.send(("ok", fn()))
+        except BaseException as e:  # noqa: BLE001 - reported to the parent
+            wr.send(("error", f"{type(e).__name__}: {str(e)[:600]}"))
+
+    t0 = time.perf_counter()
+    p = mp.Process(target=target)
+    p.start()
+    wr.close()
+    status, val = "timeout", None
+    if rd.poll(limit_s):
+        try:
+            status, val = rd.recv()
+        except EOFError:
+            status, val = "error", f"the child process died (exit code {p.exitcode})"
+    else:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    p.join()
+    return status, val, time.perf_counter() - t0
+
+
+def model_path(ctx: Ctx, spec: Spec) -> Path:
+    """The raw QONNX file of ``spec`` (a public file, or the bnn_pynq export, made once per run folder)."""
+    from codesign.real_models import QONNX, bnn_pynq
+
+    if spec.source == "file":
+        return QONNX / spec.name
+    folder = ctx.runs / "real" / "models"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{spec.name}.onnx"
+    if not path.exists() or not ctx.reuse:
+        log(f"real: exporting Brevitas {spec.name} (random weights, seed 0)")
+        bnn_pynq(spec.name, folder, seed=0)
+    return path
+
+
+def lowered(path: Path, spec: Spec):
+    from codesign.graph.clean import clean_qonnx
+    from codesign.rtl import lower
+
+    return lower(clean_qonnx(path, channels_last=None), spec.name.removesuffix(".onnx"),
+                 input_precision=spec.precision)
+
+
+def rtl_vectors(fmt, n_inputs: int, n: int, seed: int = 1) -> np.ndarray:
+    """``n`` random codes on the grid of ``fmt`` plus the corners: all lowest, all highest, and the two
+    alternating patterns of lowest/highest."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(fmt.lo, fmt.hi + 1, (n + 4, n_inputs))
+    alt = np.arange(n_inputs) % 2 == 0
+    x[n], x[n + 1] = fmt.lo, fmt.hi
+    x[n + 2] = np.where(alt, fmt.lo, fmt.hi)
+    x[n + 3] = np.where(alt, fmt.hi, fmt.lo)
+    return x
+
+
+# ---------------------------------------------------------------------------------------------- steps
+def golden_step(ctx: Ctx, spec: Spec, path: Path) -> dict:
+    import onnx
+
+    from codesign.golden import GoldenModel
+    from codesign.golden.compare import compare
+    from codesign.golden.stage import qonnx_reference, run_batched
+    from codesign.graph.clean import clean_qonnx
+    from codesign.real_models import mnist_like, on_grid
+
+    n = QUICK_GOLDEN_N if ctx.quick else GOLDEN_N
+    t0 = time.perf_counter()
+    gm = GoldenModel(path, input_precision=spec.precision)
+    sp = gm.input_spec
+    if sp.host_pre:  # the graph quantizes its input itself: images of k/255 pixels
+        dims = gm.model.graph.input[0].type.tensor_type.shape.dim
+        x = mnist_like(n, 0, shape=tuple(d.dim_value for d in dims[1:]))
+        grid = "k/255 images (host pre-processing in the graph)"
+    else:
+        x = on_grid(gm, n, 0)
+        grid = f"{'s' if sp.signed else 'u'}{sp.bits} x 2^{sp.scale_exp} codes" + (
+            f" ({spec.precision})" if spec.precision else "")
+    out = run_batched(gm, x)
+    golden_s = time.perf_counter() - t0
+    ref_model = gm.model if gm.mixed else clean_qonnx(gm.model)  # as tests/test_golden_real.py
+    ref_path = ctx.runs / "real" / f"{spec.folder}.reference.onnx"
+    ref_path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(ref_model, str(ref_path))
+    t1 = time.perf_counter()
+    ref = qonnx_reference(ref_path, x)
+    c = compare(gm, x, out, ref)
+    return {"inputs": len(x), "grid": grid, "golden_s": golden_s, "reference_s": time.perf_counter() - t1, **c}
+
+
+def rtl_step(ctx: Ctx, spec: Spec, model, arch: str) -> dict:
+    """Generate ``arch`` (``parallel`` or ``folded``), simulate it in Verilator in a child process."""
+    from codesign.rtl import generate
+    from codesign.verify import run_codes
+
+    opts: dict[str, Any] = dict(spec.folded) if arch == "folded" else {"strategy": "latency"}
+    if spec.io != "vector":
+        opts["io"] = spec.io
+    out = ctx.runs / "real" / spec.folder / f"rtl_{arch}"
+    t0 = time.perf_counter()
+    iface = generate(model, out, **opts)
+    gen_s = time.perf_counter() - t0
+    n_in = int(np.prod(model.input_shape))
+    x = rtl_vectors(model.input_fmt, n_in, QUICK_RTL_N if ctx.quick else RTL_N)
+    t1 = time.perf_counter()
+    want = model.run(x)
+    ir_s = time.perf_counter() - t1
+    verilog_mb = sum((out / f).stat().st_size for f in iface["files"]) / 1e6
+    r: dict[str, Any] = {"options": opts, "vectors": len(x), "latency_iface": iface["latency_cycles"],
+                         "ii_iface": iface["ii"], "generate_s": gen_s, "ir_s": ir_s, "verilog_mb": verilog_mb}
+    limit = SIM_LIMIT_S
+
+    def sim() -> tuple[np.ndarray, dict]:
+        y, st = run_codes(out, x, simulator="verilator")
+        st.pop("taps", None)
+        return y, st
+
+    log(f"real: Verilator {spec.name} {arch} ({verilog_mb:.1f} MB Verilog), {len(x):,} vectors, limit {limit} s")
+    status, val, wall = in_child(sim, limit)
+    r["wall_s"] = wall
+    if status != "ok":
+        r["error"] = f"stopped after {wall:.0f} s (limit {limit} s)" if status == "timeout" else val
+        return r
+    y, st = val
+    bad = np.flatnonzero(np.any(np.asarray(y).reshape(len(x), -1) != np.asarray(want).reshape(len(x), -1), axis=1))
+    r.update({"mismatches": int(len(bad)), "first_bad": bad[:5].tolist(), "latency": st["latency"],
+              "ii": st["ii"], **{f"{k}_s" if not k.endswith("cached") else k: v for k, v in st["seconds"].items()}})
+    return r
+
+
+def _layer_synth(folder: Path, layer: str, limit: float) -> dict:
+    """yosys ``synth_ecp5 -top <layer>`` on the design's files but its top (a layer may use shared modules);
+    reused when its stat file is newer than every file."""
+    from codesign.rtl.synth import parse_stat, yosys_cmd
+
+    iface = json.loads((folder / "interface.json").read_text())
+    files = [f for f in iface["files"] if f != f"{iface['top']}.v"]
+    stat = folder / f"stat_ecp5_{layer}.txt"
+    if stat.exists() and all(stat.stat().st_mtime > (folder / f).stat().st_mtime for f in files):
+        return {**summarize(parse_stat(stat.read_text()), "ecp5"), "seconds": None}
+    script = f"read_verilog -sv {' '.join(files)}; synth_ecp5 -top {layer}; tee -q -o {stat.name} stat"
+    t0 = time.perf_counter()
+    try:
+        p = subprocess.run([yosys_cmd(), "-q", "-p", script], cwd=folder, capture_output=True, text=True,
+                           timeout=limit)
+    except subprocess.TimeoutExpired:
+        return {"error": f"yosys stopped after {limit:.0f} s"}
+    if p.returncode != 0:
+        return {"error": f"yosys failed: {(p.stdout + p.stderr)[-300:]}"}
+    return {**summarize(parse_stat(stat.read_text()), "ecp5"), "seconds": time.perf_counter() - t0}
+
+
+_GENERATED: set[Path] = set()
+
+
+def forms_step(ctx: Ctx, spec: Spec, model, synth: str = "", prev: dict | None = None) -> dict:
+    """Per layer with a threshold epilogue: its thresholds per channel, whether a multiply-shift form exists,
+    the cost estimates and ``auto``'s pick; ``synth``: yosys cells of the layer module in each form, of
+    the ``first`` layer or of the ``rest`` (measurements in ``prev`` are kept)."""
+    from codesign.rtl import generate
+    from codesign.rtl.formats import MulShift, Thresholds
+    from codesign.rtl.frontend.forms import choose_forms, mulshift_cost, threshold_cost
+
+    auto = choose_forms(model, "auto", folded=False)
+    ms = choose_forms(model, "mulshift", folded=False)
+    layers = []
+    for ly, la, lm in zip(model.layers, auto.layers, ms.layers, strict=True):
+        th = getattr(ly, "requant", None)
+        if not isinstance(th, Thresholds):
+            continue
+        has_ms = isinstance(lm.requant, MulShift)
+        old = next((d for d in (prev or {}).get("layers", []) if d["layer"] == ly.name), {})
+        layers.append({**old, "layer": ly.name, "levels": th.levels, "mulshift_form": has_ms,
+                       "cost_thresholds": threshold_cost(th, ly),
+                       "cost_mulshift": mulshift_cost(lm.requant, lm) if has_ms else None,
+                       "auto": "mulshift" if isinstance(la.requant, MulShift) else "thresholds"})
+    res: dict[str, Any] = {"layers": layers}
+    todo = [d for d in layers if d["mulshift_form"]]
+    first = model.layers[0].name
+    todo = [d for d in todo if (d["layer"] == first) == (synth == "first")]
+    if not synth or not todo:
+        return res
+    base = ctx.runs / "real" / spec.folder
+    dirs = {}
+    for form in ("thresholds", "mulshift"):
+        dirs[form] = base / f"rtl_parallel_{form}"
+        if dirs[form] not in _GENERATED:  # once per bench run (the first layers are synthesized last)
+            generate(model, dirs[form], strategy="latency", epilogue=form)
+            _GENERATED.add(dirs[form])
+    for d in todo:
+        for form in ("thresholds", "mulshift"):
+            log(f"real: synth_ecp5 {spec.name} {d['layer']} ({form})")
+            d[f"synth_{form}"] = _layer_synth(dirs[form], d["layer"], SYNTH_LIMIT_S)
+    return res
+
+
+# ---------------------------------------------------------------------------------------------- driver
+def run(ctx: Ctx) -> dict:
+    names = ctx.models or (QUICK if ctx.quick else tuple(s.name for s in SPECS))
+    specs = [s for s in SPECS if s.name in names]
+    unknown = set(names) - {s.name for s in SPECS}
+    if unknown:
+        raise ValueError(f"bench real: unknown models {sorted(unknown)}; known: {[s.name for s in SPECS]}")
+    saved = {k: os.environ.get(k) for k in ("CODESIGN_SIM_CACHE", "OBJCACHE")}
+    # Verilator builds: a cache of this bench (a rerun reuses a build and says so), no ccache (cold builds)
+    os.environ["CODESIGN_SIM_CACHE"] = str(ctx.runs / "real" / "sim-cache")
+    os.environ["OBJCACHE"] = ""
+    res: dict[str, dict] = {s.name: {} for s in specs}
+    saved_res = ctx.runs / "bench_real.json"
+    if (ctx.resume or ctx.render_only) and saved_res.exists():  # keep the steps an earlier run finished
+        prev = json.loads(saved_res.read_text())
+        res.update({k: v for k, v in prev.items() if k in res})
+    state: dict[str, list] = {"pending": [], "failed": [], "kept": [], "not_run": []}
+    try:
+        _run(ctx, specs, res, state)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    bad = list(state["failed"])
+    bad += [f"{m} golden: {d['golden']['qonnx_mismatches']} mismatches vs execute_onnx" for m, d in res.items()
+            if d.get("golden", {}).get("qonnx_mismatches")]
+    bad += [f"{m} {a}: {r['mismatches']} mismatches (first vectors {r['first_bad']})"
+           for m, d in res.items() for a, r in d.get("rtl", {}).items() if r.get("mismatches")]
+    bad += [f"{m} {a}: RTL not verified: {r['error']}" for m, d in res.items() for a, r in d.get("rtl", {}).items()
+            if r.get("error") and not r.get("over_limit") and not r.get("unsupported")]
+    if bad:
+        raise RuntimeError("bench real: " + "; ".join(bad))
+    return res
+
+
+def _done(kind: str, arch: str, d: dict) -> bool:
+    """Whether ``d`` (a model's results, from an earlier run with ``--resume``) holds step ``kind``/``arch``."""
+    if kind in ("golden", "forms"):
+        return kind in d
+    if kind == "rtl":
+        r = d.get("rtl", {}).get(arch)
+        return bool(r) and ("mismatches" in r or r.get("over_limit") or r.get("unsupported"))
+    layers = [ly for ly in d.get("forms", {}).get("layers", []) if ly["mulshift_form"]]
+    first = layers[0]["layer"] if layers else None
+    todo = [ly for ly in layers if (ly["layer"] == first) == (arch == "first")]
+    return bool(todo) and all("synth_mulshift" in ly for ly in todo)
+
+
+def _run(ctx: Ctx, specs: list[Spec], res: dict[str, dict], state: dict) -> None:
+    quick = ctx.quick
+    # the order: cheap and small first, the big fully parallel SFC builds and CNV last
+    steps: list[tuple[str, Spec, str]] = []
+    small = [s for s in specs if not s.name.startswith(("SFC", "CNV"))]
+    big = [s for s in specs if s.name.startswith("SFC")]
+    cnv = [s for s in specs if s.name.startswith("CNV")]
+    steps += [("golden", s, "") for s in small + big]
+    steps += [("forms", s, "") for s in small + big]
+    steps += [("rtl", s, a) for s in small for a in ("parallel", "folded")]
+    steps += [("rtl", s, a) for s in big[:1] for a in ("folded", "parallel")]  # how long an SFC build takes
+    steps += [(k, s, a) for s in cnv for k, a in (("forms", ""), ("rtl", "parallel"))]  # lowering CNV
+    synth = sorted((s for s in small + big if s.synth and not quick), key=lambda s: s.name == "TFC_1W2A")
+    steps += [("synth", s, "rest") for s in synth]  # the hidden layers (about 40 s of yosys per layer and form)
+    steps += [("synth", s, "first") for s in synth]  # the big input layers
+    steps += [("rtl", s, "folded") for s in big[1:]]
+    steps += [("golden", s, "") for s in cnv]
+    steps += [("rtl", s, "parallel") for s in big[1:]]
+    models: dict[str, Any] = {}
+    state["pending"] = [f"{k} {s.name} {a}".strip() for k, s, a in steps]
+    for kind, spec, arch in steps:
+        d = res[spec.name]
+        what = f"{kind} {spec.name} {arch}".strip()
+        state["pending"].remove(what)
+        if "error" in d and kind != "golden":  # the model could not be lowered
+            continue
+        if _done(kind, arch, d):  # --resume: an earlier run measured it
+            state["kept"].append(what)
+            continue
+        if getattr(ctx, "render_only", False):
+            state["not_run"].append(what)
+            continue
+        if kind == "rtl" and arch == "parallel" and spec.name.startswith("SFC"):
+            over = next((m for m, r in res.items() if r.get("rtl", {}).get("parallel", {}).get("over_limit")), None)
+            if over:
+                d.setdefault("rtl", {})["parallel"] = {"skipped": f"not run: {over} fully parallel went over the "
+                                                                  f"{SIM_LIMIT_S} s limit"}
+                _render(ctx, res, state)
+                continue
+        log(f"real: {what}")
+        try:
+            path = model_path(ctx, spec)
+            if kind == "golden":
+                d["golden"] = golden_step(ctx, spec, path)
+            else:
+                if spec.name not in models:
+                    t0 = time.perf_counter()
+                    models[spec.name] = lowered(path, spec)
+                    d["lower_s"] = time.perf_counter() - t0
+                m = models[spec.name]
+                if kind == "forms":
+                    d["forms"] = forms_step(ctx, spec, m)
+                elif kind == "synth":
+                    d["forms"] = forms_step(ctx, spec, m, synth=arch, prev=d.get("forms"))
+                else:
+                    r = rtl_step(ctx, spec, m, arch)
+                    r["over_limit"] = "stopped after" in r.get("error", "")
+                    d.setdefault("rtl", {})[arch] = r
+        except Exception as e:  # noqa: BLE001 - an unsupported model is a result to report
+            traceback.print_exc()
+            msg = f"{type(e).__name__}: {str(e)[:500]}"
+            if not isinstance(e, UnsupportedError):
+                state["failed"].append(f"{what}: {msg}")
+            if kind in ("golden", "synth"):
+                d[f"{kind}_error"] = msg
+            elif kind == "rtl":
+                d.setdefault("rtl", {})[arch] = {"error": msg, "unsupported": isinstance(e, UnsupportedError)}
+            else:
+                d["error"] = msg
+        (ctx.runs / "bench_real.json").write_text(json.dumps(res, indent=1, default=str))
+        _render(ctx, res, state)
+    if ctx.render_only:
+        state["pending"] = state["not_run"]
+        _render(ctx, res, state)
+
+
+# ---------------------------------------------------------------------------------------------- report
+def _s(v: Any) -> str | None:
+    return None if v is None else f"{v:.1f}"
+
+
+def _stopped_at(work: Path) -> str:
+    """Where a stopped Verilator run was, from its work folder (``run_codes``' ``<rtl>_sim``): the build's
+    duration (wrapper written -> build.log's last write) and how many vectors had come out."""
+    wrapper, blog, slog, out = (work / f for f in ("codesign_stream_tb.v", "build.log", "sim.log", "out.txt"))
+    if not (wrapper.exists() and blog.exists()) or blog.stat().st_mtime < wrapper.stat().st_mtime:
+        return ""
+    if not slog.exists() or slog.stat().st_mtime < blog.stat().st_mtime:
+        return "; stopped in the Verilator build"
+    n = sum(1 for _ in out.open("rb")) if out.exists() else 0
+    return (f"; the Verilator build took {blog.stat().st_mtime - wrapper.stat().st_mtime:.0f} s, the simulation had "
+            f"returned {n:,} vectors when stopped")
+
+
+def _render(ctx: Ctx, res: dict[str, dict], state: dict) -> None:
+    g_rows, r_rows, f_rows, errors = [], [], [], []
+    for name, d in res.items():
+        if "error" in d:
+            errors.append(f"**{name}**: not supported: `{d['error']}`")
+        if "golden_error" in d:
+            errors.append(f"**{name}** golden model: `{d['golden_error']}`")
+        g = d.get("golden")
+        if g:
+            tail = g.get("qonnx_tail_max_abs_diff")
+            g_rows.append([name, g["grid"], g["inputs"], g["qonnx_mismatches"], g["qonnx_compare"],
+                           f"{tail:.3g}" if tail is not None else "-", g.get("qonnx_top_class_differs", "-"),
+                           _s(g["golden_s"]), _s(g["reference_s"])])
+        for arch, r in d.get("rtl", {}).items():
+            o = r.get("options", {})
+            label = ("fully parallel" if arch == "parallel" else
+                     f"folded (reuse {o.get('reuse')}, pipeline {o.get('pipeline')})")
+            if o.get("io") == "stream":
+                label += ", io stream"
+            if "skipped" in r:
+                r_rows.append([name, label] + ["-"] * 9 + [r["skipped"]])
+                continue
+            if "error" in r:
+                note = r["error"] + (_stopped_at(ctx.runs / "real" / name.replace(".", "_") / f"rtl_{arch}_sim")
+                                     if r.get("over_limit") else "")
+                r_rows.append([name, label, r.get("vectors"), "-", r.get("latency_iface"), r.get("ii_iface"),
+                               "-", "-", "-", "-", r.get("verilog_mb"), note])
+                continue
+            lat = f"{r['latency_iface']} / {r['latency']}"
+            ii = f"{r['ii_iface']} / {r['ii']}"
+            build = f"{r['build_s']:.1f}{' (cached)' if r.get('build_cached') else ''}"
+            vps = r["vectors"] / r["sim_s"] if r.get("sim_s") else None
+            r_rows.append([name, label, r["vectors"], r["mismatches"], lat, ii, build, _s(r.get("build_cpu_s")),
+                           _s(r["sim_s"]), round(vps) if vps else None, r["verilog_mb"], ""])
+        for ly in d.get("forms", {}).get("layers", []):
+            row = [name, ly["layer"], ly["levels"], ly["mulshift_form"], ly["cost_thresholds"], ly["cost_mulshift"],
+                   ly["auto"]]
+            for form in ("thresholds", "mulshift"):
+                s = ly.get(f"synth_{form}")
+                if s is None:
+                    row += ["-", "-", "-"]
+                elif "error" in s:
+                    row += [s["error"], "-", "-"]
+                else:
+                    row += [s["LUT4"], s["CCU2"], s["FF"]]
+            f_rows.append(row)
+        if "synth_error" in d:
+            errors.append(f"**{name}** synthesis: `{d['synth_error']}`")
+    body = "#### Golden model vs qonnx `execute_onnx`\n\n"
+    body += table(["model", "inputs on the grid of", "inputs", "mismatches", "comparison", "largest float-tail diff",
+                   "top class differs", "golden s", "execute_onnx s"], g_rows)
+    body += ("\n\nTFC/SFC rows without `.onnx` are Brevitas `bnn_pynq` exports with random weights (seed 0) and "
+             "randomized BatchNorm statistics (`codesign.real_models.bnn_pynq`); `.onnx` rows are the public files "
+             "in models/qonnx. The reference runs the cleaned model, as tests/test_golden_real.py does.")
+    body += "\n\n#### RTL vs the IR in Verilator\n\n"
+    body += table(["model", "architecture", "vectors", "mismatches", "latency (interface / measured)",
+                   "II (interface / measured)", "Verilator build s (wall)", "build CPU s", "sim s (wall)",
+                   "vectors/s", "Verilog MB", "note"], r_rows)
+    n_rtl = QUICK_RTL_N if ctx.quick else RTL_N
+    body += (f"\n\nVectors: {n_rtl:,} random codes of the core input grid plus 4 corners (all lowest, all highest, "
+             "both alternating patterns), through `codesign.verify.run_codes` (stream testbench, input gaps and "
+             "output backpressure in the second half), compared with `Model.run` of the IR. Builds are cold: this "
+             f"bench's own build cache, ccache off; `(cached)` marks a build reused from an earlier run of the bench. "
+             f"Each build + simulation runs in a child process stopped after {SIM_LIMIT_S} s.")
+    body += "\n\n#### Threshold epilogues: multiply-shift form, `auto`'s pick and ECP5 cells\n\n"
+    body += table(["model", "layer", "thresholds per channel", "multiply-shift form exists", "estimate thresholds "
+                   "(adder bits)", "estimate mul-shift", "`auto` picks", "LUT4 thresholds", "CCU2 thresholds",
+                   "FF thresholds", "LUT4 mul-shift", "CCU2 mul-shift", "FF mul-shift"], f_rows)
+    body += ("\n\nOne row per fully parallel layer with a threshold epilogue (BatchNorm or a float scale before a "
+             "quantizer). A layer with one threshold per channel (1-bit activations) keeps it: it has no "
+             "multiply-shift form (`codesign.rtl.frontend.forms`). The estimates are the adder-bit costs `auto` "
+             "compares. Cells: yosys (YoWASP) `synth_ecp5 -top <layer>` of that layer's module alone (adder tree "
+             "and epilogue), generated with `epilogue=\"thresholds\"` and with `epilogue=\"mulshift\"`; `-` where "
+             "not synthesized (the first layers, the biggest, are synthesized last). fmax (nextpnr-ecp5): not "
+             "measured.")
+    if ctx.quick:
+        body += "\n\nQuick mode: two models, fewer vectors, no synthesis."
+    if errors:
+        body += "\n\n#### Not supported / errors\n\n" + "\n".join(f"- {e}" for e in errors)
+    if ctx.render_only:
+        body += ("\n\nRendered from runs/bench/bench_real.json (`--render`), nothing measured by this command: every "
+                 "figure above was measured on this machine by earlier runs of this bench (`python -m bench real`, "
+                 "continued by `python -m bench real --resume` runs), stopped where the next section says.")
+    elif state["kept"]:
+        body += ("\n\nResumed (`--resume`): these steps were measured by an earlier run of the bench on the same "
+                 "machine and kept from runs/bench/bench_real.json: " + ", ".join(state["kept"]) + ".")
+    if state["pending"]:
+        body += ("\n\n**Incomplete**: this section is rewritten after every step; when it was last written these "
+                 "steps had not run: " + ", ".join(state["pending"]) + ".")
+    section(ctx, "real", "Real QONNX models made elsewhere", body)

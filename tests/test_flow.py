@@ -78,11 +78,16 @@ def _flow_killed_in(work, stage: str, delay: float, cmd: list[str]) -> tuple[set
         seen.append(line)
         if f" {stage}: " in line and line.startswith("─"):
             time.sleep(delay)
-            os.killpg(p.pid, signal.SIGKILL)
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:  # the flow's last stage finished within the delay
+                pass
             break
     p.wait(timeout=60)
     p.stderr.close()
-    assert p.returncode == -signal.SIGKILL, f"the flow ended before {stage} started: " + "".join(seen)[-2000:]
+    # killed, or (a fast last stage, e.g. a cached simulator build) finished just before the kill
+    assert p.returncode in (-signal.SIGKILL, 0), f"the flow ended before {stage} started: " + "".join(seen)[-2000:]
+    assert any(f" {stage}: " in line for line in seen), "".join(seen)[-2000:]
     man = json.loads((work / "run" / "manifest.json").read_text())
     return set(man.get("stages", {})), "".join(seen)
 
@@ -93,15 +98,16 @@ def test_killed_in_every_stage_resumes_and_reproduces(run_dir, tmp_path, last):
     each time: every re-run reuses exactly the stages that had finished, and the final run's QONNX, RTL (and
     bitstream) are byte-identical to those of the uninterrupted run (same config, same seed)."""
     order = ["train", "export", "golden", "rtl", "verify", "fpga", "energy"]
-    kills = [("train", 2.0), ("export", 0.5), ("golden", 0.3), ("rtl", 0.3), ("verify", 1.0), ("fpga", 2.0)]
+    kills = [("train", 2.0), ("export", 0.5), ("golden", 0.0), ("rtl", 0.0), ("verify", 0.3), ("fpga", 2.0)]
     cmd = FLOW if last == "fpga" else [*FLOW, "--until", last]
     order = order if last == "fpga" else order[:order.index(last) + 1]
     before: set[str] = set()
     for stage, delay in kills[:order.index(last) + 1]:
         done, log = _flow_killed_in(tmp_path, stage, delay, cmd)
         i = order.index(stage)
-        assert done in (set(order[:i]), set(order[:i + 1])), (stage, done)  # the killed stage had not finished,
-        assert all(f"✓ {s} (reused" in log for s in before), (stage, before, log[-2000:])  # or had, just then
+        # complete: the stages before the one killed in, and any fast ones that finished before the kill landed
+        assert done == set(order[:len(done)]) and len(done) >= i, (stage, done)
+        assert all(f"✓ {s} (reused" in log for s in before), (stage, before, log[-2000:])
         assert all(f"✓ {s} (reused" not in log for s in set(order) - before)
         before = done
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=1500, cwd=tmp_path)

@@ -81,8 +81,7 @@ def main() -> None:
     ap.add_argument("--onnx-vectors", type=int, default=2000, help="vectors for execute_onnx (extrapolated)")
     args = ap.parse_args()
     from codesign.golden import GoldenModel
-    from codesign.golden.compare import count_mismatches
-    from codesign.golden.stage import qonnx_reference, qonnx_reference_batched
+    from codesign.golden.compare import count_mismatches, qonnx_reference, qonnx_reference_batched
 
     sizes = [int(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory() as td:

@@ -77,8 +77,7 @@ def _exactness_row(label: str, raw, clean, x_test, n_random: int) -> list:
     import numpy as np
 
     from codesign.golden import GoldenModel
-    from codesign.golden.compare import count_mismatches
-    from codesign.golden.stage import qonnx_reference, qonnx_reference_batched
+    from codesign.golden.compare import count_mismatches, qonnx_reference, qonnx_reference_batched
 
     g_raw, g_clean = GoldenModel(raw), GoldenModel(clean)
     x_rand = _random_on_grid(g_clean, n_random)

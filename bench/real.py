@@ -158,8 +158,8 @@ def golden_step(ctx: Ctx, spec: Spec, path: Path) -> dict:
     import onnx
 
     from codesign.golden import GoldenModel
-    from codesign.golden.compare import compare
-    from codesign.golden.stage import qonnx_reference, run_batched
+    from codesign.golden.compare import compare, qonnx_reference
+    from codesign.golden.stage import run_batched
     from codesign.graph.clean import clean_qonnx
     from codesign.real_models import mnist_like, on_grid
 

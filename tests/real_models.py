@@ -16,7 +16,7 @@ from onnx import helper
 from codesign.real_models import JET_FILE, QONNX, TFC_FILE, bnn_pynq, mnist_like, on_grid
 
 __all__ = ["JET_FILE", "QONNX", "TFC_FILE", "annotated", "bnn_pynq", "float_cnn", "float_mlp", "mnist_like", "on_grid",
-           "reference", "reference_contexts", "threshold_graph"]
+           "reference_contexts", "threshold_graph"]
 
 
 
@@ -32,12 +32,6 @@ def reference_contexts(model: onnx.ModelProto, x: np.ndarray):
         warnings.simplefilter("ignore")
         for i in range(len(x)):
             yield execute_onnx(mw, {iname: np.asarray(x[i:i + 1], dtype=np.float32)}, return_full_exec_context=True)
-
-
-def reference(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
-    """The reference's outputs (float32) for ``x``, one vector at a time."""
-    oname = model.graph.output[0].name
-    return np.concatenate([c[oname] for c in reference_contexts(model, x)])
 
 
 def float_mlp(variant: str, folder: Path, seed: int = 0) -> Path:

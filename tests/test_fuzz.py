@@ -41,8 +41,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from codesign.golden import GoldenModel
-from codesign.golden.compare import compare
-from codesign.golden.stage import qonnx_reference
+from codesign.golden.compare import compare, qonnx_reference
 from codesign.rtl import generate, lower
 
 SIM = "icarus"  # tiny designs: Icarus compiles in well under a second, a Verilator build takes seconds

@@ -15,9 +15,8 @@ from onnx import helper
 
 from codesign.errors import CodesignError, UnsupportedError
 from codesign.golden import GoldenModel
-from codesign.golden.compare import count_mismatches
+from codesign.golden.compare import count_mismatches, qonnx_reference
 from codesign.golden.quant import max_int, min_int
-from codesign.golden.stage import qonnx_reference
 
 MODES = ["ROUND", "FLOOR", "CEIL", "ROUND_TO_ZERO", "HALF_UP", "HALF_DOWN", "UP", "round", "floor"]
 

@@ -298,8 +298,7 @@ def _float_tail_model(seed: int = 0) -> onnx.ModelProto:
 def test_golden_stage_float_tail_within_the_stated_bound(tmp_path):
     """A float tail after the last quantizer: the quantizer grids are compared exactly, the output within
     2^-14 of its magnitude; a golden output off by more than that counts as a mismatch."""
-    from codesign.golden.compare import TAIL_RTOL, compare
-    from codesign.golden.stage import qonnx_reference
+    from codesign.golden.compare import TAIL_RTOL, compare, qonnx_reference
 
     m = _float_tail_model()
     onnx.save(m, tmp_path / "m.onnx")

@@ -226,8 +226,7 @@ def test_cli_prune_then_export_golden(tmp_path):
     from codesign.cli import app
     from codesign.export import export_qonnx_model
     from codesign.golden import GoldenModel
-    from codesign.golden.compare import count_mismatches
-    from codesign.golden.stage import qonnx_reference
+    from codesign.golden.compare import count_mismatches, qonnx_reference
     from codesign.train import load_model
 
     cfg = config.load("digits_mlp", {"train.epochs": 2, "data.n_samples": 400, "model.hidden": [16, 12]})

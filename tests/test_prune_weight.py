@@ -51,8 +51,7 @@ def test_weight_pruning_exports_exact_zero_codes(trained, tmp_path, scope):
     (the RTL IR the generator reads), golden == execute_onnx, and the parallel energy estimate drops."""
     from codesign.export import export_qonnx_model
     from codesign.golden import GoldenModel
-    from codesign.golden.compare import count_mismatches
-    from codesign.golden.stage import qonnx_reference
+    from codesign.golden.compare import count_mismatches, qonnx_reference
     from codesign.rtl import lower
 
     cfg, ds, model = trained

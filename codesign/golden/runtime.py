@@ -137,7 +137,9 @@ class RunAPI:
         return {n: (v, self._scale_of(n)) for n, v in env.items()
                 if n not in self._internal and n in self.tensors and not self.tensors[n].is_float}
 
-    def _real_out(self, codes: np.ndarray, name: str) -> np.ndarray:
+    def real_value(self, codes: np.ndarray, name: str) -> np.ndarray:
+        """The real values of tensor ``name`` from its integer ``codes`` (float32 for a float scale, as the
+        reference computes them)."""
         t = self.tensors[name]
         if t.fscale is not None:
             from codesign.graph.reference import to_f32
@@ -177,7 +179,7 @@ class RunAPI:
             return y[0] if single else y
         env, single = self._graph_env(x_real)
         o = self.output_names[0]
-        y = env[o] if self.partition.host_post else self._real_out(env[o], o)
+        y = env[o] if self.partition.host_post else self.real_value(env[o], o)
         return y[0] if single else y
 
     def preprocess(self, x_float) -> np.ndarray:
@@ -195,7 +197,7 @@ class RunAPI:
         (float32 after host post-processing; the exact reals when there is none, as ``run``)."""
         c = np.asarray(codes)
         if not (self.mixed and self.partition.host_post):
-            return self._real_out(c, self.core_output)
+            return self.real_value(c, self.core_output)
         env = self._run_steps({self.core_output: c}, ("post",))
         return env[self.output_names[0]]
 

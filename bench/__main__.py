@@ -79,10 +79,13 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
             failed.append(name)
         log(f"{name}: {time.perf_counter() - t1:.0f} s wall, {_cpu() - c1:.0f} CPU s")
+    for problem in ctx.problems:
+        log(f"MISMATCH: {problem}")
     log(f"done in {time.perf_counter() - t0:.0f} s wall, {_cpu() - c0:.0f} CPU s (this process and its finished "
         f"subprocesses), load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}"
-        + (f"; FAILED: {', '.join(failed)}" if failed else ""))
-    return 1 if failed else 0
+        + (f"; FAILED: {', '.join(failed)}" if failed else "")
+        + (f"; {len(ctx.problems)} bit-exactness check(s) failed" if ctx.problems else ""))
+    return 1 if failed or ctx.problems else 0
 
 
 if __name__ == "__main__":

@@ -28,7 +28,8 @@ def run(ctx: Ctx) -> dict:
             rd = run_dir(ctx, name, until="golden")
         except Exception as e:  # noqa: BLE001
             log(f"accuracy: {name} failed: {e}")
-            rows.append([name, "-", "-", "-", "-", "-", f"error: {str(e)[:100]}"])
+            ctx.problems.append(f"accuracy: {name} failed: {str(e)[:200]}")
+            rows.append([name, "failed", "failed", "failed", "failed", "failed", f"error: {str(e)[:100]}"])
             continue
         r = report(rd)
         tr, pr, gd = r.get("train", {}), r.get("prune", {}), r.get("golden", {})

@@ -39,6 +39,13 @@ class Ctx:
         self.resume = False  # real: keep the steps an earlier run recorded
         self.render_only = False  # real: rewrite the section from the recorded steps, measure nothing
         self.command = command or "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        self.problems: list[str] = []  # mismatches and failed checks found by the benches: exit status 1
+
+    def expect_zero(self, what: str, mismatches: Any) -> None:
+        """Record a bit-exactness check: anything but 0 (a count, or None where the check did not run) is a
+        problem that makes the bench exit non-zero after its tables are printed and written."""
+        if mismatches != 0:
+            self.problems.append(f"{what}: {mismatches if mismatches is not None else 'not checked'} mismatches")
 
     def overrides(self, name: str) -> dict[str, Any]:
         return dict(QUICK_OVERRIDES) if self.quick else {}

@@ -248,6 +248,11 @@ def run(ctx: Ctx, models: tuple[str, ...] = MODELS, pnr: bool = True) -> dict:
                 x["pnr"] = got
             res[name] = {"ours": o, "da4ml": d, "measured": stamp()}
             prev_file.write_text(json.dumps(res[name], indent=1, default=str))
+        ctx.expect_zero(f"da4ml: {name}: da4ml interpreter vs golden", d.get("mismatches_interp"))
+        if "mismatches_rtl" in d or "verilator_error" in d:
+            ctx.expect_zero(f"da4ml: {name}: da4ml Verilator RTL vs golden", d.get("mismatches_rtl"))
+        if "mismatches" in o:
+            ctx.expect_zero(f"da4ml: {name}: our RTL, Verilator smoke run", o["mismatches"])
     return render_all(ctx, targets, do_pnr)
 
 

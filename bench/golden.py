@@ -128,6 +128,9 @@ def run_exactness(ctx: Ctx) -> dict:
             log(f"golden exactness: {label}")
             raw, clean = export_pair(kind, Path(td), po2=po2, seed=1)
             rows.append(_exactness_row(label, raw, clean, None, n_random))
+    for row in rows:
+        if row[-1] != "0 mismatches":
+            ctx.problems.append(f"golden: {row[0]}: golden model vs execute_onnx mismatches")
     body = table(["model", "test vectors", "mismatches", "random on-grid vectors", "mismatches",
                   "cleaned graph, one at a time", "mismatches", "result"], rows)
     body += ("\n\nEach mismatch count adds two comparisons against qonnx `execute_onnx` on the raw Brevitas "

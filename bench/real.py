@@ -462,8 +462,8 @@ def _render(ctx: Ctx, res: dict[str, dict], state: dict) -> None:
             if "error" in r:
                 note = r["error"] + (_stopped_at(ctx.runs / "real" / name.replace(".", "_") / f"rtl_{arch}_sim")
                                      if r.get("over_limit") else "")
-                r_rows.append([name, label, r.get("vectors"), "-", r.get("latency_iface"), r.get("ii_iface"),
-                               "-", "-", "-", "-", r.get("verilog_mb"), note])
+                r_rows.append([name, label, r.get("vectors"), "**not checked**", r.get("latency_iface"),
+                               r.get("ii_iface"), "-", "-", "-", "-", r.get("verilog_mb"), note])
                 continue
             lat = f"{r['latency_iface']} / {r['latency']}"
             ii = f"{r['ii_iface']} / {r['ii']}"

@@ -90,6 +90,7 @@ def run(ctx: Ctx) -> dict:
         run = run_dir(ctx, "digits_mlp", until="export")
         out, _, _ = generate(run, "latency", 1)
         vb = verilator_build_s(out, run / "export" / "model.onnx")
+        ctx.expect_zero("rtl: digits_mlp fully parallel, Verilator smoke run", vb["mismatches"])
     (ctx.runs / "bench_rtl.json").write_text(json.dumps({"designs": results, "verilator": vb}, indent=1))
     render(ctx, results, vb)
     return {"designs": results, "verilator": vb}

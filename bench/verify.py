@@ -116,6 +116,9 @@ def run(ctx: Ctx) -> dict:
                     "mismatches": r["mismatches"], "ok": r["ok"], "cycles": r["backpressure"]["cycles"],
                     "vectors_per_s": r["vectors_per_s"], "seconds": r["seconds"], "cold": p["cold"],
                     "load_before": load0, "load_after": _load()})
+    for r in out:
+        ctx.expect_zero(f"verify: {r['design']} ({r['simulator']}, {r['style']})", r["mismatches"])
+    ctx.problems += [f"verify: {e}" for e in errors]
     (ctx.runs / "bench_verify.json").write_text(json.dumps(out, indent=1))
     render(ctx, out, errors, ok_icarus)
     return {"runs": out}

@@ -99,6 +99,25 @@ def test_quick_mode_prints_only_unless_doc(monkeypatch, tmp_path):
     assert len(seen) == 2 + len(bm.ALL) and not any(w for _, w, _ in seen[2:])
 
 
+def test_a_mismatch_found_by_a_bench_is_exit_status_1(monkeypatch, tmp_path, capsys):
+    """A bench that finds a mismatch (or could not check) prints its tables, then says so and exits 1."""
+    import importlib
+    import types
+
+    import bench.__main__ as bm
+
+    def measure(ctx):
+        ctx.expect_zero("fake: design A", 0)
+        ctx.expect_zero("fake: design B", 3)
+        ctx.expect_zero("fake: design C", None)
+
+    monkeypatch.setattr(importlib, "import_module", lambda name: types.SimpleNamespace(run=measure))
+    assert bm.main(["flow", "--quick", "--runs", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "MISMATCH: fake: design B: 3 mismatches" in err and "design C: not checked" in err
+    assert "design A" not in err and "2 bit-exactness check(s) failed" in err
+
+
 def test_da4ml_render_reports_every_ratio_and_what_is_missing():
     from bench.da4ml import render
 

@@ -6,6 +6,10 @@ epochs, few vectors, fewer models, no place and route; it prints its tables and 
 unless ``--doc`` is given. Run directories live in runs/bench (full) or runs/bench-quick and are reused.
 ``all`` runs every bench but ``real`` (QONNX models made elsewhere: Verilator builds of BNN-PYNQ nets take
 minutes each, even in quick mode); run it on its own.
+
+Exit status 1 when a bench fails, or when any bit-exactness check a bench makes (RTL vs golden model, golden
+model vs ``execute_onnx``, da4ml's netlist vs the golden model) finds a mismatch or could not run; each is
+named at the end of the output, after the tables.
 """
 
 from __future__ import annotations

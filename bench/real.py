@@ -154,6 +154,77 @@ def rtl_vectors(fmt, n_inputs: int, n: int, seed: int = 1) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------- steps
+def golden_inputs(ctx: Ctx, spec: Spec, gm) -> tuple[np.ndarray, str]:
+    """The golden step's inputs (also those of the side-by-side step) and a description of their grid."""
+    from codesign.real_models import mnist_like, on_grid
+
+    n = QUICK_GOLDEN_N if ctx.quick else GOLDEN_N
+    sp = gm.input_spec
+    if sp.host_pre:  # the graph quantizes its input itself: images of k/255 pixels
+        dims = gm.model.graph.input[0].type.tensor_type.shape.dim
+        return (mnist_like(n, 0, shape=tuple(d.dim_value for d in dims[1:])),
+                "k/255 images (host pre-processing in the graph)")
+    return on_grid(gm, n, 0), f"{'s' if sp.signed else 'u'}{sp.bits} x 2^{sp.scale_exp} codes" + (
+        f" ({spec.precision})" if spec.precision else "")
+
+
+def _against_reference(gm, y: np.ndarray, ref: np.ndarray) -> dict:
+    """Outputs ``y`` against ``execute_onnx``'s ``ref`` by the golden stage's criterion: exact on a quantizer
+    grid, else within the float-tail bound (codesign.golden.compare.TAIL_RTOL); plus the exact count."""
+    from codesign.golden.compare import TAIL_RTOL, on_quantizer_grid
+
+    a = np.asarray(y, dtype=np.float64).reshape(len(ref), -1)
+    b = np.asarray(ref, dtype=np.float64).reshape(len(ref), -1)
+    diff = np.abs(a - b).max(axis=1)
+    exact = int(np.sum(diff != 0))
+    over = exact if on_quantizer_grid(gm) else int(np.sum(diff > TAIL_RTOL * np.maximum(1.0, np.abs(b).max(axis=1))))
+    return {"mismatches": over, "differ_exactly": exact, "max_abs_diff": float(diff.max()) if len(diff) else 0.0,
+            "top_class_differs": int(np.sum(np.argmax(a, axis=1) != np.argmax(b, axis=1)))}
+
+
+def side_step(ctx: Ctx, spec: Spec, path: Path) -> dict:
+    """The golden step's inputs through three implementations, each against ``execute_onnx``: the golden model,
+    codesign's fully parallel RTL in Verilator (host pre-processing -> RTL -> host post-processing, as a host
+    would run it) and hls4ml's C simulation (``convert_from_onnx_model`` with its QONNX-derived precisions,
+    Vitis backend, ``io_parallel``; ``compile()`` + ``predict()``)."""
+    from codesign.golden import GoldenModel
+    from codesign.golden.compare import qonnx_reference
+    from codesign.golden.stage import run_batched
+    from codesign.verify import run_codes
+    from codesign.verify.core import load_interface
+
+    gm = GoldenModel(path, input_precision=spec.precision)
+    x, _ = golden_inputs(ctx, spec, gm)
+    ref = qonnx_reference(ctx.runs / "real" / f"{spec.folder}.reference.onnx", x)
+    res: dict[str, Any] = {"inputs": len(x), "golden": _against_reference(gm, run_batched(gm, x), ref)}
+    rtl = ctx.runs / "real" / spec.folder / "rtl_parallel"
+    try:
+        iface = load_interface(rtl)
+        codes = np.asarray(gm.preprocess(x)).reshape(len(x), -1)
+        yr, _ = run_codes(rtl, iface.input.to_bits_codes(codes), simulator="verilator")
+        core = gm.tensors[gm.core_output].shape[1:]
+        y = gm.postprocess(np.asarray(iface.output.from_bits_codes(yr)).reshape(len(x), *core))
+        res["rtl"] = _against_reference(gm, y, ref)
+        res["rtl"]["vs_golden"] = int(np.sum(np.any(np.asarray(y, dtype=np.float64).reshape(len(x), -1)
+                                                    != run_batched(gm, x).astype(np.float64).reshape(len(x), -1),
+                                                    axis=1)))
+    except Exception as e:  # noqa: BLE001 - reported in the table and as a bench failure
+        res["rtl"] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+    try:
+        from codesign.hls import convert
+
+        t0 = time.perf_counter()
+        hm = convert(ctx.runs / "real" / f"{spec.folder}.reference.onnx", ctx.runs / "real" / spec.folder / "hls4ml")
+        hm.compile()
+        compile_s = time.perf_counter() - t0
+        xin = np.ascontiguousarray(x.reshape(len(x), -1) if len(np.shape(x)) > 2 else x, dtype=np.float64)
+        y = np.asarray(hm.predict(xin), dtype=np.float64)
+        res["hls4ml"] = {**_against_reference(gm, y, ref), "compile_s": compile_s}
+    except Exception as e:  # noqa: BLE001 - hls4ml refusing a model is a result
+        res["hls4ml"] = {"refused": f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"}
+    return res
+
+
 def golden_step(ctx: Ctx, spec: Spec, path: Path) -> dict:
     import onnx
 
@@ -161,20 +232,10 @@ def golden_step(ctx: Ctx, spec: Spec, path: Path) -> dict:
     from codesign.golden.compare import compare, qonnx_reference
     from codesign.golden.stage import run_batched
     from codesign.graph.clean import clean_qonnx
-    from codesign.real_models import mnist_like, on_grid
 
-    n = QUICK_GOLDEN_N if ctx.quick else GOLDEN_N
     t0 = time.perf_counter()
     gm = GoldenModel(path, input_precision=spec.precision)
-    sp = gm.input_spec
-    if sp.host_pre:  # the graph quantizes its input itself: images of k/255 pixels
-        dims = gm.model.graph.input[0].type.tensor_type.shape.dim
-        x = mnist_like(n, 0, shape=tuple(d.dim_value for d in dims[1:]))
-        grid = "k/255 images (host pre-processing in the graph)"
-    else:
-        x = on_grid(gm, n, 0)
-        grid = f"{'s' if sp.signed else 'u'}{sp.bits} x 2^{sp.scale_exp} codes" + (
-            f" ({spec.precision})" if spec.precision else "")
+    x, grid = golden_inputs(ctx, spec, gm)
     out = run_batched(gm, x)
     golden_s = time.perf_counter() - t0
     ref_model = gm.model if gm.mixed else clean_qonnx(gm.model)  # as tests/test_golden_real.py
@@ -325,6 +386,10 @@ def run(ctx: Ctx) -> dict:
            for m, d in res.items() for a, r in d.get("rtl", {}).items() if r.get("mismatches")]
     bad += [f"{m} {a}: RTL not verified: {r['error']}" for m, d in res.items() for a, r in d.get("rtl", {}).items()
             if r.get("error") and not r.get("over_limit") and not r.get("unsupported")]
+    for m, d in res.items():
+        r = d.get("side", {}).get("rtl", {})
+        if "error" in r or r.get("mismatches") or r.get("vs_golden"):
+            bad.append(f"{m} side by side: RTL vs execute_onnx/golden: {r}")
     if bad:
         raise RuntimeError("bench real: " + "; ".join(bad))
     return res
@@ -332,7 +397,7 @@ def run(ctx: Ctx) -> dict:
 
 def _done(kind: str, arch: str, d: dict) -> bool:
     """Whether ``d`` (a model's results, from an earlier run with ``--resume``) holds step ``kind``/``arch``."""
-    if kind in ("golden", "forms"):
+    if kind in ("golden", "forms", "side"):
         return kind in d
     if kind == "rtl":
         r = d.get("rtl", {}).get(arch)
@@ -353,6 +418,7 @@ def _run(ctx: Ctx, specs: list[Spec], res: dict[str, dict], state: dict) -> None
     steps += [("golden", s, "") for s in small + big]
     steps += [("forms", s, "") for s in small + big]
     steps += [("rtl", s, a) for s in small for a in ("parallel", "folded")]
+    steps += [("side", s, "") for s in small]  # golden, RTL, hls4ml on the same inputs vs execute_onnx
     steps += [("rtl", s, a) for s in big[:1] for a in ("folded", "parallel")]  # how long an SFC build takes
     steps += [(k, s, a) for s in cnv for k, a in (("forms", ""), ("rtl", "parallel"))]  # lowering CNV
     synth = sorted((s for s in small + big if s.synth and not quick), key=lambda s: s.name == "TFC_1W2A")
@@ -387,6 +453,8 @@ def _run(ctx: Ctx, specs: list[Spec], res: dict[str, dict], state: dict) -> None
             path = model_path(ctx, spec)
             if kind == "golden":
                 d["golden"] = golden_step(ctx, spec, path)
+            elif kind == "side":
+                d["side"] = side_step(ctx, spec, path)
             else:
                 if spec.name not in models:
                     t0 = time.perf_counter()
@@ -437,9 +505,21 @@ def _stopped_at(work: Path) -> str:
             f"returned {n:,} vectors when stopped")
 
 
+def _side_cells(r: dict) -> list[Any]:
+    if "refused" in r:
+        return [f"refused: {r['refused'][:120]}", "-", "-"]
+    if "error" in r:
+        return [f"**failed**: {r['error'][:120]}", "-", "-"]
+    return [r["mismatches"], f"{r['max_abs_diff']:.3g}", r["top_class_differs"]]
+
+
 def _render(ctx: Ctx, res: dict[str, dict], state: dict) -> None:
-    g_rows, r_rows, f_rows, errors = [], [], [], []
+    g_rows, r_rows, f_rows, s_rows, errors = [], [], [], [], []
     for name, d in res.items():
+        sd = d.get("side")
+        if sd:
+            s_rows.append([name, sd["inputs"], *_side_cells(sd["golden"]), *_side_cells(sd["rtl"]),
+                           *_side_cells(sd["hls4ml"]), _s(sd["hls4ml"].get("compile_s"))])
         if "error" in d:
             errors.append(f"**{name}**: not supported: `{d['error']}`")
         if "golden_error" in d:
@@ -501,6 +581,20 @@ def _render(ctx: Ctx, res: dict[str, dict], state: dict) -> None:
              "output backpressure in the second half), compared with `Model.run` of the IR. Builds are cold: this "
              f"bench's own build cache, ccache off; `(cached)` marks a build reused from an earlier run of the bench. "
              f"Each build + simulation runs in a child process stopped after {SIM_LIMIT_S} s.")
+    body += ("\n\n#### The same inputs through codesign's golden model, codesign's RTL and hls4ml, against "
+             "`execute_onnx`\n\n")
+    body += table(["model", "inputs", "golden: mismatches", "golden: largest diff", "golden: top class differs",
+                   "RTL: mismatches", "RTL: largest diff", "RTL: top class differs", "hls4ml: mismatches",
+                   "hls4ml: largest diff", "hls4ml: top class differs", "hls4ml compile s"], s_rows)
+    body += ("\n\nThe golden model's inputs (above) through each implementation, compared with `execute_onnx` on "
+             "the cleaned model. Mismatches: vectors whose output differs, exactly where the output is a quantizer's, "
+             "beyond the float-tail bound (2^-14 of max(1, |output|)) where the graph ends in float post-processing. "
+             "RTL: the fully parallel design of the table above in Verilator, fed by the golden model's host "
+             "pre-processing and followed by its host post-processing, as a host would run it (it also equals the "
+             "golden model's outputs bit for bit, or the bench fails). hls4ml: `hls4ml.converters."
+             "convert_from_onnx_model` (Vitis backend, `io_parallel`, precisions from `config_from_onnx_model` "
+             "with `granularity='name'`, default `fixed<32,16>`: `codesign.hls.convert`), `compile()` and "
+             "`predict()` on the same inputs; a refusal is reported as such.")
     body += "\n\n#### Threshold epilogues: multiply-shift form, `auto`'s pick and ECP5 cells\n\n"
     body += table(["model", "layer", "thresholds per channel", "multiply-shift form exists", "estimate thresholds "
                    "(adder bits)", "estimate mul-shift", "`auto` picks", "LUT4 thresholds", "CCU2 thresholds",

@@ -159,7 +159,11 @@ class KDConfig(_Strict):
     alpha: float = Field(0.7, ge=0, le=1)
     teacher: str | None = Field(None, description="path to a float teacher model.pt; trained in the run if empty")
     teacher_hidden: list[int] | None = None
-    feature: bool = False
+    feature: bool = Field(False, description="add a feature loss on the penultimate features (feature_loss)")
+    feature_loss: Literal["hint", "pkt", "cc"] = Field(
+        "hint", description="with feature: 'hint' = FitNets (MSE through a learned regressor), 'pkt' = "
+        "probabilistic knowledge transfer (Passalis & Tefas), 'cc' = correlation congruence (Peng et al.); "
+        "see codesign/distill.py")
     feature_weight: float = Field(1.0, ge=0)
 
 

@@ -10,7 +10,8 @@ cumulative fraction of each po2 layer's weights, largest magnitudes first, is fr
 value while the rest train in float (``train.epochs`` is split evenly over the stages); the last stage
 must be 1.0: every weight is then on the po2 grid and the stage fine-tunes with the straight-through
 po2 quantizer) and ``train.kd`` (Hinton
-knowledge distillation from a float teacher, optional feature hint on the last hidden layer).
+knowledge distillation from a float teacher, optionally with a feature loss on the last hidden layer:
+FitNets hint, PKT or correlation congruence, :mod:`codesign.distill`).
 
 ``train.accuracy_float`` is the test accuracy of a float model of the same architecture: the float
 pre-training when ``float_epochs > 0``, else a float twin trained with the same schedule
@@ -34,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from codesign import quant
+from codesign import distill, quant
 from codesign.config import Config, TrainConfig
 from codesign.errors import CodesignError, ConfigError, StageInputError
 from codesign.run import RunDir, atomic_path, atomic_write_json
@@ -146,16 +147,15 @@ def _optimizer(params: list, tc: TrainConfig, lr: float, total: int):
 
 def _kd_loss(model: nn.Module, teacher: nn.Module, xb: torch.Tensor, yb: torch.Tensor, tc: TrainConfig,
              adapter: nn.Module | None) -> torch.Tensor:
-    """Hinton knowledge-distillation loss, plus the feature hint when there is an ``adapter``."""
+    """Hinton knowledge-distillation loss, plus ``train.kd.feature_loss`` on the penultimate features when
+    ``train.kd.feature`` (the FitNets hint maps the student's features through ``adapter``)."""
     out, fs = model(xb, return_features=True)
     with torch.no_grad():
         tout, ft = teacher(xb, return_features=True)
-    T, a = tc.kd.temperature, tc.kd.alpha
-    loss = (1 - a) * F.cross_entropy(out, yb) + a * T * T * F.kl_div(
-        F.log_softmax(out / T, 1), F.softmax(tout / T, 1), reduction="batchmean")
-    if adapter is not None:
+    loss = distill.hinton(out, tout, yb, tc.kd.temperature, tc.kd.alpha)
+    if tc.kd.feature:
         sf, tf_ = _penultimate(fs, model.order), _penultimate(ft, teacher.order)
-        loss = loss + tc.kd.feature_weight * F.mse_loss(adapter(sf), tf_)
+        loss = loss + tc.kd.feature_weight * distill.feature_loss(tc.kd.feature_loss, sf, tf_, adapter)
     return loss
 
 
@@ -167,7 +167,7 @@ def _fit(model: nn.Module, ds, cfg: Config, epochs: int, seed: int, label: str, 
     rng = np.random.default_rng(seed)
     adapter = None
     params = list(model.parameters())
-    if teacher is not None and tc.kd.enabled and tc.kd.feature:
+    if teacher is not None and tc.kd.enabled and tc.kd.feature and tc.kd.feature_loss == "hint":
         adapter = _feature_adapter(model, teacher, ds)
         params += list(adapter.parameters())
     n = len(ds.x_train)

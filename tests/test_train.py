@@ -78,13 +78,34 @@ def test_inq_bad_schedule():
         train.train_model(cfg, ds, progress=False)
 
 
-@pytest.mark.parametrize("feature", [False, True])
+@pytest.mark.parametrize("feature", [None, "hint", "pkt", "cc"])
 def test_kd_runs(feature):
-    cfg = config.load("digits_mlp_pot", {**FAST, "train.kd": {"enabled": True, "feature": feature,
-                                                               "teacher_hidden": [48]}})
+    kd = {"enabled": True, "feature": feature is not None, "feature_loss": feature or "hint", "teacher_hidden": [48]}
+    cfg = config.load("digits_mlp_pot", {**FAST, "train.kd": kd})
     ds = data.load(cfg.data, cfg.seed)
     m, h = train.train_model(cfg, ds, progress=False)
     assert np.isfinite(h["qat"][-1]["loss"]) and h["accuracy_quantized"] > 0.3
+
+
+def test_feature_losses_vanish_on_equal_geometry_and_train():
+    """PKT and CC are 0 when the student's features equal the teacher's (or are a positive multiple of them:
+    both compare directions only), positive otherwise, with gradients to the student; widths may differ."""
+    from codesign import distill
+
+    torch.manual_seed(0)
+    t = torch.randn(16, 12)
+    for loss in (distill.pkt, distill.cc):
+        assert float(loss(t, t)) == pytest.approx(0.0, abs=1e-6)
+        assert float(loss(3.0 * t, t)) == pytest.approx(0.0, abs=1e-6)
+        s = torch.randn(16, 5, requires_grad=True)
+        v = loss(s, t)
+        assert float(v) > 0
+        v.backward()
+        assert s.grad is not None and float(s.grad.abs().sum()) > 0
+    with pytest.raises(ValueError, match="regressor"):
+        distill.feature_loss("hint", t, t)
+    with pytest.raises(ValueError, match="unknown feature loss"):
+        distill.feature_loss("crd", t, t)
 
 
 def test_load_model_errors(tmp_path):

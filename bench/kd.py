@@ -32,6 +32,7 @@ VARIANTS = {
     "KD + FitNets hint": {"feature": True, "feature_loss": "hint"},
     "KD + PKT": {"feature": True, "feature_loss": "pkt"},
     "KD + CC": {"feature": True, "feature_loss": "cc"},
+    "KD, 3 teachers averaged": {"teacher_hidden": [[128], [96], [64]]},
 }
 
 
@@ -73,7 +74,8 @@ def render(model: str, seeds: list[int], res: dict[str, list[float]], command: s
             verdicts.append(f"{k}: {d:+.2f} points, better than no KD on {wins} of {len(v)} seeds ({word}).")
     head = (f"`{command}` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {machine()}). Student: "
             f"`{model}` at a lower precision (power-of-two weights with a 2-bit code, i.e. {{0, ±2^e}}; 3-bit "
-            "activations); teacher: a float 64-128-10 MLP trained in the same run; Hinton KD with T = 4, "
+            "activations); teacher: a float 64-128-10 MLP trained in the same run (3 teachers: 64-128-10, 64-96-10 and "
+            "64-64-10, their softened outputs averaged); Hinton KD with T = 4, "
             "alpha = 0.7; feature losses on the penultimate features with weight 1 (`codesign/distill.py`). "
             f"Seeds {', '.join(map(str, seeds))}; each seed also changes the data split.")
     return head + "\n\n" + "\n".join(lines) + "\n\n" + " ".join(verdicts) + (

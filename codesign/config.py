@@ -157,8 +157,12 @@ class KDConfig(_Strict):
     enabled: bool = False
     temperature: float = Field(4.0, gt=0)
     alpha: float = Field(0.7, ge=0, le=1)
-    teacher: str | None = Field(None, description="path to a float teacher model.pt; trained in the run if empty")
-    teacher_hidden: list[int] | None = None
+    teacher: str | list[str] | None = Field(
+        None, description="path to a float teacher model.pt, or a list of paths (multi-teacher: their softened "
+        "outputs are averaged); trained in the run if empty")
+    teacher_hidden: list[int] | list[list[int]] | None = Field(
+        None, description="hidden widths of the teacher trained in the run, or a list of them (one teacher each, "
+        "averaged); default: the float twin")
     feature: bool = Field(False, description="add a feature loss on the penultimate features (feature_loss)")
     feature_loss: Literal["hint", "pkt", "cc"] = Field(
         "hint", description="with feature: 'hint' = FitNets (MSE through a learned regressor), 'pkt' = "

@@ -1,7 +1,8 @@
 """Knowledge-distillation losses: the student learns from a float teacher's outputs and features.
 
 * :func:`hinton` -- soft targets (Hinton, Vinyals, Dean, 2015): cross-entropy on the labels plus
-  ``T^2 * KL(softmax(teacher/T) || softmax(student/T))``.
+  ``T^2 * KL(softmax(teacher/T) || softmax(student/T))``; with several teachers, the mean of their
+  softened outputs (multi-teacher averaging, as in You et al., KDD 2017).
 * Feature losses on the penultimate features (``train.kd.feature_loss``), added to it:
 
   - ``hint`` -- FitNets (Romero et al., ICLR 2015): MSE between the teacher's features and the student's
@@ -17,6 +18,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -24,11 +26,14 @@ import torch.nn.functional as F
 FEATURE_LOSSES = ("hint", "pkt", "cc")
 
 
-def hinton(out: torch.Tensor, teacher_out: torch.Tensor, labels: torch.Tensor, temperature: float,
-           alpha: float) -> torch.Tensor:
-    """``(1 - alpha) * CE(out, labels) + alpha * T^2 * KL(p_teacher^T || p_student^T)``."""
+def hinton(out: torch.Tensor, teacher_out: torch.Tensor | Sequence[torch.Tensor], labels: torch.Tensor,
+           temperature: float, alpha: float) -> torch.Tensor:
+    """``(1 - alpha) * CE(out, labels) + alpha * T^2 * KL(p_teacher^T || p_student^T)``; with several
+    teachers ``p_teacher^T`` is the mean of their softened outputs (multi-teacher averaging)."""
     t = temperature
-    soft = F.kl_div(F.log_softmax(out / t, 1), F.softmax(teacher_out / t, 1), reduction="batchmean")
+    outs = [teacher_out] if isinstance(teacher_out, torch.Tensor) else list(teacher_out)
+    p_teacher = torch.stack([F.softmax(o / t, 1) for o in outs]).mean(dim=0)
+    soft = F.kl_div(F.log_softmax(out / t, 1), p_teacher, reduction="batchmean")
     return (1 - alpha) * F.cross_entropy(out, labels) + alpha * t * t * soft
 
 

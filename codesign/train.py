@@ -145,22 +145,22 @@ def _optimizer(params: list, tc: TrainConfig, lr: float, total: int):
     return opt, sched
 
 
-def _kd_loss(model: nn.Module, teacher: nn.Module, xb: torch.Tensor, yb: torch.Tensor, tc: TrainConfig,
+def _kd_loss(model: nn.Module, teachers: list[nn.Module], xb: torch.Tensor, yb: torch.Tensor, tc: TrainConfig,
              adapter: nn.Module | None) -> torch.Tensor:
     """Hinton knowledge-distillation loss, plus ``train.kd.feature_loss`` on the penultimate features when
     ``train.kd.feature`` (the FitNets hint maps the student's features through ``adapter``)."""
     out, fs = model(xb, return_features=True)
     with torch.no_grad():
-        tout, ft = teacher(xb, return_features=True)
-    loss = distill.hinton(out, tout, yb, tc.kd.temperature, tc.kd.alpha)
-    if tc.kd.feature:
-        sf, tf_ = _penultimate(fs, model.order), _penultimate(ft, teacher.order)
+        touts, fts = zip(*(t(xb, return_features=True) for t in teachers), strict=True)
+    loss = distill.hinton(out, touts, yb, tc.kd.temperature, tc.kd.alpha)
+    if tc.kd.feature:  # the feature loss follows the first teacher
+        sf, tf_ = _penultimate(fs, model.order), _penultimate(fts[0], teachers[0].order)
         loss = loss + tc.kd.feature_weight * distill.feature_loss(tc.kd.feature_loss, sf, tf_, adapter)
     return loss
 
 
 def _fit(model: nn.Module, ds, cfg: Config, epochs: int, seed: int, label: str, progress: bool,
-         teacher: nn.Module | None = None, inq: _InqState | None = None, lr: float | None = None
+         teacher: list[nn.Module] | None = None, inq: _InqState | None = None, lr: float | None = None
          ) -> list[dict[str, float]]:
     tc = cfg.train
     lr = lr or tc.lr
@@ -168,7 +168,7 @@ def _fit(model: nn.Module, ds, cfg: Config, epochs: int, seed: int, label: str, 
     adapter = None
     params = list(model.parameters())
     if teacher is not None and tc.kd.enabled and tc.kd.feature and tc.kd.feature_loss == "hint":
-        adapter = _feature_adapter(model, teacher, ds)
+        adapter = _feature_adapter(model, teacher[0], ds)
         params += list(adapter.parameters())
     n = len(ds.x_train)
     steps_per_epoch = max(1, math.ceil(n / tc.batch_size))
@@ -251,22 +251,33 @@ def _check_train_config(cfg: Config) -> None:
             raise ConfigError(f"train.inq: the last fraction must be 1.0 (got {inq[-1]})")
 
 
-def _teacher(cfg: Config, ds, float_model: nn.Module | None, progress: bool) -> nn.Module:
+def _teachers(cfg: Config, ds, float_model: nn.Module | None, progress: bool) -> list[nn.Module]:
+    """The KD teachers: loaded (``train.kd.teacher``: one path or several), trained in the run
+    (``train.kd.teacher_hidden``: one list of widths or several), or the float twin."""
     kd = cfg.train.kd
     if kd.teacher:
-        t = load_model(kd.teacher, float_ok=True)
-        if tuple(t.input_shape) != tuple(ds.input_shape):
-            raise ConfigError(f"train.kd.teacher: {kd.teacher} takes inputs {t.input_shape}, data has {ds.input_shape}")
-        return t
+        out = []
+        for path in [kd.teacher] if isinstance(kd.teacher, str) else kd.teacher:
+            t = load_model(path, float_ok=True)
+            if tuple(t.input_shape) != tuple(ds.input_shape):
+                raise ConfigError(f"train.kd.teacher: {path} takes inputs {t.input_shape}, data has {ds.input_shape}")
+            out.append(t)
+        return out
     if float_model is not None and kd.teacher_hidden is None:
-        return float_model
-    tcfg = cfg.model_copy(deep=True)
-    if kd.teacher_hidden is not None:
-        tcfg.model.hidden = list(kd.teacher_hidden)
-    torch.manual_seed(cfg.seed + 7)
-    t = quant.build_float_model(tcfg, ds.input_shape, ds.n_classes)
-    _fit(t, ds, cfg, max(cfg.train.epochs, cfg.train.float_epochs), cfg.seed + 7, "teacher", progress)
-    return t
+        return [float_model]
+    hidden = kd.teacher_hidden
+    widths = [hidden] if hidden and isinstance(hidden[0], int) else hidden
+    out = []
+    for i, w in enumerate(widths):
+        tcfg = cfg.model_copy(deep=True)
+        tcfg.model.hidden = list(w)
+        seed = cfg.seed + 7 + 100 * i
+        torch.manual_seed(seed)
+        t = quant.build_float_model(tcfg, ds.input_shape, ds.n_classes)
+        _fit(t, ds, cfg, max(cfg.train.epochs, cfg.train.float_epochs), seed,
+             "teacher" if len(widths) == 1 else f"teacher {i + 1}/{len(widths)}", progress)
+        out.append(t)
+    return out
 
 
 def train_model(cfg: Config, dataset, progress: bool = True) -> tuple[nn.Module, dict[str, Any]]:
@@ -293,7 +304,7 @@ def train_model(cfg: Config, dataset, progress: bool = True) -> tuple[nn.Module,
         if tc.float_epochs > 0:
             missing, _ = model.load_state_dict(float_model.state_dict(), strict=False)
             assert not any(k.endswith(("weight", "bias")) and "quant" not in k for k in missing), missing
-    teacher = _teacher(cfg, ds, float_model, progress) if tc.kd.enabled else None
+    teacher = _teachers(cfg, ds, float_model, progress) if tc.kd.enabled else None
     seed_everything(cfg.seed + 1)
     if tc.inq:
         inq = _InqState(model)

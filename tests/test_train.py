@@ -78,9 +78,10 @@ def test_inq_bad_schedule():
         train.train_model(cfg, ds, progress=False)
 
 
-@pytest.mark.parametrize("feature", [None, "hint", "pkt", "cc"])
-def test_kd_runs(feature):
-    kd = {"enabled": True, "feature": feature is not None, "feature_loss": feature or "hint", "teacher_hidden": [48]}
+@pytest.mark.parametrize("feature,hidden", [(None, [48]), ("hint", [48]), ("pkt", [48]), ("cc", [48]),
+                                            ("pkt", [[48], [24]])])
+def test_kd_runs(feature, hidden):
+    kd = {"enabled": True, "feature": feature is not None, "feature_loss": feature or "hint", "teacher_hidden": hidden}
     cfg = config.load("digits_mlp_pot", {**FAST, "train.kd": kd})
     ds = data.load(cfg.data, cfg.seed)
     m, h = train.train_model(cfg, ds, progress=False)
@@ -102,6 +103,10 @@ def test_feature_losses_vanish_on_equal_geometry_and_train():
         assert float(v) > 0
         v.backward()
         assert s.grad is not None and float(s.grad.abs().sum()) > 0
+    out, labels = torch.randn(16, 10), torch.randint(0, 10, (16,))
+    one = distill.hinton(out, t[:, :10], labels, 4.0, 0.7)
+    assert float(distill.hinton(out, [t[:, :10], t[:, :10]], labels, 4.0, 0.7)) == pytest.approx(float(one))
+    assert float(distill.hinton(out, [t[:, :10], t[:, 2:]], labels, 4.0, 0.7)) != pytest.approx(float(one))
     with pytest.raises(ValueError, match="regressor"):
         distill.feature_loss("hint", t, t)
     with pytest.raises(ValueError, match="unknown feature loss"):

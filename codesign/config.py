@@ -224,10 +224,10 @@ class RTLConfig(_Strict):
         "vector", description="top-level input: 'vector' = one whole input vector per beat; 'stream' = one pixel "
         "(its channels) per beat in raster order, the leading conv/pool layers stream over line buffers and a "
         "collector feeds the vector layers (hls4ml io_stream; latency strategy only; see docs/rtl-backend.md)")
-    result_reg: bool = Field(False, description="resource strategy: a register stage between each folded lane's "
-                             "accumulator (or adder tree) and its requantizer, +1 cycle of latency; cuts the "
-                             "accumulate -> requantize -> result path (the accumulator register itself when "
-                             "input-serial)")
+    timing_regs: bool = Field(False, description="resource strategy: two timing registers per folded layer: each "
+                              "lane's requantizer reads a register (the accumulator itself when input-serial; +1 cycle "
+                              "of latency) and the last-step flag is a register (no step comparator on the ready "
+                              "chain between layers). For slow fabrics (iCE40)")
     debug_taps: bool = Field(False, description="expose every layer's output (dbg_<layer>_tdata/tvalid) for debugging")
     axis_slice: bool = Field(False, description="register slice (skid buffer) on the output stream: +1 cycle, "
                              "cuts tready paths")

@@ -264,12 +264,12 @@ def emit_folded(ly: ir.Linear, cfg: RTLConfig) -> LayerModule:
     if cfg.pipeline >= 2:
         cuts.add(0)
         cuts |= {c + 1 for c in spread_cuts(depth, cfg.pipeline - 2)}
-    n_stages = int(fb.opreg) + len(cuts) + int(cfg.result_reg)
+    n_stages = int(fb.opreg) + len(cuts) + int(cfg.timing_regs)
     lane_q = []
     chans = ly.field_channels()
     for lane, (leaves, lane_lo, lane_hi) in enumerate(lanes):
         with body.capped(caps[lane]):
-            acc = _lane_sum(body, lane, leaves, depth, cuts, caps[lane], lane_lo, lane_hi, p.chunks, cfg.result_reg)
+            acc = _lane_sum(body, lane, leaves, depth, cuts, caps[lane], lane_lo, lane_hi, p.chunks, cfg.timing_regs)
         if isinstance(q_rq, Thresholds):  # the lane's field (and channel) changes with the group
             js = [min(g * p.lanes + lane, ly.n_out - 1) for g in range(p.groups)]
             thresholds_folded(body, q_rq, qb, f"l{lane}", acc, f"q{lane}", [int(chans[j]) for j in js], "e_grp",
@@ -284,29 +284,29 @@ def emit_folded(ly: ir.Linear, cfg: RTLConfig) -> LayerModule:
 
 
 def _lane_sum(body: Body, lane: int, leaves: list[Sig], depth: int, cuts: set[int], cap: int, lo: int, hi: int,
-              chunks: int, result_reg: bool = False) -> Sig:
+              chunks: int, timing_regs: bool = False) -> Sig:
     """The lane's adder tree, plus the accumulator over the chunks of one output field when input-serial
-    (modulo 2^cap: exact at the end). ``result_reg``: the requantizer reads a register one stage later
+    (modulo 2^cap: exact at the end). ``timing_regs``: the requantizer reads a register one stage later
     (the accumulator itself, written under the ``a_*`` tags of the stage before the result stage ``e_*``)."""
     s = positive(body, f"l{lane}_sum", tree(body, f"l{lane}", leaves, depth, cuts))
     if chunks > 1:
-        t = "a" if result_reg else "e"
+        t = "a" if timing_regs else "e"
         body.lines.append(f"    reg signed [{cap - 1}:0] l{lane}_acc;\n"
                           f"    wire signed [{cap - 1}:0] l{lane}_tot = ({t}_first ? {lit(0, cap)} : l{lane}_acc) + "
                           f"{fit(s, cap, body)};\n"
                           f"    always @(posedge clk) if (en && {t}_v) l{lane}_acc <= l{lane}_tot;")
-        return Sig(f"l{lane}_acc" if result_reg else f"l{lane}_tot", cap, lo, hi)
-    if result_reg:
+        return Sig(f"l{lane}_acc" if timing_regs else f"l{lane}_tot", cap, lo, hi)
+    if timing_regs:
         s = body.reg(f"l{lane}_res", s)
     return s if s.const else Sig(s.name, s.width, lo, hi)
 
 
-def _tags(p: FoldPlan, cw: int, kw: int, gw: int, result_reg: bool = False) -> list[tuple[str, int, str, bool, bool]]:
+def _tags(p: FoldPlan, cw: int, kw: int, gw: int, timing_regs: bool = False) -> list[tuple[str, int, str, bool, bool]]:
     """Control tags that travel with the datapath: (name, width, source, is the valid bit, ends one stage early).
-    With ``result_reg`` the accumulator's first-chunk flag is ``a_first``, one stage before the result stage."""
+    With ``timing_regs`` the accumulator's first-chunk flag is ``a_first``, one stage before the result stage."""
     tags = [("e_v", 1, "busy", True, False), ("e_final", 1, f"(step == {cw}'d{p.steps - 1})", False, False)]
     if p.chunks > 1:
-        first = ("a_first", 1, f"(chk == {kw}'d0)", False, True) if result_reg else \
+        first = ("a_first", 1, f"(chk == {kw}'d0)", False, True) if timing_regs else \
             ("e_first", 1, f"(chk == {kw}'d0)", False, False)
         tags += [first, ("e_lastc", 1, f"(chk == {kw}'d{p.chunks - 1})", False, False)]
     if p.groups > 1:
@@ -315,7 +315,7 @@ def _tags(p: FoldPlan, cw: int, kw: int, gw: int, result_reg: bool = False) -> l
 
 
 def _print_control(ly: ir.Linear, p: FoldPlan, fb: _FoldedBody, tags, n_stages: int) -> list[str]:
-    """Step counter, input latch, handshake and the tag pipeline (with ``result_reg`` and an accumulator, also
+    """Step counter, input latch, handshake and the tag pipeline (with ``timing_regs`` and an accumulator, also
     the accumulator stage's ``a_v``/``a_first``: one stage before ``e_*``)."""
     cw, kw, gw = fb.cw, fb.kw, fb.gw
     v = [f"""    // {p.steps} step(s) per vector; the datapath is a {n_stages}-stage pipeline behind the step counter
@@ -329,9 +329,13 @@ def _print_control(ly: ir.Linear, p: FoldPlan, fb: _FoldedBody, tags, n_stages: 
         v.append(f"    reg [{kw - 1}:0] chk;\n" + (f"    reg [{gw - 1}:0] grp;\n" if p.groups > 1 else ""))
     for nm, w, *_ in tags:
         v.append(f"    wire {'' if w == 1 else f'[{w - 1}:0] '}{nm};\n")
+    rl = fb.cfg.timing_regs  # the last-step flag is a register (no step comparator on the ready path)
+    at_last = f"1'b{int(p.steps == 1)}"
+    if rl:
+        v.append(f"    reg at_last;   // step == {p.steps - 1}, set one step ahead\n")
     v.append(f"""    wire stall = e_v && e_final && out_v && !out_ready;   // finished vector, output register full
     wire en = !stall;
-    wire last = busy && (step == {cw}'d{p.steps - 1});
+    wire last = busy && {'at_last' if rl else f"(step == {cw}'d{p.steps - 1})"};
     assign in_ready = en && (!busy || last);
     assign out_valid = out_v;
     assign out_data = out_r;
@@ -341,6 +345,8 @@ def _print_control(ly: ir.Linear, p: FoldPlan, fb: _FoldedBody, tags, n_stages: 
             step <= {cw}'d0;
             out_v <= 1'b0;
 """)
+    if rl:
+        v.append(f"            at_last <= {at_last};\n")
     counters = (f"chk <= {kw}'d0;\n", f"grp <= {gw}'d0;\n")
     if p.chunks > 1:
         v.append("            " + counters[0] + (("            " + counters[1]) if p.groups > 1 else ""))
@@ -352,6 +358,8 @@ def _print_control(ly: ir.Linear, p: FoldPlan, fb: _FoldedBody, tags, n_stages: 
                     busy <= 1'b1;
 """)
     v.append(f"                    step <= {cw}'d0;\n")
+    if rl:
+        v.append(f"                    at_last <= {at_last};\n")
     if p.chunks > 1:
         second = ("                    " + counters[1]) if p.groups > 1 else ""
         v.append("                    " + counters[0] + second)
@@ -360,6 +368,8 @@ def _print_control(ly: ir.Linear, p: FoldPlan, fb: _FoldedBody, tags, n_stages: 
                 end else if (busy) begin
 """)
     v.append(f"                    step <= step + {cw}'d1;\n")
+    if rl and p.steps > 1:
+        v.append(f"                    at_last <= (step == {cw}'d{p.steps - 2});\n")
     if p.chunks > 1:
         v.append(f"                    if (chk == {kw}'d{p.chunks - 1}) begin\n"
                  f"                        chk <= {kw}'d0;\n"
@@ -386,7 +396,7 @@ def _print_control(ly: ir.Linear, p: FoldPlan, fb: _FoldedBody, tags, n_stages: 
             else:
                 v.append(f"    always @(posedge clk) if (en) {nm}_d{st} <= {prev};\n")
         v.append(f"    assign {nm} = {nm}_d{depth - 1};\n")
-    if fb.cfg.result_reg and p.chunks > 1:  # the accumulator's valid: one stage before the result stage
+    if fb.cfg.timing_regs and p.chunks > 1:  # the accumulator's valid: one stage before the result stage
         v.append(f"    wire a_v = {'busy' if n_stages < 2 else f'e_v_d{n_stages - 2}'};\n")
     return v
 
@@ -438,10 +448,10 @@ def _print_folded(ly: ir.Linear, cfg: RTLConfig, fb: _FoldedBody, p: FoldPlan, n
     v = [header(ly, f"folded (resource strategy), reuse {cfg.reuse}: {mode}; {p.steps} step(s); "
                     f"weights in a case ROM, {'barrel shift (power-of-two weights)' if pot_shift else 'multiplier *'}; "
                     f"{n_stages} register stage(s) (operands {int(fb.opreg)}, tree {n_cuts}"
-                    f"{', result 1' if cfg.result_reg else ''}); "
+                    f"{', result 1' if cfg.timing_regs else ''}); "
                     f"latency {lat}, II {p.steps}"),
          ports(ly)]
-    v += _print_control(ly, p, fb, _tags(p, fb.cw, fb.kw, fb.gw, cfg.result_reg), n_stages)
+    v += _print_control(ly, p, fb, _tags(p, fb.cw, fb.kw, fb.gw, cfg.timing_regs), n_stages)
     v.append("\n".join(fb.body.lines) + "\n")
     v += _print_results(ly, p, fb.gw, lane_q, qb)
     v.append(unused_inputs(ly, fb.used_inputs, "xin"))

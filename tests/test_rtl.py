@@ -443,8 +443,8 @@ def test_degenerate_neurons_and_unused_inputs(tmp_path, kw):
                                 {"strategy": "resource", "reuse": 6, "pipeline": 5},
                                 {"strategy": "resource", "reuse": 20, "pipeline": 1},     # input-serial
                                 {"strategy": "resource", "reuse": 100, "pipeline": 3},    # input-serial, 1 slot
-                                # timing_regs (register before the requantizer, registered last-step flag):
-                                # one step, output folding, input-serial
+                                # timing_regs (operand register twice, register before the requantizer,
+                                # registered last-step flag): one step, output folding, input-serial
                                 {"strategy": "resource", "reuse": 1, "pipeline": 1, "timing_regs": True},
                                 {"strategy": "resource", "reuse": 3, "pipeline": 0, "timing_regs": True},
                                 {"strategy": "resource", "reuse": 20, "pipeline": 0, "timing_regs": True},
@@ -478,8 +478,9 @@ def test_folded_latency_and_multipliers(models, tmp_path):
     assert it["ii"] == 2048
     it = generate(m, tmp_path / "d", strategy="resource", reuse=2048, pipeline=2, timing_regs=True)
     fc1 = (tmp_path / "d" / "fc1.v").read_text()
-    assert "(operands 1, tree 1, result 1)" in fc1 and ".acc(l0_acc)" in fc1  # the accumulator is the register
-    assert it["layers"][0]["latency_cycles"] == 2048 + 3 + 1 and it["ii"] == 2048
+    # operands twice (fabric + multiplier input register), the accumulator is the requantizer's register
+    assert "(operands 2, tree 1, result 1)" in fc1 and ".acc(l0_acc)" in fc1 and "at_last" in fc1
+    assert it["layers"][0]["latency_cycles"] == 2048 + 4 + 1 and it["ii"] == 2048
 
 
 @needs_iverilog

@@ -9,6 +9,8 @@ changes with the step gets a multiplexer (keyed by the chunk counter when that s
 weight is zero in every step is removed. ``pipeline`` stages: operand register (ROMs and multiplexers),
 product register, then adder-tree levels; control tags travel alongside the datapath and the layer
 stalls only when a finished vector meets a full output register. Latency = steps + stages + 1.
+``timing_regs`` (slow fabrics): operand register twice, the requantizer reads a register (input-serial: the
+accumulator), and a registered last-step flag ``at_last``.
 
 :func:`fold_plan` and :func:`slot_table` plan (pure data); the ``_print_*`` functions print.
 """
@@ -122,7 +124,10 @@ class _FoldedBody:
     def opr(self, nm: str, width: int, signed: bool = True) -> str:
         """Operand register stage: ``nm`` is the (registered) value of ``nm_c``."""
         kind = "signed " if signed else ""
-        if self.opreg:
+        if self.opreg and self.cfg.timing_regs:  # twice: a fabric register, then the multiplier's input register
+            self.body.lines.append(f"    reg {kind}[{width - 1}:0] {nm}_q, {nm};\n"
+                                   f"    always @(posedge clk) if (en) begin {nm}_q <= {nm}_c; {nm} <= {nm}_q; end")
+        elif self.opreg:
             self.body.lines.append(f"    reg {kind}[{width - 1}:0] {nm};\n"
                                    f"    always @(posedge clk) if (en) {nm} <= {nm}_c;")
         else:
@@ -264,7 +269,7 @@ def emit_folded(ly: ir.Linear, cfg: RTLConfig) -> LayerModule:
     if cfg.pipeline >= 2:
         cuts.add(0)
         cuts |= {c + 1 for c in spread_cuts(depth, cfg.pipeline - 2)}
-    n_stages = int(fb.opreg) + len(cuts) + int(cfg.timing_regs)
+    n_stages = int(fb.opreg) * (1 + int(cfg.timing_regs)) + len(cuts) + int(cfg.timing_regs)
     lane_q = []
     chans = ly.field_channels()
     for lane, (leaves, lane_lo, lane_hi) in enumerate(lanes):
@@ -447,7 +452,8 @@ def _print_folded(ly: ir.Linear, cfg: RTLConfig, fb: _FoldedBody, p: FoldPlan, n
             if p.chunks > 1 else f"{p.lanes} lane(s) x {p.steps} step(s)")
     v = [header(ly, f"folded (resource strategy), reuse {cfg.reuse}: {mode}; {p.steps} step(s); "
                     f"weights in a case ROM, {'barrel shift (power-of-two weights)' if pot_shift else 'multiplier *'}; "
-                    f"{n_stages} register stage(s) (operands {int(fb.opreg)}, tree {n_cuts}"
+                    f"{n_stages} register stage(s) (operands {int(fb.opreg) * (1 + int(cfg.timing_regs))}, "
+                    f"tree {n_cuts}"
                     f"{', result 1' if cfg.timing_regs else ''}); "
                     f"latency {lat}, II {p.steps}"),
          ports(ly)]

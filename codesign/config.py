@@ -232,6 +232,12 @@ class RTLConfig(_Strict):
         "vector", description="top-level input: 'vector' = one whole input vector per beat; 'stream' = one pixel "
         "(its channels) per beat in raster order, the leading conv/pool layers stream over line buffers and a "
         "collector feeds the vector layers (hls4ml io_stream; latency strategy only; see docs/rtl-backend.md)")
+    timing_regs: bool = Field(False, description="resource strategy: timing registers in folded layers (for slow "
+                              "fabrics, iCE40): the operand register twice (a fabric register, then the multiplier's "
+                              "input register: the input multiplexer and the route to a DSP in separate cycles), each "
+                              "lane's requantizer reads a register (the accumulator itself when input-serial), and the "
+                              "last-step flag is a register (no step comparator on the ready chain between layers); "
+                              "+2 cycles of latency with pipeline >= 1 (+1 without operand register), II unchanged")
     debug_taps: bool = Field(False, description="expose every layer's output (dbg_<layer>_tdata/tvalid) for debugging")
     axis_slice: bool = Field(False, description="register slice (skid buffer) on the output stream: +1 cycle, "
                              "cuts tready paths")

@@ -442,7 +442,13 @@ def test_degenerate_neurons_and_unused_inputs(tmp_path, kw):
                                 {"strategy": "resource", "reuse": 3, "pipeline": 2},
                                 {"strategy": "resource", "reuse": 6, "pipeline": 5},
                                 {"strategy": "resource", "reuse": 20, "pipeline": 1},     # input-serial
-                                {"strategy": "resource", "reuse": 100, "pipeline": 3}])   # input-serial, 1 slot
+                                {"strategy": "resource", "reuse": 100, "pipeline": 3},    # input-serial, 1 slot
+                                # timing_regs (operand register twice, register before the requantizer,
+                                # registered last-step flag): one step, output folding, input-serial
+                                {"strategy": "resource", "reuse": 1, "pipeline": 1, "timing_regs": True},
+                                {"strategy": "resource", "reuse": 3, "pipeline": 0, "timing_regs": True},
+                                {"strategy": "resource", "reuse": 20, "pipeline": 0, "timing_regs": True},
+                                {"strategy": "resource", "reuse": 20, "pipeline": 4, "timing_regs": True}])
 def test_folded_pipelined_and_input_serial(tmp_path, kw):
     m = _hand_model(seed=3)
     d = tmp_path / "rtl"
@@ -470,12 +476,19 @@ def test_folded_latency_and_multipliers(models, tmp_path):
     assert it["layers"][0]["ii"] == 2048 and it["layers"][0]["latency_cycles"] == 2048 + 2 + 1
     assert it["layers"][1]["ii"] == 10 * 32  # fc2 32->10: every chunk one term
     assert it["ii"] == 2048
+    it = generate(m, tmp_path / "d", strategy="resource", reuse=2048, pipeline=2, timing_regs=True)
+    fc1 = (tmp_path / "d" / "fc1.v").read_text()
+    # operands twice (fabric + multiplier input register), the accumulator is the requantizer's register
+    assert "(operands 2, tree 1, result 1)" in fc1 and ".acc(l0_acc)" in fc1 and "at_last" in fc1
+    assert it["layers"][0]["latency_cycles"] == 2048 + 4 + 1 and it["ii"] == 2048
 
 
 @needs_iverilog
 @needs_verilator
 @pytest.mark.parametrize("name,kw", [("mlp_pot_sparse", {"strategy": "resource", "reuse": 64, "pipeline": 2}),
-                                     ("cnn1d", {"strategy": "resource", "reuse": 40, "pipeline": 3})])
+                                     ("cnn1d", {"strategy": "resource", "reuse": 40, "pipeline": 3}),
+                                     ("cnn1d", {"strategy": "resource", "reuse": 40, "pipeline": 3,
+                                                "timing_regs": True})])
 def test_sim_input_serial(models, tmp_path, name, kw):
     m = lower(models(name))
     x = _codes(m, 40, seed=5)

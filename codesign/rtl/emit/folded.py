@@ -9,6 +9,8 @@ changes with the step gets a multiplexer (keyed by the chunk counter when that s
 weight is zero in every step is removed. ``pipeline`` stages: operand register (ROMs and multiplexers),
 product register, then adder-tree levels; control tags travel alongside the datapath and the layer
 stalls only when a finished vector meets a full output register. Latency = steps + stages + 1.
+``timing_regs`` (slow fabrics): operand register twice, the requantizer reads a register (input-serial: the
+accumulator), and a registered last-step flag ``at_last``.
 
 :func:`fold_plan` and :func:`slot_table` plan (pure data); the ``_print_*`` functions print.
 """
@@ -122,7 +124,10 @@ class _FoldedBody:
     def opr(self, nm: str, width: int, signed: bool = True) -> str:
         """Operand register stage: ``nm`` is the (registered) value of ``nm_c``."""
         kind = "signed " if signed else ""
-        if self.opreg:
+        if self.opreg and self.cfg.timing_regs:  # twice: a fabric register, then the multiplier's input register
+            self.body.lines.append(f"    reg {kind}[{width - 1}:0] {nm}_q, {nm};\n"
+                                   f"    always @(posedge clk) if (en) begin {nm}_q <= {nm}_c; {nm} <= {nm}_q; end")
+        elif self.opreg:
             self.body.lines.append(f"    reg {kind}[{width - 1}:0] {nm};\n"
                                    f"    always @(posedge clk) if (en) {nm} <= {nm}_c;")
         else:
@@ -264,12 +269,12 @@ def emit_folded(ly: ir.Linear, cfg: RTLConfig) -> LayerModule:
     if cfg.pipeline >= 2:
         cuts.add(0)
         cuts |= {c + 1 for c in spread_cuts(depth, cfg.pipeline - 2)}
-    n_stages = int(fb.opreg) + len(cuts)
+    n_stages = int(fb.opreg) * (1 + int(cfg.timing_regs)) + len(cuts) + int(cfg.timing_regs)
     lane_q = []
     chans = ly.field_channels()
     for lane, (leaves, lane_lo, lane_hi) in enumerate(lanes):
         with body.capped(caps[lane]):
-            acc = _lane_sum(body, lane, leaves, depth, cuts, caps[lane], lane_lo, lane_hi, p.chunks)
+            acc = _lane_sum(body, lane, leaves, depth, cuts, caps[lane], lane_lo, lane_hi, p.chunks, cfg.timing_regs)
         if isinstance(q_rq, Thresholds):  # the lane's field (and channel) changes with the group
             js = [min(g * p.lanes + lane, ly.n_out - 1) for g in range(p.groups)]
             thresholds_folded(body, q_rq, qb, f"l{lane}", acc, f"q{lane}", [int(chans[j]) for j in js], "e_grp",
@@ -284,31 +289,39 @@ def emit_folded(ly: ir.Linear, cfg: RTLConfig) -> LayerModule:
 
 
 def _lane_sum(body: Body, lane: int, leaves: list[Sig], depth: int, cuts: set[int], cap: int, lo: int, hi: int,
-              chunks: int) -> Sig:
+              chunks: int, timing_regs: bool = False) -> Sig:
     """The lane's adder tree, plus the accumulator over the chunks of one output field when input-serial
-    (modulo 2^cap: exact at the end)."""
+    (modulo 2^cap: exact at the end). ``timing_regs``: the requantizer reads a register one stage later
+    (the accumulator itself, written under the ``a_*`` tags of the stage before the result stage ``e_*``)."""
     s = positive(body, f"l{lane}_sum", tree(body, f"l{lane}", leaves, depth, cuts))
     if chunks > 1:
+        t = "a" if timing_regs else "e"
         body.lines.append(f"    reg signed [{cap - 1}:0] l{lane}_acc;\n"
-                          f"    wire signed [{cap - 1}:0] l{lane}_tot = (e_first ? {lit(0, cap)} : l{lane}_acc) + "
+                          f"    wire signed [{cap - 1}:0] l{lane}_tot = ({t}_first ? {lit(0, cap)} : l{lane}_acc) + "
                           f"{fit(s, cap, body)};\n"
-                          f"    always @(posedge clk) if (en && e_v) l{lane}_acc <= l{lane}_tot;")
-        return Sig(f"l{lane}_tot", cap, lo, hi)
+                          f"    always @(posedge clk) if (en && {t}_v) l{lane}_acc <= l{lane}_tot;")
+        return Sig(f"l{lane}_acc" if timing_regs else f"l{lane}_tot", cap, lo, hi)
+    if timing_regs:
+        s = body.reg(f"l{lane}_res", s)
     return s if s.const else Sig(s.name, s.width, lo, hi)
 
 
-def _tags(p: FoldPlan, cw: int, kw: int, gw: int) -> list[tuple[str, int, str, bool]]:
-    """Control tags that travel with the datapath: (name, width, source, is the valid bit)."""
-    tags = [("e_v", 1, "busy", True), ("e_final", 1, f"(step == {cw}'d{p.steps - 1})", False)]
+def _tags(p: FoldPlan, cw: int, kw: int, gw: int, timing_regs: bool = False) -> list[tuple[str, int, str, bool, bool]]:
+    """Control tags that travel with the datapath: (name, width, source, is the valid bit, ends one stage early).
+    With ``timing_regs`` the accumulator's first-chunk flag is ``a_first``, one stage before the result stage."""
+    tags = [("e_v", 1, "busy", True, False), ("e_final", 1, f"(step == {cw}'d{p.steps - 1})", False, False)]
     if p.chunks > 1:
-        tags += [("e_first", 1, f"(chk == {kw}'d0)", False), ("e_lastc", 1, f"(chk == {kw}'d{p.chunks - 1})", False)]
+        first = ("a_first", 1, f"(chk == {kw}'d0)", False, True) if timing_regs else \
+            ("e_first", 1, f"(chk == {kw}'d0)", False, False)
+        tags += [first, ("e_lastc", 1, f"(chk == {kw}'d{p.chunks - 1})", False, False)]
     if p.groups > 1:
-        tags.append(("e_grp", gw, "grp" if p.chunks > 1 else "step", False))
+        tags.append(("e_grp", gw, "grp" if p.chunks > 1 else "step", False, False))
     return tags
 
 
 def _print_control(ly: ir.Linear, p: FoldPlan, fb: _FoldedBody, tags, n_stages: int) -> list[str]:
-    """Step counter, input latch, handshake and the tag pipeline."""
+    """Step counter, input latch, handshake and the tag pipeline (with ``timing_regs`` and an accumulator, also
+    the accumulator stage's ``a_v``/``a_first``: one stage before ``e_*``)."""
     cw, kw, gw = fb.cw, fb.kw, fb.gw
     v = [f"""    // {p.steps} step(s) per vector; the datapath is a {n_stages}-stage pipeline behind the step counter
     reg busy;
@@ -319,11 +332,15 @@ def _print_control(ly: ir.Linear, p: FoldPlan, fb: _FoldedBody, tags, n_stages: 
 """]
     if p.chunks > 1:
         v.append(f"    reg [{kw - 1}:0] chk;\n" + (f"    reg [{gw - 1}:0] grp;\n" if p.groups > 1 else ""))
-    for nm, w, _src, _ in tags:
+    for nm, w, *_ in tags:
         v.append(f"    wire {'' if w == 1 else f'[{w - 1}:0] '}{nm};\n")
+    rl = fb.cfg.timing_regs  # the last-step flag is a register (no step comparator on the ready path)
+    at_last = f"1'b{int(p.steps == 1)}"
+    if rl:
+        v.append(f"    reg at_last;   // step == {p.steps - 1}, set one step ahead\n")
     v.append(f"""    wire stall = e_v && e_final && out_v && !out_ready;   // finished vector, output register full
     wire en = !stall;
-    wire last = busy && (step == {cw}'d{p.steps - 1});
+    wire last = busy && {'at_last' if rl else f"(step == {cw}'d{p.steps - 1})"};
     assign in_ready = en && (!busy || last);
     assign out_valid = out_v;
     assign out_data = out_r;
@@ -333,6 +350,8 @@ def _print_control(ly: ir.Linear, p: FoldPlan, fb: _FoldedBody, tags, n_stages: 
             step <= {cw}'d0;
             out_v <= 1'b0;
 """)
+    if rl:
+        v.append(f"            at_last <= {at_last};\n")
     counters = (f"chk <= {kw}'d0;\n", f"grp <= {gw}'d0;\n")
     if p.chunks > 1:
         v.append("            " + counters[0] + (("            " + counters[1]) if p.groups > 1 else ""))
@@ -344,6 +363,8 @@ def _print_control(ly: ir.Linear, p: FoldPlan, fb: _FoldedBody, tags, n_stages: 
                     busy <= 1'b1;
 """)
     v.append(f"                    step <= {cw}'d0;\n")
+    if rl:
+        v.append(f"                    at_last <= {at_last};\n")
     if p.chunks > 1:
         second = ("                    " + counters[1]) if p.groups > 1 else ""
         v.append("                    " + counters[0] + second)
@@ -352,6 +373,8 @@ def _print_control(ly: ir.Linear, p: FoldPlan, fb: _FoldedBody, tags, n_stages: 
                 end else if (busy) begin
 """)
     v.append(f"                    step <= step + {cw}'d1;\n")
+    if rl and p.steps > 1:
+        v.append(f"                    at_last <= (step == {cw}'d{p.steps - 2});\n")
     if p.chunks > 1:
         v.append(f"                    if (chk == {kw}'d{p.chunks - 1}) begin\n"
                  f"                        chk <= {kw}'d0;\n"
@@ -364,19 +387,22 @@ def _print_control(ly: ir.Linear, p: FoldPlan, fb: _FoldedBody, tags, n_stages: 
     always @(posedge clk)
         if (in_valid && in_ready) xin <= in_data;
 """)
-    for nm, w, src, is_valid in tags:  # tag pipeline (valid, last step, chunk flags, group index)
-        if n_stages == 0:
+    for nm, w, src, is_valid, early in tags:  # tag pipeline (valid, last step, chunk flags, group index)
+        depth = n_stages - int(early)
+        if depth == 0:
             v.append(f"    assign {nm} = {src};\n")
             continue
         decl = "" if w == 1 else f"[{w - 1}:0] "
-        for st in range(n_stages):
+        for st in range(depth):
             prev = src if st == 0 else f"{nm}_d{st - 1}"
             v.append(f"    reg {decl}{nm}_d{st};\n")
             if is_valid:
                 v.append(f"    always @(posedge clk) if (rst) {nm}_d{st} <= 1'b0; else if (en) {nm}_d{st} <= {prev};\n")
             else:
                 v.append(f"    always @(posedge clk) if (en) {nm}_d{st} <= {prev};\n")
-        v.append(f"    assign {nm} = {nm}_d{n_stages - 1};\n")
+        v.append(f"    assign {nm} = {nm}_d{depth - 1};\n")
+    if fb.cfg.timing_regs and p.chunks > 1:  # the accumulator's valid: one stage before the result stage
+        v.append(f"    wire a_v = {'busy' if n_stages < 2 else f'e_v_d{n_stages - 2}'};\n")
     return v
 
 
@@ -426,10 +452,12 @@ def _print_folded(ly: ir.Linear, cfg: RTLConfig, fb: _FoldedBody, p: FoldPlan, n
             if p.chunks > 1 else f"{p.lanes} lane(s) x {p.steps} step(s)")
     v = [header(ly, f"folded (resource strategy), reuse {cfg.reuse}: {mode}; {p.steps} step(s); "
                     f"weights in a case ROM, {'barrel shift (power-of-two weights)' if pot_shift else 'multiplier *'}; "
-                    f"{n_stages} register stage(s) (operands {int(fb.opreg)}, tree {n_cuts}); "
+                    f"{n_stages} register stage(s) (operands {int(fb.opreg) * (1 + int(cfg.timing_regs))}, "
+                    f"tree {n_cuts}"
+                    f"{', result 1' if cfg.timing_regs else ''}); "
                     f"latency {lat}, II {p.steps}"),
          ports(ly)]
-    v += _print_control(ly, p, fb, _tags(p, fb.cw, fb.kw, fb.gw), n_stages)
+    v += _print_control(ly, p, fb, _tags(p, fb.cw, fb.kw, fb.gw, cfg.timing_regs), n_stages)
     v.append("\n".join(fb.body.lines) + "\n")
     v += _print_results(ly, p, fb.gw, lane_q, qb)
     v.append(unused_inputs(ly, fb.used_inputs, "xin"))

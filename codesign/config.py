@@ -118,6 +118,11 @@ class ActQuant(_Strict):
                                            "scale (fixed point); 'float' = a learned float scale (Brevitas "
                                            "*ActPerTensorFloat). Both start from runtime statistics. The input "
                                            "quantizer's scale is always the constant power of two covering [-1, 1]")
+    learned: bool = Field(True, description="hidden activations: true = the scale is a parameter learned by "
+                          "backpropagation after a statistics warm-up (a log2 parameter with straight-through rounding "
+                          "for 'po2', as LSQ with a power-of-two step; a learned clipping range for 'float', as "
+                          "PACT); false = the scale follows the running maximum of the activations and is not "
+                          "learned (plain fixed-range QAT), the baseline bench.learned_scales compares with")
 
     @property
     def bipolar(self) -> bool:

@@ -217,12 +217,14 @@ def weight_quant(wq: WeightQuant, where: str = "quant.weight"):
 
 def act_quant(aq: ActQuant, where: str = "quant.act"):
     """Activation quantizer: bipolar sign (1-bit signed), else unsigned (after a ReLU) or signed fixed point
-    with a learned power-of-two (``scale: po2``) or float (``scale: float``) scale."""
+    with a power-of-two (``scale: po2``) or float (``scale: float``) scale, learned (``learned``: Brevitas
+    ``PARAMETER_FROM_STATS``) or following the running statistics (``STATS``)."""
     if aq.bipolar:
         return SignedBinaryActPerTensorConst
     base = _ACT_BASE[(aq.signed, aq.scale == "float")]
-    return base.let(bit_width=aq.bits, narrow_range=aq.narrow, collect_stats_steps=COLLECT_STATS_STEPS,
-                    float_to_int_impl_type=_rounding(aq.rounding, where))
+    q = base.let(bit_width=aq.bits, narrow_range=aq.narrow, collect_stats_steps=COLLECT_STATS_STEPS,
+                 float_to_int_impl_type=_rounding(aq.rounding, where))
+    return q if aq.learned else q.let(scaling_impl_type=ScalingImplType.STATS)
 
 
 def input_quant(aq: ActQuant, where: str = "quant.input"):

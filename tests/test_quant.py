@@ -149,3 +149,23 @@ def test_pot_quantize_is_nearest_allowed_value():
         assert torch.all((w.double() - q.double()).abs() <= dist + 1e-12)
 
     check()
+
+
+@pytest.mark.parametrize("scale", ["po2", "float"])
+def test_activation_scale_learned_or_from_statistics(scale):
+    """``quant.act.learned``: a trained scale parameter (default) or the running statistics, no parameter; the
+    statistics-driven po2 scale stays a power of two after a training step."""
+    kinds = {}
+    for learned in (True, False):
+        cfg = config.load("digits_mlp_pot", {"quant.act": {"bits": 3, "scale": scale, "learned": learned}})
+        m = quant.build_model(cfg, (64,), 10)
+        relu = next(mod for mod in m.modules() if type(mod).__name__ == "QuantReLU")
+        si = relu.act_quant.fused_activation_quant_proxy.tensor_quant.scaling_impl
+        kinds[learned] = (type(si).__name__, sorted(k for k, _ in si.named_parameters()))
+        if not learned:
+            m.train()
+            m(torch.rand(32, 64))
+            m.eval()
+            s = float(relu.act_quant.scale().detach())
+            assert s > 0 and (scale == "float" or math.log2(s) == round(math.log2(s)))
+    assert kinds[True][1] == ["value"] and kinds[False] == ("RuntimeStatsScaling", [])

@@ -6,7 +6,9 @@ digit a tree leaf) or one ``*`` (``multiplier='dsp'``). Shift-add digits that se
 common are computed once (:mod:`codesign.rtl.cse`). Every signal is sized from exact interval bounds.
 ``pipeline`` register stages are spread evenly over the tree (leaf stage + adder levels); requantization
 (``hw/cs_requant.v``) feeds the output register. The layer advances with ``en = !out_valid ||
-out_ready`` (``in_ready = en``): backpressure stalls it. Latency = pipeline stages actually placed + 1.
+out_ready`` (``in_ready = en``): backpressure stalls it. With ``flow_control='credit'`` every register
+advances every cycle (no enable: the stall does not fan out to the datapath), ``in_ready`` is 1 and the
+top level's ``hw/cs_credit_fifo.v`` absorbs backpressure. Latency = pipeline stages actually placed + 1.
 MaxPool is a tree of comparators, an elementwise requantization a requantizer per field. Per-channel
 weight scales (``field_shift``): every field's terms are divided by its power-of-two factor and
 requantized with a per-field shift.

@@ -147,3 +147,17 @@ def test_credit_fifo_depth_is_latency_plus_two(tmp_path, lat):
     subprocess.run(["vvp", "-n", "t.vvp"], cwd=tmp_path, check=True, capture_output=True)
     stalls, held, errors, taken, out = (int(v) for v in (tmp_path / "credit.txt").read_text().split())
     assert stalls == 0 and held == lat + 2 and errors == 0 and taken == out > 250
+
+
+def test_bench_pipeline_configs_and_table(capsys, tmp_path):
+    from bench.common import Ctx
+    from bench.pipeline import configs, render
+
+    assert configs("stall:5,credit:8") == [("stall", 5), ("credit", 8)]
+    with pytest.raises(ValueError, match="skid"):
+        configs("skid:3")
+    ctx = Ctx(runs=tmp_path, write_doc=False, command="python -m bench pipeline")
+    render(ctx, [{"model": "m", "flow_control": "credit", "pipeline": 8, "luts": 10, "ffs": 20, "latency": 18,
+                  "mismatches": 0, "fmax": {"1": 120.0, "2": 130.0, "3": 125.0}}])
+    out = capsys.readouterr().out
+    assert "| m | credit | 8 | 10 | 20 | 120.0 / 130.0 / 125.0 | 125 | 18 | 0 |" in out

@@ -1,11 +1,12 @@
-"""``python -m bench {all,rtl,verify,golden,flow,accuracy,da4ml,real} [--quick]``.
+"""``python -m bench {all,rtl,verify,golden,flow,accuracy,da4ml,real,pipeline} [--quick]``.
 
 Each sub-benchmark prints its table and rewrites its own section of docs/benchmarks.md (between
 ``<!-- bench:NAME -->`` markers). ``--quick`` (what CI can run, < 5 min on 2 idle cores): few training
 epochs, few vectors, fewer models, no place and route; it prints its tables and leaves the doc alone
 unless ``--doc`` is given. Run directories live in runs/bench (full) or runs/bench-quick and are reused.
 ``all`` runs every bench but ``real`` (QONNX models made elsewhere: Verilator builds of BNN-PYNQ nets take
-minutes each, even in quick mode); run it on its own.
+minutes each, even in quick mode) and ``pipeline`` (routed builds of deeply pipelined designs, minutes per
+seed); run them on their own.
 
 Exit status 1 when a bench fails, or when any bit-exactness check a bench makes (RTL vs golden model, golden
 model vs ``execute_onnx``, da4ml's netlist vs the golden model) finds a mismatch or could not run; each is
@@ -24,8 +25,8 @@ from pathlib import Path
 
 from bench.common import Ctx, log
 
-BENCHES = ("accuracy", "golden", "rtl", "verify", "da4ml", "flow", "real")
-ALL = tuple(b for b in BENCHES if b != "real")  # `all`: real is too slow for the quick CI run
+BENCHES = ("accuracy", "golden", "rtl", "verify", "da4ml", "flow", "real", "pipeline")
+ALL = tuple(b for b in BENCHES if b not in ("real", "pipeline"))  # `all`: too slow for the quick CI run
 
 
 def _cpu() -> float:
@@ -52,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="real: keep the steps an earlier run recorded in <runs>/bench_real.json, run the others")
     ap.add_argument("--render", action="store_true",
                     help="real: rewrite its section from <runs>/bench_real.json, measure nothing")
+    ap.add_argument("--configs", default="",
+                    help="pipeline: flow_control:depth pairs (default stall:5,credit:5,credit:8)")
+    ap.add_argument("--seeds", default="1", help="pipeline: nextpnr seeds (comma separated; the median is reported)")
+    ap.add_argument("--clock-mhz", type=float, default=200.0, help="pipeline: nextpnr target clock")
     ap.add_argument("--no-doc", action="store_true", help="print only; leave docs/benchmarks.md alone")
     ap.add_argument("--doc", action="store_true",
                     help="with --quick: also write the quick results into docs/benchmarks.md (default: print only)")
@@ -71,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     ctx.render_only = args.render
     ctx.targets = tuple(t for t in args.targets.split(",") if t)
     ctx.models = tuple(m for m in args.models.split(",") if m)
+    ctx.configs = args.configs
+    ctx.seeds = tuple(int(v) for v in args.seeds.split(",") if v)
+    ctx.clock_mhz = args.clock_mhz
     ctx.runs.mkdir(parents=True, exist_ok=True)
     todo = ALL if args.which == "all" else (args.which,)
     failed = []

@@ -38,6 +38,9 @@ class Ctx:
         self.reuse = True  # reuse measurements of unchanged designs (Verilator builds, synthesis, place and route)
         self.resume = False  # real: keep the steps an earlier run recorded
         self.render_only = False  # real: rewrite the section from the recorded steps, measure nothing
+        self.configs = ""  # pipeline: flow_control:depth pairs
+        self.seeds: tuple[int, ...] = (1,)  # pipeline: nextpnr seeds
+        self.clock_mhz = 200.0  # pipeline: nextpnr target clock
         self.command = command or "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         self.problems: list[str] = []  # mismatches and failed checks found by the benches: exit status 1
 

@@ -233,6 +233,9 @@ def rtl(
     share: Annotated[bool | None, typer.Option("--share/--no-share", help="fully parallel layers: compute shift-add "
                                                "terms that several outputs have in common once (default: on)")] = None,
     pipeline: Annotated[int | None, typer.Option(help="register stages per adder tree (default 1)")] = None,
+    flow_control: Annotated[str | None, typer.Option(
+        help="stall (backpressure enables every register, default) | credit (valid-only pipeline, output FIFO, "
+        "registered credit ready)")] = None,
     input_precision: Annotated[str | None, typer.Option(
         help="grid of a graph input that has no quantizer, hls4ml syntax: 'ap_fixed<16,6>' (config "
         "quant.input_precision)")] = None,
@@ -240,7 +243,7 @@ def rtl(
     """Generate Verilog for the accelerator (a run directory, or any QONNX file: float pre-/post-processing
     around the first and last quantizer stays on the host, BatchNorm and float scales become thresholds)."""
     upd = {k: v for k, v in dict(strategy=strategy, reuse=reuse, multiplier=multiplier, io=io, share=share,
-                                 pipeline=pipeline).items() if v is not None}
+                                 pipeline=pipeline, flow_control=flow_control).items() if v is not None}
     if target.suffix == ".onnx":
         from codesign.rtl import generate
 

@@ -246,6 +246,12 @@ class RTLConfig(_Strict):
     debug_taps: bool = Field(False, description="expose every layer's output (dbg_<layer>_tdata/tvalid) for debugging")
     axis_slice: bool = Field(False, description="register slice (skid buffer) on the output stream: +1 cycle, "
                              "cuts tready paths")
+    flow_control: Literal["stall", "credit"] = Field(
+        "stall", description="fully parallel designs: 'stall' = every pipeline register is enabled by "
+        "!out_valid || out_ready (backpressure stalls the datapath; the enable fans out to every register); "
+        "'credit' = valid-only pipeline: the datapath advances every cycle, an output FIFO of latency + 2 entries "
+        "(hw/cs_credit_fifo.v) absorbs the vectors in flight and s_axis_tready is a registered credit count "
+        "(+1 cycle latency, same AXI-Stream protocol; latency strategy, vector io, chain networks)")
     epilogue: Literal["auto", "thresholds", "mulshift"] = Field(
         "auto", description="form of a float epilogue (BatchNorm, float scales) in fully parallel layers: integer "
         "'thresholds' (comparators), 'mulshift' (acc * m + b >> s, clipped; where an exact one exists) or 'auto' "
@@ -256,6 +262,8 @@ class RTLConfig(_Strict):
     def _check(self) -> RTLConfig:
         if self.strategy == "latency" and self.reuse != 1:
             raise ValueError(f"reuse={self.reuse} needs strategy 'resource' (latency is fully parallel)")
+        if self.flow_control == "credit" and (self.strategy != "latency" or self.io != "vector"):
+            raise ValueError("flow_control 'credit' needs strategy 'latency' and io 'vector' (fully parallel layers)")
         return self
 
 

@@ -174,6 +174,7 @@ class Interface:
     multiplier: str | None = None
     axis_slice: bool | None = None
     pipeline: int | None = None
+    flow_control: str | None = None  # "credit" (valid-only pipeline + output FIFO); None: "stall"
     host: dict | None = None  # host pre-/post-processing around the core (codesign.graph.analysis.partition)
     input_precision: str | None = None  # the input grid given for a graph input without a quantizer
     path: Path | None = field(default=None, compare=False)
@@ -206,7 +207,7 @@ class Interface:
         if self.stream is not None:
             d["stream"] = self.stream
         d["layers"] = [la.to_json() for la in self.layers]
-        for k in ("multiplier", "axis_slice", "pipeline", "host", "input_precision"):
+        for k in ("multiplier", "axis_slice", "pipeline", "flow_control", "host", "input_precision"):
             if getattr(self, k) is not None:
                 d[k] = getattr(self, k)
         return d
@@ -294,8 +295,8 @@ def interface_from_json(d: dict[str, Any], path: Path | None = None) -> Interfac
         timing=d.get("timing"), strategy=str(d.get("strategy", "latency")), reuse=int(d.get("reuse", 1) or 1),
         onnx=d.get("onnx") or None, stream=d.get("stream"),
         layers=tuple(_layer(la, i) for i, la in enumerate(d.get("layers") or [])),
-        multiplier=d.get("multiplier"), axis_slice=d.get("axis_slice"), pipeline=d.get("pipeline"), host=d.get("host"),
-        input_precision=d.get("input_precision"), path=path)
+        multiplier=d.get("multiplier"), axis_slice=d.get("axis_slice"), pipeline=d.get("pipeline"),
+        flow_control=d.get("flow_control"), host=d.get("host"), input_precision=d.get("input_precision"), path=path)
 
 
 def load_interface(path: str | Path) -> Interface:

@@ -96,7 +96,8 @@ class Body:
     """Declarations and statements of one module, in order, plus what the module needs: the signals
     only partly used (``sliced``) and the hw/ library files it instantiates (``libs``)."""
 
-    def __init__(self):
+    def __init__(self, en: str | None = "en"):
+        self.en = en  # enable of every pipeline register (None: free-running, flow_control 'credit')
         self.lines: list[str] = []
         self.n = 0
         self.cap = UNCAPPED  # modular width limit of the current tree (exact result width)
@@ -122,11 +123,12 @@ class Body:
         self.lines.append(f"    {attr}wire signed [{width - 1}:0] {prefix} = {expr};")
         return Sig(prefix, width, lo, hi)
 
-    def reg(self, nm: str, src: Sig, en: str = "en") -> Sig:
+    def reg(self, nm: str, src: Sig) -> Sig:
         if src.const:
             return src
         self.lines.append(f"    reg signed [{src.width - 1}:0] {nm};")
-        self.lines.append(f"    always @(posedge clk) if ({en}) {nm} <= {src.name};")
+        cond = f"if ({self.en}) " if self.en else ""
+        self.lines.append(f"    always @(posedge clk) {cond}{nm} <= {src.name};")
         return Sig(nm, src.width, src.lo, src.hi, src.neg)
 
 

@@ -6,7 +6,9 @@ digit a tree leaf) or one ``*`` (``multiplier='dsp'``). Shift-add digits that se
 common are computed once (:mod:`codesign.rtl.cse`). Every signal is sized from exact interval bounds.
 ``pipeline`` register stages are spread evenly over the tree (leaf stage + adder levels); requantization
 (``hw/cs_requant.v``) feeds the output register. The layer advances with ``en = !out_valid ||
-out_ready`` (``in_ready = en``): backpressure stalls it. Latency = pipeline stages actually placed + 1.
+out_ready`` (``in_ready = en``): backpressure stalls it. With ``flow_control='credit'`` every register
+advances every cycle (no enable: the stall does not fan out to the datapath), ``in_ready`` is 1 and the
+top level's ``hw/cs_credit_fifo.v`` absorbs backpressure. Latency = pipeline stages actually placed + 1.
 MaxPool is a tree of comparators, an elementwise requantization a requantizer per field. Per-channel
 weight scales (``field_shift``): every field's terms are divided by its power-of-two factor and
 requantized with a per-field shift.
@@ -231,7 +233,7 @@ def _outputs(body: Body, ly: ir.Layer, accs: list[Sig], fs: list[int]) -> list[s
 
 def emit_parallel(ly: ir.Layer, cfg: RTLConfig) -> LayerModule:
     """Fully parallel module of an accumulator layer, a maxpool or an elementwise requantization."""
-    body = Body()
+    body = Body(en=None if cfg.flow_control == "credit" else "en")
     conns, biases, fs = _terms(ly)
     used = sorted({i for terms in conns for i, _ in terms})
     xs = {i: in_sig(ly, i) for i in used}
@@ -264,17 +266,24 @@ def _parallel_text(ly: ir.Layer, cfg: RTLConfig, body: Body, used: list[int], ou
     v = [header(ly, f"fully parallel (latency strategy), multiplier={cfg.multiplier}, "
                     f"{stages - 1} tree register stage(s) + output register: latency {stages}, II 1"),
          ports(ly)]
-    v.append("    wire en = !out_valid || out_ready;   // the pipeline advances\n    assign in_ready = en;\n")
+    credit = cfg.flow_control == "credit"
+    if credit:
+        v.append("    // valid-only pipeline (flow_control 'credit'): the datapath advances every cycle;\n"
+                 "    // the top level's credit counter and output FIFO (cs_credit_fifo) absorb backpressure\n"
+                 "    assign in_ready = 1'b1;\n    wire _unused_out_ready = out_ready;\n")
+    else:
+        v.append("    wire en = !out_valid || out_ready;   // the pipeline advances\n    assign in_ready = en;\n")
+    adv = "" if credit else "if (en) "
     v.append(f"    reg [{stages - 1}:0] vld;\n    always @(posedge clk)\n        if (rst) vld <= {stages}'b0;\n")
     if stages == 1:
-        v.append("        else if (en) vld <= in_valid;\n")
+        v.append(f"        else {adv}vld <= in_valid;\n")
     else:
-        v.append(f"        else if (en) vld <= {{vld[{stages - 2}:0], in_valid}};\n")
+        v.append(f"        else {adv}vld <= {{vld[{stages - 2}:0], in_valid}};\n")
     v.append(f"    assign out_valid = vld[{stages - 1}];\n")
     v.append(unused_inputs(ly, set(used)))
     v.append("\n".join(body.lines) + "\n")
     v.append(unused_sliced(body))
-    v.append(f"    reg [{ly.n_out * ob - 1}:0] out_r;\n    always @(posedge clk)\n        if (en) begin\n")
+    v.append(f"    reg [{ly.n_out * ob - 1}:0] out_r;\n    always @(posedge clk)\n        {adv}begin\n")
     for j, q in enumerate(outs):
         v.append(f"            out_r[{j * ob + ob - 1}:{j * ob}] <= {q};\n")
     v.append("        end\n    assign out_data = out_r;\nendmodule\n")

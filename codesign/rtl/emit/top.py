@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from codesign.config import RTLConfig
+from codesign.errors import UnsupportedError
 from codesign.rtl import ir
 from codesign.rtl.emit.folded import emit_folded
 from codesign.rtl.emit.module import LayerModule
@@ -100,10 +101,18 @@ def build_vector(m: ir.Model, cfg: RTLConfig, top: str = "codesign_top") -> Vect
         latency, skips = plan_skips(m, {mod.name: mod for mod in mods}, ii)
         if skips:
             libs.add("cs_fifo.v")
+    credit_latency = None
+    if cfg.flow_control == "credit":
+        if not m.is_chain:
+            raise UnsupportedError(f"{m.name}: rtl.flow_control 'credit' supports chain networks only "
+                                   "(this one forks and joins); use flow_control 'stall'")
+        credit_latency = latency
+        libs |= {"cs_fifo.v", "cs_credit_fifo.v"}
+        latency += 1  # the output FIFO
     if cfg.axis_slice:
         libs.add("cs_skid_buffer.v")
         latency += 1
-    text = top_chain_text(m, cfg, top) if m.is_chain else top_graph_text(m, cfg, top, skips)
+    text = top_chain_text(m, cfg, top, credit_latency) if m.is_chain else top_graph_text(m, cfg, top, skips)
     return VectorDesign(top, tuple(mods), text, frozenset(libs), latency, ii, skips)
 
 
@@ -158,7 +167,7 @@ def vector_interface(m: ir.Model, cfg: RTLConfig, d: VectorDesign, onnx_rel: str
     return Interface(top=d.top, files=tuple(d.files), input=port_stream(m, "input"), output=port_stream(m, "output"),
                      latency_cycles=d.latency, ii=d.ii, strategy=cfg.strategy, reuse=cfg.reuse, onnx=onnx_rel,
                      layers=tuple(layers), multiplier=cfg.multiplier, axis_slice=cfg.axis_slice, pipeline=cfg.pipeline,
-                     host=host_info(m))
+                     host=host_info(m), flow_control="credit" if cfg.flow_control == "credit" else None)
 
 
 def top_head(m: ir.Model, cfg: RTLConfig, top: str) -> list[str]:
@@ -172,7 +181,8 @@ def top_head(m: ir.Model, cfg: RTLConfig, top: str) -> list[str]:
         f"//   output  : {list(m.output_shape)} {fout.describe()} "
         f"(field i = m_axis_tdata[i*{fout.bits} +: {fout.bits}])",
         f"//   arch    : {cfg.strategy} strategy, reuse {cfg.reuse}, multiplier {cfg.multiplier}, "
-        f"pipeline {cfg.pipeline}",
+        f"pipeline {cfg.pipeline}" + (", flow control credit (valid-only pipeline, output FIFO)"
+                                       if cfg.flow_control == "credit" else ""),
         "//   AXI-Stream, one vector per beat; clk rising edge, rst synchronous active high.",
     ]
     for ly in m.layers:
@@ -205,11 +215,17 @@ def _out_slice(nout: int, s_data: str, s_valid: str, s_ready: str) -> str:
             f".m_tready(m_axis_tready));")
 
 
-def top_chain_text(m: ir.Model, cfg: RTLConfig, top: str) -> str:
-    """Top level of a chain of layers."""
+def top_chain_text(m: ir.Model, cfg: RTLConfig, top: str, credit_latency: int | None = None) -> str:
+    """Top level of a chain of layers. With ``credit_latency`` (flow_control 'credit': the layers'
+    summed latency) the layers never stall: an accepted beat enters the first layer, the last one
+    writes into ``hw/cs_credit_fifo.v``, whose registered credit count is ``s_axis_tready``."""
     nout = int(np.prod(m.output_shape)) * m.output_fmt.bits
     lines = top_head(m, cfg, top)
     cur_d, cur_v, cur_r = "s_axis_tdata", "s_axis_tvalid", "s_axis_tready"
+    if credit_latency is not None:
+        lines.append("    // flow control 'credit': valid-only layer pipeline, output FIFO, registered credit ready\n"
+                     "    wire s_take = s_axis_tvalid && s_axis_tready;\n    wire s_ready_unused;")
+        cur_v, cur_r = "s_take", "s_ready_unused"
     for k, ly in enumerate(m.layers):
         if isinstance(ly, ir.Flatten):
             continue
@@ -227,6 +243,14 @@ def top_chain_text(m: ir.Model, cfg: RTLConfig, top: str) -> str:
         if cfg.debug_taps:
             lines.append(f"    assign dbg_{ly.name}_tdata = {d};\n    assign dbg_{ly.name}_tvalid = {v} && {r};")
         cur_d, cur_v, cur_r = d, v, r
+    if credit_latency is not None:
+        lines.append(f"    wire [{nout - 1}:0] fifo_tdata;\n    wire fifo_tvalid;\n    wire fifo_tready;\n"
+                     f"    assign {cur_r} = 1'b1;   // the layers never stall\n"
+                     f"    cs_credit_fifo #(.W({nout}), .LATENCY({credit_latency})) u_credit (.clk(clk), .rst(rst), "
+                     f".s_tready(s_axis_tready), .p_take(s_take),\n"
+                     f"        .p_tdata({cur_d}), .p_tvalid({cur_v}), .m_tdata(fifo_tdata), .m_tvalid(fifo_tvalid), "
+                     f".m_tready(fifo_tready));")
+        cur_d, cur_v, cur_r = "fifo_tdata", "fifo_tvalid", "fifo_tready"
     if cfg.axis_slice:
         lines.append(_out_slice(nout, cur_d, cur_v, cur_r))
     else:

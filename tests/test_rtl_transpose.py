@@ -9,7 +9,8 @@ becomes an ``ir.Transpose`` of integer codes (no layer at all when it moves no v
 
 A mini CNV with the same layer types (8-bit Q1.7 input, bipolar weights and activations, BatchNorm,
 MaxPool, 3x3 convs without padding) is checked here: the IR against the golden model, and the RTL in
-stream mode under cocotb + Verilator. ``test_cnv_1w1a_stream`` (slow) runs the real CNV_1W1A.
+stream mode under cocotb + Verilator. Slow: the real CNV_1W1A's IR against the golden model on 10,000
+vectors, and its stream RTL under Verilator (skipped below 64 GiB of RAM: see docs/rtl-backend.md).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 from rtl_helpers import assert_ir_matches_golden, needs_verilator, verify_ok
 
@@ -127,23 +129,59 @@ def test_stream_rtl_verifies(minis, tmp_path):
     verify_ok(d, minis[12], vectors=3000)
 
 
-@pytest.mark.slow
-@needs_verilator
-def test_cnv_1w1a_stream(tmp_path):
-    """Brevitas BNN-PYNQ CNV_1W1A (random weights, seed 0, randomized BatchNorm), ``io='stream'``:
-    10,000 random vectors of the Q1.7 core input grid plus corners through cocotb + Verilator against the
-    golden model: 0 mismatches. Measured: see docs/rtl-backend.md (lowering alone spends minutes in the
-    exhaustive threshold proofs; the Verilator build of the fully parallel per-pixel units is the rest)."""
+def _ram_gib() -> float:
+    import os
+
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+
+
+@pytest.fixture(scope="module")
+def cnv(tmp_path_factory):
+    """CNV_1W1A (random weights, seed 0, randomized BatchNorm) cleaned as ``python -m bench real`` cleans it,
+    and its IR (lowering spends minutes in the exhaustive threshold proofs: 13 min on 2 loaded cores)."""
+    import onnx
+
     from codesign.graph.clean import clean_qonnx
     from codesign.real_models import bnn_pynq
 
-    raw = bnn_pynq("CNV_1W1A", tmp_path, seed=0)
-    import onnx
+    d = tmp_path_factory.mktemp("cnv")
+    path = d / "CNV_1W1A.clean.onnx"
+    onnx.save(clean_qonnx(bnn_pynq("CNV_1W1A", d, seed=0), channels_last=None), str(path))
+    return path, lower(path, "CNV_1W1A")
 
-    path = tmp_path / "CNV_1W1A.clean.onnx"
-    onnx.save(clean_qonnx(raw, channels_last=None), str(path))
-    m = lower(path, "CNV_1W1A")
-    assert [ly.kind for ly in m.layers].count("conv2d") == 6
+
+@pytest.mark.slow
+def test_cnv_1w1a_ir_equals_the_golden_model(cnv):
+    """CNV_1W1A lowers (the Transpose before its flatten moves no value: no layer), streams its 6 convs
+    and 2 pools, and its IR equals the golden model on 10,000 random Q1.7 input codes plus 4 corners."""
+    from codesign.golden import GoldenModel
+    from codesign.rtl.emit.stream_plan import plan_stream
+
+    path, m = cnv
+    assert [ly.kind for ly in m.layers] == ["conv2d"] * 2 + ["maxpool"] + ["conv2d"] * 2 + ["maxpool"] + \
+        ["conv2d"] * 2 + ["dense"] * 3
+    plan = plan_stream(m)
+    assert len(plan.layers) == 8 and [ly.kind for ly in plan.rest.layers] == ["dense"] * 3
+    g = GoldenModel(str(path))
+    n = 10_000
+    f = m.input_fmt
+    x = np.random.default_rng(1).integers(f.lo, f.hi + 1, (n + 4, int(np.prod(m.input_shape))))
+    alt = np.arange(x.shape[1]) % 2 == 0
+    x[n], x[n + 1], x[n + 2], x[n + 3] = f.lo, f.hi, np.where(alt, f.lo, f.hi), np.where(alt, f.hi, f.lo)
+    for i in range(0, len(x), 200):  # bounded memory: the golden model's im2col
+        want = np.asarray(g.run_codes(x[i:i + 200].reshape(-1, *m.input_shape))[0]).reshape(len(x[i:i + 200]), -1)
+        assert np.array_equal(m.run(x[i:i + 200]), want)
+
+
+@pytest.mark.slow
+@needs_verilator
+@pytest.mark.skipif(_ram_gib() < 64, reason="CNV_1W1A stream: 243 MB of Verilog (fully parallel per-pixel units); "
+                    "the Verilator frontend alone went past 20 GiB on a 23.5 GiB machine (docs/rtl-backend.md)")
+def test_cnv_1w1a_stream(cnv, tmp_path):
+    """CNV_1W1A, ``io='stream'``: 10,000 random vectors of the Q1.7 core input grid plus corners through
+    cocotb + Verilator against the golden model: 0 mismatches. Not yet run to completion anywhere (see
+    docs/rtl-backend.md for what was measured)."""
+    path, m = cnv
     d = tmp_path / "rtl"
     generate(m, d, io="stream")
     verify_ok(d, path, vectors=10_000)

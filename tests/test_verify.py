@@ -415,3 +415,28 @@ def test_simulator_that_stops_early_fails(tmp_path):
     assert any("did not finish" in c for c in _status_checks(r, 3))
     r.status = {"finished": 1, "out": 2, "timeout": 0, "extra": 0}
     assert any("counted 2 output beats" in c for c in _status_checks(r, 3))
+
+
+def test_golden_reference_runs_in_chunks(monkeypatch):
+    """The golden model is called on bounded chunks (a conv net's intermediates are hundreds of times its
+    input: CNV on 10,000 vectors at once ran out of memory); the result is the same as one call."""
+    from types import SimpleNamespace
+
+    from codesign.verify import reference as R
+
+    calls = []
+
+    class G:
+        input_spec = None
+
+        def run_codes(self, x):
+            calls.append(len(x))
+            return x.reshape(len(x), -1).sum(axis=1, keepdims=True) * 3, -2
+
+    same = SimpleNamespace(scale_exp=0, from_bits_codes=lambda x: x, to_bits_codes=lambda x: x)
+    ref = R._from_golden(G(), "stub", SimpleNamespace(input=same, output=same))
+    x = np.random.default_rng(0).integers(-9, 9, (1000, 4, 4))
+    monkeypatch.setattr(R, "REF_CHUNK_FIELDS", 16 * 64)
+    codes, se = ref.run(x)
+    assert calls == [64] * 15 + [40] and se == -2
+    assert np.array_equal(codes, x.reshape(1000, -1).sum(axis=1, keepdims=True) * 3)

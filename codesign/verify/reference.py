@@ -20,6 +20,7 @@ from codesign.errors import StageInputError
 from codesign.verify.iface import Interface
 
 Codes = np.ndarray
+REF_CHUNK_FIELDS = 1 << 19  # input fields per golden-model call (bounded memory on big inputs)
 TraceFn = Callable[[np.ndarray], dict[str, Any]]
 
 
@@ -83,8 +84,13 @@ def _from_golden(g: Any, name: str, iface: Interface) -> Reference:
     fin, fout = iface.input, iface.output
 
     def run_codes(x: np.ndarray) -> tuple[np.ndarray, Any]:
-        r = g.run_codes(fin.from_bits_codes(x))
-        codes, se = r if isinstance(r, tuple) else (r, None)
+        x = fin.from_bits_codes(x)
+        # in chunks: a conv net's intermediates (im2col) are hundreds of times its input (CNV: 10,000
+        # vectors at once need far more than 23 GiB)
+        n = max(1, min(8192, REF_CHUNK_FIELDS // max(1, int(np.prod(np.shape(x)[1:])))))
+        parts = [g.run_codes(x[i:i + n]) for i in range(0, len(x), n)] if len(x) > n else [g.run_codes(x)]
+        se = parts[0][1] if isinstance(parts[0], tuple) else None
+        codes = np.concatenate([np.asarray(p[0] if isinstance(p, tuple) else p) for p in parts])
         if se is not None and np.asarray(se).dtype.kind == "f" and not np.all(np.asarray(se) == np.round(se)):
             se = None  # a float scale: not an exponent
         return fout.to_bits_codes(np.asarray(codes)), se

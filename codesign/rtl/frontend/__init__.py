@@ -20,7 +20,8 @@ Supported (anything else raises :class:`~codesign.errors.UnsupportedError` namin
   stride, zero padding, group 1, no dilation), ``MaxPool`` (no padding), ``AveragePool`` /
   ``GlobalAveragePool`` over a power-of-two window (a sum; the following ``Trunc`` or ``Quant`` is its
   requantization), ``Relu``, ``Flatten``/``Reshape`` (no data movement), ``Transpose`` (a field
-  permutation), ``Identity``.
+  permutation; one of a float tensor between an accumulator and its quantizer, as a channels-last export
+  puts before a Flatten, moves behind the quantizer: pass ``commute_transpose``), ``Identity``.
 
 The graph may fork and re-join (residual blocks): layers list their producers (``Layer.inputs``).
 Per-channel weight scales are aligned to the finest channel scale (see :mod:`codesign.rtl.ir`).

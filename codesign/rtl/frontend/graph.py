@@ -23,6 +23,7 @@ from codesign.graph.analysis import (
     ACCUMULATORS,
     DYADIC,
     FLOAT,
+    FSCALE,
     QUANTIZERS,
     Grid,
     Kind,
@@ -115,6 +116,7 @@ class Op:
     in_shape: tuple[int, ...] = ()  # shape of the first input as this op sees it
     onnx_nodes: list[str] = field(default_factory=list)
     proto: object | None = None  # the ONNX node it came from
+    onnx_in: str | None = None  # the ONNX tensor its activation input stands for, when a pass rewired ``ins``
 
     @property
     def where(self) -> str:
@@ -202,6 +204,7 @@ class TruncOp(Op):
 @dataclass(eq=False)
 class TransposeOp(Op):
     perm: np.ndarray | None = None  # output field k is input field perm[k]
+    float_in: bool = False  # moves a float tensor (between an accumulator and its quantizer): see CommuteTranspose
 
 
 @dataclass
@@ -344,7 +347,7 @@ class _Importer:
             nm = node.name or f"{node.op_type}({', '.join(node.input)})"
             where = f"node {nm!r} ({node.op_type})"
             self.node = node
-            if node.op_type not in QUANTIZERS and self.is_float(node.output[0]):
+            if node.op_type not in QUANTIZERS and node.op_type != "Transpose" and self.is_float(node.output[0]):
                 self._float(node, nm, where)
                 continue
             handler = getattr(self, f"_{node.op_type}", None)
@@ -611,7 +614,8 @@ class _Importer:
             self.alias[out] = src
             self.shape_of[out] = oshape
             return
-        self.add(TransposeOp(nm, "Transpose", [src], out, oshape, a, perm=idx.ravel().astype(np.int64)))
+        self.add(TransposeOp(nm, "Transpose", [src], out, oshape, a, perm=idx.ravel().astype(np.int64),
+                             float_in=self.graph.kinds.get(out, Kind(DYADIC)).kind in (FLOAT, FSCALE)))
 
 
 def import_onnx(model: str | Path | onnx.ModelProto, name: str = "codesign", input_grid: Grid | None = None) -> Graph:

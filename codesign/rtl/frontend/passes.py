@@ -24,6 +24,7 @@ from codesign.rtl.frontend.graph import (
     QuantOp,
     ReluOp,
     RequantOp,
+    TransposeOp,
     TruncOp,
 )
 
@@ -97,8 +98,59 @@ def _epilogue_chain(g: Graph, q: QuantOp) -> tuple[Op | None, list[Op]]:
 
 def _onnx_input(g: Graph, op: Op) -> str:
     """The ONNX tensor an op of the core reads (its one integer or float activation input)."""
+    if op.onnx_in is not None:
+        return op.onnx_in
     ins = [i for i in op.proto.input if i in g.kinds]
     return ins[0]
+
+
+def _quant_after(g: Graph, op: Op) -> list[Op] | None:
+    """The Relu / float ops (each the only reader of the one before) from ``op``'s output to a quantizer,
+    the quantizer last; None when the chain ends anywhere else."""
+    chain: list[Op] = []
+    cur = op
+    while g.n_readers(cur.out) == 1 and cur.out != g.output_name:
+        nxt = next(o for o in g.ops if cur.out in o.ins)
+        chain.append(nxt)
+        if isinstance(nxt, QuantOp):
+            return chain
+        if not isinstance(nxt, FloatOp | ReluOp):
+            return None
+        cur = nxt
+    return None
+
+
+class CommuteTranspose(Pass):
+    """``accumulator -> [float op]* -> Transpose -> [float op | Relu]* -> quantizer``, the Transpose moving a
+    float (or float-scaled) tensor, as channels-last exports put one before a Flatten: the Transpose moves
+    behind the quantizer, so the epilogue becomes a function of the accumulator again and the Transpose a
+    permutation of integer codes (an ``ir.Transpose`` layer).
+
+    Exact: a Transpose only moves values, and every op between the accumulator and the quantizer is
+    elementwise, so applying them before or after the move gives the same codes at the same places. The
+    epilogue is still evaluated on the graph's own nodes (Transpose included) with one value per channel
+    and every other axis of size 1 (:mod:`codesign.rtl.frontend.epilogue`), where the Transpose moves no
+    value; a float op after it whose constants vary along another axis than the channel changes that
+    tensor's shape and is refused there."""
+
+    name = "commute_transpose"
+
+    def match(self, g: Graph, op: Op) -> bool:
+        return isinstance(op, TransposeOp) and op.float_in and _quant_after(g, op) is not None
+
+    def apply(self, g: Graph, op: Op) -> None:
+        chain = _quant_after(g, op)
+        q = chain[-1]
+        first = chain[0]
+        first.onnx_in = _onnx_input(g, op)  # the Transpose's input: the epilogue runs through the Transpose
+        first.ins = [op.ins[0] if t == op.out else t for t in first.ins]
+        for c in chain:  # elementwise: the shape before the move
+            c.shape = c.in_shape = tuple(op.in_shape)
+        codes = f"{q.out}::before_transpose"
+        op.ins, op.out, q.out = [codes], q.out, codes
+        op.float_in = False  # it now moves the quantizer's integer codes
+        g.ops.remove(op)
+        g.ops.insert(g.ops.index(q) + 1, op)
 
 
 class FuseEpilogue(Pass):
@@ -119,7 +171,7 @@ class FuseEpilogue(Pass):
 
     def apply(self, g: Graph, op: Op) -> None:
         p, chain = _epilogue_chain(g, op)
-        ep = Epilogue(_onnx_input(g, chain[0] if chain else op), op.out, op.spec)
+        ep = Epilogue(_onnx_input(g, chain[0] if chain else op), op.proto.output[0], op.spec)
         if isinstance(p, AccOp) and _pending(p) and not p.relu and p.epilogue is None and g.n_readers(p.out) == 1:
             p.epilogue = ep
             for c in [*chain, op]:
@@ -200,9 +252,13 @@ class CheckFused(Pass):
     name = "check_fused"
 
     def match(self, g: Graph, op: Op) -> bool:
-        return isinstance(op, BiasOp | TruncOp | FloatOp)
+        return isinstance(op, BiasOp | TruncOp | FloatOp) or isinstance(op, TransposeOp) and op.float_in
 
     def apply(self, g: Graph, op: Op) -> None:
+        if isinstance(op, TransposeOp):
+            raise UnsupportedError(f"{op.where}: a Transpose of a float tensor that no quantizer follows (only "
+                                   "elementwise float ops may stand between it and the next quantizer): the integer "
+                                   "core cannot compute it")
         if isinstance(op, FloatOp):
             raise UnsupportedError(f"{op.where}: float {op.op_type} between integer layers with no quantizer after "
                                    "it (or feeding several layers): the integer core cannot compute it")
@@ -211,8 +267,8 @@ class CheckFused(Pass):
         raise UnsupportedError(f"{op.where}: Add of a constant is only supported as the bias of a MatMul/Conv")
 
 
-FUSION_PASSES: tuple[Pass, ...] = (FuseBias(), FoldTrunc(), FuseEpilogue(), FuseRelu(), ReluToRequant(),
-                                   FuseQuant(), QuantToRequant(), CheckFused())
+FUSION_PASSES: tuple[Pass, ...] = (FuseBias(), FoldTrunc(), CommuteTranspose(), FuseEpilogue(), FuseRelu(),
+                                   ReluToRequant(), FuseQuant(), QuantToRequant(), CheckFused())
 
 
 def run_passes(g: Graph, passes: tuple[Pass, ...] = FUSION_PASSES) -> Graph:

@@ -10,7 +10,8 @@ becomes an ``ir.Transpose`` of integer codes (no layer at all when it moves no v
 A mini CNV with the same layer types (8-bit Q1.7 input, bipolar weights and activations, BatchNorm,
 MaxPool, 3x3 convs without padding) is checked here: the IR against the golden model, and the RTL in
 stream mode under cocotb + Verilator. Slow: the real CNV_1W1A's IR against the golden model on 10,000
-vectors, and its stream RTL under Verilator (skipped below 64 GiB of RAM: see docs/rtl-backend.md).
+vectors. Its stream RTL (243 MB of Verilog, fully parallel per-pixel units) is not simulated: Verilator's
+frontend went past 20 GiB on this 23.5 GiB machine (docs/rtl-backend.md says what was measured).
 """
 
 from __future__ import annotations
@@ -129,12 +130,6 @@ def test_stream_rtl_verifies(minis, tmp_path):
     verify_ok(d, minis[12], vectors=3000)
 
 
-def _ram_gib() -> float:
-    import os
-
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-
-
 @pytest.fixture(scope="module")
 def cnv(tmp_path_factory):
     """CNV_1W1A (random weights, seed 0, randomized BatchNorm) cleaned as ``python -m bench real`` cleans it,
@@ -171,17 +166,3 @@ def test_cnv_1w1a_ir_equals_the_golden_model(cnv):
     for i in range(0, len(x), 200):  # bounded memory: the golden model's im2col
         want = np.asarray(g.run_codes(x[i:i + 200].reshape(-1, *m.input_shape))[0]).reshape(len(x[i:i + 200]), -1)
         assert np.array_equal(m.run(x[i:i + 200]), want)
-
-
-@pytest.mark.slow
-@needs_verilator
-@pytest.mark.skipif(_ram_gib() < 64, reason="CNV_1W1A stream: 243 MB of Verilog (fully parallel per-pixel units); "
-                    "the Verilator frontend alone went past 20 GiB on a 23.5 GiB machine (docs/rtl-backend.md)")
-def test_cnv_1w1a_stream(cnv, tmp_path):
-    """CNV_1W1A, ``io='stream'``: 10,000 random vectors of the Q1.7 core input grid plus corners through
-    cocotb + Verilator against the golden model: 0 mismatches. Not yet run to completion anywhere (see
-    docs/rtl-backend.md for what was measured)."""
-    path, m = cnv
-    d = tmp_path / "rtl"
-    generate(m, d, io="stream")
-    verify_ok(d, path, vectors=10_000)

@@ -3,13 +3,15 @@
 #   make test   - create .venv, install everything (first time only), install Icarus Verilog from
 #                 Debian if missing (the tests need it; stops if it cannot), run the test suite;
 #                 a skipped test fails the run (tests/conftest.py)
+#   make test-slow - the slow tests (minutes each: bench smoke run, fuzzing 500 graphs, kill tests with
+#                 the fpga stage, real-model RTL at full size)
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 JOBS    ?= 2   # pytest-xdist workers for make test (one test file per worker at a time)
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test test-slow lint bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -25,6 +27,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	@bash sim/install_icarus.sh
 	$(PY) -m pytest -q -n $(JOBS) --dist loadfile --durations=25
+
+test-slow: $(STAMP)
+	@bash sim/install_icarus.sh
+	$(PY) -m pytest -q -m slow -n $(JOBS) --dist loadfile --durations=25
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check codesign tests bench sim

@@ -144,6 +144,16 @@ def on_quantizer_grid(gm) -> bool:
     return any(n.op_type in QUANTIZERS and n.output[0] == o for n in gm.model.graph.node)
 
 
+def tail_differences(out: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Per vector: the largest absolute difference of ``out`` from the reference's ``ref``, whether it exceeds
+    the float-tail bound ``TAIL_RTOL * max(1, max |ref|)``; and how many vectors' top class differs."""
+    a = np.asarray(out, dtype=np.float64).reshape(len(out), -1)
+    b = np.asarray(ref, dtype=np.float64).reshape(len(ref), -1)
+    diff = np.abs(a - b).max(axis=1)
+    over = diff > TAIL_RTOL * np.maximum(1.0, np.abs(b).max(axis=1))
+    return diff, over, int(np.sum(np.argmax(a, axis=1) != np.argmax(b, axis=1)))
+
+
 def compare(gm, x: np.ndarray, out: np.ndarray, ref: np.ndarray,
             ctx: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
     """Figures of the golden outputs ``out`` against the reference's ``ref`` (see the module docstring).
@@ -153,12 +163,7 @@ def compare(gm, x: np.ndarray, out: np.ndarray, ref: np.ndarray,
     if exact == 0 or on_quantizer_grid(gm):
         return {"qonnx_mismatches": exact, "qonnx_compare": "exact"}
     grid, tensors = grid_mismatches(gm, x, ctx)
-    a = np.asarray(out, dtype=np.float64).reshape(len(out), -1)
-    b = np.asarray(ref, dtype=np.float64).reshape(len(ref), -1)
-    diff = np.abs(a - b).max(axis=1)
-    bound = TAIL_RTOL * np.maximum(1.0, np.abs(b).max(axis=1))
-    over = diff > bound
-    flips = int(np.sum(np.argmax(a, axis=1) != np.argmax(b, axis=1)))
+    diff, over, flips = tail_differences(out, ref)
     return {
         "qonnx_mismatches": int(np.sum(over) + grid),
         "qonnx_compare": f"quantizer grids exact ({tensors} tensors), float tail within 2^-14 of max(1, |output|)",

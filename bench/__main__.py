@@ -1,4 +1,4 @@
-"""``python -m bench {all,rtl,verify,golden,flow,accuracy,da4ml,real,pipeline} [--quick]``.
+"""``python -m bench {all,rtl,verify,golden,flow,accuracy,da4ml,real,pipeline,zoo_seeds} [--quick]``.
 
 Each sub-benchmark prints its table and rewrites its own section of docs/benchmarks.md (between
 ``<!-- bench:NAME -->`` markers). ``--quick`` (what CI can run, < 5 min on 2 idle cores): few training
@@ -25,8 +25,8 @@ from pathlib import Path
 
 from bench.common import Ctx, log
 
-BENCHES = ("accuracy", "golden", "rtl", "verify", "da4ml", "flow", "real", "pipeline")
-ALL = tuple(b for b in BENCHES if b not in ("real", "pipeline"))  # `all`: too slow for the quick CI run
+BENCHES = ("accuracy", "golden", "rtl", "verify", "da4ml", "flow", "real", "pipeline", "zoo_seeds")
+ALL = tuple(b for b in BENCHES if b not in ("real", "pipeline", "zoo_seeds"))  # `all`: too slow for the quick CI run
 
 
 def _cpu() -> float:

@@ -21,8 +21,12 @@ The steps, in the order :func:`run` applies them (each optional except the calib
    2021, "A Greedy Algorithm for Quantizing Neural Networks", JMLR; Brevitas ``brevitas.graph.gpfq.gpfq_mode``):
    layer by layer, the weights are quantized one input column at a time and the rounding error is pushed onto
    the columns not yet quantized so that the layer's output on the calibration data stays close. Brevitas calls
-   the layer's own weight quantizer for every column, so the result is on codesign's grid (integers times the
-   power-of-two scale; ``pot``: 0 or +-2^e) by construction; :func:`grid_check` verifies it afterwards.
+   the layer's own weight quantizer for every column (for GPTQ on the whole tensor, not Brevitas' one-column
+   slice, whose per-tensor statistics scale would be the column's own: :func:`_whole_tensor_gptq`), so the
+   result is on codesign's grid (integers times the power-of-two scale; ``pot``: 0 or +-2^e) by construction;
+   :func:`grid_check` verifies it afterwards. The po2 scale stays Brevitas' statistic (max |w|) of the current
+   float weights, so it follows the weights GPTQ updates and may end one power of two away from nearest
+   rounding's.
 5. ``bias_correction``: each layer's mean output error on the calibration data (float weights minus quantized
    weights, on the quantized network's own input to that layer, earlier corrections applied) is added to its
    bias, or, for a bias-less layer before a BatchNorm, subtracted from the BatchNorm's running mean (Nagel et al.
@@ -113,14 +117,35 @@ def equalize(twin: quant.QuantNet, iterations: int = 20) -> int:
 # ---------------------------------------------------------------------------------------------
 # optimized rounding (GPTQ / GPFQ)
 # ---------------------------------------------------------------------------------------------
+def _whole_tensor_gptq():
+    """Brevitas' ``GPTQ`` quantizing each column with the whole tensor's quantizer. Brevitas slices the weight for
+    speed (``subtensor_slice_list``) and a per-tensor statistics scale then comes from the one column alone (a
+    power of two per column, finer than the tensor's), while the exported tensor has one scale: this class asks for
+    the whole quantized tensor (the current weights' per-tensor po2 scale) and takes the column from it, as Brevitas
+    itself does for grouped quantizers."""
+    from brevitas.graph.gptq import GPTQ
+    from brevitas.quant_tensor import _unpack_quant_tensor
+
+    class WholeTensorGPTQ(GPTQ):
+        def get_quant_weights(self, i, i1, permutation_list, with_quant_history=False):
+            assert not with_quant_history and self.groups == 1
+            qw = _unpack_quant_tensor(self.layer.quant_weight(quant_input=self.quant_metadata)).flatten(1)
+            return qw[:, permutation_list[0][i1 + i]].unsqueeze(0)  # [1, OC]
+
+    return WholeTensorGPTQ
+
+
 @torch.no_grad()
 def optimized_rounding(model: quant.QuantNet, x: np.ndarray, method: str, batch_size: int) -> int:
     """Re-round the weights of ``model`` (calibrated) with Brevitas' ``gptq_mode`` or ``gpfq_mode`` on the inputs
     ``x``; the float weights are updated in place and the copies Brevitas keeps (``weight_orig``) dropped.
     Returns the number of layers processed."""
     if method == "gptq":
-        from brevitas.graph.gptq import gptq_mode as mode
-    elif method == "gpfq":
+        from brevitas.graph.gptq import gptq_mode
+
+        def mode(m):
+            return gptq_mode(m, gptq_class=_whole_tensor_gptq())
+    elif method == "gpfq":  # GPFQ quantizes the whole tensor for every column already (with_quant_history)
         from brevitas.graph.gpfq import gpfq_mode as mode
     else:  # pragma: no cover - config validation
         raise ValueError(method)

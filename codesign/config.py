@@ -339,13 +339,13 @@ class Config(_Strict):
         if self.model.module is None:
             if self.quant.method == "ptq":
                 raise ValueError("quant.method: ptq needs an imported float model (model.module)")
-        if self.quant.method != "ptq" and self.quant.ptq != PTQConfig():
-            raise ValueError("quant.ptq: post-training options need quant.method: ptq")
         else:
             for flag, what in ((self.prune.enabled, "prune.enabled"), (self.train.kd.enabled, "train.kd.enabled"),
                                (self.train.inq is not None, "train.inq")):
                 if flag:
                     raise ValueError(f"{what}: not supported with model.module (an imported model) yet")
+        if self.quant.method != "ptq" and self.quant.ptq != PTQConfig():
+            raise ValueError("quant.ptq: post-training options need quant.method: ptq")
         if self.data.dataset == "npz" and not self.data.path:
             raise ValueError("data.path: dataset npz needs the .npz file (arrays x_train, y_train, x_test, y_test)")
         return self

@@ -135,6 +135,25 @@ class LayerQuant(_Strict):
     bias_bits: int | None = Field(None, ge=2, le=32)
 
 
+class PTQConfig(_Strict):
+    """Post-training quantization options (``quant.method: ptq``, an imported float model); see
+    :mod:`codesign.ptq`. All off / ``nearest`` is plain calibration (Brevitas ``calibration_mode``)."""
+
+    equalize: bool = Field(False, description="cross-layer equalization of the float twin before quantizing (Nagel et "
+                           "al. 2019, DFQ; Brevitas brevitas.graph.equalize.EqualizeGraph)")
+    bias_correction: bool = Field(False, description="after quantizing, add each layer's mean output error on the "
+                                  "calibration data to its bias (or a following BatchNorm's mean) (Nagel et al. 2019, "
+                                  "empirical bias correction; codesign.ptq.bias_correct)")
+    rounding: Literal["nearest", "gptq", "gpfq"] = Field(
+        "nearest", description="weight rounding: nearest (the quantizer's own), gptq (Frantar et al. 2022, Brevitas "
+        "brevitas.graph.gptq.gptq_mode) or gpfq (Lybrand & Saab 2021, Brevitas brevitas.graph.gpfq.gpfq_mode); "
+        "both keep the quantizer's power-of-two scale and integer grid")
+    data_free: bool = Field(False, description="no training data: calibrate on inputs synthesized to match the "
+                            "BatchNorm running statistics (ZeroQ, Cai et al. 2020; codesign.ptq.synthesize); the model "
+                            "needs a BatchNorm")
+    data_free_steps: int = Field(500, ge=1, description="data_free: Adam steps of the input synthesis")
+
+
 class QuantConfig(_Strict):
     input: ActQuant = Field(default_factory=lambda: ActQuant(bits=8, signed=True))
     weight: WeightQuant = Field(default_factory=WeightQuant)
@@ -143,6 +162,8 @@ class QuantConfig(_Strict):
     method: Literal["qat", "ptq"] = Field("qat", description="qat: quantization-aware training; ptq (model.module "
                                           "only): no training, activation scales calibrated on training batches")
     calibration_batches: int = Field(8, ge=1, description="ptq: training batches (train.batch_size) calibrated on")
+    ptq: PTQConfig = Field(default_factory=PTQConfig, description="ptq: equalization, bias correction, optimized "
+                           "rounding, data-free calibration")
     layers: dict[str, LayerQuant] = Field(default_factory=dict, description="per-layer overrides by layer name")
     input_precision: str | None = Field(
         None, description="the grid of a QONNX graph input that has no quantizer and no finn_datatype annotation, in "
@@ -323,6 +344,8 @@ class Config(_Strict):
                                (self.train.inq is not None, "train.inq")):
                 if flag:
                     raise ValueError(f"{what}: not supported with model.module (an imported model) yet")
+        if self.quant.method != "ptq" and self.quant.ptq != PTQConfig():
+            raise ValueError("quant.ptq: post-training options need quant.method: ptq")
         if self.data.dataset == "npz" and not self.data.path:
             raise ValueError("data.path: dataset npz needs the .npz file (arrays x_train, y_train, x_test, y_test)")
         return self

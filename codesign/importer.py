@@ -24,7 +24,9 @@ quantizer factories of :mod:`codesign.quant`, so an imported model quantizes exa
 Methods (``quant.method``): ``qat`` fine-tunes the quantized network from the imported weights with the
 training loop of :mod:`codesign.train`; ``ptq`` calibrates the activation scales on ``quant.calibration_batches``
 training batches with Brevitas' ``calibration_mode`` (the statistics give the scale parameter; the po2
-restriction of codesign's fixed-point quantizers still rounds it to a power of two) and trains nothing.
+restriction of codesign's fixed-point quantizers still rounds it to a power of two) and trains nothing;
+``quant.ptq`` adds cross-layer equalization, GPTQ / GPFQ rounding, bias correction and data-free (ZeroQ)
+calibration (:mod:`codesign.ptq`).
 
 Not yet: residual adds / concatenations (refused: the graph is not a chain), grouped or dilated convs,
 pools with stride != kernel or padding, AvgPool, activations other than ReLU/ReLU6, a ReLU-less hidden
@@ -559,13 +561,16 @@ def train_imported(cfg: Config, ds, progress: bool = True) -> tuple[nn.Module, d
     if tc.float_epochs > 0:
         history["float"] = train._fit(float_model, ds, cfg, tc.float_epochs, cfg.seed, "float", progress)
         history["accuracy_float_finetuned"] = train.accuracy(float_model, ds.x_test, ds.y_test)
-    missing, _ = model.load_state_dict(float_model.state_dict(), strict=False)
-    assert not any(k.endswith(("weight", "bias")) and "quant" not in k for k in missing), missing
     train.seed_everything(cfg.seed + 1)
     if cfg.quant.method == "ptq":
-        n = calibrate(model, ds.x_train, cfg.quant.calibration_batches, tc.batch_size)
-        history["calibration_samples"] = n
+        from codesign import ptq
+
+        info = ptq.run(cfg, model, float_model, ds, cfg.seed)
+        history["calibration_samples"] = info.pop("calibration_samples")
+        history["ptq"] = info
     else:
+        missing, _ = model.load_state_dict(float_model.state_dict(), strict=False)
+        assert not any(k.endswith(("weight", "bias")) and "quant" not in k for k in missing), missing
         history["qat"] = train._fit(model, ds, cfg, tc.epochs, cfg.seed + 1, "QAT", progress)
     model.eval()
     history["accuracy_quantized"] = train.accuracy(model, ds.x_test, ds.y_test)

@@ -439,7 +439,7 @@ def run_stage(rd: RunDir, cfg: Config) -> dict:
         "parameters": int(sum(p.numel() for n, p in model.named_parameters()
                               if n.endswith(("weight", "bias")) and "quant" not in n)),
     }
-    for k in ("imported_layers", "float_twin_max_abs_diff", "calibration_samples"):  # model.module only
+    for k in ("imported_layers", "float_twin_max_abs_diff", "calibration_samples", "ptq"):  # model.module only
         if k in hist:
             figures[k] = hist[k]
     rd.record("model", cfg.name)

@@ -1,0 +1,31 @@
+"""Every figure in README.md comes from a bench or flow output (bench/audit.py), and the audit itself catches
+what it should."""
+
+from __future__ import annotations
+
+from bench import audit
+
+
+def test_readme_figures_have_a_source() -> None:
+    bad = audit.audit(audit.README.read_text(), audit.sources())
+    assert bad == [], "README figures no bench or flow output contains (python -m bench.audit):\n" + "\n".join(
+        f"README.md:{ln}: {num}  {line[:100]}" for ln, num, line in bad)
+
+
+def test_audit_flags_a_figure_without_a_source() -> None:
+    srcs = {"docs/benchmarks.md#x": {34484.0, 0.97214, 78.31}}
+    text = ("| a | 34,484 LUT4, 97.2% and 78.3 MHz |\n"
+            "| b | 12,345 LUT4 and 61.2 MHz |\n"
+            "<!-- bench:demo -->\n| c | 55,555 |\n<!-- /bench:demo -->\n"
+            "784-64-64-64-10 layers, released 2026-12-03, `make test 999.9` in code, version 1.2.3\n")
+    bad = audit.audit(text, srcs)
+    assert [(ln, num) for ln, num, _ in bad] == [(2, "12,345"), (2, "61.2")]
+
+
+def test_percent_matches_a_fraction_at_the_written_precision_only() -> None:
+    assert audit.matches("97.2", True, {0.97214})
+    assert audit.matches("97.21", True, {0.97214})
+    assert not audit.matches("97.3", True, {0.97214})
+    assert not audit.matches("97.2", False, {0.97214})
+    assert audit.matches("1,258", False, {1258.0})
+    assert not audit.matches("1,259", False, {1258.0})

@@ -159,10 +159,30 @@ def audit(text: str, srcs: dict[str, set[float]]) -> list[tuple[int, str, str]]:
     return bad
 
 
+def audit_docs(srcs: dict[str, set[float]]) -> dict[str, list[tuple[int, str, str]]]:
+    """The same check on the hand-written parts of docs/*.md (generated and printed-by blocks left out)."""
+    def blank(m: re.Match) -> str:
+        return re.sub(r"[^\n]", " ", m.group(0))
+
+    out = {}
+    for doc in sorted(DOCS.glob("*.md")):
+        text = _PRINTED.sub(blank, _GEN.sub(blank, doc.read_text()))
+        out[str(doc.relative_to(ROOT))] = audit(text, srcs)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.audit", description=__doc__.split("\n\n")[0])
     ap.add_argument("--loose", action="store_true", help="also accept figures found in hand-written docs")
+    ap.add_argument("--docs", action="store_true",
+                    help="also list the figures of docs/*.md's hand-written parts that no source holds "
+                         "(not yet enforced: exit status from README only)")
     a = ap.parse_args(argv)
+    if a.docs:
+        for name, bad in audit_docs(sources()).items():
+            for ln, num, line in bad:
+                print(f"{name}:{ln}: {num}  ({line[:110]})")
+            print(f"{name}: {len(bad)} figures without a bench or flow source")
     bad = audit(README.read_text(), sources(a.loose))
     for ln, num, line in bad:
         print(f"README.md:{ln}: {num}  ({line[:110]})")

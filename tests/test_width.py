@@ -139,3 +139,12 @@ def test_width_study_weight_sharing(tmp_path):
         if r["pareto"]:
             assert r["energy_pj"] <= budget
     assert "within the budget" in (out / "report.html").read_text()
+
+
+def test_bench_verdict_from_numbers():
+    from bench.width_search import verdict
+
+    v = verdict([0.95, 0.96, 0.94], [0.90, 0.91, 0.92])
+    assert v.startswith("search higher on 3/3 seeds") and "beyond spread" in v and "+4.0 pts" in v
+    v = verdict([0.95, 0.90, 0.94], [0.94, 0.93, 0.94])
+    assert "1/3 seeds (1 tied)" in v and "within spread" in v

@@ -9,16 +9,16 @@ A study YAML::
     storage: null                  # default sqlite:///<study dir>/study.db; any SQLAlchemy URL
                                    # (postgresql://...) shares one study between many machines
     sampler: nsga2                 # nsga2 | tpe | random | grid
-    objectives: [accuracy, energy_pj]   # accuracy (max), energy_pj, luts, params (min)
+    objectives: [accuracy, energy_pj]   # accuracy (max), energy_pj, luts, params, adder_bits (min)
     set: {train.epochs: 20}        # fixed overrides for every trial
     space:                         # dotted config keys
       quant.weight.scheme: [fixed, pot]          # a list: categorical
       quant.weight.bits: [3, 4, 6, 8]
       prune.sparsity: {low: 0.0, high: 0.8, step: 0.1}   # a range: float (or int with ints)
       prune.criterion: [l1, energy]
-    budget: {energy_pj: 300}       # optional: a hardware budget (energy_pj, params, luts): an Optuna constraint
-                                   # (Trial.set_constraint; NSGA-II and TPE sample towards feasible points) and
-                                   # report.html / pareto.csv keep only trials within it
+    budget: {energy_pj: 300}       # optional: a hardware budget (energy_pj, params, adder_bits, luts): an
+                                   # Optuna constraint (Trial.set_constraint; NSGA-II and TPE sample towards
+                                   # feasible points) and report.html / pareto.csv keep only trials within it
     width_search: {finetune_epochs: 2}   # optional: weight sharing (codesign.width): the space holds only width
                                    # keys (model.hidden.<i>, model.channels.<i>); a supernet (the base config) is
                                    # trained once and each trial slices its top-L1 units and fine-tunes
@@ -56,7 +56,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from codesign import config as config_mod
 from codesign.errors import CodesignError, ConfigError
 
-OBJECTIVES = {"accuracy": "maximize", "energy_pj": "minimize", "luts": "minimize", "params": "minimize"}
+OBJECTIVES = {"accuracy": "maximize", "energy_pj": "minimize", "luts": "minimize", "params": "minimize",
+              "adder_bits": "minimize"}
 
 
 class WidthSearch(BaseModel):
@@ -97,7 +98,8 @@ def load_study_config(path: str | Path) -> StudyConfig:
         raise ConfigError(f"invalid study {p}: objectives: unknown {bad} (choose from {', '.join(OBJECTIVES)})")
     bad = [k for k in sc.budget if k not in OBJECTIVES or k == "accuracy"]
     if bad:
-        raise ConfigError(f"invalid study {p}: budget: unknown cost {bad} (choose from energy_pj, params, luts)")
+        raise ConfigError(f"invalid study {p}: budget: unknown cost {bad} "
+                          "(choose from energy_pj, params, adder_bits, luts)")
     if "luts" in sc.budget and "luts" not in sc.objectives:
         raise ConfigError(f"invalid study {p}: budget.luts needs luts among the objectives (it is not measured else)")
     base = config_mod.load(sc.base, sc.set)  # validates base + fixed overrides early
@@ -106,7 +108,7 @@ def load_study_config(path: str | Path) -> StudyConfig:
 
         if "luts" in sc.objectives:
             raise ConfigError(f"invalid study {p}: width_search costs the sliced model analytically; "
-                              "objectives: accuracy, energy_pj, params (not luts)")
+                              "objectives: accuracy, energy_pj, params, adder_bits (not luts)")
         full = width.full_widths(base)
         for key, spec in sc.space.items():
             try:
@@ -163,6 +165,7 @@ def evaluate(cfg: config_mod.Config, run_dir: Path, objectives: list[str]) -> di
     from codesign import energy, flow
     from codesign.rtl import lower
     from codesign.run import atomic_write_json
+    from codesign.width import adder_bits
 
     torch.set_num_threads(1)
     rd = flow.run_flow(cfg, run_dir, until="export")
@@ -173,7 +176,8 @@ def evaluate(cfg: config_mod.Config, run_dir: Path, objectives: list[str]) -> di
     e = energy.estimate(ops, strategy=cfg.rtl.strategy, io_bits=io_bits)
     atomic_write_json(rd.path("energy", "energy.json"), e)
     out = {"accuracy": float(acc), "energy_pj": float(e["pj_per_inference"]),
-           "params": float(sum(int((op.weights != 0).sum()) for op in ops if op.weights is not None))}
+           "params": float(sum(int((op.weights != 0).sum()) for op in ops if op.weights is not None)),
+           "adder_bits": float(adder_bits(ops))}
     if "luts" in objectives:
         out["luts"] = float(_luts(rd, cfg))
     return out
@@ -214,7 +218,7 @@ def evaluate_width(sc: StudyConfig, study_dir: Path, params: dict[str, Any], num
     r = width.evaluate(net, cfg, ds, widths, epochs=sc.width_search.finetune_epochs, seed=cfg.seed + number,
                        budget=sc.budget or None)
     return {"accuracy": r["val_acc"], "test_accuracy": r["test_acc"], "energy_pj": r["energy_pj"],
-            "params": r["params"], "widths": width.widths_str(r["widths"])}
+            "params": r["params"], "adder_bits": r["adder_bits"], "widths": width.widths_str(r["widths"])}
 
 
 def _luts(rd, cfg: config_mod.Config) -> int:

@@ -37,7 +37,7 @@ from torch import nn
 from codesign.config import Config
 from codesign.errors import ConfigError
 
-COSTS = ("energy_pj", "params")  # what a budget may bound (both computed from the model, in milliseconds)
+COSTS = ("energy_pj", "params", "adder_bits")  # what a budget may bound (computed from the model, in milliseconds)
 
 
 def width_keys(cfg: Config) -> dict[str, str]:
@@ -97,15 +97,41 @@ def slice_model(model: nn.Module, cfg: Config, widths: dict[str, int]) -> tuple[
     return remove_units(masked, cfg, keep)
 
 
+def adder_bits(ops) -> int:
+    """An area estimate of a fully parallel design in adder bits (about one LUT4 per bit on ECP5 / iCE40):
+    each output field sums one shifted input per canonical-signed-digit of each non-zero weight code (plus
+    the bias), i.e. ``digits - 1`` adders as wide as the layer's accumulator. An estimate from the weight
+    codes (:class:`codesign.energy.LayerOps`), not synthesis: no sharing (CSE), no requantization or
+    control logic."""
+    from codesign import energy
+    from codesign.rtl.emit.netlist import csd
+
+    total = 0
+    table = energy.EnergyTable.load()
+    for op in ops:
+        if op.weights is None:
+            continue
+        acc = energy.layer_energy(op, table, "latency").acc_bits
+        w = op.weights.astype(np.int64)
+        vals, inv = np.unique(w, return_inverse=True)
+        digits = np.array([len(csd(int(v))) for v in vals], dtype=np.int64)[inv.reshape(w.shape)].sum(1)
+        if op.bias_nonzero is not None:
+            digits = digits + np.asarray(op.bias_nonzero, dtype=np.int64)
+        total += int(np.clip(digits - 1, 0, None).sum()) * acc * op.positions
+    return total
+
+
 def cost(model: nn.Module, strategy: str = "latency") -> dict[str, float]:
-    """Analytic cost of a trained model: ``energy_pj`` per inference (:mod:`codesign.energy`) and the
-    number of non-zero weight codes (``params``)."""
+    """Analytic cost of a trained model: ``energy_pj`` per inference (:mod:`codesign.energy`), the
+    number of non-zero weight codes (``params``) and the fully parallel adder-bit area estimate
+    (``adder_bits``, :func:`adder_bits`)."""
     from codesign import energy
 
     ops, io = energy.from_model(model)
     e = energy.estimate(ops, strategy=strategy, io_bits=io)
     return {"energy_pj": float(e["pj_per_inference"]),
-            "params": float(sum(int((op.weights != 0).sum()) for op in ops if op.weights is not None))}
+            "params": float(sum(int((op.weights != 0).sum()) for op in ops if op.weights is not None)),
+            "adder_bits": float(adder_bits(ops))}
 
 
 def check_budget(budget: dict[str, float]) -> None:

@@ -90,8 +90,9 @@ def test_slice_equals_masked_supernet(name, over, widths):
     bad = {"fc1": 17} if name == "digits_mlp" else {"conv1": 0}
     with pytest.raises(ConfigError, match=f"{next(iter(bad))} width {next(iter(bad.values()))} outside"):
         width.l1_keep(net, bad)
-    e_full, e_small = width.cost(net)["energy_pj"], width.cost(small)["energy_pj"]
-    assert e_small < e_full
+    c_full, c_small = width.cost(net), width.cost(small)
+    for k in ("energy_pj", "params", "adder_bits"):
+        assert 0 < c_small[k] < c_full[k]
 
 
 def test_search_respects_budget():
@@ -130,12 +131,13 @@ def test_width_study_weight_sharing(tmp_path):
     sc0 = study.load_study_config(_yaml(tmp_path / "probe.yaml", d))
     net, cfg, _ = study.supernet(sc0, tmp_path / "probe")
     budget = 0.5 * width.cost(net)["energy_pj"]
+    d["objectives"] = ["accuracy", "energy_pj", "adder_bits"]
     out = study.run_study(_yaml(tmp_path / "ws.yaml", {**d, "budget": {"energy_pj": budget}}), tmp_path / "ws")
     rows = [r for r in study.trials_table(out) if r["state"] == "COMPLETE"]
     assert len(rows) == 3 and (out / "supernet" / "model.pt").exists()
     for r in rows:
         assert r["feasible"] == (r["energy_pj"] <= budget)
-        assert "test_accuracy" in r and "widths" in r
+        assert "test_accuracy" in r and "widths" in r and r["adder_bits"] > 0
         if r["pareto"]:
             assert r["energy_pj"] <= budget
     assert "within the budget" in (out / "report.html").read_text()

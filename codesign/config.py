@@ -439,13 +439,33 @@ def _resolve_user_paths(data: dict[str, Any], base: Path) -> None:
 
 
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``key`` ("train.epochs") in ``data``; an integer part indexes a list ("model.hidden.0": the
+    first hidden layer's width). A bad index or a non-list is a ConfigError naming the key."""
     parts = key.split(".")
-    d = data
-    for p in parts[:-1]:
-        d = d.setdefault(p, {})
+    d: Any = data
+    for i, p in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(d, list):
+            if not p.lstrip("-").isdigit():
+                raise ConfigError(f"override {key}: {'.'.join(parts[:i])} is a list; index it with an integer, "
+                                  f"not {p!r}")
+            j = int(p)
+            if not 0 <= j < len(d):
+                raise ConfigError(f"override {key}: index {j} out of range: {'.'.join(parts[:i])} has "
+                                  f"{len(d)} entries {d}")
+            if last:
+                d[j] = value
+            else:
+                d = d[j]
+            continue
         if not isinstance(d, dict):
-            raise ConfigError(f"override {key}: {p} is not a section")
-    d[parts[-1]] = value
+            raise ConfigError(f"override {key}: {parts[i - 1]} is not a section")
+        if last:
+            d[p] = value
+        else:
+            d = d.setdefault(p, {})
+            if not isinstance(d, dict | list):
+                raise ConfigError(f"override {key}: {p} is not a section")
 
 
 def parse_override(text: str) -> tuple[str, Any]:

@@ -209,10 +209,18 @@ def study_report(study_dir) -> dict[str, Any]:
         f"<img alt='{p}' src='data:image/png;base64,{base64.b64encode((study_dir / p).read_bytes()).decode()}'>"
         for p in plots)
     name = html.escape(study_dir.name)
+    n_done = sum(r['state'] == 'COMPLETE' for r in rows)
+    budget = ""
+    if any("feasible" in r for r in rows):
+        ok = [r for r in rows if r.get("feasible") and r["state"] == "COMPLETE"]
+        best = max(ok, key=lambda r: r.get("accuracy", 0.0), default=None)
+        budget = (f"; {len(ok)} within the budget" + (f", the most accurate: trial {best['number']} "
+                  f"(accuracy {best.get('accuracy', 0.0):.4g}, {best.get('energy_pj', 0.0):.4g} pJ)" if best else "")
+                  + "; the front holds only trials within the budget")
     doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>codesign study {name}</title>
 <style>{_REPORT_CSS}</style>
 </head><body><h1>Study {name}</h1>
-<p>{sum(r['state'] == 'COMPLETE' for r in rows)} complete trials, {len(pareto)} on the Pareto front (highlighted).</p>
+<p>{n_done} complete trials, {len(pareto)} on the Pareto front (highlighted){budget}.</p>
 {imgs}<h2>Trials</h2>{table}</body></html>"""
     atomic_write_text(study_dir / "report.html", doc)
     return {"trials": len(rows), "pareto": len(pareto), "plots": plots}

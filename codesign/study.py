@@ -9,15 +9,24 @@ A study YAML::
     storage: null                  # default sqlite:///<study dir>/study.db; any SQLAlchemy URL
                                    # (postgresql://...) shares one study between many machines
     sampler: nsga2                 # nsga2 | tpe | random | grid
-    objectives: [accuracy, energy_pj]   # accuracy (max), energy_pj, luts, params (min)
+    objectives: [accuracy, energy_pj]   # accuracy (max), energy_pj, luts, params, adder_bits (min)
     set: {train.epochs: 20}        # fixed overrides for every trial
     space:                         # dotted config keys
       quant.weight.scheme: [fixed, pot]          # a list: categorical
       quant.weight.bits: [3, 4, 6, 8]
       prune.sparsity: {low: 0.0, high: 0.8, step: 0.1}   # a range: float (or int with ints)
       prune.criterion: [l1, energy]
+    budget: {energy_pj: 300}       # optional: a hardware budget (energy_pj, params, adder_bits, luts): an
+                                   # Optuna constraint (Trial.set_constraint; NSGA-II and TPE sample towards
+                                   # feasible points) and report.html / pareto.csv keep only trials within it
+    width_search: {finetune_epochs: 2}   # optional: weight sharing (codesign.width): the space holds only width
+                                   # keys (model.hidden.<i>, model.channels.<i>); a supernet (the base config) is
+                                   # trained once and each trial slices its top-L1 units and fine-tunes
     heartbeat_s: 15                # a running trial's heartbeat period
     grace_s: 45                    # no heartbeat for this long: the trial's worker is dead
+
+Space keys may index list-valued config keys: ``model.hidden.0`` is the first hidden layer's width,
+``model.channels.1`` the second conv layer's (a bad index is a ConfigError naming the key).
 
 Each trial runs train -> (prune) -> export (with its 0-mismatch check) in its own run folder
 ``<study>/trials/<number>/`` and costs the design with the analytic energy model on the RTL IR
@@ -47,7 +56,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from codesign import config as config_mod
 from codesign.errors import CodesignError, ConfigError
 
-OBJECTIVES = {"accuracy": "maximize", "energy_pj": "minimize", "luts": "minimize", "params": "minimize"}
+OBJECTIVES = {"accuracy": "maximize", "energy_pj": "minimize", "luts": "minimize", "params": "minimize",
+              "adder_bits": "minimize"}
+
+
+class WidthSearch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    finetune_epochs: int = Field(2, ge=0)  # QAT epochs on each sliced candidate
 
 
 class StudyConfig(BaseModel):
@@ -63,6 +78,9 @@ class StudyConfig(BaseModel):
     seed: int = 0
     heartbeat_s: int = Field(15, ge=1)  # a running trial's worker writes a heartbeat this often
     grace_s: int = Field(45, ge=2)  # a trial without a heartbeat for this long is failed and replaced
+    budget: dict[str, float] = Field(default_factory=dict)
+    width_search: WidthSearch | None = None
+
 
 
 def load_study_config(path: str | Path) -> StudyConfig:
@@ -78,7 +96,29 @@ def load_study_config(path: str | Path) -> StudyConfig:
     bad = [o for o in sc.objectives if o not in OBJECTIVES]
     if bad:
         raise ConfigError(f"invalid study {p}: objectives: unknown {bad} (choose from {', '.join(OBJECTIVES)})")
+    bad = [k for k in sc.budget if k not in OBJECTIVES or k == "accuracy"]
+    if bad:
+        raise ConfigError(f"invalid study {p}: budget: unknown cost {bad} "
+                          "(choose from energy_pj, params, adder_bits, luts)")
+    if "luts" in sc.budget and "luts" not in sc.objectives:
+        raise ConfigError(f"invalid study {p}: budget.luts needs luts among the objectives (it is not measured else)")
     base = config_mod.load(sc.base, sc.set)  # validates base + fixed overrides early
+    if sc.width_search is not None:
+        from codesign import width
+
+        if "luts" in sc.objectives:
+            raise ConfigError(f"invalid study {p}: width_search costs the sliced model analytically; "
+                              "objectives: accuracy, energy_pj, params, adder_bits (not luts)")
+        full = width.full_widths(base)
+        for key, spec in sc.space.items():
+            try:
+                layer = width.layer_of(base, key)
+            except ConfigError as e:
+                raise ConfigError(f"invalid study {p}: space.{key}: {e}") from None
+            hi = max(spec) if isinstance(spec, list) else spec.get("high") if isinstance(spec, dict) else None
+            if not isinstance(hi, int) or hi > full[layer]:
+                raise ConfigError(f"invalid study {p}: space.{key}: widths must be integers <= {full[layer]}, "
+                                  f"the supernet's (base config's) width")
     for key, spec in sc.space.items():
         probe = spec[0] if isinstance(spec, list) else spec.get("low") if isinstance(spec, dict) else None
         if probe is None:
@@ -125,6 +165,7 @@ def evaluate(cfg: config_mod.Config, run_dir: Path, objectives: list[str]) -> di
     from codesign import energy, flow
     from codesign.rtl import lower
     from codesign.run import atomic_write_json
+    from codesign.width import adder_bits
 
     torch.set_num_threads(1)
     rd = flow.run_flow(cfg, run_dir, until="export")
@@ -135,10 +176,49 @@ def evaluate(cfg: config_mod.Config, run_dir: Path, objectives: list[str]) -> di
     e = energy.estimate(ops, strategy=cfg.rtl.strategy, io_bits=io_bits)
     atomic_write_json(rd.path("energy", "energy.json"), e)
     out = {"accuracy": float(acc), "energy_pj": float(e["pj_per_inference"]),
-           "params": float(sum(int((op.weights != 0).sum()) for op in ops if op.weights is not None))}
+           "params": float(sum(int((op.weights != 0).sum()) for op in ops if op.weights is not None)),
+           "adder_bits": float(adder_bits(ops))}
     if "luts" in objectives:
         out["luts"] = float(_luts(rd, cfg))
     return out
+
+
+def supernet(sc: StudyConfig, study_dir: Path):
+    """The width search's shared weights: the base config trained once, kept in ``<study>/supernet/model.pt``
+    (the first worker trains it under a file lock; the others load it)."""
+    import fcntl
+
+    from codesign import data
+    from codesign.train import load_model, save_model, train_model
+
+    cfg = config_mod.load(sc.base, sc.set)
+    d = study_dir / "supernet"
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / "model.pt"
+    ds = data.load(cfg.data, cfg.seed)
+    with open(d / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not path.exists():
+            model, _ = train_model(cfg, ds, progress=False)
+            save_model(path, model, cfg, ds.input_shape, ds.n_classes)
+    return load_model(path), cfg, ds
+
+
+def evaluate_width(sc: StudyConfig, study_dir: Path, params: dict[str, Any], number: int) -> dict[str, float]:
+    """A width-search trial (``width_search``): slice the trial's widths (top-L1 units) from the supernet,
+    fine-tune ``finetune_epochs``, cost it analytically (:func:`codesign.width.evaluate`). ``accuracy`` is the
+    validation accuracy (the search chooses on it, not on the test split); ``test_accuracy`` is recorded."""
+    import torch
+
+    from codesign import width
+
+    torch.set_num_threads(1)
+    net, cfg, ds = supernet(sc, study_dir)
+    widths = {width.layer_of(cfg, k): int(v) for k, v in params.items()}
+    r = width.evaluate(net, cfg, ds, widths, epochs=sc.width_search.finetune_epochs, seed=cfg.seed + number,
+                       budget=sc.budget or None)
+    return {"accuracy": r["val_acc"], "test_accuracy": r["test_acc"], "energy_pj": r["energy_pj"],
+            "params": r["params"], "adder_bits": r["adder_bits"], "widths": width.widths_str(r["widths"])}
 
 
 def _luts(rd, cfg: config_mod.Config) -> int:
@@ -339,16 +419,32 @@ def _objective(study, sc: StudyConfig, study_dir: Path, trial) -> tuple[float, .
             for k, v in t.user_attrs.items():
                 trial.set_user_attr(k, v)
             trial.set_user_attr("duplicate_of", t.number)
+            _constrain(trial, sc, t.user_attrs)
             return tuple(t.values)
     cfg = trial_config(sc, params, trial.number)
     t0 = time.time()
-    res = evaluate(cfg, study_dir / "trials" / f"{trial.number:04d}", sc.objectives)
+    if sc.width_search is not None:
+        res = evaluate_width(sc, study_dir, params, trial.number)
+    else:
+        res = evaluate(cfg, study_dir / "trials" / f"{trial.number:04d}", sc.objectives)
+    _constrain(trial, sc, res)
     for k, v in res.items():
         trial.set_user_attr(k, v)
     trial.set_user_attr("seconds", round(time.time() - t0, 1))
     trial.set_user_attr("worker_pid", os.getpid())
     trial.set_user_attr("run_dir", f"trials/{trial.number:04d}")
     return tuple(res[o] for o in sc.objectives)
+
+
+def _constrain(trial, sc: StudyConfig, res: dict[str, Any]) -> None:
+    """The budget as Optuna constraints (cost - budget, <= 0 feasible; ``Trial.set_constraint``, read by
+    ``NSGAIISampler`` and ``TPESampler``) and a ``feasible`` user attribute."""
+    if not sc.budget:
+        return
+    for k, v in sc.budget.items():
+        if hasattr(trial, "set_constraint"):  # Optuna >= 5; older versions: the feasible attribute only
+            trial.set_constraint(k, float(res[k]) - float(v))
+    trial.set_user_attr("feasible", all(float(res[k]) <= float(v) for k, v in sc.budget.items()))
 
 
 def worker(sc: StudyConfig, study_dir: Path, progress: bool = True) -> int:
@@ -427,5 +523,6 @@ def trials_table(study_dir: Path) -> list[dict[str, Any]]:
         rows.append(row)
     pareto = {t.number for t in study.best_trials} if _n_complete(study) else set()
     for r in rows:
-        r["pareto"] = r["number"] in pareto and r["state"] == optuna.trial.TrialState.COMPLETE.name
+        r["pareto"] = r["number"] in pareto and r["state"] == optuna.trial.TrialState.COMPLETE.name \
+            and r.get("feasible", True) is not False
     return rows

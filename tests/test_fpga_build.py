@@ -141,8 +141,11 @@ def test_run_stage_ulx3s_board_top(tmp_path):
     assert "fpga/ecp5-85f/fpga.json" in files and "fpga/ulx3s/fpga.json" in files
     saved = json.loads((rd.root / "fpga/ulx3s/fpga.json").read_text())
     assert saved["clock_mhz"] == 25 and saved["fmax"]["clk_25mhz"]["target"] == 25
+    # the board top meets its 25 MHz clock with a wirelength-driven placement (no timing-driven retry)
+    assert saved["placement"] == "wirelength-driven (--no-tmdriv)"
     ooc = json.loads((rd.root / rep["ooc_report"]).read_text())
     assert ooc["board"] == "none" and ooc["clock_mhz"] == cfg.fpga.clock_mhz
+    assert ooc["placement"] == "timing-driven"
 
 
 def test_yosys_stack_overflow_is_explained(tmp_path):

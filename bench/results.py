@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bench.audit import RESULTS
 
-_FPGA_KEYS = ("target", "board", "clock_mhz", "seed", "resources", "utilisation", "fmax", "timing_met",
+_FPGA_KEYS = ("target", "board", "clock_mhz", "seed", "placement", "resources", "utilisation", "fmax", "timing_met",
               "bitstream", "bitstream_bytes", "steps", "tools")
 
 

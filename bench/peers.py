@@ -188,7 +188,7 @@ def verilator_same(folder: Path, files: list[str], top: str) -> dict:
     return {"build_s": dt}
 
 
-def measure(folder: Path, files: list[str], top: str, ctx: Ctx, fmax: bool) -> dict:
+def measure(folder: Path, files: list[str], top: str, ctx: Ctx, fmax: tuple[int, ...]) -> dict:
     r: dict = {}
     for key, fn in (("xilinx", xilinx), ("ecp5", ecp5)):
         try:
@@ -198,7 +198,7 @@ def measure(folder: Path, files: list[str], top: str, ctx: Ctx, fmax: bool) -> d
     if "error" not in r["ecp5"]:
         r["pack"] = pack(folder)
         if fmax:
-            r["place"] = place_fmax(folder, ctx.peer_seeds)
+            r["place"] = place_fmax(folder, fmax)
     return r
 
 
@@ -239,7 +239,14 @@ def alkaid_design(comb, name: str, folder: Path, rtl: dict, n_stages: int) -> tu
     files = sorted(str(p.relative_to(src)) for p in src.rglob("*.v") if "wrapper" not in p.name)
     stages = len(vm.fsm.logic)
     return vm, {"files": files, "top": prj, "src": str(src), "n_stages": stages, "latency": stages + 1,
+                "rtl_sha": src_sha(src, files),
                 "reg_bits": vm.reg_bits, "cost": float(comb.cost), "rtl": {k: v for k, v in kw.items()}}
+
+
+def src_sha(folder: Path, files: list[str]) -> str:
+    import hashlib
+
+    return hashlib.sha256(b"".join((folder / f).read_bytes() for f in files)).hexdigest()[:16]
 
 
 def alkaid_rtl_check(vm, xf: np.ndarray, y: np.ndarray) -> dict:
@@ -310,10 +317,14 @@ def sweep(ctx: Ctx, store: Path) -> dict:
         mism = int((comb.predict(xf) != y).any(axis=1).sum())
         _, d = alkaid_design(comb, SWEEP_MODEL, run / "bench_peers" / f"sweep{i}", s["rtl"], n_stages)
         r = {**d, "trace_s": t, "mismatches_interp": mism, "vectors": N_VEC}
-        try:
-            r["xilinx"] = xilinx(Path(d["src"]), d["files"], d["top"])
-        except Exception as e:  # noqa: BLE001
-            r["xilinx"] = {"error": str(e)[-300:]}
+        same = [k for k, o in res.get("settings", {}).items() if o.get("rtl_sha") == d["rtl_sha"] and "xilinx" in o]
+        if same:  # the same Verilog as a setting measured already: its counts
+            r["xilinx"], r["same_netlist_as"] = res["settings"][same[0]]["xilinx"], same[0]
+        else:
+            try:
+                r["xilinx"] = xilinx(Path(d["src"]), d["files"], d["top"])
+            except Exception as e:  # noqa: BLE001
+                r["xilinx"] = {"error": str(e)[-300:]}
         res.setdefault("settings", {})[key] = r
         res["measured"] = stamp()
         f.write_text(json.dumps(res, indent=1, default=str))
@@ -322,11 +333,17 @@ def sweep(ctx: Ctx, store: Path) -> dict:
     return res
 
 
+LUT_TIE = 0.01  # settings within 1 % of the fewest Xilinx LUTs count as a tie, broken by the FF count
+
+
 def best_setting(sw: dict) -> str:
-    """The bit-exact setting with the fewest Xilinx LUTs (then FFs) among those at the matched latency."""
+    """The bit-exact setting at the matched latency with the fewest Xilinx LUTs; among those within LUT_TIE of
+    that count, the one with the fewest FFs."""
     ok = {k: r for k, r in sw["settings"].items() if r.get("mismatches_interp") == 0 and "LUT" in r.get("xilinx", {})
           and r["latency"] == sw["ours"]["latency"]}
-    return min(ok, key=lambda k: (ok[k]["xilinx"]["LUT"], ok[k]["xilinx"]["FF"]))
+    lo = min(r["xilinx"]["LUT"] for r in ok.values())
+    near = {k: r for k, r in ok.items() if r["xilinx"]["LUT"] <= lo * (1 + LUT_TIE)}
+    return min(near, key=lambda k: (near[k]["xilinx"]["FF"], near[k]["xilinx"]["LUT"]))
 
 
 # --------------------------------------------------------------------------------------------- comparison
@@ -358,50 +375,79 @@ def compare(ctx: Ctx, name: str, setting: str, store: Path) -> dict:
     res["vectors"] = N_VEC
     ctx.expect_zero(f"peers: {name}: alkaid interpreter vs golden", res["mismatches_interp"])
     pts = res.setdefault("points", {})
+    res["not_measured"] = []
 
     def save():
         res["measured"] = stamp()
         f.write_text(json.dumps(res, indent=1, default=str))
 
-    for p in pipelines(ctx, name):
+    def late(what: str) -> bool:
         if time.time() > ctx.peer_deadline:
-            log(f"peers: {name}: past the deadline, no new measurements")
-            break
+            log(f"peers: {name}: past the deadline (BENCH_PEERS_DEADLINE), not measured: {what}")
+            res.setdefault("not_measured", []).append(what)
+            return True
+        return False
+
+    rtl = {k: v for k, v in s["rtl"].items() if k != "latency_cutoff"}
+    designs = {}
+    # 1. every latency point: synthesis (Xilinx, ECP5) and ECP5 packing, both generators
+    for p in pipelines(ctx, name):
         ours = ours_design(run, p)
         lat = ours["latency"]
-        rtl = {k: v for k, v in s["rtl"].items() if k != "latency_cutoff"}
         vm, d = alkaid_design(comb, name, run / "bench_peers" / f"alkaid_s{lat - 1}", rtl, lat - 1)
-        fmax = p == pipelines(ctx, name)[min(1, len(pipelines(ctx, name)) - 1)] or ctx.peer_fmax_all
+        designs[p] = (lat, ours, vm, d)
         for who, des in (("ours", ours), ("alkaid", d)):
             k = f"{who}@{lat}"
-            old = pts.get(k, {})
-            log(f"peers: {name}: {who} at latency {lat}: synthesis, packing{', placement' if fmax else ''}")
-            m = measure(Path(des["src"]), des["files"], des["top"], ctx, fmax)
-            pts[k] = {**old, **des, **m, "who": who}
+            have = "LUT" in pts.get(k, {}).get("xilinx", {}) and "LUT4" in pts.get(k, {}).get("ecp5", {})
+            if not have and late(f"{who} at latency {lat}"):
+                continue
+            log(f"peers: {name}: {who} at latency {lat}: synthesis, packing")
+            pts[k] = {**pts.get(k, {}), **des, **measure(Path(des["src"]), des["files"], des["top"], ctx, ()),
+                      "who": who}
             save()
-        if p == 1 and ctx.peer_nokeep:
-            nk = ours_design(run, p, keep=False)
-            log(f"peers: {name}: ours without (* keep *) at latency {lat}")
-            pts[f"ours-nokeep@{lat}"] = {**nk, "xilinx": xilinx(Path(nk["src"]), nk["files"], nk["top"]),
-                                         "ecp5": ecp5(Path(nk["src"]), nk["files"], nk["top"]), "who": "ours-nokeep"}
+    if 1 not in designs:
+        return finish(ctx, name, res)
+    lat, ours, vm, d = designs[1]  # our default pipeline depth: the other measurements
+    # 2. alkaid's Verilator model vs golden, and the cold Verilator builds with the same flags
+    if ctx.peer_verilator:
+        if f"alkaid@{lat}" in pts and "mismatches_rtl" not in pts[f"alkaid@{lat}"] and not late("alkaid Verilator"):
+            log(f"peers: {name}: alkaid's Verilator model vs golden ({N_VEC} vectors)")
+            pts[f"alkaid@{lat}"].update(alkaid_rtl_check(vm, xf, y))
             save()
-        if p == 1 and ctx.peer_verilator:
-            for who, des in (("ours", ours), ("alkaid", d)):
-                k = f"{who}@{lat}"
-                if "verilator" not in pts[k] or not ctx.reuse:
-                    log(f"peers: {name}: cold Verilator build, same flags ({who})")
-                    pts[k]["verilator"] = verilator_same(Path(des["src"]), des["files"], des["top"])
-                    save()
-            if "mismatches_rtl" not in pts[f"alkaid@{lat}"]:
-                log(f"peers: {name}: alkaid's Verilator model vs golden ({N_VEC} vectors)")
-                pts[f"alkaid@{lat}"].update(alkaid_rtl_check(vm, xf, y))
+        for who, des in (("ours", ours), ("alkaid", d)):
+            k = f"{who}@{lat}"
+            if k in pts and ("verilator" not in pts[k] or not ctx.reuse) and not late(f"{who} Verilator build"):
+                log(f"peers: {name}: cold Verilator build, same flags ({who})")
+                pts[k]["verilator"] = verilator_same(Path(des["src"]), des["files"], des["top"])
                 save()
-            if "ours_smoke" not in pts[f"ours@{lat}"]:
-                from bench.rtl import verilator_build_s
+        if f"ours@{lat}" in pts and "ours_smoke" not in pts[f"ours@{lat}"] and not late("ours Verilator smoke run"):
+            from bench.rtl import verilator_build_s
 
-                log(f"peers: {name}: our RTL, Verilator smoke run")
-                pts[f"ours@{lat}"]["ours_smoke"] = verilator_build_s(Path(ours["src"]), onnx)
-                save()
+            log(f"peers: {name}: our RTL, Verilator smoke run")
+            pts[f"ours@{lat}"]["ours_smoke"] = verilator_build_s(Path(ours["src"]), onnx)
+            save()
+    # 3. placement fmax: every seed on the sweep model, the first one on the larger models
+    seeds = ctx.peer_seeds if name == SWEEP_MODEL else ctx.peer_seeds[:1]
+    for who, des in (("ours", ours), ("alkaid", d)):
+        k = f"{who}@{lat}"
+        have = pts.get(k, {}).get("place", {}).get("seeds") == len(seeds)
+        if k in pts and "error" not in pts[k].get("ecp5", {}) and (have or not late(f"{who} placement")):
+            log(f"peers: {name}: {who} at latency {lat}: nextpnr placement, seeds {seeds}")
+            pts[k]["place"] = place_fmax(Path(des["src"]), seeds)
+            save()
+    # 4. ours without (* keep *) on the adders
+    have = "LUT4" in pts.get(f"ours-nokeep@{lat}", {}).get("ecp5", {})
+    if ctx.peer_nokeep and (have or not late("ours without (* keep *)")):
+        nk = ours_design(run, 1, keep=False)
+        log(f"peers: {name}: ours without (* keep *) at latency {lat}")
+        pts[f"ours-nokeep@{lat}"] = {**nk, "xilinx": xilinx(Path(nk["src"]), nk["files"], nk["top"]),
+                                     "ecp5": ecp5(Path(nk["src"]), nk["files"], nk["top"]), "who": "ours-nokeep"}
+        save()
+    return finish(ctx, name, res)
+
+
+def finish(ctx: Ctx, name: str, res: dict) -> dict:
+    pts = res.get("points", {})
     for k, pt in pts.items():
         if pt["who"] == "alkaid" and ("mismatches_rtl" in pt or "verilator_error" in pt):
             ctx.expect_zero(f"peers: {name}: alkaid Verilator RTL ({k}) vs golden", pt.get("mismatches_rtl"))
@@ -419,7 +465,6 @@ def run(ctx: Ctx) -> dict:
         return {"skipped": msg}
     ctx.peer_seeds = SEEDS if getattr(ctx, "seeds", (1,)) == (1,) else ctx.seeds  # --seeds: else SEEDS
     ctx.peer_deadline = float(os.environ.get("BENCH_PEERS_DEADLINE", "inf"))
-    ctx.peer_fmax_all = False
     ctx.peer_nokeep = True
     ctx.peer_verilator = not ctx.quick
     store = ctx.runs / "bench_peers"
@@ -487,18 +532,20 @@ def render(sw: dict | None, res: dict, runs: Path) -> str:
     out = []
     if sw:
         rows = [["ours (pipeline 1)", sw["ours"]["latency"], sw["ours"]["xilinx"].get("LUT"),
-                 sw["ours"]["xilinx"].get("FF"), sw["ours"]["xilinx"].get("CARRY4"), "-", "-"]]
+                 sw["ours"]["xilinx"].get("FF"), sw["ours"]["xilinx"].get("CARRY4"), "-", "-", "-"]]
         for k, r in sw["settings"].items():
             x = r.get("xilinx", {})
             rows.append([f"alkaid: {k}", r["latency"], x.get("LUT"), x.get("FF"), x.get("CARRY4"),
-                         r.get("cost"), f"{r['mismatches_interp']} / {r['vectors']}"])
+                         r.get("cost"), f"{r['mismatches_interp']} / {r['vectors']}",
+                         f"= {r['same_netlist_as']}" if r.get("same_netlist_as") else "-"])
         best = best_setting(sw)
         out.append(f"**alkaid settings** ({SWEEP_MODEL}, yosys `synth_xilinx -flatten`; n_stages = our latency - 1 "
                    "unless the row sets latency_cutoff):\n\n"
                    + table(["design", "latency (cycles)", "Xilinx LUT", "FF", "CARRY4", "alkaid cost",
-                            "interpreter mismatches"], rows)
+                            "interpreter mismatches", "identical Verilog"], rows)
                    + f"\n\nChosen for the comparison: **{best}** (fewest Xilinx LUTs among the bit-exact settings at "
-                     "the matched latency). `latency_cutoff` is a delay budget per stage in alkaid 0.8.2's own delay "
+                     f"the matched latency; within {LUT_TIE:.0%} of that count, fewest FFs). `latency_cutoff` is a "
+                     "delay budget per stage in alkaid 0.8.2's own delay "
                      "model (about 1.1 ns per adder plus carry length), not da4ml 0.6.0's adder depth: "
                      f"`latency_cutoff=5` gives {sw['settings'].get('defaults, latency_cutoff=5', {}).get('latency')} "
                      "cycles here, hence the FF counts of a default run; `n_stages` fixes the latency instead.")
@@ -563,6 +610,8 @@ def render(sw: dict | None, res: dict, runs: Path) -> str:
                if p["who"] == "alkaid" and "verilator_error" in p]
         ours = [f"ours {p['ours_smoke']['mismatches']} on the 1k-vector Verilator smoke run"
                 for p in r["points"].values() if "ours_smoke" in p]
+        if r.get("not_measured"):
+            checks.append(f"{name}: not measured before the deadline: {', '.join(r['not_measured'])}")
         checks.append(f"{name}: {r['mismatches_interp']} / {r['vectors']} mismatching vectors (alkaid interpreter)"
                       + "".join(f", {c}" for c in rtl + err + ours) + (", alkaid Verilator model not built"
                                                                        if not rtl and not err else ""))
@@ -572,7 +621,9 @@ def render(sw: dict | None, res: dict, runs: Path) -> str:
     body += ("\n\nHow measured: Xilinx = yosys `synth_xilinx -flatten` stat (LUT includes INV; SRL = shift-register "
              "LUTs, not in LUT); ECP5 = yosys `synth_ecp5` stat, then nextpnr-ecp5 `--85k --out-of-context "
              "--pack-only` for the packed cells; fmax = nextpnr-ecp5 `--85k --out-of-context --no-route` placement "
-             f"at {CLOCK_MHZ} MHz, median over seeds {', '.join(map(str, SEEDS))}: an estimate from unrouted nets "
+             f"at {CLOCK_MHZ} MHz, median over seeds {', '.join(map(str, SEEDS))} on {SWEEP_MODEL} (the first seed "
+             "only on the larger models; the column gives the number of seeds), at our default pipeline depth: an "
+             "estimate from unrouted nets "
              "(routing the large designs takes over an hour here), comparable between the two generators but "
              "not a routed fmax; Verilator = one cold build (fresh `--Mdir`, no ccache, one job) of the bare design "
              f"with the same command line on both sides: `verilator {' '.join(VERILATOR_FLAGS[:-1])} "

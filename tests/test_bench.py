@@ -134,6 +134,31 @@ def test_alkaid_saturates_after_wide_shifts_and_small_factors():
         assert np.array_equal(comb_logic(ir).predict(x.astype(np.float64)), ref["fc2"])
 
 
+def test_peers_setting_choice_and_ratios(tmp_path):
+    """bench peers picks alkaid's setting by Xilinx LUTs (a 1 % tie broken by FFs) and renders the ratios
+    and where alkaid wins from the stored numbers."""
+    from bench.peers import best_setting, render
+
+    def pt(who, lut, ff, fm):
+        return {"who": who, "latency": 4, "xilinx": {"LUT": lut, "FF": ff}, "ecp5": {"LUT4eq": lut},
+                "pack": {"TRELLIS_SLICE": lut // 2}, "place": {"median_mhz": fm, "seeds": 3}}
+
+    sw = {"ours": {"latency": 4, "xilinx": {"LUT": 80, "FF": 30}},
+          "settings": {"a": {"latency": 4, "mismatches_interp": 0, "vectors": 10, "xilinx": {"LUT": 1000, "FF": 500}},
+                       "b": {"latency": 4, "mismatches_interp": 0, "vectors": 10, "xilinx": {"LUT": 1005, "FF": 300}},
+                       "c": {"latency": 4, "mismatches_interp": 2, "vectors": 10, "xilinx": {"LUT": 10, "FF": 1}},
+                       "d": {"latency": 6, "mismatches_interp": 0, "vectors": 10, "xilinx": {"LUT": 10, "FF": 1}}}}
+    assert best_setting(sw) == "b"
+    res = {"m": {"setting": "b", "mismatches_interp": 0, "vectors": 10,
+                 "points": {"ours@4": pt("ours", 900, 200, 150.0), "alkaid@4": pt("alkaid", 1000, 300, 100.0)}}}
+    text = render(sw, res, tmp_path)
+    line = next(ln for ln in text.splitlines() if ln.startswith("- m, latency 4"))
+    assert "Xilinx LUT 0.90" in line and "fmax (placement estimate) 1.50" in line and "alkaid wins" not in line
+    res["m"]["points"]["ours@4"] = pt("ours", 1100, 200, 90.0)
+    line = next(ln for ln in render(sw, res, tmp_path).splitlines() if ln.startswith("- m, latency 4"))
+    assert "behind alkaid on Xilinx LUTs" in line and "alkaid wins on Xilinx LUT" in line and "fmax" in line
+
+
 def test_quick_mode_prints_only_unless_doc(monkeypatch, tmp_path):
     import importlib
     import types

@@ -564,7 +564,7 @@ def render(sw: dict | None, res: dict, runs: Path) -> str:
                 rows.append([name, who if who != "alkaid" else f"alkaid ({r['setting']})", lat,
                              x.get("LUT"), x.get("FF"), x.get("CARRY4"), x.get("SRL"),
                              e.get("LUT4"), e.get("CCU2"), e.get("FF"),
-                             k.get("TRELLIS_COMB"), k.get("TRELLIS_FF"), k.get("TRELLIS_SLICE"),
+                             k.get("TRELLIS_COMB"), k.get("TRELLIS_FF"),
                              f"{fm:.1f} ({pl.get('seeds')})" if fm else None,
                              p.get("verilator", {}).get("build_s")])
             o, a = pts.get(f"ours@{lat}"), pts.get(f"alkaid@{lat}")
@@ -572,11 +572,11 @@ def render(sw: dict | None, res: dict, runs: Path) -> str:
                 lut = _r(o.get("xilinx", {}).get("LUT"), a.get("xilinx", {}).get("LUT"))
                 ff = _r(o.get("xilinx", {}).get("FF"), a.get("xilinx", {}).get("FF"))
                 l4 = _r(o.get("ecp5", {}).get("LUT4eq"), a.get("ecp5", {}).get("LUT4eq"))
-                sl = _r(o.get("pack", {}).get("TRELLIS_SLICE"), a.get("pack", {}).get("TRELLIS_SLICE"))
+                sl = _r(o.get("pack", {}).get("TRELLIS_COMB"), a.get("pack", {}).get("TRELLIS_COMB"))
                 fm = _r(o.get("place", {}).get("median_mhz"), a.get("place", {}).get("median_mhz"))
                 vb = _r(o.get("verilator", {}).get("build_s"), a.get("verilator", {}).get("build_s"))
                 parts = [f"Xilinx LUT {lut:.2f}" if lut else None, f"FF {ff:.2f}" if ff else None,
-                         f"ECP5 LUT4+2CCU2 {l4:.2f}" if l4 else None, f"packed slices {sl:.2f}" if sl else None,
+                         f"ECP5 LUT4+2CCU2 {l4:.2f}" if l4 else None, f"packed TRELLIS_COMB {sl:.2f}" if sl else None,
                          f"fmax (placement estimate) {fm:.2f}" if fm else None,
                          f"Verilator build {vb:.2f}" if vb else None]
                 verdict = []
@@ -586,7 +586,7 @@ def render(sw: dict | None, res: dict, runs: Path) -> str:
                                     "fewer Xilinx LUTs than alkaid but not <= 0.8x"))
                 if fm:
                     verdict.append("fmax >= alkaid's" if fm >= 1 else "fmax below alkaid's")
-                wins = [w for w, v in (("Xilinx LUT", lut), ("FF", ff), ("ECP5 LUT4eq", l4), ("packed slices", sl))
+                wins = [w for w, v in (("Xilinx LUT", lut), ("FF", ff), ("ECP5 LUT4eq", l4), ("packed COMB", sl))
                         if v and v > 1] + (["fmax"] if fm and fm < 1 else [])
                 concl.append(f"- {name}, latency {lat}: ours/alkaid " + ", ".join(q for q in parts if q)
                              + (f" — {'; '.join(verdict)}" if verdict else "")
@@ -595,7 +595,7 @@ def render(sw: dict | None, res: dict, runs: Path) -> str:
     body += ("\n\n**Matched latency** (per model; ours: `strategy='latency'`, pipeline P; alkaid: the chosen setting, "
              "n_stages = latency - 1):\n\n"
              + table(["model", "design", "latency (cycles)", "Xilinx LUT", "FF", "CARRY4", "SRL", "ECP5 LUT4", "CCU2",
-                      "FF", "packed COMB", "packed FF", "packed SLICE", "fmax MHz est. (seeds)",
+                      "FF", "packed COMB", "packed FF", "fmax MHz est. (seeds)",
                       "Verilator build s"], rows))
     if concl:
         body += "\n\nRatios, ours/alkaid (below 1: ours is smaller or builds faster; fmax above 1: ours is faster):\n\n"
@@ -620,7 +620,9 @@ def render(sw: dict | None, res: dict, runs: Path) -> str:
     when = "; ".join(f"{n} {r.get('measured')}" for n, r in res.items())
     body += ("\n\nHow measured: Xilinx = yosys `synth_xilinx -flatten` stat (LUT includes INV; SRL = shift-register "
              "LUTs, not in LUT); ECP5 = yosys `synth_ecp5` stat, then nextpnr-ecp5 `--85k --out-of-context "
-             "--pack-only` for the packed cells; fmax = nextpnr-ecp5 `--85k --out-of-context --no-route` placement "
+             "--pack-only` for the packed cells (TRELLIS_COMB: LUT4 sites in use after packing, a CCU2 takes 2; "
+             "nextpnr-ecp5 reports no slice count); fmax = nextpnr-ecp5 `--85k --out-of-context --no-route` "
+             "placement "
              f"at {CLOCK_MHZ} MHz, median over seeds {', '.join(map(str, SEEDS))} on {SWEEP_MODEL} (the first seed "
              "only on the larger models; the column gives the number of seeds), at our default pipeline depth: an "
              "estimate from unrouted nets "

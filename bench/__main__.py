@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resume", action="store_true",
                     help="real: keep the steps an earlier run recorded in <runs>/bench_real.json, run the others")
     ap.add_argument("--render", action="store_true",
-                    help="real: rewrite its section from <runs>/bench_real.json, measure nothing")
+                    help="real, peers: rewrite the section from the stored results (<runs>/bench_real.json, "
+                         "<runs>/bench_peers/), measure nothing")
     ap.add_argument("--configs", default="",
                     help="pipeline: flow_control:depth pairs (default stall:5,credit:5,credit:8)")
     ap.add_argument("--seeds", default="1",

@@ -476,6 +476,8 @@ def run(ctx: Ctx) -> dict:
         msg = f"alkaid is not installed ({e}); `pip install alkaid==0.8.2` to run this comparison."
         print(msg)
         return {"skipped": msg}
+    if getattr(ctx, "render_only", False):  # --render: rewrite the section from the stored results
+        return render_all(ctx)
     ctx.peer_seeds = SEEDS if getattr(ctx, "seeds", (1,)) == (1,) else ctx.seeds  # --seeds: else SEEDS
     ctx.peer_deadline = float(os.environ.get("BENCH_PEERS_DEADLINE", "inf"))
     ctx.peer_nokeep = True

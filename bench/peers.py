@@ -619,6 +619,14 @@ def render(sw: dict | None, res: dict, runs: Path) -> str:
         if ffs:
             concl.append(f"- {name}: Xilinx FF by latency: " + "; ".join(ffs))
     body = "\n\n".join(out)
+    body += ("\n\n**Matched latency** (per model; ours: `strategy='latency'`, pipeline P; alkaid: the chosen setting, "
+             "n_stages = latency - 1):\n\n"
+             + table(["model", "design", "latency (cycles)", "Xilinx LUT", "FF", "CARRY4", "SRL", "ECP5 LUT4", "CCU2",
+                      "FF", "packed COMB", "packed FF", "fmax MHz est. (seeds)",
+                      "Verilator build s"], rows))
+    if concl:
+        body += "\n\nRatios, ours/alkaid (below 1: ours is smaller or builds faster; fmax above 1: ours is faster):\n\n"
+        body += "\n".join(concl)
     why = []
     for name, r in res.items():
         o, a = r.get("points", {}).get("ours@4"), r.get("points", {}).get("alkaid@4")
@@ -639,17 +647,17 @@ def render(sw: dict | None, res: dict, runs: Path) -> str:
                  "ECP5, yosys maps nearly all our adders to CCU2 carry chains, while a large part of alkaid's adders "
                  "end up as plain LUT4 logic, which is why ours is relatively smaller there than on Xilinx:\n\n"
                  + "\n".join(f"- {w}" for w in why))
-    body += ("\n\n**Matched latency** (per model; ours: `strategy='latency'`, pipeline P; alkaid: the chosen setting, "
-             "n_stages = latency - 1):\n\n"
-             + table(["model", "design", "latency (cycles)", "Xilinx LUT", "FF", "CARRY4", "SRL", "ECP5 LUT4", "CCU2",
-                      "FF", "packed COMB", "packed FF", "fmax MHz est. (seeds)",
-                      "Verilator build s"], rows))
-    if concl:
-        body += "\n\nRatios, ours/alkaid (below 1: ours is smaller or builds faster; fmax above 1: ours is faster):\n\n"
-        body += "\n".join(concl)
+    for name, r in res.items():
+        o, n = r.get("points", {}).get("ours@4", {}), r.get("points", {}).get("ours-nokeep@4", {})
+        if "LUT" in o.get("xilinx", {}) and "LUT" in n.get("xilinx", {}):
+            body += (f"\n\nOurs without `(* keep *)` on the adders ({name}, latency 4, the same Verilog with the "
+                     f"attribute removed): Xilinx LUT {n['xilinx']['LUT']:,} vs {o['xilinx']['LUT']:,} with it, ECP5 "
+                     f"LUT4 {n['ecp5'].get('LUT4', 0):,} + CCU2 {n['ecp5'].get('CCU2', 0):,} vs "
+                     f"{o['ecp5'].get('LUT4', 0):,} + {o['ecp5'].get('CCU2', 0):,}: without it, yosys maps a part of "
+                     "our adders to plain LUT logic, as in alkaid's netlist, and the design gets larger; we keep it.")
     if plot(res, Path(__file__).resolve().parent.parent / "docs" / "peers_area_latency.png"):
         body += f"\n\n![area vs latency, {SWEEP_MODEL}](peers_area_latency.png)"
-    checks = []
+    checks, notes = [], []
     for name, r in res.items():
         rtl = [f"{p['mismatches_rtl']} (alkaid Verilator model, latency {p['latency']})" for p in r["points"].values()
                if p["who"] == "alkaid" and "mismatches_rtl" in p]
@@ -660,14 +668,16 @@ def render(sw: dict | None, res: dict, runs: Path) -> str:
         errs = [f"{k} {t}: {p[t]['error'][:90]}" for k, p in r["points"].items() for t in ("xilinx", "ecp5")
                 if "error" in p.get(t, {})]
         if errs:
-            checks.append(f"{name}: synthesis failed or did not finish: {'; '.join(errs)}")
+            notes.append(f"{name}: synthesis failed or did not finish: {'; '.join(errs)}")
         if r.get("not_measured"):
-            checks.append(f"{name}: not measured before the deadline: {', '.join(r['not_measured'])}")
+            notes.append(f"{name}: not measured before the deadline: {', '.join(r['not_measured'])}")
         checks.append(f"{name}: {r['mismatches_interp']} / {r['vectors']} mismatching vectors (alkaid interpreter)"
                       + "".join(f", {c}" for c in rtl + err + ours) + (", alkaid Verilator model not built"
                                                                        if not rtl and not err else ""))
     body += ("\n\nBit-exactness against `codesign.golden.GoldenModel` (random input codes; the bench fails on any "
              "mismatch):\n\n" + "\n".join(f"- {c}" for c in checks))
+    if notes:
+        body += "\n\nNot measured:\n\n" + "\n".join(f"- {c}" for c in notes)
     when = "; ".join(f"{n} {r.get('measured')}" for n, r in res.items())
     body += ("\n\nHow measured: Xilinx = yosys `synth_xilinx -flatten` stat (LUT includes INV; SRL = shift-register "
              "LUTs, not in LUT); ECP5 = yosys `synth_ecp5` stat, then nextpnr-ecp5 `--85k --out-of-context "
@@ -680,7 +690,8 @@ def render(sw: dict | None, res: dict, runs: Path) -> str:
              "(routing the large designs takes over an hour here), comparable between the two generators but "
              "not a routed fmax; Verilator = one cold build (fresh `--Mdir`, no ccache, one job) of the bare design "
              f"with the same command line on both sides: `verilator {' '.join(VERILATOR_FLAGS[:-1])} "
-             f"\"{VERILATOR_FLAGS[-1]}\" --top-module TOP FILES`. "
+             f"\"{VERILATOR_FLAGS[-1]}\" --top-module TOP FILES` (one build per design, the two designs of a model "
+             "back to back: wall times follow the machine's load, compare within a model). "
              "Ours includes its AXI-Stream handshake (valid/ready, stall enables); alkaid's top is a bare "
              "register-to-register datapath. Stored per model in `<runs>/bench_peers/<model>.json` (the settings "
              f"sweep in `sweep.json`); last written: {when}.")

@@ -124,20 +124,12 @@ def sources(loose: bool = False) -> dict[str, set[float]]:
 
 
 def matches(num: str, pct: bool, values: set[float]) -> bool:
+    """``num`` as written equals a source value at the written precision; a percentage may also be a
+    fraction (97.2% == 0.972 at 3 decimals)."""
     v = float(num.replace(",", ""))
     dec = len(num.split(".")[1]) if "." in num else 0
-    tol = 0.5 * 10 ** -dec + 1e-9
-    cands = [v]
-    if pct:
-        cands.append(v / 100)  # 97.2% == 0.972 (accuracy as a fraction)
-    for s in values:
-        for c in cands:
-            d = dec + (2 if c is not v else 0)
-            if abs(s - c) <= (tol if c is v else 0.5 * 10 ** -d + 1e-12):
-                return True
-            if c is v and dec == 0 and v >= 100 and abs(s - v) < 0.5:
-                return True
-    return False
+    cands = [(v, dec)] + ([(v / 100, dec + 2)] if pct else [])
+    return any(abs(s - c) <= 0.5 * 10 ** -d + 1e-12 for s in values for c, d in cands)
 
 
 def audit(text: str, srcs: dict[str, set[float]]) -> list[tuple[int, str, str]]:

@@ -20,13 +20,29 @@ import re
 import sys
 from pathlib import Path
 
-from bench.audit import RESULTS
+from bench.audit import RESULTS, ROOT
 
 _FPGA_KEYS = ("target", "board", "clock_mhz", "seed", "placement", "resources", "utilisation", "fmax", "timing_met",
               "bitstream", "bitstream_bytes", "steps", "tools")
 
 
+def _scrub(obj):
+    """No path of this machine in the repository: a path inside the project becomes relative to it, any other
+    absolute path its file name."""
+    if isinstance(obj, dict):
+        return {k: _scrub(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_scrub(v) for v in obj]
+    if isinstance(obj, str) and obj.startswith("/"):
+        path, _, suffix = obj.partition(":")  # model.module is "file.py:Class"
+        p = Path(path)
+        rel = str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else p.name
+        return rel + (f":{suffix}" if suffix else "")
+    return obj
+
+
 def _write(name: str, data: dict) -> Path:
+    data = _scrub(data)
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"{name}.json"
     tmp = out.with_suffix(".json.tmp")
@@ -53,8 +69,6 @@ def save(name: str, run: Path, command: str) -> Path:
             data["verify"] = {k: v[k] for k in ("simulator", "vectors", "mismatches", "ok", "seconds",
                                                 "vectors_per_s", "checks_failed") if k in v}
             data["measured"] = _when(ver)
-        run = run.parent / f"{run.name}_fpga"
-        run = run if run.is_dir() else Path("/nonexistent")
     else:
         raise SystemExit(f"error: {run} has no report.json or interface.json (not a run or RTL folder)")
     cfg = run / "config.yaml"
@@ -62,8 +76,10 @@ def save(name: str, run: Path, command: str) -> Path:
         import yaml
 
         data["config"] = yaml.safe_load(cfg.read_text())
+    # a run's builds are run/fpga/<target>/, an RTL folder's DIR_fpga/<target>/
+    builds = run / "fpga" if rep.is_file() else run.parent / f"{run.name}_fpga"
     fpga = {}
-    for fj in sorted([*run.glob("fpga/*/fpga.json"), *run.glob("*/fpga.json")]):
+    for fj in sorted(builds.glob("*/fpga.json")):
         full = json.loads(fj.read_text())
         fpga[fj.parent.name] = {k: full[k] for k in _FPGA_KEYS if k in full}
         bit = full.get("bitstream")

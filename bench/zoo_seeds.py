@@ -24,17 +24,16 @@ def one(ctx: Ctx, name: str, seed: int) -> dict:
     from codesign.flow import run_flow
 
     torch.set_num_threads(1)
+    from codesign import data
+
+    cfg = config.load(name, {**ctx.overrides(name), "seed": seed})
     out = ctx.runs / "zoo_seeds" / f"{name}_s{seed}"
     rep = out / "report.json"
     if not (rep.exists() and (out / "export" / "model.onnx").exists() and ctx.reuse):
         log(f"zoo_seeds: {name} seed {seed}")
-        cfg = config.load(name, {**ctx.overrides(name), "seed": seed})
         run_flow(cfg, out, until="export", resume=False)
     r = json.loads(rep.read_text())
     tr, ex = r.get("train", {}), r.get("export", {})
-    from codesign import data
-
-    cfg = config.load(name, {**ctx.overrides(name), "seed": seed})
     n_train = len(data.load(cfg.data, seed).x_train)
     return {"float": tr.get("accuracy_float"), "qat": tr.get("accuracy_quantized"), "train_s": tr.get("seconds"),
             "export_mismatches": ex.get("torch_vs_qonnx_mismatches"),

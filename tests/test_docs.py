@@ -29,3 +29,12 @@ def test_percent_matches_a_fraction_at_the_written_precision_only() -> None:
     assert not audit.matches("97.2", False, {0.97214})
     assert audit.matches("1,258", False, {1258.0})
     assert not audit.matches("1,259", False, {1258.0})
+
+
+def test_kept_results_hold_no_path_of_this_machine() -> None:
+    from bench import results
+
+    assert results._scrub({"a": [str(audit.ROOT / "examples" / "net.py") + ":MLP", "/tmp/x/run/board.bit", "rel"]}) \
+        == {"a": ["examples/net.py:MLP", "board.bit", "rel"]}
+    for p in audit.RESULTS.glob("*.json"):
+        assert '"/' not in p.read_text(), f"{p.name} holds an absolute path"

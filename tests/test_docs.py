@@ -38,3 +38,14 @@ def test_kept_results_hold_no_path_of_this_machine() -> None:
         == {"a": ["examples/net.py:MLP", "board.bit", "rel"]}
     for p in audit.RESULTS.glob("*.json"):
         assert '"/' not in p.read_text(), f"{p.name} holds an absolute path"
+
+
+# docs/*.md whose hand-written parts hold no unsourced figure (python -m bench.audit --docs): kept at 0
+CLEAN_DOCS = ("architecture.md", "contracts.md", "real-models.md", "report.md", "width-search.md")
+
+
+def test_clean_docs_figures_have_a_source() -> None:
+    found = audit.audit_docs(audit.sources())
+    bad = [f"docs/{name}:{ln}: {num}  {line[:100]}" for name in CLEAN_DOCS
+           for ln, num, line in found[f"docs/{name}"]]
+    assert bad == [], "figures no bench or flow output contains (python -m bench.audit --docs):\n" + "\n".join(bad)

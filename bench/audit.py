@@ -13,6 +13,11 @@ percentage, or an integer of 100 and above (years, versions and numbers that are
 - a figure in docs/*.md that is not inside a generated section counts only in ``--loose`` mode (hand-written
   docs say where their figures come from, but nothing re-checks them).
 
+Figures that are inputs rather than measurements (the energy model's pJ-per-operation constants cited from the
+literature) stand between ``<!-- from-file: PATH -->`` and ``<!-- /from-file -->``, PATH relative to the
+repository root (e.g. ``codesign/energy_tables/horowitz45nm.yaml``): each figure of such a block must occur
+in that file (at the written precision), whatever the other sources hold; the block is not a source itself.
+
 A README figure matches a source number when it equals it at the README's precision (``97.2%`` matches
 ``0.97214`` and ``97.21``; ``34,484`` matches ``34484``). Figures that are settings rather than
 measurements (a baud rate, a clock asked for) are listed in ``ALLOWED`` with the reason.
@@ -44,6 +49,8 @@ _NUM = re.compile(r"(?<![\w.\-/=<])(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)(
 _GEN = re.compile(r"<!-- bench:([\w-]+) -->(.*?)<!-- /bench:\1 -->", re.S)
 # a bench's printed output pasted into a hand-written doc, with the command that printed it
 _PRINTED = re.compile(r"<!-- printed-by: (.+?) -->(.*?)<!-- /printed-by -->", re.S)
+# inputs quoted from a file of the repository (an energy table): checked against that file only
+_FROM_FILE = re.compile(r"<!-- from-file: (\S+?) -->(.*?)<!-- /from-file -->", re.S)
 _FENCE = re.compile(r"```.*?```", re.S)
 _CODE = re.compile(r"`[^`\n]*`")
 _LINK = re.compile(r"\]\([^)]*\)")
@@ -132,11 +139,23 @@ def matches(num: str, pct: bool, values: set[float]) -> bool:
     return any(abs(s - c) <= 0.5 * 10 ** -d + 1e-12 for s in values for c, d in cands)
 
 
+def file_numbers(path: str) -> set[float]:
+    """The numbers of a repository file named by a from-file block (empty if it is missing or outside the
+    repository, so every figure of the block is then reported)."""
+    f = (ROOT / path).resolve()
+    if not f.is_file() or ROOT not in f.parents:
+        return set()
+    return _numbers(f.read_text())
+
+
 def audit(text: str, srcs: dict[str, set[float]]) -> list[tuple[int, str, str]]:
-    """-> unsourced figures as (line, figure, line text)."""
+    """-> unsourced figures as (line, figure, line text). A figure on a line of a from-file block is checked
+    against that file's numbers only."""
     everything = set().union(*srcs.values()) if srcs else set()
     bad = []
     gen_spans = [(m.start(), m.end()) for m in _GEN.finditer(text)]
+    from_file = [(text.count("\n", 0, m.start()) + 1, text.count("\n", 0, m.end()) + 1, file_numbers(m.group(1)))
+                 for m in _FROM_FILE.finditer(text)]
     starts = [0]
     for line in text.splitlines(keepends=True):
         starts.append(starts[-1] + len(line))
@@ -146,7 +165,8 @@ def audit(text: str, srcs: dict[str, set[float]]) -> list[tuple[int, str, str]]:
             continue  # inside a generated section of README itself
         if any(num in m.group(0) for rx, _ in ALLOWED for m in re.finditer(rx, line)):
             continue
-        if not matches(num, pct, everything):
+        quoted = [vals for a, b, vals in from_file if a <= ln <= b]
+        if not matches(num, pct, quoted[0] if quoted else everything):
             bad.append((ln, num + ("%" if pct else ""), line))
     return bad
 

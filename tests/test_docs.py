@@ -50,3 +50,15 @@ def test_clean_docs_figures_have_a_source() -> None:
     bad = [f"docs/{name}:{ln}: {num}  {line[:100]}" for name in CLEAN_DOCS
            for ln, num, line in found[f"docs/{name}"]]
     assert bad == [], "figures no bench or flow output contains (python -m bench.audit --docs):\n" + "\n".join(bad)
+
+
+def test_from_file_figures_must_occur_in_the_file() -> None:
+    srcs = {"docs/benchmarks.md#x": {0.4, 9.9}}
+    text = ("<!-- from-file: codesign/energy_tables/horowitz45nm.yaml -->\n"
+            "an 8-bit add 0.03 pJ, an 8x8 multiply 0.2 pJ, a ROM bit 0.16 pJ\n"
+            "an fp16 add 0.4 pJ\n"          # in another source, not in the file: flagged
+            "<!-- /from-file -->\n"
+            "outside the block 0.4 and 0.16\n"   # 0.16 only in the file: the block is no source
+            "<!-- from-file: codesign/energy_tables/no_such.yaml -->\n1.5 pJ\n<!-- /from-file -->\n")
+    bad = audit.audit(text, srcs)
+    assert [(ln, num) for ln, num, _ in bad] == [(3, "0.4"), (5, "0.16"), (7, "1.5")]

@@ -22,6 +22,9 @@ A README figure matches a source number when it equals it at the README's precis
 ``0.97214`` and ``97.21``; ``34,484`` matches ``34484``). Figures that are settings rather than
 measurements (a baud rate, a clock asked for) are listed in ``ALLOWED`` with the reason.
 
+``--docs`` applies the same rule to the hand-written parts of docs/*.md (outside bench sections and printed-by
+blocks; a ``-notes`` section is hand-written): a figure there must occur in a source too.
+
 Exit 1 and a list of the unsourced figures (line number and context) when there is any.
 """
 
@@ -187,21 +190,23 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.audit", description=__doc__.split("\n\n")[0])
     ap.add_argument("--loose", action="store_true", help="also accept figures found in hand-written docs")
     ap.add_argument("--docs", action="store_true",
-                    help="also list the figures of docs/*.md's hand-written parts that no source holds "
-                         "(not yet enforced: exit status from README only)")
+                    help="also check the hand-written parts of docs/*.md (exit 1 if any figure there has no "
+                         "source; tests/test_docs.py enforces it)")
     a = ap.parse_args(argv)
+    n_docs = 0
     if a.docs:
         for name, bad in audit_docs(sources()).items():
             for ln, num, line in bad:
                 print(f"{name}:{ln}: {num}  ({line[:110]})")
             print(f"{name}: {len(bad)} figures without a bench or flow source")
+            n_docs += len(bad)
     bad = audit(README.read_text(), sources(a.loose))
     for ln, num, line in bad:
         print(f"README.md:{ln}: {num}  ({line[:110]})")
     n = len(figures(README.read_text()))
     print(f"{n} figures in README.md, {len(bad)} without a bench or flow source"
           + (" (hand-written docs accepted)" if a.loose else ""))
-    return 1 if bad else 0
+    return 1 if bad or n_docs else 0
 
 
 if __name__ == "__main__":

@@ -68,6 +68,10 @@ class ModelConfig(_Strict):
     kwargs: dict[str, Any] = Field(default_factory=dict, description="model.module: constructor keyword arguments")
     input_shape: list[int] | None = Field(None, description="model.module: one sample's shape, e.g. [64] or "
                                           "[1, 8, 8] (must match the data)")
+    units: dict[str, int] = Field(default_factory=dict, description="model.module: output units (neurons / "
+                                  "filters) of some layers, e.g. {fc1: 24}, smaller than the module's own after "
+                                  "structured pruning (the prune stage writes it; the kept weights are in its "
+                                  "model.pt)")
 
     @model_validator(mode="after")
     def _positive(self) -> ModelConfig:
@@ -75,6 +79,11 @@ class ModelConfig(_Strict):
             for i, v in enumerate(getattr(self, name)):
                 if v < 1:
                     raise ValueError(f"{name}[{i}] must be >= 1 (got {v})")
+        for k, v in self.units.items():
+            if v < 1:
+                raise ValueError(f"units.{k} must be >= 1 (got {v})")
+        if self.units and self.module is None:
+            raise ValueError("units: only for an imported model (model.module); zoo models use hidden / channels")
         return self
 
 
@@ -334,14 +343,18 @@ class Config(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> Config:
-        if self.model.batchnorm and self.prune.enabled:
-            raise ValueError("model.batchnorm: the pruner does not support BatchNorm layers yet (prune.enabled)")
+        if self.model.batchnorm and self.prune.enabled and self.prune.criterion == "bn_gamma":
+            raise ValueError("prune.criterion: bn_gamma (network slimming) trains its own BatchNorm twin; with "
+                             "model.batchnorm rank by l1, l2, fpgm, taylor, energy or random (the BatchNorm channels "
+                             "are removed with their layer's units)")
         if self.model.module is None:
             if self.quant.method == "ptq":
                 raise ValueError("quant.method: ptq needs an imported float model (model.module)")
         else:
-            for flag, what in ((self.prune.enabled, "prune.enabled"), (self.train.kd.enabled, "train.kd.enabled"),
-                               (self.train.inq is not None, "train.inq")):
+            if self.prune.enabled and self.prune.criterion == "bn_gamma":
+                raise ValueError("prune.criterion: bn_gamma (network slimming) is not supported with model.module "
+                                 "(an imported model) yet; use l1, l2, fpgm, taylor, energy or random")
+            for flag, what in ((self.train.kd.enabled, "train.kd.enabled"), (self.train.inq is not None, "train.inq")):
                 if flag:
                     raise ValueError(f"{what}: not supported with model.module (an imported model) yet")
         if self.quant.method != "ptq" and self.quant.ptq != PTQConfig():

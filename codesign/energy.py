@@ -257,7 +257,7 @@ def from_model(model) -> tuple[list[LayerOps], int]:
 def _relu_after(model, layer: str) -> str:
     i = model.order.index(layer)
     for n in model.order[i + 1:]:
-        if n.startswith("relu"):
+        if n.startswith(("relu", "requant")):  # requant: the quantizer after a residual add without ReLU
             return n
     raise ValueError(f"no activation after {layer}")
 

@@ -222,7 +222,7 @@ def output_rounding_bound(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
     model.eval()
     with torch.no_grad():
         _, feats = model(torch.as_tensor(x, dtype=torch.float32), return_features=True)
-        xin = feats[model.order[model.order.index(last) - 1]]
+        xin = feats[model.input_of(last)]
         xin = xin.value if hasattr(xin, "value") else xin
         w = layer.quant_weight().value
     a = np.abs(xin.double().numpy().reshape(len(x), -1))

@@ -2,9 +2,11 @@
 
 ``model: {module: "net.py:Net", weights: "net.pt", input_shape: [64], kwargs: {}}`` (paths relative to the
 YAML's folder; :func:`codesign.config.load` makes them absolute). The module is traced with
-``torch.fx.symbolic_trace``; the traced graph must be a chain (one input, every op reads the previous op's
-output). Its ops are mapped, in order, onto the layers :class:`codesign.quant.QuantNet` builds for the zoo
-models, with codesign's own quantizers (``quant:``): Linear / Conv1d / Conv2d -> ``QuantLinear`` /
+``torch.fx.symbolic_trace``: a chain (every op reads the previous op's output) or a residual graph (a tensor
+read by several ops, joined again by ``a + b`` / ``torch.add`` / ``+=``). Its ops are mapped, in order, onto the
+layers :class:`codesign.quant.QuantNet` builds for the zoo models (a residual graph: a
+:class:`codesign.quant.GraphNet`, each layer naming the layers it reads), with codesign's own quantizers
+(``quant:``): Linear / Conv1d / Conv2d -> ``QuantLinear`` /
 ``QuantConv*d`` (``fc<i>`` / ``conv<i>``), BatchNorm1d/2d kept as a layer (``bn<i>`` / ``bn_fc<i>``; the
 bias of the conv/linear before it is folded into its running mean, exactly as ``model.batchnorm`` zoo models
 have bias-less layers there), ReLU / ReLU6 -> ``QuantReLU`` (``relu<i>`` / ``relu_fc<i>``, the layer's
@@ -28,9 +30,20 @@ restriction of codesign's fixed-point quantizers still rounds it to a power of t
 ``quant.ptq`` adds cross-layer equalization, GPTQ / GPFQ rounding, bias correction and data-free (ZeroQ)
 calibration (:mod:`codesign.ptq`).
 
-Not yet: residual adds / concatenations (refused: the graph is not a chain), grouped or dilated convs,
-pools with stride != kernel or padding, AvgPool, activations other than ReLU/ReLU6, a ReLU-less hidden
-layer, a last layer other than Linear.
+Residual adds (:func:`plan_graph`): each operand is a quantized activation (a ReLU's, the input's, pooled or
+flattened) or a Linear/Conv accumulator; a BatchNorm before an add is folded into its layer's weights and bias
+(``Layer.fold_bn``: a sum is not a per-channel function of one accumulator, so no thresholds); the sum is
+re-quantized by the ReLU after it (``relu_add<k>``) or a signed activation quantizer (``requant<k>``). With
+power-of-two scales the RTL aligns the two operands exactly (:mod:`codesign.rtl.frontend`).
+
+Pruning (``prune.enabled``): the GraphNet gives the pruner its dataflow (consumers through the add, channel
+groups joined by an add pruned together, a layer added to the network input kept whole); BatchNorm channels go
+with their layer's units; the smaller widths are ``model.units`` in the pruned config, from which :func:`build`
+rebuilds the model.
+
+Not yet: concatenations, grouped or dilated convs, pools with stride != kernel or padding, AvgPool, activations
+other than ReLU/ReLU6, a ReLU-less hidden layer, a last layer other than Linear, cross-layer equalization of a
+residual graph, ``bn_gamma`` pruning.
 """
 
 from __future__ import annotations
@@ -134,13 +147,15 @@ def user_file_hashes(cfg: Config) -> dict[str, str | None]:
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class Op:
-    """One op of the traced chain: ``kind`` linear/conv/bn/relu/maxpool/flatten; ``path`` the user's module
-    path (or the function) for messages; ``module`` the user's module (None for functions)."""
+    """One op of the traced graph: ``kind`` linear/conv/bn/relu/maxpool/flatten/add; ``path`` the user's module
+    path (or the function) for messages; ``module`` the user's module (None for functions); ``inputs`` the ops
+    it reads (indices, -1 the graph input)."""
 
     kind: str
     path: str
     module: nn.Module | None
     out_shape: tuple[int, ...]
+    inputs: tuple[int, ...] = ()
 
 
 def _type_name(m: nn.Module) -> str:
@@ -194,7 +209,9 @@ def _flatten_call(node: torch.fx.Node, in_shape: tuple[int, ...], out_shape: tup
 
 
 def trace(module: nn.Module, input_shape: tuple[int, ...]) -> list[Op]:
-    """The chain of ops of ``module`` (torch.fx), with output shapes from a batch-1 zero input."""
+    """The ops of ``module`` (torch.fx) in execution order, with output shapes from a batch-1 zero input and
+    the ops they read (``Op.inputs``: indices into the list, -1 for the graph input). A chain reads the
+    previous op everywhere; a residual graph forks a tensor and joins two with an ``add``."""
     from torch.fx.passes.shape_prop import ShapeProp
 
     name = type(module).__name__
@@ -210,15 +227,18 @@ def trace(module: nn.Module, input_shape: tuple[int, ...]) -> list[Op]:
         raise ConfigError(f"model.input_shape: {name} fails on an input of shape {list(input_shape)} "
                           f"({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''})") from None
     ops: list[Op] = []
-    cur: torch.fx.Node | None = None
+    index: dict[torch.fx.Node, int] = {}  # fx node -> the op giving its value (-1: the graph input)
+    seen_input = False
     for node in gm.graph.nodes:
         if node.op == "placeholder":
-            if cur is not None:
+            if seen_input:
                 raise UnsupportedError(f"model: {name}.forward takes more than one input ({node.name})")
-            cur = node
+            seen_input = True
+            index[node] = -1
             continue
         if node.op == "output":
-            if node.args[0] is not cur:
+            res = node.args[0]
+            if not isinstance(res, torch.fx.Node) or res not in index or not ops or index[res] != len(ops) - 1:
                 raise UnsupportedError(f"model: {name}.forward must return the last layer's output (one tensor)")
             break
         where = node.target if node.op == "call_module" else f"forward ({node.name})"
@@ -226,25 +246,49 @@ def trace(module: nn.Module, input_shape: tuple[int, ...]) -> list[Op]:
             raise UnsupportedError(f"model.{node.target} (a parameter or buffer used directly in forward): not "
                                    f"supported; supported: {SUPPORTED}")
         tensors = [a for a in node.all_input_nodes if _is_tensor(a)]
+        if _is_add(node):
+            if len(tensors) != 2 or len(node.all_input_nodes) != 2:
+                raise UnsupportedError(f"model: {where} adds a constant or a non-tensor: only the sum of two "
+                                       "tensors (a residual join) is supported")
+            a, b = (index[t] for t in tensors)
+            shapes = [tuple(t.meta["tensor_meta"].shape) for t in tensors]
+            if shapes[0] != shapes[1]:
+                raise UnsupportedError(f"model: {where} adds tensors of shapes {list(shapes[0])} and "
+                                       f"{list(shapes[1])}: broadcasting is not supported")
+            ops.append(Op("add", f"{where}", None, tuple(node.meta["tensor_meta"].shape), (a, b)))
+            index[node] = len(ops) - 1
+            continue
         if len(tensors) > 1:
             raise UnsupportedError(f"model: {where} combines {len(tensors)} tensors "
-                                   f"({', '.join(a.name for a in tensors)}): the graph is not a chain (residual adds "
-                                   "and concatenations are not supported yet)")
-        if tensors and tensors[0] is not cur:
-            raise UnsupportedError(f"model: {where} reads {tensors[0].name}, not the previous op's output "
-                                   f"({cur.name if cur is not None else 'none'}): the graph is not a chain "
-                                   "(branches and residual connections are not supported yet)")
+                                   f"({', '.join(a.name for a in tensors)}): only residual adds of two tensors "
+                                   "are supported (no concatenations, no products)")
+        src = tensors[0] if tensors else None
         out_shape = tuple(node.meta["tensor_meta"].shape) if _is_tensor(node) else ()
-        in_shape = tuple(cur.meta["tensor_meta"].shape) if cur is not None and _is_tensor(cur) else ()
+        in_shape = tuple(src.meta["tensor_meta"].shape) if src is not None else ()
         kind, mod, path = _node_kind(gm, node, in_shape, out_shape)
         if kind == "size":
             continue
         if not _is_tensor(node):
             raise UnsupportedError(f"model: {where} does not give a tensor: not supported")
-        if kind is not None:
-            ops.append(Op(kind, path, mod, out_shape))
-        cur = node
+        if src is None:
+            raise UnsupportedError(f"model: {where} reads no tensor: not supported")
+        if kind is None:  # a no-op: its value is its input's
+            index[node] = index[src]
+            continue
+        ops.append(Op(kind, path, mod, out_shape, (index[src],)))
+        index[node] = len(ops) - 1
     return ops
+
+
+def is_chain(ops: list[Op]) -> bool:
+    """Every op reads the previous op's output (the first reads the graph input)."""
+    return all(op.inputs == (i - 1,) for i, op in enumerate(ops))
+
+
+def _is_add(node: torch.fx.Node) -> bool:
+    if node.op == "call_function":
+        return node.target in (operator.add, operator.iadd, torch.add)
+    return node.op == "call_method" and node.target in ("add", "add_")
 
 
 def _node_kind(gm: torch.fx.GraphModule, node: torch.fx.Node, in_shape: tuple[int, ...],
@@ -296,6 +340,9 @@ class Layer:
     of: str = ""
     bias: bool = True
     last: bool = False
+    inputs: tuple[str, ...] = ()  # the layers it reads ("inp": the input quantizer)
+    fold_bn: Op | None = None  # conv/linear: a BatchNorm folded into it (it feeds a residual add)
+    raw: bool = False  # conv/linear: its accumulator goes to a residual add (not re-quantized by itself)
 
 
 def _where(op: Op) -> str:
@@ -376,16 +423,138 @@ def plan(ops: list[Op], input_shape: tuple[int, ...]) -> list[Layer]:
                 raise UnsupportedError(f"{_where(op)}: a second flatten is not supported")
             flattened = True
             layers.append(Layer("flatten", "flatten", op))
+    for i, ly in enumerate(layers):
+        ly.inputs = (layers[i - 1].name if i else "inp",)
+    return layers
+
+
+def plan_graph(ops: list[Op], input_shape: tuple[int, ...]) -> list[Layer]:
+    """Name the ops of a residual graph as codesign layers. Each residual ``add`` sums two tensors, each either a
+    quantized activation (a ReLU's, the input's, a pooled or flattened one) or a Linear/Conv accumulator (whose
+    BatchNorm, if any, is folded into its weights and bias: a sum of a BatchNorm output and another tensor is
+    not a per-channel function of one accumulator, so it cannot become thresholds); the sum is re-quantized by
+    the ReLU after it (``relu_add<k>``) or, without one, by a signed activation quantizer (``requant<k>``)."""
+    cons: dict[int, list[int]] = {i: [] for i in range(-1, len(ops))}
+    for j, op in enumerate(ops):
+        for i in op.inputs:
+            cons[i].append(j)
+    if ops[-1].kind != "linear":
+        raise UnsupportedError("model: the last op must be an nn.Linear (the output layer; its output is not "
+                               f"re-quantized), got {_where(ops[-1])}")
+    name: dict[int, str] = {-1: "inp"}  # op -> the layer holding its value
+    quantized: dict[str, bool] = {"inp": True}
+    layers: list[Layer] = []
+    by_name: dict[str, Layer] = {}
+    n_conv = n_fc = n_add = 0
+    flattened = False
+
+    def add_layer(ly: Layer, j: int, q: bool) -> None:
+        layers.append(ly)
+        by_name[ly.name] = ly
+        name[j] = ly.name
+        quantized[ly.name] = q
+
+    def only(j: int, kind: str) -> int | None:
+        return cons[j][0] if len(cons[j]) == 1 and ops[cons[j][0]].kind == kind else None
+
+    for j, op in enumerate(ops):
+        ins = tuple(name[i] for i in op.inputs)
+        last = j == len(ops) - 1
+        if op.kind in ("conv", "linear"):
+            if not quantized[ins[0]]:
+                raise UnsupportedError(f"{_where(op)}: reads an un-quantized tensor ({ins[0]}); a layer needs a ReLU "
+                                       "or a residual add (re-quantized) before it")
+            if op.kind == "conv" and flattened:
+                raise UnsupportedError(f"{_where(op)}: a convolution after the flatten is not supported")
+            if op.kind == "linear" and len(op.out_shape) != 2:
+                raise UnsupportedError(f"{_where(op)}: a Linear needs a flat (batch, features) input")
+            if op.kind == "conv":
+                n_conv += 1
+                lname = f"conv{n_conv}"
+            else:
+                n_fc += 1
+                lname = f"fc{n_fc}"
+            ly = Layer(lname, op.kind, op, last=last, inputs=ins)
+            if not last:
+                bn = only(j, "bn")
+                after = bn if bn is not None else j
+                if bn is not None and only(bn, "relu") is not None:
+                    ly.bias = False  # BatchNorm kept, then thresholds
+                elif only(after, "add") is not None:
+                    ly.raw = True
+                    if bn is not None:
+                        ly.fold_bn = ops[bn]
+                elif only(j, "relu") is None:
+                    raise UnsupportedError(f"{_where(op)}: a hidden layer's output must go to one ReLU (after its "
+                                           "BatchNorm, if any) or to one residual add")
+            add_layer(ly, j, False)
+        elif op.kind == "bn":
+            src = ops[op.inputs[0]] if op.inputs[0] >= 0 else None
+            owner = by_name.get(ins[0])
+            if src is None or src.kind not in ("conv", "linear") or owner is None or len(cons[op.inputs[0]]) != 1:
+                raise UnsupportedError(f"{_where(op)}: a BatchNorm must come right after a Linear/Conv (its only "
+                                       "reader)")
+            if owner.fold_bn is op:
+                name[j] = owner.name  # folded: its value is the layer's
+                continue
+            add_layer(Layer(f"bn{owner.name[4:]}" if owner.kind == "conv" else f"bn_fc{owner.name[2:]}", "bn", op,
+                            of=owner.name, inputs=ins), j, False)
+        elif op.kind == "relu":
+            prod = by_name.get(ins[0])
+            if prod is None or quantized[ins[0]] or prod.kind not in ("conv", "linear", "bn", "add"):
+                raise UnsupportedError(f"{_where(op)}: a ReLU must follow a Linear/Conv, its BatchNorm or a residual "
+                                       "add")
+            of = prod.of if prod.kind == "bn" else prod.name
+            if prod.kind == "add":
+                lname = f"relu_{prod.name}"
+            else:
+                lname = f"relu{of[4:]}" if of.startswith("conv") else f"relu_fc{of[2:]}"
+            add_layer(Layer(lname, "relu", op, of=of, inputs=ins), j, True)
+        elif op.kind == "add":
+            for i, n in zip(op.inputs, ins, strict=True):
+                ly = by_name.get(n)
+                if not quantized[n] and not (ly is not None and ly.kind in ("conv", "linear") and ly.raw):
+                    raise UnsupportedError(f"model: {op.path}: an add operand ({n}) must be a quantized activation "
+                                           "or a Linear/Conv output (with its BatchNorm)")
+                if i >= 0 and ly is not None and ly.raw and len(cons[i]) != 1:
+                    raise UnsupportedError(f"model: {op.path}: {n}'s output is also read elsewhere")
+            n_add += 1
+            add = Layer(f"add{n_add}", "add", op, inputs=ins)
+            add_layer(add, j, False)
+            if only(j, "relu") is None:  # re-quantize the sum (signed) for everything that reads it
+                add_layer(Layer(f"requant{n_add}", "requant", op, of=add.name, inputs=(add.name,)), j, True)
+        elif op.kind == "maxpool":
+            if not quantized[ins[0]]:
+                raise UnsupportedError(f"{_where(op)}: in a residual graph a pool must read a quantized activation "
+                                       "(after the ReLU)")
+            base = f"pool{n_conv}"
+            lname, k = base, 1
+            while lname in by_name:
+                k += 1
+                lname = f"{base}_{k}"
+            add_layer(Layer(lname, "maxpool", op, inputs=ins), j, True)
+        elif op.kind == "flatten":
+            in_shape = ops[op.inputs[0]].out_shape if op.inputs[0] >= 0 else (1, *input_shape)
+            if len(in_shape) == 2:  # already flat: a no-op
+                name[j] = ins[0]
+                continue
+            if not quantized[ins[0]]:
+                raise UnsupportedError(f"{_where(op)}: in a residual graph a flatten must read a quantized "
+                                       "activation")
+            flattened = True
+            add_layer(Layer("flatten" if "flatten" not in by_name else f"flatten{j}", "flatten", op, inputs=ins),
+                      j, True)
     return layers
 
 
 @dataclass
 class Imported:
-    """The user's module (float, eval mode), its op chain and codesign's layer plan for it."""
+    """The user's module (float, eval mode), its op graph and codesign's layer plan for it."""
 
     module: nn.Module
     layers: list[Layer]
     n_outputs: int
+    residual: bool = False  # not a chain: forks and residual adds
 
     def mapping(self) -> dict[str, str]:
         """codesign layer name -> the user's module path (or function)."""
@@ -399,101 +568,151 @@ def import_module(cfg: Config, input_shape: tuple[int, ...], weights: bool = Tru
         raise ConfigError(f"model.input_shape: {list(mc.input_shape)} does not match the data's sample shape "
                           f"{list(input_shape)}")
     m = user_module(mc, weights=weights)
-    layers = plan(trace(m, tuple(input_shape)), tuple(input_shape))
+    ops = trace(m, tuple(input_shape))
+    residual = not is_chain(ops)
+    layers = (plan_graph if residual else plan)(ops, tuple(input_shape))
     names = [ly.name for ly in layers if ly.kind in ("conv", "linear")]
-    unknown = sorted(set(cfg.quant.layers) - set(names))
-    if unknown:
-        raise ConfigError(f"quant.layers: unknown layer(s) {', '.join(unknown)} (this model has {', '.join(names)})")
+    for key, what in ((cfg.quant.layers, "quant.layers"), (mc.units, "model.units")):
+        unknown = sorted(set(key) - set(names))
+        if unknown:
+            raise ConfigError(f"{what}: unknown layer(s) {', '.join(unknown)} (this model has {', '.join(names)})")
     last = layers[-1]
     if last.name in cfg.quant.layers and cfg.quant.layers[last.name].act is not None:
         raise ConfigError(f"quant.layers.{last.name}.act: {last.name} is the output layer; its output is not "
                           "re-quantized")
+    if last.name in mc.units:
+        raise ConfigError(f"model.units.{last.name}: {last.name} is the output layer (one unit per class)")
     for ly in layers:
         if ly.kind == "relu" and cfg.layer_act(ly.of).signed:
             where = f"quant.layers.{ly.of}.act" if ly.of in cfg.quant.layers else "quant.act"
             raise ConfigError(f"{where}.signed: {_where(ly.src)} is a ReLU; its activation quantizer must be "
                               "unsigned")
-    return Imported(m, layers, int(last.src.module.out_features))
+    return Imported(m, layers, int(last.src.module.out_features), residual)
 
 
 # ---------------------------------------------------------------------------------------------
-# QuantNet (quantized or float twin) and weight copy
+# QuantNet / GraphNet (quantized or float twin) and weight copy
 # ---------------------------------------------------------------------------------------------
-def _conv_args(c: nn.Module) -> dict[str, Any]:
-    return {"in_channels": c.in_channels, "out_channels": c.out_channels, "kernel_size": c.kernel_size,
-            "stride": c.stride, "padding": c.padding}
+def widths(imp: Imported, input_shape: tuple[int, ...], units: dict[str, int]) -> dict[str, tuple[int, int]]:
+    """(input width, output width) of every layer: channels (or features) after ``model.units`` shrank some
+    layers (pruning); a flatten multiplies its input channels by the original spatial size."""
+    out: dict[str, int] = {"inp": int(input_shape[0])}
+    res: dict[str, tuple[int, int]] = {}
+    for ly in imp.layers:
+        cin = out[ly.inputs[0]]
+        if ly.kind == "conv":
+            cout = units.get(ly.name, ly.src.module.out_channels)
+        elif ly.kind == "linear":
+            cout = units.get(ly.name, ly.src.module.out_features)
+        elif ly.kind == "flatten":
+            src = next((x for x in imp.layers if x.name == ly.inputs[0]), None)
+            shape = src.src.out_shape if src is not None else (1, *input_shape)
+            cout = cin * math.prod(shape[2:])
+        else:
+            cout = cin
+        if ly.kind == "add" and out[ly.inputs[1]] != cin:
+            raise ConfigError(f"model.units: {ly.name} adds {ly.inputs[0]} ({cin} units) and {ly.inputs[1]} "
+                              f"({out[ly.inputs[1]]} units): layers joined by an add must keep the same units")
+        out[ly.name] = cout
+        res[ly.name] = (cin, cout)
+    return res
 
 
-def _quant_layer(cfg: Config, ly: Layer) -> nn.Module:
+def _conv_args(c: nn.Module, cin: int, cout: int) -> dict[str, Any]:
+    return {"in_channels": cin, "out_channels": cout, "kernel_size": c.kernel_size, "stride": c.stride,
+            "padding": c.padding}
+
+
+def _quant_layer(cfg: Config, ly: Layer, cin: int, cout: int) -> nn.Module:
     m, n = ly.src.module, ly.name
     if ly.kind in ("conv", "linear"):
-        kw: dict[str, Any] = {"weight_quant": quant.weight_quant(cfg.layer_weight(n)), "bias": ly.bias,
-                              "bias_quant": quant.bias_quant(cfg.layer_bias_bits(n)) if ly.bias else None}
+        bias = ly.bias or ly.fold_bn is not None
+        kw: dict[str, Any] = {"weight_quant": quant.weight_quant(cfg.layer_weight(n)), "bias": bias,
+                              "bias_quant": quant.bias_quant(cfg.layer_bias_bits(n)) if bias else None}
+        rqt = bias and not ly.last and not ly.raw
         if ly.kind == "linear":
-            return QuantLinear(m.in_features, m.out_features, **kw, return_quant_tensor=not ly.last and ly.bias)
+            return QuantLinear(cin, cout, **kw, return_quant_tensor=rqt)
         cls = QuantConv1d if isinstance(m, nn.Conv1d) else QuantConv2d
-        return cls(**_conv_args(m), **kw, return_quant_tensor=ly.bias)
+        return cls(**_conv_args(m, cin, cout), **kw, return_quant_tensor=rqt)
     if ly.kind == "relu":
         return QuantReLU(act_quant=quant.act_quant(cfg.layer_act(ly.of)), return_quant_tensor=True)
-    return _plain_layer(ly)
+    if ly.kind == "requant":
+        aq = cfg.quant.act.model_copy(update={"signed": True})
+        return QuantIdentity(act_quant=quant.act_quant(aq, "quant.act"), return_quant_tensor=True)
+    return _plain_layer(ly, cout)
 
 
-def _float_layer(ly: Layer) -> nn.Module:
+def _float_layer(ly: Layer, cin: int, cout: int) -> nn.Module:
     m = ly.src.module
+    bias = ly.bias or ly.fold_bn is not None
     if ly.kind == "linear":
-        return nn.Linear(m.in_features, m.out_features, bias=ly.bias)
+        return nn.Linear(cin, cout, bias=bias)
     if ly.kind == "conv":
         cls = nn.Conv1d if isinstance(m, nn.Conv1d) else nn.Conv2d
-        return cls(**_conv_args(m), bias=ly.bias)
+        return cls(**_conv_args(m, cin, cout), bias=bias)
     if ly.kind == "relu":
         six = isinstance(m, nn.ReLU6) or (m is None and ly.src.path.endswith("relu6"))
         return nn.ReLU6() if six else nn.ReLU()
-    return _plain_layer(ly)
+    if ly.kind == "requant":
+        return nn.Identity()
+    return _plain_layer(ly, cout)
 
 
-def _plain_layer(ly: Layer) -> nn.Module:
+def _plain_layer(ly: Layer, width: int) -> nn.Module:
     m = ly.src.module
     if ly.kind == "bn":
-        return type(m)(m.num_features, eps=m.eps, momentum=m.momentum)
+        return type(m)(width, eps=m.eps, momentum=m.momentum)
     if ly.kind == "maxpool":
         return type(m)(m.kernel_size, m.stride)
+    if ly.kind == "add":
+        return quant.ResidualAdd()
     return nn.Flatten()
 
 
 def build(cfg: Config, input_shape: tuple[int, ...], n_classes: int, quantized: bool = True) -> quant.QuantNet:
-    """codesign's QuantNet for ``cfg.model.module`` (random weights: see :func:`copy_weights`); ``quantized=False``
-    gives the float twin with the same layer and parameter names."""
+    """codesign's QuantNet (a chain) or GraphNet (residual) for ``cfg.model.module`` (random weights: see
+    :func:`copy_weights`), with the layer widths of ``model.units``; ``quantized=False`` gives the float twin with
+    the same layer and parameter names."""
     input_shape = tuple(int(v) for v in input_shape)
     imp = import_module(cfg, input_shape, weights=False)
     if imp.n_outputs != n_classes:
         raise ConfigError(f"model.module: the last layer ({_where(imp.layers[-1].src)}) has {imp.n_outputs} outputs, "
                           f"the data has {n_classes} classes")
+    w = widths(imp, input_shape, dict(cfg.model.units))
     if quantized:
         inp: nn.Module = QuantIdentity(act_quant=quant.input_quant(cfg.quant.input), return_quant_tensor=True)
-        layers = [(ly.name, _quant_layer(cfg, ly)) for ly in imp.layers]
+        layers = [(ly.name, _quant_layer(cfg, ly, *w[ly.name])) for ly in imp.layers]
     else:
         inp = nn.Identity()
-        layers = [(ly.name, _float_layer(ly)) for ly in imp.layers]
-    return quant.QuantNet([*quant._pre(cfg), ("inp", inp), *layers], input_shape, n_classes)
+        layers = [(ly.name, _float_layer(ly, *w[ly.name])) for ly in imp.layers]
+    all_layers = [*quant._pre(cfg), ("inp", inp), *layers]
+    if imp.residual:
+        return quant.GraphNet(all_layers, {ly.name: ly.inputs for ly in imp.layers}, input_shape, n_classes)
+    return quant.QuantNet(all_layers, input_shape, n_classes)
 
 
 @torch.no_grad()
 def copy_weights(imp: Imported, net: nn.Module) -> None:
     """Copy the user's float parameters (and BatchNorm statistics) into ``net`` (quantized or float twin). A
-    conv/linear bias before a BatchNorm is folded into the BatchNorm's running mean (exact in real arithmetic)."""
+    conv/linear bias before a BatchNorm is folded into the BatchNorm's running mean (exact in real arithmetic); a
+    BatchNorm before a residual add is folded into the layer's weights and bias (``Layer.fold_bn``)."""
     pending_bias: torch.Tensor | None = None
     for ly in imp.layers:
         src, dst = ly.src.module, getattr(net, ly.name)
         if ly.kind in ("conv", "linear"):
-            dst.weight.copy_(src.weight)
+            weight = src.weight.detach().clone()
+            bias = src.bias.detach().clone() if src.bias is not None else torch.zeros(weight.shape[0])
+            if ly.fold_bn is not None:
+                bn = ly.fold_bn.module
+                k = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+                weight = weight * k.view(-1, *([1] * (weight.dim() - 1)))
+                bias = bn.bias + (bias - bn.running_mean) * k
+            dst.weight.copy_(weight)
             pending_bias = None
-            if src.bias is not None:
-                if ly.bias:
-                    dst.bias.copy_(src.bias)
-                else:
-                    pending_bias = src.bias.detach().clone()
-            elif ly.bias:
-                dst.bias.zero_()
+            if dst.bias is not None:
+                dst.bias.copy_(bias)
+            elif src.bias is not None:
+                pending_bias = bias
         elif ly.kind == "bn":
             dst.weight.copy_(src.weight)
             dst.bias.copy_(src.bias)

@@ -45,7 +45,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from codesign import quant
 from codesign.config import Config
-from codesign.errors import ConfigError
+from codesign.errors import ConfigError, UnsupportedError
 
 _WEIGHT = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
@@ -108,6 +108,9 @@ def equalize(twin: quant.QuantNet, iterations: int = 20) -> int:
     ``nn.Sequential`` that shares the twin's modules); returns the number of equalized regions."""
     from brevitas.graph.equalize import EqualizeGraph
 
+    if isinstance(twin, quant.GraphNet):
+        raise UnsupportedError("quant.ptq.equalize: cross-layer equalization of a residual model (forks and adds) is "
+                               "not supported yet; GPTQ/GPFQ rounding and bias correction are")
     seq = nn.Sequential(*[getattr(twin, n) for n in twin.order])
     gm = torch.fx.symbolic_trace(seq)
     _, regions = EqualizeGraph(iterations=iterations, return_regions=True).apply(gm)

@@ -49,6 +49,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from brevitas.core.function_wrapper import TensorClamp
@@ -271,12 +272,111 @@ class QuantNet(nn.Module):
     def weight_layers(self) -> list[str]:
         return [n for n in self.order if n.startswith(("fc", "conv"))]
 
+    def input_of(self, name: str) -> str:
+        """The layer whose output ``name`` reads (a chain: the previous one)."""
+        return self.order[self.order.index(name) - 1]
+
     def pot_layers(self) -> list[str]:
         out = []
         for n in self.weight_layers():
             proxy = getattr(getattr(self, n), "weight_quant", None)
             if isinstance(getattr(proxy, "tensor_quant", None), PotTensorQuant):
                 out.append(n)
+        return out
+
+
+def _value(t):
+    return t.value if hasattr(t, "value") else t
+
+
+class ResidualAdd(nn.Module):
+    """``a + b`` of two tensors (a quantized activation as its dequantized value): a residual join; the layer
+    after it re-quantizes the sum."""
+
+    def forward(self, a, b):
+        return _value(a) + _value(b)
+
+
+class GraphNet(QuantNet):
+    """A QuantNet that forks and re-joins (residual adds): ``inputs[name]`` lists the layers a layer reads (a
+    layer not listed reads the previous one, as in a chain). Pruning sees its dataflow through
+    :meth:`prune_consumers`, :attr:`coupled_groups` (layers whose outputs meet in an add keep the same units) and
+    :meth:`prunable` (a layer coupled with the network input cannot shrink)."""
+
+    def __init__(self, layers: Sequence[tuple[str, nn.Module]], inputs: dict[str, Sequence[str]], input_shape,
+                 n_classes: int):
+        super().__init__(layers, input_shape, n_classes)
+        self.inputs = {n: tuple(v) for n, v in inputs.items()}
+
+    def forward(self, x, return_features: bool = False):
+        vals: dict[str, Any] = {}
+        prev = None
+        for n in self.order:
+            ins = self.inputs.get(n)
+            args = [vals[i] for i in ins] if ins else [x if prev is None else vals[prev]]
+            vals[n] = getattr(self, n)(*args)
+            prev = n
+        out = _value(vals[self.order[-1]])
+        return (out, vals) if return_features else out
+
+    def input_of(self, name: str) -> str:
+        ins = self.inputs.get(name)
+        return ins[0] if ins else super().input_of(name)
+
+    def _readers(self) -> dict[str, list[str]]:
+        readers: dict[str, list[str]] = {n: [] for n in self.order}
+        for i, n in enumerate(self.order[1:], 1):
+            for src in self.inputs.get(n) or (self.order[i - 1],):
+                readers[src].append(n)
+        return readers
+
+    def _sources(self, name: str) -> set[str]:
+        """Weight layers (and 'inp') whose units ``name``'s channels are: through BatchNorm/ReLU/pool/flatten/
+        re-quantization, and both operands of an add."""
+        if name in self.weight_layers() or name == "inp":
+            return {name}
+        ins = self.inputs.get(name) or (self.input_of(name),)
+        return set().union(*(self._sources(i) for i in ins))
+
+    @property
+    def coupled_groups(self) -> list[list[str]]:
+        groups: list[set[str]] = []
+        for n in self.order:
+            if isinstance(getattr(self, n), ResidualAdd):
+                g = self._sources(n)
+                for other in [o for o in groups if o & g]:
+                    groups.remove(other)
+                    g |= other
+                groups.append(g)
+        return [[n for n in self.weight_layers() if n in g] for g in groups if "inp" not in g]
+
+    def prunable(self) -> list[str]:
+        """Weight layers whose units can be removed: not the output layer, not one added to the network input."""
+        fixed: set[str] = set()
+        for n in self.order:
+            if isinstance(getattr(self, n), ResidualAdd):
+                g = self._sources(n)
+                if "inp" in g:
+                    fixed |= g
+        return [n for n in self.weight_layers()[:-1] if n not in fixed]
+
+    def prune_consumers(self) -> dict[str, list[str]]:
+        """Weight layers that read each weight layer's output (through the layers between them)."""
+        readers, wl = self._readers(), set(self.weight_layers())
+        out: dict[str, list[str]] = {}
+        for n in self.weight_layers():
+            found: list[str] = []
+            todo, seen = list(readers[n]), set()
+            while todo:
+                r = todo.pop(0)
+                if r in seen:
+                    continue
+                seen.add(r)
+                if r in wl:
+                    found.append(r)
+                else:
+                    todo += readers[r]
+            out[n] = [w for w in self.weight_layers() if w in found]
         return out
 
 

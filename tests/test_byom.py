@@ -66,7 +66,9 @@ class Gelu(nn.Module):
         return self.head(self.features(x))
 
 
-class Residual(nn.Module):
+class InputSkip(nn.Module):
+    """The network input added to a hidden layer, the sum re-quantized without a ReLU."""
+
     def __init__(self):
         super().__init__()
         self.fc1 = nn.Linear(64, 64)
@@ -74,6 +76,43 @@ class Residual(nn.Module):
 
     def forward(self, x):
         return self.head(torch.relu(self.fc1(x)) + x)
+
+
+class ResMLP(nn.Module):
+    """A residual MLP block whose second layer has a BatchNorm before the add."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc_in = nn.Linear(64, 32)
+        self.fc_a = nn.Linear(32, 32)
+        self.fc_b = nn.Linear(32, 32)
+        self.bn_b = nn.BatchNorm1d(32)
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x):
+        h = torch.relu(self.fc_in(x))
+        y = self.bn_b(self.fc_b(torch.relu(self.fc_a(h))))
+        return self.head(torch.relu(y + h))
+
+
+class Concat(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(64, 8)
+        self.head = nn.Linear(72, 10)
+
+    def forward(self, x):
+        return self.head(torch.cat([torch.relu(self.fc1(x)), x], 1))
+
+
+class AddConst(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(64, 8)
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.fc1(x)) + 1.0)
 '''
 
 MLP_EPOCHS = 20
@@ -259,6 +298,105 @@ def test_functional_ops_and_noops(user_dir):
 
 
 # ---------------------------------------------------------------------------------------------
+# residual graphs and structured pruning of imported models
+# ---------------------------------------------------------------------------------------------
+def _random_bn(m: torch.nn.Module) -> None:
+    with torch.no_grad():
+        for bn in m.modules():
+            if isinstance(bn, torch.nn.modules.batchnorm._BatchNorm):
+                bn.running_mean.uniform_(-0.5, 0.5)
+                bn.running_var.uniform_(0.5, 2.0)
+                bn.weight.uniform_(-1.5, 1.5)  # negative gammas too
+
+
+def _twin_equals_user(cfg, shape) -> importer.Imported:
+    imp = importer.import_module(cfg, shape)
+    _random_bn(imp.module)
+    twin = importer.build(cfg, shape, 10, quantized=False)
+    importer.copy_weights(imp, twin)
+    x = torch.randn(32, *shape)
+    with torch.no_grad():
+        assert torch.allclose(twin.eval()(x), imp.module.eval()(x), atol=1e-5)
+    return imp
+
+
+def test_residual_mapping_and_float_twin(user_dir):
+    """ResNet (identity and projection shortcuts), a residual MLP and an input skip map onto a GraphNet; a BatchNorm
+    before an add is folded into its layer, the others stay; the float twin computes the user's model."""
+    torch.manual_seed(0)
+    cfg = _cfg(user_dir, module="net.py:ResNet", weights=None, input_shape=[1, 8, 8])
+    imp = _twin_equals_user(cfg, (1, 8, 8))
+    assert imp.residual
+    lay = {ly.name: ly for ly in imp.layers}
+    assert lay["add1"].inputs == ("conv3", "relu1") and lay["conv3"].fold_bn is not None and lay["conv3"].raw
+    assert lay["add2"].inputs == ("conv4", "conv5") and {"bn1", "bn2", "relu_add1", "relu_add2"} <= set(lay)
+    q = importer.build(cfg, (1, 8, 8), 10)
+    assert type(q).__name__ == "GraphNet" and q(torch.rand(4, 1, 8, 8)).shape == (4, 10)
+    assert q.coupled_groups == [["conv1", "conv3"], ["conv4", "conv5"]]
+    assert q.prune_consumers()["conv1"] == ["conv2", "conv4", "conv5"]
+    assert q.prune_consumers()["conv4"] == ["fc1"]
+    imp = _twin_equals_user(_cfg(user_dir, module="net.py:ResMLP", weights=None), (64,))
+    assert imp.mapping()["fc3"] == "fc_b" and {ly.name: ly for ly in imp.layers}["fc3"].fold_bn is not None
+    cfg = _cfg(user_dir, module="net.py:InputSkip", weights=None)
+    imp = _twin_equals_user(cfg, (64,))
+    assert [ly.name for ly in imp.layers] == ["fc1", "relu_fc1", "add1", "requant1", "fc2"]
+    # fc1 is added to the network input: its width is fixed, nothing is prunable
+    assert importer.build(cfg, (64,), 10).prunable() == []
+
+
+@pytest.mark.parametrize("module,shape", [("ResNet", (1, 8, 8)), ("CNN", (1, 8, 8))])
+def test_imported_prune_masked_equals_removed(user_dir, module, shape):
+    """Structured pruning of imported models (BatchNorms kept and folded, coupled residual channels): the removed
+    model computes what the masked one does (0 mismatches), and its config (model.units) rebuilds it."""
+    from codesign import prune
+    from codesign.train import load_model, save_model
+
+    torch.manual_seed(0)
+    cfg = _cfg(user_dir, module=f"net.py:{module}", weights=None, input_shape=list(shape))
+    imp, twin = importer.float_twin(cfg, shape, 10)
+    _random_bn(twin)
+    q = importer.build(cfg, shape, 10)
+    q.load_state_dict(twin.state_dict(), strict=False)
+    x = np.random.default_rng(0).uniform(-1, 1, (64, *shape)).astype(np.float32)
+    importer.calibrate(q, x, 2, 32)
+    keep = prune.select_units(q, "l1", 0.5)
+    for g in getattr(q, "coupled_groups", []):
+        assert all(np.array_equal(keep[g[0]], keep[n]) for n in g)
+    small, new_cfg, mism = prune.prune_once(q, cfg, keep, x)
+    assert mism == 0
+    assert new_cfg.model.units == {n: len(k) for n, k in keep.items()}
+    assert small.conv2.weight.shape[0] == len(keep["conv2"])
+    bn = "bn2" if module == "ResNet" else "bn1"
+    assert getattr(small, bn).running_mean.shape[0] == getattr(small, bn.replace("bn", "conv")).weight.shape[0]
+    path = user_dir / f"pruned_{module}.pt"
+    save_model(path, small, new_cfg, shape, 10)
+    again = load_model(path)
+    with torch.no_grad():
+        assert torch.equal(again(torch.as_tensor(x)), small(torch.as_tensor(x)))
+
+
+@pytest.mark.needs("iverilog")
+def test_residual_mlp_ptq_pruned_flow_verified(user_dir):
+    """A residual MLP (BatchNorm before the add) of the user's, PTQ, 50% of its units removed (the add's two
+    producers together), through RTL and cocotb: 0 mismatches."""
+    torch.manual_seed(0)
+    net = importer.user_class(f"{user_dir / 'net.py'}:ResMLP")()
+    _random_bn(net)
+    torch.save(net.state_dict(), user_dir / "resmlp.pt")
+    _yaml(user_dir, "resmlp", model={"module": "net.py:ResMLP", "weights": "resmlp.pt"}, quant={"method": "ptq"},
+          prune={"enabled": True, "sparsity": 0.5, "finetune_epochs": 1})
+    r = _codesign(user_dir, "flow", "resmlp.yaml", "--out", "run_resmlp", "--until", "verify")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    rep = json.loads((user_dir / "run_resmlp" / "report.json").read_text())
+    assert rep["export"]["torch_vs_qonnx_mismatches"] == 0 and rep["golden"]["qonnx_mismatches"] == 0
+    assert rep["verify"]["mismatches"] == 0 and rep["verify"]["vectors"] >= 300
+    pr = json.loads((user_dir / "run_resmlp" / "prune" / "prune.json").read_text())
+    assert pr["masked_vs_removed_mismatches"] == 0 and pr["coupled"] == [["fc1", "fc3"]]
+    assert {ly["layer"]: ly["units_after"] for ly in pr["layers"]} == {"fc1": 16, "fc2": 16, "fc3": 16, "fc4": 10}
+    assert rep["golden"]["accuracy"] == pytest.approx(pr["accuracy_after"], abs=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------
 # errors: one line, exit 2, no traceback
 # ---------------------------------------------------------------------------------------------
 def _flow_error(d: Path, name: str, **sections) -> str:
@@ -276,11 +414,11 @@ def test_unsupported_layer_names_path_and_type(user_dir):
         importer.import_module(_cfg(user_dir, module="net.py:Gelu", weights=None), (64,))
 
 
-def test_residual_refused(user_dir):
-    with pytest.raises(UnsupportedError, match="combines 2 tensors .*not a chain .*residual"):
-        importer.import_module(_cfg(user_dir, module="net.py:Residual", weights=None), (64,))
-    err = _flow_error(user_dir, "residual", model={"module": "net.py:Residual", "weights": None})
-    assert "not a chain" in err
+def test_concat_and_constant_add_refused(user_dir):
+    with pytest.raises(UnsupportedError, match="combines 2 tensors .*only residual adds of two tensors"):
+        importer.import_module(_cfg(user_dir, module="net.py:Concat", weights=None), (64,))
+    err = _flow_error(user_dir, "addconst", model={"module": "net.py:AddConst", "weights": None})
+    assert "adds a constant or a non-tensor" in err
 
 
 def test_bad_module_path_and_class(user_dir):
@@ -297,8 +435,12 @@ def test_bad_module_path_and_class(user_dir):
 def test_config_rules(user_dir):
     with pytest.raises(ConfigError, match="quant.method: ptq needs an imported float model"):
         config_mod.from_dict({"quant": {"method": "ptq"}})
-    with pytest.raises(ConfigError, match="prune.enabled: not supported with model.module"):
-        config_mod.from_dict({"model": {"module": "a.py:B"}, "prune": {"enabled": True}})
+    with pytest.raises(ConfigError, match="prune.criterion: bn_gamma .* not supported with model.module"):
+        config_mod.from_dict({"model": {"module": "a.py:B"}, "prune": {"enabled": True, "criterion": "bn_gamma"}})
+    with pytest.raises(ConfigError, match="units: only for an imported model"):
+        config_mod.from_dict({"model": {"units": {"fc1": 3}}})
+    with pytest.raises(ConfigError, match="model.units: unknown layer.*fc9"):
+        importer.import_module(_cfg(user_dir, module="net.py:MLP", weights=None, units={"fc9": 3}), (64,))
     with pytest.raises(ConfigError, match="data.path: dataset npz needs"):
         config_mod.from_dict({"data": {"dataset": "npz"}})
     cfg = config_mod.load(_yaml(user_dir, "paths"))  # relative to the YAML's folder, made absolute

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from codesign import config, data, prune
+from codesign import config, data, prune, quant
 from codesign.errors import CodesignError, UnsupportedError
 
 torch.set_num_threads(1)
@@ -266,3 +266,24 @@ def test_consumer_scale_in_removed_column_stays_exact():
     x = np.random.default_rng(0).uniform(-1, 1, (64, 64)).astype(np.float32)
     small, _, mism = prune.prune_once(model, cfg, keep, x)
     assert mism == 0 and small.fc2.weight.shape == (10, 4)
+
+
+def test_batchnorm_channels_removed_with_their_units():
+    """A zoo model with BatchNorm kept (model.batchnorm): the BatchNorm's channels go with their conv's units
+    (negative and tiny gammas), masked == removed, and the config's channels shrink."""
+    cfg = config.load("digits_cnn_bn")
+    model = quant.build_model(cfg, (1, 8, 8), 10).eval()
+    with torch.no_grad():
+        for bn in (model.bn1, model.bn2):
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.weight.uniform_(-1.5, 1.5)
+            bn.weight[0] = 1e-4
+    x = np.random.default_rng(0).uniform(-1, 1, (64, 1, 8, 8)).astype(np.float32)
+    model(torch.as_tensor(x))
+    keep = prune.select_units(model, "l1", 0.5)
+    small, new_cfg, mism = prune.prune_once(model, cfg, keep, x)
+    assert mism == 0 and new_cfg.model.channels == [4, 8]
+    assert torch.equal(small.bn1.running_var, model.bn1.running_var[torch.as_tensor(keep["conv1"])])
+    with pytest.raises(CodesignError, match="bn_gamma .*model.batchnorm"):
+        config.from_dict({**cfg.model_dump(mode="json"), "prune": {"enabled": True, "criterion": "bn_gamma"}})

@@ -36,20 +36,34 @@ class LayerStat:
 
 
 def prunable_layers(model: nn.Module) -> list[str]:
-    """Weight layers whose outputs can be pruned: all but the last (the class scores)."""
+    """Weight layers whose outputs can be pruned: all but the last (the class scores); a residual model
+    (:class:`codesign.quant.GraphNet`) also keeps the layers added to the network input."""
+    if hasattr(model, "prunable"):
+        return model.prunable()
     layers = model.weight_layers()
     return layers[:-1]
 
 
+def bn_followers(model: nn.Module) -> dict[str, str]:
+    """BatchNorm layer -> the weight layer it normalizes (its channels are that layer's units)."""
+    out: dict[str, str] = {}
+    for n in getattr(model, "order", []):
+        if isinstance(getattr(model, n), nn.BatchNorm1d | nn.BatchNorm2d):
+            src = model.input_of(n)
+            if src in model.weight_layers():
+                out[n] = src
+    return out
+
+
 def check_supported(model: nn.Module) -> None:
-    """Refuse models the pruner cannot handle: BatchNorm modules, or no named weight layers."""
-    order = list(model.order)
-    for n in order:
-        m = getattr(model, n)
-        if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
-            raise UnsupportedError(f"layer {n}: BatchNorm coupling is not supported by the pruner yet")
+    """Refuse models the pruner cannot handle: a BatchNorm not right after a weight layer, or no named weight
+    layers."""
     if not hasattr(model, "weight_layers"):
         raise UnsupportedError("the pruner needs a codesign.quant.QuantNet (sequential, named layers)")
+    followers = bn_followers(model)
+    for n in model.order:
+        if isinstance(getattr(model, n), nn.BatchNorm1d | nn.BatchNorm2d) and n not in followers:
+            raise UnsupportedError(f"layer {n}: a BatchNorm that does not follow a Linear/Conv cannot be pruned")
 
 
 def layer_stats(model: nn.Module) -> list[LayerStat]:

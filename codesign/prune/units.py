@@ -35,6 +35,7 @@ from codesign.config import Config
 from codesign.errors import CodesignError, UnsupportedError
 from codesign.prune.common import (
     CostFn,
+    bn_followers,
     check_supported,
     outputs,
     prunable_layers,
@@ -180,6 +181,7 @@ def apply_mask(model: nn.Module, keep: dict[str, np.ndarray]) -> None:
     per-tensor weight scale comes from its max |w|, which may sit in a column that removal drops.
     """
     in_idx = _input_index(model, keep)
+    owners = _bn_of(model)
     with torch.no_grad():
         for n, k in keep.items():
             m = getattr(model, n)
@@ -188,6 +190,9 @@ def apply_mask(model: nn.Module, keep: dict[str, np.ndarray]) -> None:
             m.weight[~mask] = 0
             if m.bias is not None:
                 m.bias[~mask] = 0
+            for bn in owners.get(n, []):  # gamma = beta = 0: the channel is 0 after its BatchNorm too
+                getattr(model, bn).weight[~mask] = 0
+                getattr(model, bn).bias[~mask] = 0
         for c, idx in in_idx.items():
             w = getattr(model, c).weight
             cols = torch.zeros(w.shape[1], dtype=torch.bool)
@@ -204,8 +209,19 @@ def consumers(model: nn.Module) -> dict[str, list[str]]:
     return {n: [wl[i + 1]] for i, n in enumerate(wl[:-1])}
 
 
+def _bn_of(model: nn.Module) -> dict[str, list[str]]:
+    """Weight layer -> the BatchNorm layers whose channels are its units."""
+    out: dict[str, list[str]] = {}
+    for bn, w in bn_followers(model).items():
+        out.setdefault(w, []).append(bn)
+    return out
+
+
 def pruned_config(cfg: Config, model: nn.Module, keep: dict[str, np.ndarray]) -> Config:
-    """``cfg`` with the smaller layer sizes (conv channels / hidden widths)."""
+    """``cfg`` with the smaller layer sizes (conv channels / hidden widths; an imported model's ``model.units``)."""
+    if cfg.model.module is not None:
+        units = {**cfg.model.units, **{n: len(k) for n, k in keep.items()}}
+        return cfg.model_copy(update={"model": cfg.model.model_copy(update={"units": units})})
     channels = [len(keep[f"conv{i + 1}"]) if f"conv{i + 1}" in keep else c for i, c in enumerate(cfg.model.channels)]
     hidden = [len(keep[f"fc{i + 1}"]) if f"fc{i + 1}" in keep else h for i, h in enumerate(cfg.model.hidden)]
     return cfg.model_copy(update={"model": cfg.model.model_copy(update={"channels": channels, "hidden": hidden})})
@@ -263,10 +279,13 @@ def remove_units(model: nn.Module, cfg: Config, keep: dict[str, np.ndarray]) -> 
         small = build_model(new_cfg, model.input_shape, model.n_classes)
     src = model.state_dict()
     out_idx: dict[str, np.ndarray] = {n: k for n, k in keep.items()}
+    for bn, w in bn_followers(model).items():
+        if w in keep:
+            out_idx[bn] = keep[w]
     new_state = {}
     for key, t in src.items():
         layer, _, param = key.partition(".")
-        if param in ("weight", "bias"):
+        if param in ("weight", "bias", "running_mean", "running_var"):
             if layer in out_idx:
                 t = t[torch.as_tensor(out_idx[layer])]
             if param == "weight" and layer in in_idx:

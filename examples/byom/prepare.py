@@ -1,7 +1,7 @@
 """What a user brings to codesign, made here from scikit-learn digits (offline): ``digits.npz`` (flat 64-vectors)
 and ``digits_img.npz`` (1x8x8), each with x_train, y_train, x_test, y_test (inputs ``pixel / 8 - 1`` in [-1, 1],
-the input quantizer's range), and the float models of ``net.py`` trained in plain PyTorch: ``mlp.pt``, ``cnn.pt``
-(state_dicts).
+the input quantizer's range), and the float models of ``net.py`` trained in plain PyTorch: ``mlp.pt``,
+``cnn.pt``, ``resnet.pt`` (state_dicts).
 
     python examples/byom/prepare.py            # writes next to this file; --out DIR elsewhere
 """
@@ -43,7 +43,7 @@ def train_float(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, epochs: in
     model.eval()
 
 
-def prepare(out: Path, models: tuple[str, ...] = ("mlp", "cnn"), epochs: int = 20) -> dict[str, float]:
+def prepare(out: Path, models: tuple[str, ...] = ("mlp", "cnn", "resnet"), epochs: int = 20) -> dict[str, float]:
     """Write the .npz files and the trained weights of ``models`` into ``out``; return their float test accuracies."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -56,9 +56,12 @@ def prepare(out: Path, models: tuple[str, ...] = ("mlp", "cnn"), epochs: int = 2
     img = (-1, 1, 8, 8)
     np.savez(out / "digits_img.npz", x_train=xtr.reshape(img), y_train=ytr, x_test=xte.reshape(img), y_test=yte)
     net = _net_module()
+    seed_of = {"mlp": 0, "cnn": 1, "resnet": 2}
     acc = {}
     for name in models:
-        model, shape = (net.MLP(), (-1, 64)) if name == "mlp" else (net.CNN(), img)
+        torch.manual_seed(seed_of[name])
+        model, shape = (net.MLP(), (-1, 64)) if name == "mlp" else (net.CNN(), img) if name == "cnn" \
+            else (net.ResNet(), img)
         train_float(model, xtr.reshape(shape), ytr, epochs)
         torch.save(model.state_dict(), out / f"{name}.pt")
         with torch.no_grad():
@@ -70,9 +73,10 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=HERE)
     ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--models", nargs="+", default=["mlp", "cnn", "resnet"], choices=["mlp", "cnn", "resnet"])
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    for name, a in prepare(args.out, epochs=args.epochs).items():
+    for name, a in prepare(args.out, models=tuple(args.models), epochs=args.epochs).items():
         print(f"{name}: float test accuracy {a:.4f} -> {args.out / (name + '.pt')}")
 
 

@@ -84,7 +84,7 @@ def _check_supported(mw) -> None:
     """The flow's stages handle these ops of a cleaned graph of our models; anything else is a clear error."""
     unsupported = sorted({n.op_type for n in mw.graph.node} - {
         "Quant", "BipolarQuant", "MatMul", "Add", "Mul", "Relu", "Conv", "MaxPool", "Reshape", "Flatten", "Transpose",
-        "BatchNormalization"})
+        "BatchNormalization", "AveragePool", "GlobalAveragePool"})
     if unsupported:
         raise UnsupportedError(f"export: cleaned graph has op(s) {', '.join(unsupported)} the flow does not support")
 

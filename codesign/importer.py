@@ -11,7 +11,8 @@ layers :class:`codesign.quant.QuantNet` builds for the zoo models (a residual gr
 bias of the conv/linear before it is folded into its running mean, exactly as ``model.batchnorm`` zoo models
 have bias-less layers there), ReLU / ReLU6 -> ``QuantReLU`` (``relu<i>`` / ``relu_fc<i>``, the layer's
 unsigned activation quantizer; a ReLU6's upper clamp becomes that quantizer's range, not 6),
-MaxPool1d/2d (``pool<i>``), Flatten (module, ``torch.flatten(x, 1)``,
+MaxPool1d/2d (``pool<i>``), AvgPool1d/2d and AdaptiveAvgPool1d/2d(1) (``avgpool<i>``, a window average
+re-quantized by ``requant_avgpool<i>``, unsigned after ReLUs), Flatten (module, ``torch.flatten(x, 1)``,
 ``x.flatten(1)``, ``x.view(x.size(0), -1)`` / ``reshape``); Dropout and Identity are dropped (no-ops in
 eval). A MaxPool between a layer and its ReLU is moved after the ReLU (they commute exactly).
 
@@ -41,7 +42,7 @@ groups joined by an add pruned together, a layer added to the network input kept
 with their layer's units; the smaller widths are ``model.units`` in the pruned config, from which :func:`build`
 rebuilds the model.
 
-Not yet: concatenations, grouped or dilated convs, pools with stride != kernel or padding, AvgPool, activations
+Not yet: concatenations, grouped or dilated convs, pools with stride != kernel or padding, activations
 other than ReLU/ReLU6, a ReLU-less hidden layer, a last layer other than Linear, cross-layer equalization of a
 residual graph, ``bn_gamma`` pruning.
 """
@@ -68,7 +69,8 @@ from codesign.config import Config, DataConfig, ModelConfig
 from codesign.errors import ConfigError, UnsupportedError
 
 SUPPORTED = ("nn.Linear, nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.MaxPool1d, "
-             "nn.MaxPool2d, nn.Flatten (or torch.flatten / x.view(x.size(0), -1)), nn.Dropout, nn.Identity")
+             "nn.MaxPool2d, nn.AvgPool1d/2d, nn.AdaptiveAvgPool1d/2d(1), residual adds, nn.Flatten (or "
+             "torch.flatten / x.view(x.size(0), -1)), nn.Dropout, nn.Identity")
 _NOOP = (nn.Dropout, nn.Identity)
 _RELU_FNS = (torch.relu, F.relu, F.relu6)
 
@@ -156,6 +158,7 @@ class Op:
     module: nn.Module | None
     out_shape: tuple[int, ...]
     inputs: tuple[int, ...] = ()
+    window: tuple[int, ...] = ()  # avgpool: the pooling window
 
 
 def _type_name(m: nn.Module) -> str:
@@ -191,6 +194,15 @@ def _module_kind(path: str, m: nn.Module) -> str | None:
                 or m.return_indices):
             raise _unsupported(path, _type_name(m), "pools need stride == kernel_size, no padding, no dilation")
         return "maxpool"
+    if isinstance(m, (nn.AvgPool1d, nn.AvgPool2d)):
+        k, s = m.kernel_size, m.stride
+        if s != k or m.padding not in (0, (0, 0)) or m.ceil_mode:
+            raise _unsupported(path, _type_name(m), "pools need stride == kernel_size, no padding")
+        return "avgpool"
+    if isinstance(m, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)):
+        if any(v != 1 for v in np.atleast_1d(np.asarray(m.output_size, dtype=object))):
+            raise _unsupported(path, _type_name(m), "only global average pooling (output_size 1) is supported")
+        return "avgpool"
     if isinstance(m, nn.Flatten):
         if m.start_dim != 1 or m.end_dim != -1:
             raise _unsupported(path, _type_name(m), "only Flatten(start_dim=1) is supported")
@@ -275,7 +287,10 @@ def trace(module: nn.Module, input_shape: tuple[int, ...]) -> list[Op]:
         if kind is None:  # a no-op: its value is its input's
             index[node] = index[src]
             continue
-        ops.append(Op(kind, path, mod, out_shape, (index[src],)))
+        window = tuple(int(v) for v in in_shape[2:]) if isinstance(mod, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)) \
+            else tuple(int(v) for v in np.broadcast_to(mod.kernel_size, (len(in_shape) - 2,))) if kind == "avgpool" \
+            else ()
+        ops.append(Op(kind, path, mod, out_shape, (index[src],), window))
         index[node] = len(ops) - 1
     return ops
 
@@ -343,6 +358,7 @@ class Layer:
     inputs: tuple[str, ...] = ()  # the layers it reads ("inp": the input quantizer)
     fold_bn: Op | None = None  # conv/linear: a BatchNorm folded into it (it feeds a residual add)
     raw: bool = False  # conv/linear: its accumulator goes to a residual add (not re-quantized by itself)
+    signed: bool = True  # requant: a signed quantizer (an unsigned one after an average of ReLU outputs)
 
 
 def _where(op: Op) -> str:
@@ -418,6 +434,13 @@ def plan(ops: list[Op], input_shape: tuple[int, ...]) -> list[Layer]:
                 k += 1
                 name = f"{base}_{k}"
             layers.append(Layer(name, "maxpool", op))
+        elif op.kind == "avgpool":
+            if owner and stage != "relu":
+                raise UnsupportedError(f"{_where(op)}: an average pool must read a quantized activation (after the "
+                                       "ReLU)")
+            name = f"avgpool{n_conv}"
+            layers.append(Layer(name, "avgpool", op))
+            layers.append(Layer(f"requant_{name}", "requant", op, of=name, signed=not owner))
         elif op.kind == "flatten":
             if flattened:
                 raise UnsupportedError(f"{_where(op)}: a second flatten is not supported")
@@ -443,6 +466,7 @@ def plan_graph(ops: list[Op], input_shape: tuple[int, ...]) -> list[Layer]:
                                f"re-quantized), got {_where(ops[-1])}")
     name: dict[int, str] = {-1: "inp"}  # op -> the layer holding its value
     quantized: dict[str, bool] = {"inp": True}
+    unsigned: dict[str, bool] = {}  # quantized activations known to be >= 0 (ReLU outputs)
     layers: list[Layer] = []
     by_name: dict[str, Layer] = {}
     n_conv = n_fc = n_add = 0
@@ -510,6 +534,7 @@ def plan_graph(ops: list[Op], input_shape: tuple[int, ...]) -> list[Layer]:
             else:
                 lname = f"relu{of[4:]}" if of.startswith("conv") else f"relu_fc{of[2:]}"
             add_layer(Layer(lname, "relu", op, of=of, inputs=ins), j, True)
+            unsigned[lname] = True
         elif op.kind == "add":
             for i, n in zip(op.inputs, ins, strict=True):
                 ly = by_name.get(n)
@@ -533,6 +558,15 @@ def plan_graph(ops: list[Op], input_shape: tuple[int, ...]) -> list[Layer]:
                 k += 1
                 lname = f"{base}_{k}"
             add_layer(Layer(lname, "maxpool", op, inputs=ins), j, True)
+            unsigned[lname] = unsigned.get(ins[0], False)
+        elif op.kind == "avgpool":
+            if not quantized[ins[0]]:
+                raise UnsupportedError(f"{_where(op)}: an average pool must read a quantized activation (after the "
+                                       "ReLU)")
+            lname = f"avgpool{n_conv}" if f"avgpool{n_conv}" not in by_name else f"avgpool{n_conv}_{j}"
+            add_layer(Layer(lname, "avgpool", op, inputs=ins), j, False)
+            add_layer(Layer(f"requant_{lname}", "requant", op, of=lname, inputs=(lname,),
+                            signed=not unsigned.get(ins[0], False)), j, True)
         elif op.kind == "flatten":
             in_shape = ops[op.inputs[0]].out_shape if op.inputs[0] >= 0 else (1, *input_shape)
             if len(in_shape) == 2:  # already flat: a no-op
@@ -544,6 +578,7 @@ def plan_graph(ops: list[Op], input_shape: tuple[int, ...]) -> list[Layer]:
             flattened = True
             add_layer(Layer("flatten" if "flatten" not in by_name else f"flatten{j}", "flatten", op, inputs=ins),
                       j, True)
+            unsigned[name[j]] = unsigned.get(ins[0], False)
     return layers
 
 
@@ -637,7 +672,7 @@ def _quant_layer(cfg: Config, ly: Layer, cin: int, cout: int) -> nn.Module:
     if ly.kind == "relu":
         return QuantReLU(act_quant=quant.act_quant(cfg.layer_act(ly.of)), return_quant_tensor=True)
     if ly.kind == "requant":
-        aq = cfg.quant.act.model_copy(update={"signed": True})
+        aq = cfg.quant.act.model_copy(update={"signed": ly.signed})
         return QuantIdentity(act_quant=quant.act_quant(aq, "quant.act"), return_quant_tensor=True)
     return _plain_layer(ly, cout)
 
@@ -666,6 +701,8 @@ def _plain_layer(ly: Layer, width: int) -> nn.Module:
         return type(m)(m.kernel_size, m.stride)
     if ly.kind == "add":
         return quant.ResidualAdd()
+    if ly.kind == "avgpool":  # a global pool's window is its input's whole map (Op.window)
+        return quant.AvgPool(len(ly.src.out_shape) - 2, ly.src.window)
     return nn.Flatten()
 
 

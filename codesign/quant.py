@@ -297,6 +297,19 @@ class ResidualAdd(nn.Module):
         return _value(a) + _value(b)
 
 
+class AvgPool(nn.Module):
+    """Average pooling of a quantized activation's values over ``window`` (stride = window); the layer after it
+    re-quantizes. Exported as an ``AveragePool`` node."""
+
+    def __init__(self, dims: int, window: Sequence[int]):
+        super().__init__()
+        self.dims, self.window = dims, tuple(int(v) for v in window)
+
+    def forward(self, x):
+        fn = torch.nn.functional.avg_pool2d if self.dims == 2 else torch.nn.functional.avg_pool1d
+        return fn(_value(x), self.window)
+
+
 class GraphNet(QuantNet):
     """A QuantNet that forks and re-joins (residual adds): ``inputs[name]`` lists the layers a layer reads (a
     layer not listed reads the previous one, as in a chain). Pruning sees its dataflow through

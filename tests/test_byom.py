@@ -95,6 +95,23 @@ class ResMLP(nn.Module):
         return self.head(torch.relu(y + h))
 
 
+class GapNet(nn.Module):
+    """AvgPool, a residual add of a conv and its input, global average pooling (AdaptiveAvgPool2d(1))."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 8, 3, padding=1)
+        self.c2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.pool = nn.AvgPool2d(2)
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = self.pool(torch.relu(self.c1(x)))
+        x = torch.relu(self.c2(x) + x)
+        return self.fc(torch.flatten(self.gap(x), 1))
+
+
 class Concat(nn.Module):
     def __init__(self):
         super().__init__()
@@ -342,6 +359,26 @@ def test_residual_mapping_and_float_twin(user_dir):
     assert [ly.name for ly in imp.layers] == ["fc1", "relu_fc1", "add1", "requant1", "fc2"]
     # fc1 is added to the network input: its width is fixed, nothing is prunable
     assert importer.build(cfg, (64,), 10).prunable() == []
+
+
+def test_avgpool_and_global_pool_to_golden(user_dir):
+    """AvgPool2d and AdaptiveAvgPool2d(1) (each re-quantized, unsigned after ReLUs) in a residual CNN: float twin ==
+    the user's model; PTQ, export and golden model: 0 mismatches against PyTorch and execute_onnx."""
+    cfg = _cfg(user_dir, module="net.py:GapNet", weights=None, input_shape=[1, 8, 8])
+    imp = _twin_equals_user(cfg, (1, 8, 8))
+    lay = {ly.name: ly for ly in imp.layers}
+    assert lay["avgpool1"].src.window == (2, 2) and lay["avgpool2"].src.window == (4, 4)
+    assert not lay["requant_avgpool1"].signed and not lay["requant_avgpool2"].signed
+    torch.manual_seed(0)
+    torch.save(imp.module.state_dict(), user_dir / "gap.pt")
+    _yaml(user_dir, "gap", data={"path": "digits_img.npz"},
+          model={"module": "net.py:GapNet", "weights": "gap.pt", "input_shape": [1, 8, 8]}, quant={"method": "ptq"})
+    r = _codesign(user_dir, "flow", "gap.yaml", "--out", "run_gap", "--until", "golden")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    rep = json.loads((user_dir / "run_gap" / "report.json").read_text())
+    assert rep["export"]["torch_vs_qonnx_mismatches"] == 0 and rep["golden"]["qonnx_mismatches"] == 0
+    ops = {n.op_type for n in onnx.load(user_dir / "run_gap" / "export" / "model.onnx").graph.node}
+    assert "AveragePool" in ops and "Add" in ops
 
 
 @pytest.mark.parametrize("module,shape", [("ResNet", (1, 8, 8)), ("CNN", (1, 8, 8))])

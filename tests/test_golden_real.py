@@ -100,7 +100,9 @@ def bnn_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("bnn")
 
 
-@pytest.mark.parametrize("name", ["TFC_1W1A", "TFC_1W2A", "TFC_2W2A", "SFC_1W1A"])
+# TFC_1W2A and SFC_1W1A (same layer kinds as the others, 47 s and 72 s) run with make test-slow
+@pytest.mark.parametrize("name", ["TFC_1W1A", pytest.param("TFC_1W2A", marks=pytest.mark.slow), "TFC_2W2A",
+                                  pytest.param("SFC_1W1A", marks=pytest.mark.slow)])
 def test_bnn_pynq_fc(bnn_dir, name):
     gm = GoldenModel(bnn_pynq(name, bnn_dir, seed=3))
     assert gm.mixed and gm.input_spec.host_pre

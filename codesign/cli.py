@@ -39,9 +39,11 @@ DesignArg = Annotated[Path, typer.Argument(
     help="a run directory, or a folder written by `codesign rtl MODEL.onnx --out DIR`")]
 
 
-def _cleaned(model: Path, out: Path) -> Path:
+def _cleaned(model: Path, out: Path, channels_last: bool = False) -> Path:
     """``model``, or, when it is not cleaned yet (a QONNX file made elsewhere), its cleaned copy
-    ``out/model.onnx`` (codesign.graph.clean), which the design's interface.json then names."""
+    ``out/model.onnx`` (codesign.graph.clean), which the design's interface.json then names. ``channels_last``
+    (``--io stream``: the line buffers stream channels-last feature maps): conv layers converted to channels-last,
+    the graph input left as it is."""
     import onnx
 
     from codesign.graph.clean import clean_qonnx, is_clean
@@ -55,7 +57,7 @@ def _cleaned(model: Path, out: Path) -> Path:
         return model
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "model.onnx") as tmp:
-        onnx.save(clean_qonnx(proto), str(tmp))
+        onnx.save(clean_qonnx(proto, channels_last=channels_last, input_channels_last=False), str(tmp))
     console.print(f"cleaned {model} -> {out / 'model.onnx'} (qonnx cleanup, Gemm -> MatMul, conv bias split)")
     return out / "model.onnx"
 
@@ -233,6 +235,9 @@ def rtl(
     share: Annotated[bool | None, typer.Option("--share/--no-share", help="fully parallel layers: compute shift-add "
                                                "terms that several outputs have in common once (default: on)")] = None,
     pipeline: Annotated[int | None, typer.Option(help="register stages per adder tree (default 1)")] = None,
+    popcount: Annotated[str | None, typer.Option(
+        help="auto | on | off: fully parallel layers of 1-bit inputs and +-c weights as two $countones per output "
+        "(auto: fan-in >= 256)")] = None,
     flow_control: Annotated[str | None, typer.Option(
         help="stall (backpressure enables every register, default) | credit (valid-only pipeline, output FIFO, "
         "registered credit ready)")] = None,
@@ -243,13 +248,15 @@ def rtl(
     """Generate Verilog for the accelerator (a run directory, or any QONNX file: float pre-/post-processing
     around the first and last quantizer stays on the host, BatchNorm and float scales become thresholds)."""
     upd = {k: v for k, v in dict(strategy=strategy, reuse=reuse, multiplier=multiplier, io=io, share=share,
+                                 popcount=popcount,
                                  pipeline=pipeline, flow_control=flow_control).items() if v is not None}
     if target.suffix == ".onnx":
         from codesign.rtl import generate
 
         if out is None:
             raise CodesignError("with a .onnx file, --out DIR is required")
-        iface = generate(_cleaned(target, out), out, input_precision=input_precision, **upd)
+        iface = generate(_cleaned(target, out, channels_last=io == "stream"), out, input_precision=input_precision,
+                         **upd)
         console.print(f"wrote {out} (latency {iface['latency_cycles']} cycles, II {iface['ii']})")
         return
     from codesign import flow as flow_mod
@@ -282,6 +289,7 @@ def verify(
     from codesign import flow as flow_mod
     from codesign.run import RunDir
 
+    run_dir = run_dir.resolve()  # the simulator runs in its own folder: relative paths would not reach it
     if _rtl_folder(run_dir):
         from codesign.config import VerifyConfig
         from codesign.verify import summary

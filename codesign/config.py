@@ -282,6 +282,12 @@ class RTLConfig(_Strict):
         "'credit' = valid-only pipeline: the datapath advances every cycle, an output FIFO of latency + 2 entries "
         "(hw/cs_credit_fifo.v) absorbs the vectors in flight and s_axis_tready is a registered credit count "
         "(+1 cycle latency, same AXI-Stream protocol; latency strategy, vector io, chain networks)")
+    popcount: Literal["auto", "on", "off"] = Field(
+        "auto", description="fully parallel layers whose inputs are all 1-bit (bipolar layers in XNOR form) and whose "
+        "weights are all +-c: 'on' = each output as c * (popcount(x & P) - popcount(x & N)) + bias, two $countones "
+        "over the input bits instead of an adder tree of single bits (one line per output instead of one per "
+        "product; no tree pipeline stages inside); 'auto' = that form from a fan-in of 256 up (CNV-sized layers); "
+        "'off' = adder trees everywhere")
     epilogue: Literal["auto", "thresholds", "mulshift"] = Field(
         "auto", description="form of a float epilogue (BatchNorm, float scales) in fully parallel layers: integer "
         "'thresholds' (comparators), 'mulshift' (acc * m + b >> s, clipped; where an exact one exists) or 'auto' "

@@ -275,6 +275,7 @@ def run(b: Build, test_module: str, work: Path, config: dict, *, plusargs: Seque
 
     ``config`` is written to ``work/tb_config.json`` and passed as ``CODESIGN_TB_CONFIG``: internal, the
     way from here into the cocotb test module inside the simulator process, not a user setting."""
+    work = Path(work).resolve()  # the simulator runs in test_dir: a relative path would not reach it
     work.mkdir(parents=True, exist_ok=True)
     cfg_path = work / "tb_config.json"
     cfg_path.write_text(json.dumps({**config, "work": str(work)}))

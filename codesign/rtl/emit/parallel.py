@@ -187,6 +187,58 @@ def linear_sums(body: Body, n_in: int, xs: dict[int, Sig], conns, biases, exact,
     return sums, tb.cuts
 
 
+POPCOUNT_AUTO_FAN_IN = 256  # rtl.popcount 'auto': the popcount form from this many 1-bit inputs per output up
+
+
+def popcount_weight(ly: ir.Layer, xs: dict[int, Sig], conns, fs: list[int], cfg: RTLConfig) -> int | None:
+    """The common weight magnitude ``c`` when the layer takes the popcount form (``rtl.popcount``): a Dense/Conv
+    whose used inputs are all 1-bit unsigned fields (the stored bits ``b`` of bipolar codes, ``x = 2b - 1``) and
+    whose weights are all ``+-c``; else None."""
+    if cfg.popcount == "off" or not isinstance(ly, ir.Linear) or any(fs) or not xs:
+        return None
+    if any(s.lo < 0 or s.hi > 1 for s in xs.values()):
+        return None
+    mags = {abs(int(w)) for terms in conns for _, w in terms}
+    if len(mags) != 1:
+        return None
+    if cfg.popcount == "auto" and max(len(terms) for terms in conns) < POPCOUNT_AUTO_FAN_IN:
+        return None
+    return mags.pop()
+
+
+def popcount_sums(body: Body, xs: dict[int, Sig], conns, biases, exact, c: int) -> list[Sig]:
+    """``acc_j = c * (popcount(xv & P_j) - popcount(xv & N_j)) + bias_j`` with ``xv`` the used input bits and
+    ``P_j`` / ``N_j`` the inputs output ``j`` adds / subtracts: exact (the result fits its exact-bounds width, and
+    every step is a ring operation modulo that width)."""
+    used = sorted(xs)
+    pos = {i: k for k, i in enumerate(used)}
+    n = len(used)
+    body.lines.append(f"    // popcount form (rtl.popcount): weights +-{c} on {n} one-bit inputs")
+    bits = ", ".join(f"x{i}[0]" for i in reversed(used))
+    body.lines.append(f"    wire [{n - 1}:0] xv = {{{bits}}};")
+    sums = []
+    for j, terms in enumerate(conns):
+        lo, hi = exact[j]
+        w = bits_for(lo, hi)
+        pmask = sum(1 << pos[i] for i, wt in terms if wt > 0)
+        nmask = sum(1 << pos[i] for i, wt in terms if wt < 0)
+        parts = []
+        for tag, mask in (("p", pmask), ("m", nmask)):
+            if mask:
+                cw = bits_for(0, bin(mask).count("1")) + 1
+                body.lines.append(f"    wire [{cw - 1}:0] n{j}_{tag} = $countones(xv & {lit(mask, n)});")
+                parts.append(f"$signed({{{w}'d0, n{j}_{tag}}})")
+            else:
+                parts.append(f"{w}'sd0")
+        shift = c.bit_length() - 1 if c & (c - 1) == 0 else None
+        diff = f"({parts[0]} - {parts[1]})"
+        scaled = f"({diff} <<< {shift})" if shift else diff if shift == 0 else f"({diff} * {w}'sd{c})"
+        expr = f"{scaled} + $signed({lit(int(biases[j]), w)})" if int(biases[j]) else scaled
+        body.lines.append(f"    wire signed [{w - 1}:0] n{j}_acc = {expr};")
+        sums.append(Sig(f"n{j}_acc", w, lo, hi))
+    return sums
+
+
 def _terms(ly: ir.Layer):
     """(connections, biases, per-field shift) of a layer as the fully parallel trees compute them:
     per-channel scales divide each field's terms by its power-of-two factor (exact)."""
@@ -254,6 +306,8 @@ def emit_parallel(ly: ir.Layer, cfg: RTLConfig) -> LayerModule:
                 for j, lv in enumerate(all_leaves)]
         if exact is not None:
             accs = [a if a.const else Sig(a.name, a.width, *exact[j]) for j, a in enumerate(accs)]
+    elif (c := popcount_weight(ly, xs, conns, fs, cfg)) is not None:
+        accs, cuts = popcount_sums(body, xs, conns, biases, exact, c), set()
     else:
         accs, cuts = linear_sums(body, ly.n_in, xs, conns, biases, exact, cfg)
     outs = _outputs(body, ly, accs, fs)

@@ -6,8 +6,15 @@ import sys
 import pytest
 
 
-def run(*args):
-    return subprocess.run([sys.executable, "-m", "codesign", *args], capture_output=True, text=True)
+def run(*args, cwd=None):
+    import os
+    from pathlib import Path
+
+    import codesign
+
+    env = {**os.environ, "PYTHONPATH": str(Path(codesign.__file__).resolve().parents[1])}
+    return subprocess.run([sys.executable, "-m", "codesign", *args], capture_output=True, text=True, cwd=cwd,
+                          env=env)
 
 
 def test_help_lists_stages():
@@ -133,7 +140,7 @@ def test_verify_fpga_energy_on_a_plain_rtl_folder(tmp_path):
     d = tmp_path / "rtl"
     r = run("rtl", str(tmp_path / "m.onnx"), "--out", str(d))
     assert r.returncode == 0, r.stderr[-2000:]
-    r = run("verify", str(d), "--vectors", "300", "--sim", "icarus")
+    r = run("verify", "rtl", "--vectors", "300", "--sim", "icarus", cwd=tmp_path)  # a relative folder
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
     v = json.loads((tmp_path / "rtl_verify" / "verify.json").read_text())
     assert v["mismatches"] == 0 and v["vectors"] >= 300

@@ -11,17 +11,20 @@ from codesign.rtl import generate, lower
 from codesign.rtl.emit.parallel import POPCOUNT_AUTO_FAN_IN
 
 
-@pytest.fixture(scope="module")
-def tfc_1w1a(tmp_path_factory):
-    """Brevitas bnn_pynq TFC_1W1A (random weights, randomized BatchNorm), lowered: bipolar layers of fan-in 64
-    after a first layer of 784 one-bit inputs."""
+def _tfc(name: str, folder):
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.util.cleanup import cleanup_model
 
     from codesign.real_models import bnn_pynq
 
-    path = bnn_pynq("TFC_1W1A", tmp_path_factory.mktemp("tfc"))
-    return lower(cleanup_model(ModelWrapper(str(path))).model, "TFC_1W1A")
+    return lower(cleanup_model(ModelWrapper(str(bnn_pynq(name, folder)))).model, name)
+
+
+@pytest.fixture(scope="module")
+def tfc_1w1a(tmp_path_factory):
+    """Brevitas bnn_pynq TFC_1W1A (random weights, randomized BatchNorm), lowered: bipolar layers of fan-in 64
+    after a first layer of 784 one-bit inputs."""
+    return _tfc("TFC_1W1A", tmp_path_factory.mktemp("tfc"))
 
 
 def _sources(d) -> str:
@@ -29,26 +32,35 @@ def _sources(d) -> str:
 
 
 @pytest.mark.needs("verilator")
-def test_popcount_form_equals_the_ir(tfc_1w1a, tmp_path):
+@pytest.mark.parametrize("name", ["TFC_1W1A", "TFC_1W2A"])
+def test_popcount_form_equals_the_ir(tfc_1w1a, tmp_path, name):
+    """One bit plane (bipolar inputs as bits) and two (signed 2-bit activations: the sign plane subtracts)."""
     from codesign.verify import run_codes
 
-    iface = generate(tfc_1w1a, tmp_path / "on", popcount="on")
+    model = tfc_1w1a if name == "TFC_1W1A" else _tfc(name, tmp_path)
+    iface = generate(model, tmp_path / "on", popcount="on")
     text = _sources(tmp_path / "on")
     assert text.count("$countones") >= 64 and "popcount form" in text
-    f = tfc_1w1a.input_fmt
-    x = np.random.default_rng(0).integers(f.lo, f.hi + 1, (300, int(np.prod(tfc_1w1a.input_shape))))
+    assert ("2 bit plane(s)" in text) == (name == "TFC_1W2A")
+    f = model.input_fmt
+    x = np.random.default_rng(0).integers(f.lo, f.hi + 1, (300, int(np.prod(model.input_shape))))
     x[0], x[1] = f.lo, f.hi
     y, st = run_codes(tmp_path / "on", x, simulator="verilator")
-    assert np.array_equal(y, tfc_1w1a.run(x))
+    assert np.array_equal(y, model.run(x))
     assert st["latency"] == iface["latency_cycles"] and st["ii"] == 1
 
 
 def test_popcount_auto_only_for_wide_layers(tfc_1w1a, tmp_path):
     """'auto' takes the form from a fan-in of POPCOUNT_AUTO_FAN_IN up (here the 784-input first layer), 'off'
     nowhere: narrower layers keep their adder trees, so existing designs do not change."""
+    from codesign.rtl.api import rtl_config
+    from codesign.rtl.emit.parallel import _terms, popcount_weight
+
     generate(tfc_1w1a, tmp_path / "auto")
-    generate(tfc_1w1a, tmp_path / "off", popcount="off")
     fan_in = {p.stem: p.read_text().count("$countones") for p in (tmp_path / "auto").glob("fc*.v")}
     assert POPCOUNT_AUTO_FAN_IN > 64 and fan_in["fc1"] > 0 and all(v == 0 for k, v in fan_in.items() if k != "fc1")
-    off = _sources(tmp_path / "off")
-    assert "$countones" not in off and len(off) > 3 * len(_sources(tmp_path / "auto"))
+    fc1 = next(ly for ly in tfc_1w1a.layers if ly.name == "fc1")
+    conns, _, fs = _terms(fc1)
+    xs = {i: None for i in range(fc1.n_in)}
+    assert popcount_weight(fc1, xs, conns, fs, rtl_config(None, popcount="auto")) == 2  # bipolar: 2 * bits
+    assert popcount_weight(fc1, xs, conns, fs, rtl_config(None, popcount="off")) is None

@@ -192,11 +192,9 @@ POPCOUNT_AUTO_FAN_IN = 256  # rtl.popcount 'auto': the popcount form from this m
 
 def popcount_weight(ly: ir.Layer, xs: dict[int, Sig], conns, fs: list[int], cfg: RTLConfig) -> int | None:
     """The common weight magnitude ``c`` when the layer takes the popcount form (``rtl.popcount``): a Dense/Conv
-    whose used inputs are all 1-bit unsigned fields (the stored bits ``b`` of bipolar codes, ``x = 2b - 1``) and
-    whose weights are all ``+-c``; else None."""
+    whose weights are all ``+-c`` (binary or ternary weights; on bipolar inputs the stored bits ``b`` of
+    ``x = 2b - 1``); else None."""
     if cfg.popcount == "off" or not isinstance(ly, ir.Linear) or any(fs) or not xs:
-        return None
-    if any(s.lo < 0 or s.hi > 1 for s in xs.values()):
         return None
     mags = {abs(int(w)) for terms in conns for _, w in terms}
     if len(mags) != 1:
@@ -206,33 +204,42 @@ def popcount_weight(ly: ir.Layer, xs: dict[int, Sig], conns, fs: list[int], cfg:
     return mags.pop()
 
 
-def popcount_sums(body: Body, xs: dict[int, Sig], conns, biases, exact, c: int) -> list[Sig]:
-    """``acc_j = c * (popcount(xv & P_j) - popcount(xv & N_j)) + bias_j`` with ``xv`` the used input bits and
-    ``P_j`` / ``N_j`` the inputs output ``j`` adds / subtracts: exact (the result fits its exact-bounds width, and
-    every step is a ring operation modulo that width)."""
+def popcount_sums(body: Body, ly: ir.Layer, xs: dict[int, Sig], conns, biases, exact, c: int) -> list[Sig]:
+    """``acc_j = c * sum_p s_p 2^p (popcount(X_p & P_j) - popcount(X_p & N_j)) + bias_j``: ``X_p`` is bit ``p``
+    of every used input field (bit planes; ``s_p = -1`` for the sign bit of signed fields, else 1; one plane for
+    1-bit inputs), ``P_j`` / ``N_j`` the inputs output ``j`` adds / subtracts. Exact: the result fits its
+    exact-bounds width and every step is a ring operation modulo that width."""
     used = sorted(xs)
     pos = {i: k for k, i in enumerate(used)}
     n = len(used)
-    body.lines.append(f"    // popcount form (rtl.popcount): weights +-{c} on {n} one-bit inputs")
-    bits = ", ".join(f"x{i}[0]" for i in reversed(used))
-    body.lines.append(f"    wire [{n - 1}:0] xv = {{{bits}}};")
+    fmt = ly.in_field(used[0])[1]
+    planes = fmt.bits
+    body.lines.append(f"    // popcount form (rtl.popcount): weights +-{c} on {n} inputs, {planes} bit plane(s)")
+    for p in range(planes):
+        bits = ", ".join(f"x{i}[{p}]" for i in reversed(used))
+        body.lines.append(f"    wire [{n - 1}:0] xv{p} = {{{bits}}};")
     sums = []
     for j, terms in enumerate(conns):
         lo, hi = exact[j]
         w = bits_for(lo, hi)
         pmask = sum(1 << pos[i] for i, wt in terms if wt > 0)
         nmask = sum(1 << pos[i] for i, wt in terms if wt < 0)
-        parts = []
-        for tag, mask in (("p", pmask), ("m", nmask)):
-            if mask:
-                cw = bits_for(0, bin(mask).count("1")) + 1
-                body.lines.append(f"    wire [{cw - 1}:0] n{j}_{tag} = $countones(xv & {lit(mask, n)});")
-                parts.append(f"$signed({{{w}'d0, n{j}_{tag}}})")
-            else:
-                parts.append(f"{w}'sd0")
+        plane_terms = []
+        for p in range(planes):
+            parts = []
+            for tag, mask in (("p", pmask), ("m", nmask)):
+                if mask:
+                    cw = bits_for(0, bin(mask).count("1")) + 1
+                    body.lines.append(f"    wire [{cw - 1}:0] n{j}_{tag}{p} = $countones(xv{p} & {lit(mask, n)});")
+                    parts.append(f"$signed({{{w}'d0, n{j}_{tag}{p}}})")
+                else:
+                    parts.append(f"{w}'sd0")
+            diff = f"({parts[0]} - {parts[1]})"
+            term = f"({diff} <<< {p})" if p else diff
+            plane_terms.append(("-" if fmt.signed and p == planes - 1 else "+", term))
+        total = "".join(f" {sg} {t}" for sg, t in plane_terms).lstrip(" +")
         shift = c.bit_length() - 1 if c & (c - 1) == 0 else None
-        diff = f"({parts[0]} - {parts[1]})"
-        scaled = f"({diff} <<< {shift})" if shift else diff if shift == 0 else f"({diff} * {w}'sd{c})"
+        scaled = f"(({total}) <<< {shift})" if shift else f"({total})" if shift == 0 else f"(({total}) * {w}'sd{c})"
         expr = f"{scaled} + $signed({lit(int(biases[j]), w)})" if int(biases[j]) else scaled
         body.lines.append(f"    wire signed [{w - 1}:0] n{j}_acc = {expr};")
         sums.append(Sig(f"n{j}_acc", w, lo, hi))
@@ -307,7 +314,7 @@ def emit_parallel(ly: ir.Layer, cfg: RTLConfig) -> LayerModule:
         if exact is not None:
             accs = [a if a.const else Sig(a.name, a.width, *exact[j]) for j, a in enumerate(accs)]
     elif (c := popcount_weight(ly, xs, conns, fs, cfg)) is not None:
-        accs, cuts = popcount_sums(body, xs, conns, biases, exact, c), set()
+        accs, cuts = popcount_sums(body, ly, xs, conns, biases, exact, c), set()
     else:
         accs, cuts = linear_sums(body, ly.n_in, xs, conns, biases, exact, cfg)
     outs = _outputs(body, ly, accs, fs)

@@ -283,11 +283,11 @@ class RTLConfig(_Strict):
         "(hw/cs_credit_fifo.v) absorbs the vectors in flight and s_axis_tready is a registered credit count "
         "(+1 cycle latency, same AXI-Stream protocol; latency strategy, vector io, chain networks)")
     popcount: Literal["auto", "on", "off"] = Field(
-        "auto", description="fully parallel layers whose inputs are all 1-bit (bipolar layers in XNOR form) and whose "
-        "weights are all +-c: 'on' = each output as c * (popcount(x & P) - popcount(x & N)) + bias, two $countones "
-        "over the input bits instead of an adder tree of single bits (one line per output instead of one per "
-        "product; no tree pipeline stages inside); 'auto' = that form from a fan-in of 256 up (CNV-sized layers); "
-        "'off' = adder trees everywhere")
+        "auto", description="fully parallel layers whose weights are all +-c (binary, or ternary with zeros): 'on' = "
+        "each output as c * sum over the input bit planes p of s_p 2^p (popcount(X_p & P) - popcount(X_p & N)) + "
+        "bias, $countones over constant masks instead of an adder tree (a few lines per output instead of one per "
+        "product; no tree pipeline stages inside); 'auto' = that form from a fan-in of 256 up (SFC/CNV-sized "
+        "layers); 'off' = adder trees everywhere")
     epilogue: Literal["auto", "thresholds", "mulshift"] = Field(
         "auto", description="form of a float epilogue (BatchNorm, float scales) in fully parallel layers: integer "
         "'thresholds' (comparators), 'mulshift' (acc * m + b >> s, clipped; where an exact one exists) or 'auto' "

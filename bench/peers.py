@@ -154,7 +154,7 @@ def pack(folder: Path) -> dict:
 
 def place_fmax(folder: Path, seeds: tuple[int, ...]) -> dict:
     """nextpnr-ecp5 placement only (``--no-route``): fmax estimated from placed, unrouted nets, per seed."""
-    per = {}
+    per, stopped = {}, []
     for s in seeds:
         logf = folder / f"nextpnr_place_s{s}.log"
         if not (logf.exists() and logf.stat().st_mtime > (folder / "pnr_in.json").stat().st_mtime):
@@ -165,6 +165,7 @@ def place_fmax(folder: Path, seeds: tuple[int, ...]) -> dict:
                                    cwd=folder, capture_output=True, text=True, timeout=_limit(TIMEOUT))
             except subprocess.TimeoutExpired:
                 per[s] = None
+                stopped.append(s)
                 continue
             if p.returncode:
                 (folder / f"nextpnr_place_s{s}.failed.log").write_text(p.stdout + p.stderr)
@@ -174,7 +175,8 @@ def place_fmax(folder: Path, seeds: tuple[int, ...]) -> dict:
         fm = re.findall(r"Max frequency for clock\s+'[^']*':\s+([\d.]+) MHz", logf.read_text())
         per[s] = float(fm[-1]) if fm else None
     vals = [v for v in per.values() if v is not None]
-    return {"per_seed": per, "median_mhz": statistics.median(vals) if vals else None, "seeds": len(vals)}
+    return {"per_seed": per, "median_mhz": statistics.median(vals) if vals else None, "seeds": len(vals),
+            **({"not_finished": stopped} if stopped else {})}
 
 
 VERILATOR_FLAGS = ["--cc", "--build", "-j", "1", "-Wno-fatal", "-Wno-lint", "-Wno-style", "-Wno-MULTIDRIVEN",
@@ -583,7 +585,9 @@ def _fmax_cell(p: dict):
     if not pl:
         return None
     fm = pl.get("median_mhz")
-    return f"{fm:.1f} ({pl.get('seeds')})" if fm else f"failed ({len(pl.get('per_seed', {}))} seeds)"
+    if fm:
+        return f"{fm:.1f} ({pl.get('seeds')})"
+    return "not finished" if pl.get("not_finished") else f"failed ({len(pl.get('per_seed', {}))} seeds)"
 
 
 def _verilator_cell(p: dict):
@@ -760,9 +764,13 @@ def render(sw: dict | None, res: dict, runs: Path) -> str:
         errs = [f"{k} {t}: {p[t]['error'][:90]}" for k, p in r["points"].items()
                 for t in ("xilinx", "ecp5", "pack", "verilator") if "error" in p.get(t, {})]
         for k, p in r["points"].items():
-            bad = [str(s) for s, v in p.get("place", {}).get("per_seed", {}).items() if v is None]
+            pl = p.get("place", {})
+            late = [str(s) for s in pl.get("not_finished", [])]
+            bad = [str(s) for s, v in pl.get("per_seed", {}).items() if v is None and str(s) not in late]
+            if late:
+                errs.append(f"{k} placement: nextpnr not finished within its limit, seed {', '.join(late)}")
             if bad:
-                errs.append(f"{k} placement: no fmax from seed {', '.join(bad)} (nextpnr failed or ran past its limit)")
+                errs.append(f"{k} placement: nextpnr failed, seed {', '.join(bad)}")
         if errs:
             notes.append(f"{name}: a tool failed or did not finish: {'; '.join(errs)}")
         if r.get("not_measured"):

@@ -169,13 +169,17 @@ def test_peers_render_names_failures_and_uses_each_models_latency(tmp_path):
                 "ecp5": {"LUT4": lut // 10, "CCU2": lut // 3, "LUT4eq": lut, "FF": ff}, **kw}
 
     res = {"jet": {"setting": "b", "mismatches_interp": 0, "vectors": 10, "points": {
-        "ours@8": pt("ours", 900, 200), "alkaid@8": pt("alkaid", 1000, 300),
+        "ours@8": pt("ours", 900, 200, place={"per_seed": {"1": None}, "median_mhz": None, "seeds": 0,
+                                             "not_finished": [1]}),
+        "alkaid@8": pt("alkaid", 1000, 300),
         "ours-nokeep@8": pt("ours-nokeep", 950, 210),
         "ours@2": {"who": "ours", "latency": 2, "pipeline": 0, "xilinx": {"error": "yosys not finished after 900 s"},
                    "ecp5": {"LUT4": 1, "CCU2": 1, "LUT4eq": 3}}}}}
     text = render(None, res, tmp_path)
     row = next(ln for ln in text.splitlines() if ln.startswith("| jet | ours | 2 |"))
     assert row.count("not finished") == 4 and "ours@2 xilinx: yosys not finished" in text
+    assert "| jet | ours | 8 |" in text and "| not finished | - |" in text
+    assert "ours@8 placement: nextpnr not finished within its limit, seed 1" in text
     assert "jet, latency 8, the same Verilog" in text and "ours has fewer FFs on jet" in text
     assert "This is where alkaid wins" not in text
 

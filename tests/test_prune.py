@@ -285,5 +285,6 @@ def test_batchnorm_channels_removed_with_their_units():
     small, new_cfg, mism = prune.prune_once(model, cfg, keep, x)
     assert mism == 0 and new_cfg.model.channels == [4, 8]
     assert torch.equal(small.bn1.running_var, model.bn1.running_var[torch.as_tensor(keep["conv1"])])
+    assert config.load("digits_cnn_bn", {"prune.enabled": True}).prune.enabled  # l1 pruning of a BN model is allowed
     with pytest.raises(CodesignError, match="bn_gamma .*model.batchnorm"):
         config.from_dict({**cfg.model_dump(mode="json"), "prune": {"enabled": True, "criterion": "bn_gamma"}})

@@ -187,7 +187,7 @@ def linear_sums(body: Body, n_in: int, xs: dict[int, Sig], conns, biases, exact,
     return sums, tb.cuts
 
 
-POPCOUNT_AUTO_FAN_IN = 256  # rtl.popcount 'auto': the popcount form from this many 1-bit inputs per output up
+POPCOUNT_AUTO_FAN_IN = 256  # rtl.popcount 'auto': the popcount form from this many inputs per output up
 
 
 def popcount_weight(ly: ir.Layer, xs: dict[int, Sig], conns, fs: list[int], cfg: RTLConfig) -> int | None:
@@ -238,8 +238,11 @@ def popcount_sums(body: Body, ly: ir.Layer, xs: dict[int, Sig], conns, biases, e
             term = f"({diff} <<< {p})" if p else diff
             plane_terms.append(("-" if fmt.signed and p == planes - 1 else "+", term))
         total = "".join(f" {sg} {t}" for sg, t in plane_terms).lstrip(" +")
-        shift = c.bit_length() - 1 if c & (c - 1) == 0 else None
-        scaled = f"(({total}) <<< {shift})" if shift else f"({total})" if shift == 0 else f"(({total}) * {w}'sd{c})"
+        if ispow2(c):
+            k = c.bit_length() - 1
+            scaled = f"(({total}) <<< {k})" if k else f"({total})"
+        else:
+            scaled = f"(({total}) * {w}'sd{c})"
         expr = f"{scaled} + $signed({lit(int(biases[j]), w)})" if int(biases[j]) else scaled
         body.lines.append(f"    wire signed [{w - 1}:0] n{j}_acc = {expr};")
         sums.append(Sig(f"n{j}_acc", w, lo, hi))

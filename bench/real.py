@@ -43,10 +43,8 @@ from bench.synth import summarize
 from codesign.errors import UnsupportedError
 
 GOLDEN_N = 1_000
-RTL_N = 100_000
 QUICK_GOLDEN_N = 100
 QUICK_RTL_N = 500
-SIM_LIMIT_S = 600  # a Verilator build + simulation longer than this is stopped and reported as such
 SYNTH_LIMIT_S = 600
 
 
@@ -57,6 +55,8 @@ class Spec:
     folded: dict[str, Any] = field(default_factory=dict)
     io: str = "vector"
     synth: bool = False  # thresholds vs multiply-shift in yosys (full mode)
+    rtl_n: int = 100_000  # RTL vectors (full mode)
+    sim_limit_s: int = 600  # a Verilator build + simulation longer than this is stopped and reported as such
 
     @property
     def folder(self) -> str:
@@ -77,10 +77,11 @@ SPECS = (
     Spec("TFC_1W1A", "bnn", _FOLD_TFC),
     Spec("TFC_1W2A", "bnn", _FOLD_TFC, synth=True),
     Spec("TFC_2W2A", "bnn", _FOLD_TFC, synth=True),
-    Spec("SFC_1W1A", "bnn", _FOLD_TFC),
-    Spec("SFC_1W2A", "bnn", _FOLD_TFC),
-    Spec("SFC_2W2A", "bnn", _FOLD_TFC),
-    Spec("CNV_1W1A", "bnn", io="stream"),
+    # the folded SFC Verilator build alone takes about 300 s
+    Spec("SFC_1W1A", "bnn", _FOLD_TFC, sim_limit_s=1_200),
+    Spec("SFC_1W2A", "bnn", _FOLD_TFC, sim_limit_s=1_200),
+    Spec("SFC_2W2A", "bnn", _FOLD_TFC, sim_limit_s=1_200),
+    Spec("CNV_1W1A", "bnn", io="stream", rtl_n=10_000, sim_limit_s=3_600),
 )
 QUICK = ("qkeras_jettagging.onnx", "TFC_2W2A.onnx")
 
@@ -137,8 +138,10 @@ def lowered(path: Path, spec: Spec):
     from codesign.graph.clean import clean_qonnx
     from codesign.rtl import lower
 
-    return lower(clean_qonnx(path, channels_last=None), spec.name.removesuffix(".onnx"),
-                 input_precision=spec.precision)
+    # --io stream: conv layers channels-last (the line buffers stream channels-last maps), the input as it is,
+    # as `codesign rtl --io stream` cleans a foreign conv graph
+    cleaned = clean_qonnx(path, channels_last=spec.io == "stream", input_channels_last=False)
+    return lower(cleaned, spec.name.removesuffix(".onnx"), input_precision=spec.precision)
 
 
 def rtl_vectors(fmt, n_inputs: int, n: int, seed: int = 1) -> np.ndarray:
@@ -258,14 +261,14 @@ def rtl_step(ctx: Ctx, spec: Spec, model, arch: str) -> dict:
     iface = generate(model, out, **opts)
     gen_s = time.perf_counter() - t0
     n_in = int(np.prod(model.input_shape))
-    x = rtl_vectors(model.input_fmt, n_in, QUICK_RTL_N if ctx.quick else RTL_N)
+    x = rtl_vectors(model.input_fmt, n_in, QUICK_RTL_N if ctx.quick else spec.rtl_n)
     t1 = time.perf_counter()
     want = model.run(x)
     ir_s = time.perf_counter() - t1
     verilog_mb = sum((out / f).stat().st_size for f in iface["files"]) / 1e6
     r: dict[str, Any] = {"options": opts, "vectors": len(x), "latency_iface": iface["latency_cycles"],
                          "ii_iface": iface["ii"], "generate_s": gen_s, "ir_s": ir_s, "verilog_mb": verilog_mb}
-    limit = SIM_LIMIT_S
+    limit = spec.sim_limit_s
 
     def sim() -> tuple[np.ndarray, dict]:
         y, st = run_codes(out, x, simulator="verilator")
@@ -363,10 +366,8 @@ def run(ctx: Ctx) -> dict:
     os.environ["CODESIGN_SIM_CACHE"] = str(ctx.runs / "real" / "sim-cache")
     os.environ["OBJCACHE"] = ""
     res: dict[str, dict] = {s.name: {} for s in specs}
-    saved_res = ctx.runs / "bench_real.json"
-    if (ctx.resume or ctx.render_only) and saved_res.exists():  # keep the steps an earlier run finished
-        prev = json.loads(saved_res.read_text())
-        res.update({k: v for k, v in prev.items() if k in res})
+    if ctx.resume or ctx.render_only:  # keep the steps an earlier run finished
+        res.update({k: v for k, v in _saved(ctx).items() if k in res})
     state: dict[str, list] = {"pending": [], "failed": [], "kept": [], "not_run": []}
     try:
         _run(ctx, specs, res, state)
@@ -405,6 +406,33 @@ def _done(kind: str, arch: str, d: dict) -> bool:
     return bool(todo) and all("synth_mulshift" in ly for ly in todo)
 
 
+def _saved(ctx: Ctx) -> dict[str, dict]:
+    """The steps an earlier run recorded: ``<runs>/bench_real.json``, else the copy kept in the repository
+    (docs/results/bench_real.json, written by full runs), so that a fresh checkout can resume a long run."""
+    from bench.audit import RESULTS
+
+    here = ctx.runs / "bench_real.json"
+    if here.exists():
+        return json.loads(here.read_text())
+    kept = RESULTS / "bench_real.json"
+    return json.loads(kept.read_text())["models"] if kept.exists() else {}
+
+
+def _save(ctx: Ctx, res: dict[str, dict]) -> None:
+    """After every step: ``<runs>/bench_real.json`` and, for a full run that writes the doc, the repository's
+    copy (the figures of the section, with the command; no path of this machine)."""
+    import datetime as dt
+
+    from bench import results
+
+    ctx.runs.mkdir(parents=True, exist_ok=True)
+    (ctx.runs / "bench_real.json").write_text(json.dumps(res, indent=1, default=str))
+    if ctx.write_doc and not ctx.quick:
+        results._write("bench_real", {"command": ctx.command,
+                                      "measured": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                                      "models": json.loads(json.dumps(res, default=str))})
+
+
 def _run(ctx: Ctx, specs: list[Spec], res: dict[str, dict], state: dict) -> None:
     quick = ctx.quick
     # the order: cheap and small first, the big fully parallel SFC builds and CNV last
@@ -441,8 +469,9 @@ def _run(ctx: Ctx, specs: list[Spec], res: dict[str, dict], state: dict) -> None
         if kind == "rtl" and arch == "parallel" and spec.name.startswith("SFC"):
             over = next((m for m, r in res.items() if r.get("rtl", {}).get("parallel", {}).get("over_limit")), None)
             if over:
+                lim = next(s.sim_limit_s for s in SPECS if s.name == over)
                 d.setdefault("rtl", {})["parallel"] = {"skipped": f"not run: {over} fully parallel went over the "
-                                                                  f"{SIM_LIMIT_S} s limit"}
+                                                                  f"{lim} s limit"}
                 _render(ctx, res, state)
                 continue
         log(f"real: {what}")
@@ -477,7 +506,7 @@ def _run(ctx: Ctx, specs: list[Spec], res: dict[str, dict], state: dict) -> None
                 d.setdefault("rtl", {})[arch] = {"error": msg, "unsupported": isinstance(e, UnsupportedError)}
             else:
                 d["error"] = msg
-        (ctx.runs / "bench_real.json").write_text(json.dumps(res, indent=1, default=str))
+        _save(ctx, res)
         _render(ctx, res, state)
     if ctx.render_only:
         state["pending"] = state["not_run"]
@@ -572,12 +601,17 @@ def _render(ctx: Ctx, res: dict[str, dict], state: dict) -> None:
     body += table(["model", "architecture", "vectors", "mismatches", "latency (interface / measured)",
                    "II (interface / measured)", "Verilator build s (wall)", "build CPU s", "sim s (wall)",
                    "vectors/s", "Verilog MB", "note"], r_rows)
-    n_rtl = QUICK_RTL_N if ctx.quick else RTL_N
-    body += (f"\n\nVectors: {n_rtl:,} random codes of the core input grid plus 4 corners (all lowest, all highest, "
+    runs = [s for s in SPECS if s.name in res]
+    n_rtl = (f"{QUICK_RTL_N:,}" if ctx.quick else
+             ", ".join(f"{n:,} ({', '.join(s.name for s in runs if s.rtl_n == n)})"
+                       for n in sorted({s.rtl_n for s in runs}, reverse=True)))
+    limits = ", ".join(f"{lim:,} s ({', '.join(s.name for s in runs if s.sim_limit_s == lim)})"
+                       for lim in sorted({s.sim_limit_s for s in runs}))
+    body += (f"\n\nVectors: {n_rtl} random codes of the core input grid plus 4 corners (all lowest, all highest, "
              "both alternating patterns), through `codesign.verify.run_codes` (stream testbench, input gaps and "
              "output backpressure in the second half), compared with `Model.run` of the IR. Builds are cold: this "
              f"bench's own build cache, ccache off; `(cached)` marks a build reused from an earlier run of the bench. "
-             f"Each build + simulation runs in a child process stopped after {SIM_LIMIT_S} s.")
+             f"Each build + simulation runs in a child process stopped after a time limit: {limits}.")
     body += ("\n\n#### The same inputs through codesign's golden model, codesign's RTL and hls4ml, against "
              "`execute_onnx`\n\n")
     body += table(["model", "inputs", "golden: mismatches", "golden: largest diff", "golden: top class differs",
@@ -608,12 +642,14 @@ def _render(ctx: Ctx, res: dict[str, dict], state: dict) -> None:
     if errors:
         body += "\n\n#### Not supported / errors\n\n" + "\n".join(f"- {e}" for e in errors)
     if ctx.render_only:
-        body += ("\n\nRendered from runs/bench/bench_real.json (`--render`), nothing measured by this command: every "
-                 "figure above was measured on this machine by earlier runs of this bench (`python -m bench real`, "
-                 "continued by `python -m bench real --resume` runs), stopped where the next section says.")
+        body += ("\n\nRendered from runs/bench/bench_real.json or docs/results/bench_real.json (`--render`), "
+                 "nothing measured by this command: every figure above was measured by earlier runs of this bench "
+                 "(`python -m bench real`, continued by `python -m bench real --resume` runs), stopped where the "
+                 "next section says.")
     elif state["kept"]:
-        body += ("\n\nResumed (`--resume`): these steps were measured by an earlier run of the bench on the same "
-                 "machine and kept from runs/bench/bench_real.json: " + ", ".join(state["kept"]) + ".")
+        body += ("\n\nResumed (`--resume`): these steps were measured by an earlier run of the bench (kept in "
+                 "runs/bench/bench_real.json, or in its copy docs/results/bench_real.json when the checkout is "
+                 "fresh): " + ", ".join(state["kept"]) + ".")
     if state["pending"]:
         body += ("\n\n**Incomplete**: this section is rewritten after every step; when it was last written these "
                  "steps had not run: " + ", ".join(state["pending"]) + ".")

@@ -202,3 +202,30 @@ def test_epilogue_forms_are_bit_exact_in_simulation(tmp_path, mode):
     x = np.vstack([np.full((1, 12), -128), np.full((1, 12), 127), rng.integers(-128, 128, (600, 12))])
     y, _ = run_codes(d, x)
     assert np.array_equal(y, m.run(x))
+
+
+@pytest.mark.parametrize("layout,kernel,stride,pads,fmt", [
+    ("NHWC", (3, 3), (1, 1), (1, 1, 1, 1), FixedFormat(4, True, -2)),
+    ("NCHW", (3, 2), (2, 1), (0, 1, 2, 0), FixedFormat(3, False, 0)),
+    ("NHWC", (3,), (2,), (1, 0), FixedFormat(2, True, 0, narrow=True)),
+    ("NHWC", (3, 3), (1, 1), (), FixedFormat(1, False, 0, bipolar=True)),
+])
+def test_linear_acc_bounds_equal_the_term_walk(layout, kernel, stride, pads, fmt):
+    """Dense/Conv accumulator bounds (two passes over constant inputs, split by weight sign) equal the generic
+    walk over every term (``AccLayer.acc_bounds``), padding, strides, layouts and zero weights included."""
+    rng = np.random.default_rng(len(kernel) * 10 + stride[0])
+    nd, c, o = len(kernel), 3, 4
+    sp = (7, 6)[:nd]
+    osp = tuple((sp[d] + (pads[d] + pads[d + nd] if pads else 0) - kernel[d]) // stride[d] + 1 for d in range(nd))
+    in_shape, out_shape = ((*sp, c), (*osp, o)) if layout == "NHWC" else ((c, *sp), (o, *osp))
+    w = rng.integers(-5, 6, (o, *kernel, c) if layout == "NHWC" else (o, c, *kernel))
+    w[rng.random(w.shape) < 0.3] = 0
+    acc = FixedFormat(16, True, fmt.scale_exp)
+    conv = ir.Conv(name="c", in_shape=in_shape, out_shape=out_shape, in_fmt=fmt, out_fmt=acc, onnx_output="y",
+                   acc_fmt=acc, weights=w, bias=rng.integers(-9, 10, o), kernel=kernel, stride=stride, pads=pads,
+                   layout=layout)
+    assert conv.acc_bounds() == ir.AccLayer.acc_bounds(conv)
+    dw = rng.integers(-7, 8, (10, 5))
+    dense = ir.Dense(name="d", in_shape=(10,), out_shape=(5,), in_fmt=fmt, out_fmt=acc, onnx_output="y",
+                     acc_fmt=acc, weights=dw, bias=None)
+    assert dense.acc_bounds() == ir.AccLayer.acc_bounds(dense)

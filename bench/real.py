@@ -32,7 +32,7 @@ import subprocess
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -313,6 +313,51 @@ def _layer_synth(folder: Path, layer: str, limit: float) -> dict:
 _GENERATED: set[Path] = set()
 
 
+def _layer_fmax(folder: Path, layer: str, limit: float) -> dict:
+    """Placement fmax of one layer module (nextpnr-ecp5 ``--85k --out-of-context --no-route``, seed 1, as the
+    peers bench): the layer inside codesign's out-of-context wrapper (registered input shift register and
+    output register, :func:`codesign.fpga.wrappers.ooc_top`), so every path through it is register to register;
+    in its own folder ``fmax_<layer>``, reused while no source file changed."""
+    import re
+    import shutil
+
+    from bench.peers import place_fmax
+    from codesign.fpga.wrappers import OOC_TOP, ooc_top
+    from codesign.rtl.interface import Stream, load_interface
+    from codesign.rtl.synth import yosys_cmd
+
+    iface = load_interface(folder)
+    files = [f for f in iface.files if f != f"{iface.top}.v"]
+    src = (folder / f"{layer}.v").read_text()
+    w = {m.group(2): int(m.group(1)) + 1 for m in re.finditer(r"wire \[(\d+):0\] (in_data|out_data)", src)}
+    port = {"tdata": "", "tvalid": "", "tready": None, "signed": False, "scale_exp": 0, "shape": ()}
+    lay = replace(iface, top=layer, input=Stream(**{**port, "tdata": "in_data", "tvalid": "in_valid",
+                                                   "tready": "in_ready", "fields": w["in_data"], "bits": 1}),
+                  output=Stream(**{**port, "tdata": "out_data", "tvalid": "out_valid", "tready": "out_ready",
+                                   "fields": w["out_data"], "bits": 1}))
+    sub = folder / f"fmax_{layer}"
+    sub.mkdir(exist_ok=True)
+    for f in files:
+        if not (sub / f).exists() or (sub / f).read_bytes() != (folder / f).read_bytes():
+            shutil.copy2(folder / f, sub / f)
+    top = sub / f"{OOC_TOP}.v"
+    if not top.exists() or top.read_text() != ooc_top(lay):
+        top.write_text(ooc_top(lay))
+    srcs = [*files, top.name]
+    pnr_in = sub / "pnr_in.json"
+    if not (pnr_in.exists() and all(pnr_in.stat().st_mtime > (sub / f).stat().st_mtime for f in srcs)):
+        script = f"read_verilog -sv {' '.join(srcs)}; synth_ecp5 -top {OOC_TOP} -json pnr_in.json"
+        try:
+            p = subprocess.run([yosys_cmd(), "-q", "-p", script], cwd=sub, capture_output=True, text=True,
+                               timeout=limit)
+        except subprocess.TimeoutExpired:
+            return {"error": f"yosys stopped after {limit:.0f} s"}
+        if p.returncode != 0:
+            return {"error": f"yosys failed: {(p.stdout + p.stderr)[-300:]}"}
+    r = place_fmax(sub, (1,))
+    return {"fmax_mhz": r["median_mhz"]} if r["median_mhz"] else {"error": f"nextpnr: {r}"}
+
+
 def forms_step(ctx: Ctx, spec: Spec, model, synth: str = "", prev: dict | None = None) -> dict:
     """Per layer with a threshold epilogue: its thresholds per channel, whether a multiply-shift form exists,
     the cost estimates and ``auto``'s pick; ``synth``: yosys cells of the layer module in each form, of
@@ -351,6 +396,8 @@ def forms_step(ctx: Ctx, spec: Spec, model, synth: str = "", prev: dict | None =
         for form in ("thresholds", "mulshift"):
             log(f"real: synth_ecp5 {spec.name} {d['layer']} ({form})")
             d[f"synth_{form}"] = _layer_synth(dirs[form], d["layer"], SYNTH_LIMIT_S)
+            log(f"real: nextpnr placement {spec.name} {d['layer']} ({form})")
+            d[f"synth_{form}"]["place"] = _layer_fmax(dirs[form], d["layer"], SYNTH_LIMIT_S)
     return res
 
 
@@ -583,11 +630,13 @@ def _render(ctx: Ctx, res: dict[str, dict], state: dict) -> None:
             for form in ("thresholds", "mulshift"):
                 s = ly.get(f"synth_{form}")
                 if s is None:
-                    row += ["-", "-", "-"]
+                    row += ["-", "-", "-", "-"]
                 elif "error" in s:
-                    row += [s["error"], "-", "-"]
+                    row += [s["error"], "-", "-", "-"]
                 else:
-                    row += [s["LUT4"], s["CCU2"], s["FF"]]
+                    pl = s.get("place") or {}
+                    row += [s["LUT4"], s["CCU2"], s["FF"],
+                            _s(pl["fmax_mhz"]) if pl.get("fmax_mhz") else pl.get("error", "-")[:120]]
             f_rows.append(row)
         if "synth_error" in d:
             errors.append(f"**{name}** synthesis: `{d['synth_error']}`")
@@ -629,14 +678,17 @@ def _render(ctx: Ctx, res: dict[str, dict], state: dict) -> None:
     body += "\n\n#### Threshold epilogues: multiply-shift form, `auto`'s pick and ECP5 cells\n\n"
     body += table(["model", "layer", "thresholds per channel", "multiply-shift form exists", "estimate thresholds "
                    "(adder bits)", "estimate mul-shift", "`auto` picks", "LUT4 thresholds", "CCU2 thresholds",
-                   "FF thresholds", "LUT4 mul-shift", "CCU2 mul-shift", "FF mul-shift"], f_rows)
+                   "FF thresholds", "fmax MHz thresholds", "LUT4 mul-shift", "CCU2 mul-shift", "FF mul-shift",
+                   "fmax MHz mul-shift"], f_rows)
     body += ("\n\nOne row per fully parallel layer with a threshold epilogue (BatchNorm or a float scale before a "
              "quantizer). A layer with one threshold per channel (1-bit activations) keeps it: it has no "
              "multiply-shift form (`codesign.rtl.frontend.forms`). The estimates are the adder-bit costs `auto` "
              "compares. Cells: yosys (YoWASP) `synth_ecp5 -top <layer>` of that layer's module alone (adder tree "
              "and epilogue), generated with `epilogue=\"thresholds\"` and with `epilogue=\"mulshift\"`; `-` where "
-             "not synthesized (the first layers, the biggest, are synthesized last). fmax (nextpnr-ecp5): not "
-             "measured.")
+             "not synthesized (the first layers, the biggest, are synthesized last). fmax: nextpnr-ecp5 `--85k "
+             "--out-of-context --no-route` (placement estimate, seed 1, as the peers bench) of the layer module inside "
+             "codesign's out-of-context wrapper (`codesign.fpga.wrappers.ooc_top`: registered inputs and outputs, so "
+             "the layer's logic lies between two registers); the cell counts are of the layer alone.")
     if ctx.quick:
         body += "\n\nQuick mode: two models, fewer vectors, no synthesis."
     if errors:

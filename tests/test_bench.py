@@ -320,3 +320,18 @@ def test_real_child_process_is_stopped_at_its_limit():
     assert status == "timeout" and val is None and wall < 10
     status, val, _ = in_child(lambda: 1 / 0, 30)
     assert status == "error" and "ZeroDivisionError" in val
+
+
+def test_real_layer_fmax_places_one_layer_between_registers(tmp_path):
+    """bench real's per-layer fmax: the layer module alone inside the out-of-context wrapper, through real yosys
+    and nextpnr-ecp5 (placement)."""
+    from bench.real import _layer_fmax
+    from codesign.rtl import generate
+    from codesign.rtl.fixtures import mlp_qonnx
+
+    rtl = tmp_path / "rtl"
+    generate(mlp_qonnx(tmp_path / "m.onnx", sizes=(8, 4, 3)), rtl, strategy="latency")
+    r = _layer_fmax(rtl, "fc2", 300)
+    assert r.get("fmax_mhz", 0) > 20, r
+    top = (rtl / "fmax_fc2" / "codesign_ooc_top.v").read_text()
+    assert "fc2 u_acc" in top and ".in_data(sr)" in top

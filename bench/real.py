@@ -291,23 +291,31 @@ def rtl_step(ctx: Ctx, spec: Spec, model, arch: str) -> dict:
 def _layer_synth(folder: Path, layer: str, limit: float) -> dict:
     """yosys ``synth_ecp5 -top <layer>`` on the design's files but its top (a layer may use shared modules);
     reused when its stat file is newer than every file."""
-    from codesign.rtl.synth import parse_stat, yosys_cmd
+    from codesign.rtl.synth import parse_stat
 
     iface = json.loads((folder / "interface.json").read_text())
     files = [f for f in iface["files"] if f != f"{iface['top']}.v"]
     stat = folder / f"stat_ecp5_{layer}.txt"
     if stat.exists() and all(stat.stat().st_mtime > (folder / f).stat().st_mtime for f in files):
         return {**summarize(parse_stat(stat.read_text()), "ecp5"), "seconds": None}
-    script = f"read_verilog -sv {' '.join(files)}; synth_ecp5 -top {layer}; tee -q -o {stat.name} stat"
     t0 = time.perf_counter()
+    err = _yosys(folder, f"read_verilog -sv {' '.join(files)}; synth_ecp5 -top {layer}; tee -q -o {stat.name} stat",
+                 limit)
+    if err:
+        return {"error": err}
+    return {**summarize(parse_stat(stat.read_text()), "ecp5"), "seconds": time.perf_counter() - t0}
+
+
+def _yosys(folder: Path, script: str, limit: float) -> str | None:
+    """Run a yosys script in ``folder``: None, or what went wrong."""
+    from codesign.rtl.synth import yosys_cmd
+
     try:
         p = subprocess.run([yosys_cmd(), "-q", "-p", script], cwd=folder, capture_output=True, text=True,
                            timeout=limit)
     except subprocess.TimeoutExpired:
-        return {"error": f"yosys stopped after {limit:.0f} s"}
-    if p.returncode != 0:
-        return {"error": f"yosys failed: {(p.stdout + p.stderr)[-300:]}"}
-    return {**summarize(parse_stat(stat.read_text()), "ecp5"), "seconds": time.perf_counter() - t0}
+        return f"yosys stopped after {limit:.0f} s"
+    return f"yosys failed: {(p.stdout + p.stderr)[-300:]}" if p.returncode else None
 
 
 _GENERATED: set[Path] = set()
@@ -324,7 +332,6 @@ def _layer_fmax(folder: Path, layer: str, limit: float) -> dict:
     from bench.peers import place_fmax
     from codesign.fpga.wrappers import OOC_TOP, ooc_top
     from codesign.rtl.interface import Stream, load_interface
-    from codesign.rtl.synth import yosys_cmd
 
     iface = load_interface(folder)
     files = [f for f in iface.files if f != f"{iface.top}.v"]
@@ -346,14 +353,9 @@ def _layer_fmax(folder: Path, layer: str, limit: float) -> dict:
     srcs = [*files, top.name]
     pnr_in = sub / "pnr_in.json"
     if not (pnr_in.exists() and all(pnr_in.stat().st_mtime > (sub / f).stat().st_mtime for f in srcs)):
-        script = f"read_verilog -sv {' '.join(srcs)}; synth_ecp5 -top {OOC_TOP} -json pnr_in.json"
-        try:
-            p = subprocess.run([yosys_cmd(), "-q", "-p", script], cwd=sub, capture_output=True, text=True,
-                               timeout=limit)
-        except subprocess.TimeoutExpired:
-            return {"error": f"yosys stopped after {limit:.0f} s"}
-        if p.returncode != 0:
-            return {"error": f"yosys failed: {(p.stdout + p.stderr)[-300:]}"}
+        err = _yosys(sub, f"read_verilog -sv {' '.join(srcs)}; synth_ecp5 -top {OOC_TOP} -json pnr_in.json", limit)
+        if err:
+            return {"error": err}
     r = place_fmax(sub, (1,))
     return {"fmax_mhz": r["median_mhz"]} if r["median_mhz"] else {"error": f"nextpnr: {r}"}
 

@@ -263,7 +263,9 @@ def rtl_step(ctx: Ctx, spec: Spec, model, arch: str) -> dict:
     n_in = int(np.prod(model.input_shape))
     x = rtl_vectors(model.input_fmt, n_in, QUICK_RTL_N if ctx.quick else spec.rtl_n)
     t1 = time.perf_counter()
-    want = model.run(x)
+    chunk = max(1, 2_000_000 // n_in)  # the IR's windows in int64: CNV on 10k vectors at once needs > 20 GB
+    want = np.concatenate([np.asarray(model.run(x[i:i + chunk])).reshape(len(x[i:i + chunk]), -1)
+                           for i in range(0, len(x), chunk)])
     ir_s = time.perf_counter() - t1
     verilog_mb = sum((out / f).stat().st_size for f in iface["files"]) / 1e6
     r: dict[str, Any] = {"options": opts, "vectors": len(x), "latency_iface": iface["latency_cycles"],
@@ -293,8 +295,7 @@ def _layer_synth(folder: Path, layer: str, limit: float) -> dict:
     reused when its stat file is newer than every file."""
     from codesign.rtl.synth import parse_stat
 
-    iface = json.loads((folder / "interface.json").read_text())
-    files = [f for f in iface["files"] if f != f"{iface['top']}.v"]
+    files = _layer_files(folder, layer)
     stat = folder / f"stat_ecp5_{layer}.txt"
     if stat.exists() and all(stat.stat().st_mtime > (folder / f).stat().st_mtime for f in files):
         return {**summarize(parse_stat(stat.read_text()), "ecp5"), "seconds": None}
@@ -304,6 +305,14 @@ def _layer_synth(folder: Path, layer: str, limit: float) -> dict:
     if err:
         return {"error": err}
     return {**summarize(parse_stat(stat.read_text()), "ecp5"), "seconds": time.perf_counter() - t0}
+
+
+def _layer_files(folder: Path, layer: str) -> list[str]:
+    """The design's files a layer module needs: all but the top's and the other layers' (yosys reads every
+    file it is given: a big neighbour, such as a popcount input layer, would cost time or crash yosys-wasm)."""
+    iface = json.loads((folder / "interface.json").read_text())
+    others = {f"{la['name']}.v" for la in iface.get("layers", []) if la["name"] != layer} | {f"{iface['top']}.v"}
+    return [f for f in iface["files"] if f not in others]
 
 
 def _yosys(folder: Path, script: str, limit: float) -> str | None:
@@ -334,7 +343,7 @@ def _layer_fmax(folder: Path, layer: str, limit: float) -> dict:
     from codesign.rtl.interface import Stream, load_interface
 
     iface = load_interface(folder)
-    files = [f for f in iface.files if f != f"{iface.top}.v"]
+    files = _layer_files(folder, layer)
     src = (folder / f"{layer}.v").read_text()
     w = {m.group(2): int(m.group(1)) + 1 for m in re.finditer(r"wire \[(\d+):0\] (in_data|out_data)", src)}
     port = {"tdata": "", "tvalid": "", "tready": None, "signed": False, "scale_exp": 0, "shape": ()}

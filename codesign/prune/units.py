@@ -309,5 +309,46 @@ def prune_once(model: nn.Module, cfg: Config, keep: dict[str, np.ndarray],
     masked = copy.deepcopy(model)
     apply_mask(masked, keep)
     small, new_cfg = remove_units(masked, cfg, keep)
-    mism = int((outputs(masked, check_x) != outputs(small, check_x)).any(axis=1).sum())
+    mism = int((final_codes(masked, check_x) != final_codes(small, check_x)).any(axis=1).sum())
     return small, new_cfg, mism
+
+
+def final_codes(model: nn.Module, x: np.ndarray) -> np.ndarray:
+    """The model's outputs as the integers the network computes: the last weight layer's output divided by
+    its quantum (input scale x weight scale, per output channel where the weights are), when that layer reads
+    a quantized tensor; else the float outputs.
+
+    Why: the masked model sums zero terms that the removed one does not have, so with float (not power-of-two)
+    scales their float32 outputs can differ in the last bit from summation order alone (BLAS blocks a sum of
+    64 terms differently from one of 32), although both compute the same integer accumulator. Rounding
+    ``output / quantum`` recovers that integer exactly (the float error is a few ulps, far below 0.5), so a
+    unit wrongly removed still changes the codes and is counted."""
+    layers = model.weight_layers() if hasattr(model, "weight_layers") else []
+    last = getattr(model, layers[-1]) if layers else None
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def hook(m, inputs, out):
+        xin = inputs[0]
+        if hasattr(xin, "scale") and hasattr(m, "quant_weight") and xin.scale is not None:
+            ws = m.quant_weight().scale.detach().reshape(-1)
+            q = (xin.scale.detach().reshape(-1) * ws).double()
+            seen.append((getattr(out, "value", out).detach().double(), q))
+
+    if last is None:
+        return outputs(model, x)
+    handle = last.register_forward_hook(hook)
+    try:
+        y = outputs(model, x)
+    finally:
+        handle.remove()
+    if not seen:
+        return y
+    out = torch.cat([o.reshape(len(o), -1) for o, _ in seen]).numpy()
+    q = seen[0][1].numpy()
+    if (out.shape != y.shape or q.size not in (1, out.shape[1]) or any(not torch.equal(b, seen[0][1]) for _, b in seen)
+            or not np.array_equal(out.astype(np.float32), y.astype(np.float32))):
+        return y  # something after the last weight layer, or scales that vary: compare what the model outputs
+    codes = out / q
+    if np.abs(codes - np.rint(codes)).max(initial=0.0) > 1e-3:  # not on the quantum's grid: compare floats
+        return y
+    return np.rint(codes).astype(np.int64)

@@ -236,8 +236,8 @@ def rtl(
                                                "terms that several outputs have in common once (default: on)")] = None,
     pipeline: Annotated[int | None, typer.Option(help="register stages per adder tree (default 1)")] = None,
     popcount: Annotated[str | None, typer.Option(
-        help="auto | on | off: fully parallel layers of +-c weights as $countones over the input bit planes "
-        "(auto: fan-in >= 256)")] = None,
+        help="auto | on | off: fully parallel layers of +-c weights as popcounts (hw/cs_popcount.v) over the input "
+        "bit planes (auto: fan-in >= 256)")] = None,
     flow_control: Annotated[str | None, typer.Option(
         help="stall (backpressure enables every register, default) | credit (valid-only pipeline, output FIFO, "
         "registered credit ready)")] = None,

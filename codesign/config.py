@@ -285,9 +285,9 @@ class RTLConfig(_Strict):
     popcount: Literal["auto", "on", "off"] = Field(
         "auto", description="fully parallel layers whose weights are all +-c (binary, or ternary with zeros): 'on' = "
         "each output as c * sum over the input bit planes p of s_p 2^p (popcount(X_p & P) - popcount(X_p & N)) + "
-        "bias, $countones over constant masks instead of an adder tree (a few lines per output instead of one per "
-        "product; no tree pipeline stages inside); 'auto' = that form from a fan-in of 256 up (SFC/CNV-sized "
-        "layers); 'off' = adder trees everywhere")
+        "bias, popcounts (hw/cs_popcount.v) over constant masks instead of an adder tree (a few lines per output "
+        "instead of one per product; no tree pipeline stages inside); 'auto' = that form from a fan-in of 256 up "
+        "(SFC/CNV-sized layers); 'off' = adder trees everywhere")
     epilogue: Literal["auto", "thresholds", "mulshift"] = Field(
         "auto", description="form of a float epilogue (BatchNorm, float scales) in fully parallel layers: integer "
         "'thresholds' (comparators), 'mulshift' (acc * m + b >> s, clipped; where an exact one exists) or 'auto' "

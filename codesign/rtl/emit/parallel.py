@@ -215,6 +215,7 @@ def popcount_sums(body: Body, ly: ir.Layer, xs: dict[int, Sig], conns, biases, e
     fmt = ly.in_field(used[0])[1]
     planes = fmt.bits
     body.lines.append(f"    // popcount form (rtl.popcount): weights +-{c} on {n} inputs, {planes} bit plane(s)")
+    body.libs.add("cs_popcount.v")
     for p in range(planes):
         bits = ", ".join(f"x{i}[{p}]" for i in reversed(used))
         body.lines.append(f"    wire [{n - 1}:0] xv{p} = {{{bits}}};")
@@ -229,8 +230,10 @@ def popcount_sums(body: Body, ly: ir.Layer, xs: dict[int, Sig], conns, biases, e
             parts = []
             for tag, mask in (("p", pmask), ("m", nmask)):
                 if mask:
-                    cw = bits_for(0, bin(mask).count("1")) + 1
-                    body.lines.append(f"    wire [{cw - 1}:0] n{j}_{tag}{p} = $countones(xv{p} & {lit(mask, n)});")
+                    cw = max(bits_for(0, bin(mask).count("1")) + 1, n.bit_length())  # >= $clog2(n + 1)
+                    body.lines.append(f"    wire [{cw - 1}:0] n{j}_{tag}{p};")
+                    body.lines.append(f"    cs_popcount #(.N({n}), .W({cw})) u_n{j}_{tag}{p} "
+                                      f"(.x(xv{p} & {lit(mask, n)}), .count(n{j}_{tag}{p}));")
                     parts.append(f"$signed({{{w}'d0, n{j}_{tag}{p}}})")
                 else:
                     parts.append(f"{w}'sd0")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -488,8 +489,34 @@ def config_show(
     typer.echo(_load(model, set_).to_yaml(), nl=False)
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a CI runner or a scheduler stopping the job)."""
+
+
+_TERMINATED = threading.Event()
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    _TERMINATED.set()  # click may re-raise the interrupt as another exception
+    raise _Terminated
+
+
+def _interrupted(stop_running_tools) -> None:
+    stop_running_tools()
+    term = _TERMINATED.is_set()
+    err.print("terminated" if term else "interrupted")
+    sys.exit(143 if term else 130)
+
+
 def main() -> None:
-    """Entry point: user errors print one line and exit non-zero, without a traceback."""
+    """Entry point: user errors print one line and exit non-zero, without a traceback. SIGTERM and Ctrl-C stop
+    the tool processes codesign started (yosys, nextpnr) before exiting (143 / 130)."""
+    import signal
+
+    from codesign.fpga.toolchain import stop_running_tools
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         rv = app(standalone_mode=False)
     except CodesignError as e:
@@ -498,8 +525,7 @@ def main() -> None:
     except (click.exceptions.Exit, typer.Exit) as e:
         sys.exit(e.exit_code)
     except (click.exceptions.Abort, typer.Abort, KeyboardInterrupt):
-        err.print("interrupted")
-        sys.exit(130)
+        _interrupted(stop_running_tools)
     # usage errors: a bad option, a missing argument
     except (click.ClickException, typer.exceptions.TyperException) as e:
         if hasattr(e, "show"):
@@ -507,6 +533,8 @@ def main() -> None:
         else:
             err.print(f"error: {e}")
         sys.exit(getattr(e, "exit_code", 2) or 2)
+    if rv == 130 or _TERMINATED.is_set():  # typer returns an interrupt as exit code 130 (standalone_mode=False)
+        _interrupted(stop_running_tools)
     sys.exit(rv if isinstance(rv, int) else 0)
 
 

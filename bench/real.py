@@ -328,6 +328,7 @@ def _yosys(folder: Path, script: str, limit: float) -> str | None:
 
 
 _GENERATED: set[Path] = set()
+FOLDED_ONE_FORM = "none: folded layers keep the threshold ROM (choose_forms), both settings give the same Verilog"
 
 
 def _layer_fmax(folder: Path, layer: str, limit: float) -> dict:
@@ -397,14 +398,22 @@ def forms_step(ctx: Ctx, spec: Spec, model, synth: str = "", prev: dict | None =
     if not synth or not todo:
         return res
     base = ctx.runs / "real" / spec.folder
+    # the first layers in the folded design: fully parallel, a 784-input layer is a popcount or adder tree
+    # of 784 x 64 input bits per bit plane, bigger than the device, the same in both forms and hours of yosys
+    arch = "folded" if synth == "first" else "parallel"
+    opts = dict(spec.folded) if arch == "folded" else {"strategy": "latency"}
     dirs = {}
     for form in ("thresholds", "mulshift"):
-        dirs[form] = base / f"rtl_parallel_{form}"
+        dirs[form] = base / f"rtl_{arch}_{form}"
         if dirs[form] not in _GENERATED:  # once per bench run (the first layers are synthesized last)
-            generate(model, dirs[form], strategy="latency", epilogue=form)
+            generate(model, dirs[form], **{**opts, "epilogue": form})
             _GENERATED.add(dirs[form])
     for d in todo:
-        for form in ("thresholds", "mulshift"):
+        d["design"] = (f"folded (reuse {spec.folded['reuse']}, pipeline {spec.folded.get('pipeline', 0)})"
+                       if arch == "folded" else "fully parallel")
+        if arch == "folded":  # choose_forms keeps the threshold ROM of folded layers: one form to measure
+            d["synth_mulshift"] = {"skipped": FOLDED_ONE_FORM}
+        for form in ("thresholds",) if arch == "folded" else ("thresholds", "mulshift"):
             log(f"real: synth_ecp5 {spec.name} {d['layer']} ({form})")
             d[f"synth_{form}"] = _layer_synth(dirs[form], d["layer"], SYNTH_LIMIT_S)
             log(f"real: nextpnr placement {spec.name} {d['layer']} ({form})")
@@ -566,9 +575,9 @@ def _run(ctx: Ctx, specs: list[Spec], res: dict[str, dict], state: dict) -> None
                 d["error"] = msg
         _save(ctx, res)
         _render(ctx, res, state)
-    if ctx.render_only:
-        state["pending"] = state["not_run"]
-        _render(ctx, res, state)
+    # the steps after the last measured one may all have been kept (--resume): the section is final now
+    state["pending"] = state["not_run"] if ctx.render_only else []
+    _render(ctx, res, state)
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -636,14 +645,15 @@ def _render(ctx: Ctx, res: dict[str, dict], state: dict) -> None:
             r_rows.append([name, label, r["vectors"], r["mismatches"], lat, ii, build, _s(r.get("build_cpu_s")),
                            _s(r["sim_s"]), round(vps) if vps else None, r["verilog_mb"], ""])
         for ly in d.get("forms", {}).get("layers", []):
-            row = [name, ly["layer"], ly["levels"], ly["mulshift_form"], ly["cost_thresholds"], ly["cost_mulshift"],
-                   ly["auto"]]
+            design = ly.get("design") or ("fully parallel" if ly.get("synth_thresholds") else "-")
+            row = [name, ly["layer"], design, ly["levels"], ly["mulshift_form"], ly["cost_thresholds"],
+                   ly["cost_mulshift"], ly["auto"]]
             for form in ("thresholds", "mulshift"):
                 s = ly.get(f"synth_{form}")
                 if s is None:
                     row += ["-", "-", "-", "-"]
-                elif "error" in s:
-                    row += [s["error"], "-", "-", "-"]
+                elif "error" in s or "skipped" in s:
+                    row += [s.get("error") or s["skipped"], "-", "-", "-"]
                 else:
                     pl = s.get("place") or {}
                     row += [s["LUT4"], s["CCU2"], s["FF"],
@@ -687,19 +697,24 @@ def _render(ctx: Ctx, res: dict[str, dict], state: dict) -> None:
              "with `granularity='name'`, default `fixed<32,16>`: `codesign.hls.convert`), `compile()` and "
              "`predict()` on the same inputs; a refusal is reported as such.")
     body += "\n\n#### Threshold epilogues: multiply-shift form, `auto`'s pick and ECP5 cells\n\n"
-    body += table(["model", "layer", "thresholds per channel", "multiply-shift form exists", "estimate thresholds "
+    body += table(["model", "layer", "design synthesized", "thresholds per channel", "multiply-shift form exists",
+                   "estimate thresholds "
                    "(adder bits)", "estimate mul-shift", "`auto` picks", "LUT4 thresholds", "CCU2 thresholds",
                    "FF thresholds", "fmax MHz thresholds", "LUT4 mul-shift", "CCU2 mul-shift", "FF mul-shift",
                    "fmax MHz mul-shift"], f_rows)
     body += ("\n\nOne row per fully parallel layer with a threshold epilogue (BatchNorm or a float scale before a "
              "quantizer). A layer with one threshold per channel (1-bit activations) keeps it: it has no "
              "multiply-shift form (`codesign.rtl.frontend.forms`). The estimates are the adder-bit costs `auto` "
-             "compares. Cells: yosys (YoWASP) `synth_ecp5 -top <layer>` of that layer's module alone (adder tree "
-             "and epilogue), generated with `epilogue=\"thresholds\"` and with `epilogue=\"mulshift\"`; `-` where "
-             "not synthesized (the first layers, the biggest, are synthesized last). fmax: nextpnr-ecp5 `--85k "
-             "--out-of-context --no-route` (placement estimate, seed 1, as the peers bench) of the layer module inside "
-             "codesign's out-of-context wrapper (`codesign.fpga.wrappers.ooc_top`: registered inputs and outputs, so "
-             "the layer's logic lies between two registers); the cell counts are of the layer alone.")
+             "compares. Cells: yosys (YoWASP) `synth_ecp5 -top <layer>` of that layer's module alone (adder tree and "
+             "epilogue), generated with `epilogue=\"thresholds\"` and with `epilogue=\"mulshift\"`: the hidden layers"
+             " from the fully parallel design. The first layers are not compared: fully parallel, a 784-input first "
+             "layer sums 784 x 64 input bits per bit plane (the same in both forms, bigger than the ECP5-85F and "
+             "hours of yosys), and in the folded design of the RTL table a layer keeps its threshold ROM (no "
+             "multiply-shift form), so only that form's cells are given; `-` where not synthesized. fmax: "
+             "nextpnr-ecp5 `--85k --out-of-context --no-route` (placement estimate, seed 1, as the peers bench) of "
+             "the layer module inside codesign's out-of-context wrapper (`codesign.fpga.wrappers.ooc_top`: registered"
+             " inputs and outputs, so the layer's logic lies between two registers); the cell counts are of the layer"
+             " alone.")
     if ctx.quick:
         body += "\n\nQuick mode: two models, fewer vectors, no synthesis."
     if errors:
@@ -707,8 +722,8 @@ def _render(ctx: Ctx, res: dict[str, dict], state: dict) -> None:
     if ctx.render_only:
         body += ("\n\nRendered from runs/bench/bench_real.json or docs/results/bench_real.json (`--render`), "
                  "nothing measured by this command: every figure above was measured by earlier runs of this bench "
-                 "(`python -m bench real`, continued by `python -m bench real --resume` runs), stopped where the "
-                 "next section says.")
+                 "(`python -m bench real`, continued by `python -m bench real --resume` runs)"
+                 + (", stopped where the next section says." if state["pending"] else "."))
     elif state["kept"]:
         body += ("\n\nResumed (`--resume`): these steps were measured by an earlier run of the bench (kept in "
                  "runs/bench/bench_real.json, or in its copy docs/results/bench_real.json when the checkout is "

@@ -489,19 +489,17 @@ def config_show(
     typer.echo(_load(model, set_).to_yaml(), nl=False)
 
 
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM (``kill``, a CI runner or a scheduler stopping the job)."""
-
-
-_TERMINATED = threading.Event()
+_TERMINATED = threading.Event()  # SIGTERM (kill, a CI runner or a scheduler stopping the job) was received
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
-    _TERMINATED.set()  # click may re-raise the interrupt as another exception
-    raise _Terminated
+    _TERMINATED.set()  # typer/click turn the interrupt into an exit code or Abort: the flag tells SIGTERM apart
+    raise KeyboardInterrupt
 
 
-def _interrupted(stop_running_tools) -> None:
+def _interrupted() -> None:
+    from codesign.fpga.toolchain import stop_running_tools
+
     stop_running_tools()
     term = _TERMINATED.is_set()
     err.print("terminated" if term else "interrupted")
@@ -513,8 +511,6 @@ def main() -> None:
     the tool processes codesign started (yosys, nextpnr) before exiting (143 / 130)."""
     import signal
 
-    from codesign.fpga.toolchain import stop_running_tools
-
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_sigterm)
     try:
@@ -525,7 +521,7 @@ def main() -> None:
     except (click.exceptions.Exit, typer.Exit) as e:
         sys.exit(e.exit_code)
     except (click.exceptions.Abort, typer.Abort, KeyboardInterrupt):
-        _interrupted(stop_running_tools)
+        _interrupted()
     # usage errors: a bad option, a missing argument
     except (click.ClickException, typer.exceptions.TyperException) as e:
         if hasattr(e, "show"):
@@ -534,7 +530,7 @@ def main() -> None:
             err.print(f"error: {e}")
         sys.exit(getattr(e, "exit_code", 2) or 2)
     if rv == 130 or _TERMINATED.is_set():  # typer returns an interrupt as exit code 130 (standalone_mode=False)
-        _interrupted(stop_running_tools)
+        _interrupted()
     sys.exit(rv if isinstance(rv, int) else 0)
 
 

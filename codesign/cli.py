@@ -325,6 +325,8 @@ def fpga(
     target: Annotated[str | None, typer.Option(help="ecp5-85f | ice40-up5k | xilinx-estimate")] = None,
     board: Annotated[str | None, typer.Option(help="none | ulx3s | icebreaker")] = None,
     clock_mhz: Annotated[float | None, typer.Option(help="target clock in MHz")] = None,
+    router: Annotated[str | None, typer.Option(help="nextpnr router: router1 (default) | router2 (large, "
+                                               "congested designs that router1 does not finish)")] = None,
 ) -> None:
     """Synthesize, place and route with yosys + nextpnr; write the bitstream and reports (a plain RTL folder
     is built into DIR_fpga/TARGET with the config defaults for what is not given)."""
@@ -335,16 +337,17 @@ def fpga(
         from codesign.config import FPGAConfig
         from codesign.fpga.builder import build, print_table
 
-        given = dict(target=target, board=board, clock_mhz=clock_mhz)
+        given = dict(target=target, board=board, clock_mhz=clock_mhz, router=router)
         f = FPGAConfig(**{k: v for k, v in given.items() if v is not None})
         out = run_dir.parent / f"{run_dir.name}_fpga" / f.target
         print_table(build(run_dir, out, target=f.target, board=f.board, clock_mhz=f.clock_mhz, seed=f.seed,
-                          progress=True), console)
+                          progress=True, router=f.router), console)
         return
 
     rd = RunDir(run_dir)
     cfg = flow_mod.run_config(rd)
-    upd = {k: v for k, v in dict(target=target, board=board, clock_mhz=clock_mhz).items() if v is not None}
+    upd = {k: v for k, v in dict(target=target, board=board, clock_mhz=clock_mhz, router=router).items()
+           if v is not None}
     if upd:
         cfg = config_mod.from_dict({**cfg.model_dump(), "fpga": {**cfg.fpga.model_dump(), **upd}}, "command line")
     _print_figures("fpga", flow_mod.run_step(rd, cfg, flow_mod.get_step("fpga")))

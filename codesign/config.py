@@ -331,6 +331,10 @@ class FPGAConfig(_Strict):
     board: Literal["none", "ulx3s", "icebreaker"] = "none"
     clock_mhz: float = Field(50.0, gt=0, le=1000)
     seed: int = 1
+    # nextpnr's router: router1 (nextpnr-ecp5's default, best timing on the zoo's designs) or router2
+    # (negotiated congestion; finishes large congested designs, such as a fully parallel jet tagger, that
+    # router1 does not route in hours)
+    router: Literal["router1", "router2"] = "router1"
 
 
 class Config(_Strict):

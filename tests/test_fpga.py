@@ -134,6 +134,9 @@ def test_bad_inputs(tmp_path):
         build(DUT, tmp_path / "out", target="ecp5-85f", board="icebreaker", progress=False)
     with pytest.raises(CodesignError, match="unknown FPGA target"):
         build(DUT, tmp_path / "out", target="virtex", progress=False)
+    with pytest.raises(CodesignError, match="fpga.router: 'router3' is not a nextpnr router"):
+        build(DUT, tmp_path / "out", router="router3", progress=False)
+    assert not (tmp_path / "out" / "synth.json").exists()
 
 
 def test_missing_tool_says_how_to_install(tmp_path, monkeypatch):

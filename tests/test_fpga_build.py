@@ -70,6 +70,17 @@ def test_ecp5_rebuild_is_byte_identical(ecp5, tmp_path):
     assert Path(again["bitstream"]).read_bytes() == Path(first["bitstream"]).read_bytes()
 
 
+def test_ecp5_router2_build(ecp5, tmp_path):
+    """``router='router2'`` passes ``--router router2`` to nextpnr (its log says so), reuses the synthesis
+    and still writes a bitstream that meets timing; router1's figures are not touched."""
+    out, first = ecp5
+    r = build(DUT, out, target="ecp5-85f", clock_mhz=50, seed=1, progress=False, router="router2")
+    assert r["router"] == "router2" and first["router"] == "router1"
+    assert r["steps"]["synth"]["cached"] and not r["steps"]["pnr"]["cached"]
+    assert "Running router2" in (out / "pnr.log").read_text()
+    assert Path(r["bitstream"]).read_bytes()[:2] == b"\xff\x00" and r["timing_met"] is True
+
+
 def test_ice40_build(tmp_path):
     r = build(DUT, tmp_path / "ice40", target="ice40-up5k", clock_mhz=12, seed=1, progress=False)
     data = Path(r["bitstream"]).read_bytes()

@@ -23,11 +23,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--board", default="none", choices=["none", "ulx3s", "icebreaker"])
     ap.add_argument("--clock-mhz", type=float, default=50.0)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--router", default="router1", choices=["router1", "router2"],
+                    help="nextpnr router (router2 for large congested designs)")
     ap.add_argument("--force", action="store_true", help="ignore the step cache")
     a = ap.parse_args(argv)
     try:
         r = build(a.rtl_dir, a.out_dir, target=a.target, board=a.board, clock_mhz=a.clock_mhz, seed=a.seed,
-                  force=a.force)
+                  force=a.force, router=a.router)
     except CodesignError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code

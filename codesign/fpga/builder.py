@@ -23,7 +23,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from codesign.errors import CodesignError, StageInputError
+from codesign.errors import CodesignError, ConfigError, StageInputError
 from codesign.fpga import wrappers
 from codesign.fpga.interface import Interface, load_interface
 from codesign.fpga.reports import nextpnr_report, parse_log_utilisation, resources_from_cells, yosys_cells
@@ -257,11 +257,13 @@ def _place_route_pack(prog: _Progress, iface: Interface, tgt: Target, out: Path,
 
 
 def build(rtl_dir: str | Path, out_dir: str | Path, target: str = "ecp5-85f", board: str = "none",
-          clock_mhz: float = 50.0, seed: int = 1, progress: bool = True, force: bool = False) -> dict[str, Any]:
+          clock_mhz: float = 50.0, seed: int = 1, progress: bool = True, force: bool = False,
+          router: str = "router1") -> dict[str, Any]:
     """Synthesise, place, route and pack the accelerator in ``rtl_dir`` (holding interface.json).
 
     Returns the figures written to ``out_dir/fpga.json``; flat keys ``luts ffs dsps fmax_mhz
-    timing_met bitstream`` (absolute path or None) summarise it. ``force`` ignores the cache.
+    timing_met bitstream`` (absolute path or None) summarise it. ``force`` ignores the cache. ``router``:
+    nextpnr's ``router1`` (default) or ``router2`` (for large congested designs).
     Target ``xilinx-vivado`` writes a Vivado Tcl project instead (nothing runs Vivado).
     """
     t_start = time.perf_counter()
@@ -273,6 +275,8 @@ def build(rtl_dir: str | Path, out_dir: str | Path, target: str = "ecp5-85f", bo
 
         return write_vivado_project(iface, out, board=board, clock_mhz=clock_mhz)
     tgt, clock_mhz = _check_target(target, board, clock_mhz)
+    if router not in ("router1", "router2"):
+        raise ConfigError(f"fpga.router: {router!r} is not a nextpnr router (router1 | router2)")
     prog = _Progress(progress, f"{iface.top} -> {tgt.device}, board {board}, {clock_mhz:g} MHz, seed {seed}")
 
     top, files, constraints = _prepare_sources(iface, out, board)
@@ -292,8 +296,10 @@ def build(rtl_dir: str | Path, out_dir: str | Path, target: str = "ecp5-85f", bo
         # build), and placed and routed again timing-driven only when that misses the clock.
         tries = [("wirelength-driven (--no-tmdriv)", ("--no-tmdriv",))] if board != "none" else []
         tries.append(("timing-driven", ()))
+        route = ("--router", router) if router != "router1" else ()  # router1: the args (and cache keys) as before
         for how, extra in tries:
             placement = how
+            extra = (*extra, *route)
             util, fmax, paths, bitstream = _place_route_pack(prog, iface, tgt, out, top, netlist, constraints,
                                                              clock_mhz, seed, steps, tools, force, extra)
             if fmax and all(v["achieved"] >= v["target"] for v in fmax.values()):
@@ -304,6 +310,7 @@ def build(rtl_dir: str | Path, out_dir: str | Path, target: str = "ecp5-85f", bo
     result["critical_paths"] = paths
     if placement is not None:
         result["placement"] = placement
+        result["router"] = router
     if bitstream is not None and board != "none":
         result["program"] = PROGRAM_HINT[board].format(bit=bitstream.name)
     atomic_write_json(out / "fpga.json", result)
@@ -415,10 +422,11 @@ def run_stage(rd: Any, cfg: Any) -> dict[str, Any]:
 
         pool = ThreadPoolExecutor(max_workers=1)
         board_job = pool.submit(build, iface_path.parent, rd.stage_dir("fpga") / f.board, target=f.target,
-                                board=f.board, clock_mhz=f.clock_mhz, seed=f.seed, progress=False)
+                                board=f.board, clock_mhz=f.clock_mhz, seed=f.seed, progress=False,
+                                router=f.router)
         pool.shutdown(wait=False)
     result = build(iface_path.parent, out, target=f.target, board="none", clock_mhz=f.clock_mhz, seed=f.seed,
-                   progress=True)
+                   progress=True, router=f.router)
     rd.add_tree(out, "fpga")
 
     def rel(bit: str | None) -> str | None:

@@ -263,6 +263,9 @@ def rtl(
     from codesign import flow as flow_mod
     from codesign.run import RunDir
 
+    if out is not None:  # a run directory's stages write into it: never ignore --out silently
+        raise CodesignError(f"--out applies to a .onnx file; a run directory's RTL is written to {target}/rtl "
+                            "(copy the run directory first to keep both designs)")
     rd = RunDir(target)
     cfg = flow_mod.run_config(rd)
     if upd or input_precision:

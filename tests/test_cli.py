@@ -36,6 +36,20 @@ def test_stage_on_empty_run_dir_says_what_to_run(tmp_path):
     assert "config.yaml not found" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_rtl_out_on_a_run_dir_is_refused(tmp_path):
+    """``--out`` only applies to an .onnx input; on a run directory it was silently ignored (the run's own
+    rtl/ was overwritten): now a one-line error, nothing written."""
+    from codesign import config, flow
+    from codesign.run import RunDir
+
+    rd = RunDir(tmp_path / "run")
+    flow.save_config(rd, config.load("digits_mlp"))
+    r = run("rtl", str(rd.root), "--reuse", "4", "--out", str(tmp_path / "other"))
+    assert r.returncode == 2 and "--out applies to a .onnx file" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "other").exists() and not (rd.root / "rtl").exists()
+    assert "reuse: 4" not in (rd.root / "config.yaml").read_text()
+
+
 def test_unknown_until_stage(tmp_path):
     r = run("flow", "--until", "synth", "--out", str(tmp_path / "r"))
     assert r.returncode == 2 and "unknown stage 'synth'" in r.stderr

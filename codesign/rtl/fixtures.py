@@ -185,9 +185,10 @@ def resmlp_qonnx(path, width: int = 8, n_out: int = 4, blocks: int = 1, projecti
 
 
 def rescnn_qonnx(path, in_shape=(1, 4, 4), channels: int = 4, avgpool: bool = True, per_channel: bool = False,
-                 seed: int = 0) -> Path:
+                 seed: int = 0, projection: bool = False) -> Path:
     """QuantIdentity -> Conv -> ReLU -> [Conv -> ReLU -> Conv] + skip -> ReLU (quantized)
-    -> TruncAvgPool2d(2) (when ``avgpool``) -> Flatten -> Linear; channels-last cleaned."""
+    -> TruncAvgPool2d(2) (when ``avgpool``) -> Flatten -> Linear; channels-last cleaned. ``projection``:
+    the skip is a 1x1 conv (a branch on both sides of the add)."""
     import brevitas.nn as qnn
     import torch
 
@@ -205,6 +206,8 @@ def rescnn_qonnx(path, in_shape=(1, 4, 4), channels: int = 4, avgpool: bool = Tr
             self.r1 = qnn.QuantReLU(act_quant=ua, return_quant_tensor=True)
             self.c2 = qnn.QuantConv2d(channels, channels, 3, padding=1, return_quant_tensor=False, **kw)
             self.ro = qnn.QuantReLU(act_quant=ua, return_quant_tensor=True)
+            if projection:
+                self.sc = qnn.QuantConv2d(channels, channels, 1, return_quant_tensor=False, **kw)
             if avgpool:
                 self.pool = qnn.TruncAvgPool2d(2, return_quant_tensor=True)
             n = channels * int(np.prod(in_shape[1:])) // (4 if avgpool else 1)
@@ -212,7 +215,7 @@ def rescnn_qonnx(path, in_shape=(1, 4, 4), channels: int = 4, avgpool: bool = Tr
 
         def forward(self, x):
             x = self.r0(self.c0(self.qi(x)))
-            z = self.ro(self.c2(self.r1(self.c1(x))) + x)
+            z = self.ro(self.c2(self.r1(self.c1(x))) + (self.sc(x) if projection else x))
             if avgpool:
                 z = self.pool(z)
             return self.head(z.flatten(1))

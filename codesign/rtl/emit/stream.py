@@ -50,6 +50,7 @@ from codesign.rtl.emit.netlist import lit
 from codesign.rtl.emit.parallel import emit_parallel
 from codesign.rtl.emit.stream_plan import (
     Collect,
+    Fifo,
     Pad,
     Pipe,
     StreamPlan,
@@ -142,6 +143,194 @@ def _stream_layers(plan: StreamPlan, cfg: RTLConfig, ch: _Chain) -> tuple[list[L
     return mods, info
 
 
+class _Graph(_Chain):
+    """The streaming stages of a network that forks and re-joins (residual adds): every stream is named by
+    the streamed layer that writes it; a stream read by several layers is a lazy fork (each reader takes the
+    beat in the same cycle); each input of an add waits in a ``cs_fifo`` (depth: what the other branch can
+    hold, see :func:`_join_depths`) and the add's per-pixel unit takes one pixel of both when both are
+    there. ``timing`` / ``preds`` are the cycle model's stages and their producers."""
+
+    def __init__(self, plan: StreamPlan):
+        super().__init__()
+        self.plan = plan
+        self.preds: list[list[int]] = []
+        self.out: dict[int, tuple[str, str, str]] = {-1: self.cur}  # layer -> (data, valid, ready wire)
+        self.out_stage: dict[int, int] = {-1: -1}
+        self.readers: dict[int, list[tuple[int, int]]] = {-1: []}
+        for i in range(len(plan.layers)):
+            self.readers.setdefault(i, [])
+            for p, j in enumerate(plan.preds(i)):
+                self.readers[j].append((i, p))
+        self.readers[len(plan.layers) - 1].append((-2, 0))  # the collector
+        self.edge_ready: dict[tuple[int, int], str] = {}
+        self.edge_valid_w: dict[tuple[int, int], str] = {}
+        self.done: dict[int, int] = {}
+
+    def stage(self, st, preds: list[int]) -> int:
+        self.timing.append(st)
+        self.preds.append(preds)
+        return len(self.timing) - 1
+
+    def valid_for(self, j: int, edge: tuple[int, int], nm: str) -> str:
+        """The valid a reader of layer j's stream sees (a lazy fork: only while every other reader is ready)."""
+        if len(self.readers[j]) == 1:
+            return self.out[j][1]
+        w = f"{nm}_valid"
+        self.lines.append(f"    wire {w};   // lazy fork of {self._name(j)}")
+        self.edge_valid_w[edge] = w
+        return w
+
+    def _name(self, j: int) -> str:
+        return "the input" if j == -1 else self.plan.layers[j].name
+
+    def finish(self, j: int, edge: tuple[int, int], ready: str) -> None:
+        rd, lines = self.readers[j], self.lines
+        self.edge_ready[edge] = ready
+        if len(rd) == 1:
+            lines.append(f"    assign {self.out[j][2]} = {ready};")
+            return
+        self.done[j] = self.done.get(j, 0) + 1
+        if self.done[j] < len(rd):
+            return
+        lines.append(f"    // fork of {self._name(j)}: every reader takes the pixel in the same cycle")
+        lines.append(f"    assign {self.out[j][2]} = {' && '.join(f'({self.edge_ready[e]})' for e in rd)};")
+        for e in rd:
+            others = [f"({self.edge_ready[o]})" for o in rd if o != e]
+            lines.append(f"    assign {self.edge_valid_w[e]} = {self.out[j][1]} && {' && '.join(others)};")
+
+    def chain_hop(self, nm: str, module: str, params: str, out_w: int, src: tuple[str, str], pe: bool = False
+                  ) -> tuple[tuple[str, str, str], str]:
+        """One instance reading (data, valid) ``src``; returns its output stream and its input-ready wire."""
+        lines = self.lines
+        d, v, r = f"{nm}_tdata", f"{nm}_tvalid", f"{nm}_tready"
+        lines.append(f"    wire [{out_w - 1}:0] {d};\n    wire {v};\n    wire {r};\n    wire {nm}_s_ready;")
+        if pe:
+            lines.append(f"    {module} u_{nm} (.clk(clk), .rst(rst), .in_valid({src[1]}), .in_ready({nm}_s_ready), "
+                         f".in_data({src[0]}), .out_valid({v}), .out_ready({r}), .out_data({d}));")
+        else:
+            lines.append(f"    {module} #({params}) u_{nm} (.clk(clk), .rst(rst), "
+                         f".s_tdata({src[0]}), .s_tvalid({src[1]}), .s_tready({nm}_s_ready),\n"
+                         f"        .m_tdata({d}), .m_tvalid({v}), .m_tready({r}));")
+        return (d, v, r), f"{nm}_s_ready"
+
+
+def _capacity(ly: ir.Layer, g, pe_latency: int, fifo_depth: int = 0) -> int:
+    """Pixels a streamed layer can take in before it must hand one on (its line buffer and window, the
+    per-pixel unit's registers, its own FIFOs): an upper bound, for sizing the FIFO of the other branch."""
+    cap = pe_latency + 1 + fifo_depth
+    if isinstance(ly, ir.Window):
+        cap += g.kh * g.wp + g.kw + 1
+    return cap
+
+
+def _join_depths(plan: StreamPlan, i: int, caps: list[int]) -> list[int]:
+    """FIFO depth of each input of the add at streamed layer ``i``: 2 + the most pixels the *other* branch
+    can hold between the fork both branches start from and the add (so the fork never waits on a full
+    FIFO while the other branch still needs pixels to produce its next one)."""
+    anc: list[set[int]] = []
+    for k in range(i):
+        a = {-1}
+        for j in plan.preds(k):
+            a |= {j} | (anc[j] if j >= 0 else set())
+        anc.append(a)
+    a_sets = [({j} | (anc[j] if j >= 0 else set())) for j in plan.preds(i)]
+    fork = max(a_sets[0] & a_sets[1])
+    depths = []
+    for p in range(2):
+        other = plan.preds(i)[1 - p]
+        dist = {fork: 0}
+        for k in range(fork + 1, other + 1):
+            ds = [dist[j] for j in plan.preds(k) if j in dist]
+            if ds:
+                dist[k] = max(ds) + caps[k]
+        depths.append(2 + dist.get(other, 0))
+    return depths
+
+
+def _stream_graph(plan: StreamPlan, cfg: RTLConfig, ch: _Graph) -> tuple[list[LayerModule], list[dict]]:
+    """Like :func:`_stream_layers` for a network with forks and joins."""
+    mods, info, caps = [], [], []
+    for i, (ly, g) in enumerate(zip(plan.layers, plan.geoms, strict=True)):
+        b = ly.in_fmt.bits
+        pw = g.c * b
+        ch.lines.append(f"    // {ly.name}: {ly.describe()}")
+        ent = {"name": ly.name, "kind": ly.kind, "in": [g.h, g.w, g.c], "out": [g.oh, g.ow, g.oc],
+               "sources": [ch._name(j) if j >= 0 else "" for j in plan.preds(i)]}
+        mod = emit_parallel(pe_layer(ly, g), cfg)
+        mods.append(mod)
+        out_w = g.oc * ly.out_fmt.bits
+        if isinstance(ly, ir.Add):
+            depths = _join_depths(plan, i, caps)
+            fifos, f_stage = [], []
+            for p, j in enumerate(plan.preds(i)):
+                f = f"{ly.name}_in{p}"
+                w = g.c * (ly.in_fmt.bits if p == 0 else ly.in_fmt2.bits)
+                ev = ch.valid_for(j, (i, p), f)
+                ch.lines.append(f"    // input {p} of {ly.name} ({ch._name(j)}) waits here for the other one\n"
+                                f"    wire [{w - 1}:0] {f}_tdata;\n    wire {f}_tvalid;\n    wire {f}_tready;\n"
+                                f"    wire {f}_s_ready;\n"
+                                f"    cs_fifo #(.W({w}), .DEPTH({depths[p]})) u_{f} (.clk(clk), .rst(rst), "
+                                f".s_tdata({ch.out[j][0]}), .s_tvalid({ev}), .s_tready({f}_s_ready),\n"
+                                f"        .m_tdata({f}_tdata), .m_tvalid({f}_tvalid), .m_tready({f}_tready));")
+                ch.finish(j, (i, p), f"{f}_s_ready")
+                fifos.append(f)
+                f_stage.append(ch.stage(Fifo(depths[p]), [ch.out_stage[j]]))
+            a, c = fifos
+            nm = mod.name
+            d, v, r = f"{nm}_tdata", f"{nm}_tvalid", f"{nm}_tready"
+            ch.lines.append(f"    wire [{out_w - 1}:0] {d};\n    wire {v};\n    wire {r};\n    wire {nm}_in_ready;\n"
+                            f"    assign {a}_tready = {nm}_in_ready && {c}_tvalid;   // join: both pixels present\n"
+                            f"    assign {c}_tready = {nm}_in_ready && {a}_tvalid;\n"
+                            f"    {nm} u_{nm} (.clk(clk), .rst(rst), .in_valid({a}_tvalid && {c}_tvalid), "
+                            f".in_ready({nm}_in_ready), .in_data({{{c}_tdata, {a}_tdata}}), .out_valid({v}), "
+                            f".out_ready({r}), .out_data({d}));")
+            ch.out[i] = (d, v, r)
+            ch.out_stage[i] = ch.stage(Pipe(mod.latency), f_stage)
+            ent["skip_fifo_depths"] = depths
+            caps.append(_capacity(ly, g, mod.latency, max(depths)))
+        else:
+            (j,) = plan.preds(i)
+            hops = []
+            if isinstance(ly, ir.Window):
+                ent.update(kernel=[g.kh, g.kw], stride=[g.sh, g.sw], pads=[g.pt, g.pl, g.pb, g.pr],
+                           padded=[g.hp, g.wp], line_buffer_bits=(g.kh - 1) * g.wp * pw,
+                           window_bits=g.kh * g.kw * pw)
+                if g.padded:
+                    fill = ly.in_fmt.lo if isinstance(ly, ir.MaxPool) else 0
+                    fv = sum((fill & ((1 << b) - 1)) << (c * b) for c in range(g.c))
+                    hops.append((f"{ly.name}_pad", "cs_pad", f".PW({pw}), .H({g.h}), .W({g.w}), .PT({g.pt}), "
+                                 f".PB({g.pb}), .PL({g.pl}), .PR({g.pr}), .FILL({lit(fv, pw)})", pw, False, Pad(g)))
+                hops.append((f"{ly.name}_win", "cs_window", f".PW({pw}), .HP({g.hp}), .WP({g.wp}), .KH({g.kh}), "
+                             f".KW({g.kw}), .SH({g.sh}), .SW({g.sw})", g.kh * g.kw * pw, False, WindowStage(g)))
+            hops.append((mod.name, mod.name, "", out_w, True, Pipe(mod.latency)))
+            src = (ch.out[j][0], ch.valid_for(j, (i, 0), f"{hops[0][0]}_in"))
+            prev_stage, prev_r = ch.out_stage[j], None
+            for nm, module, params, w, pe, st in hops:
+                cur, s_ready = ch.chain_hop(nm, module, params, w, src, pe)
+                if prev_r is None:
+                    ch.finish(j, (i, 0), s_ready)
+                else:
+                    ch.lines.append(f"    assign {prev_r} = {s_ready};")
+                prev_stage = ch.stage(st, [prev_stage])
+                src, prev_r = (cur[0], cur[1]), cur[2]
+            ch.out[i] = cur
+            ch.out_stage[i] = prev_stage
+            caps.append(_capacity(ly, g, mod.latency))
+        ent["pe_latency_cycles"] = mod.latency
+        info.append(ent)
+    last = len(plan.layers) - 1
+    gl, lly = plan.geoms[-1], plan.layers[-1]
+    n_col = gl.oh * gl.ow
+    ch.lines.append(f"    // collector: {n_col} pixel beat(s) of {gl.oc} field(s) -> "
+                    f"the ({gl.oh}, {gl.ow}, {gl.oc}) vector (beat k = fields k*{gl.oc}..)")
+    cur, s_ready = ch.chain_hop("collect", "cs_collect", f".PW({gl.oc * lly.out_fmt.bits}), .N({n_col})",
+                                n_col * gl.oc * lly.out_fmt.bits, (ch.out[last][0], ch.out[last][1]))
+    ch.finish(last, (-2, 0), s_ready)
+    ch.stage(Collect(n_col), [ch.out_stage[last]])
+    ch.cur = cur
+    return mods, info
+
+
 def _top_text(m: ir.Model, cfg: RTLConfig, top: str, plan: StreamPlan, ch: _Chain, vec: VectorDesign | None,
               latency: int, ii: int) -> str:
     fin, fout = m.input_fmt, m.output_fmt
@@ -195,8 +384,14 @@ def build_stream(m: ir.Model, cfg: RTLConfig, onnx_rel: str, top: str = "codesig
         raise UnsupportedError("rtl.io='stream' supports only rtl.strategy='latency' (fully parallel per-pixel "
                                "compute units and vector layers); use rtl.io='vector' for the resource strategy")
     plan = plan_stream(m)
-    ch = _Chain()
-    mods, stage_info = _stream_layers(plan, cfg, ch)
+    if plan.is_chain:
+        ch = _Chain()
+        mods, stage_info = _stream_layers(plan, cfg, ch)
+        preds = None
+    else:
+        ch = _Graph(plan)
+        mods, stage_info = _stream_graph(plan, cfg, ch)
+        preds = ch.preds
     vec = build_vector(plan.rest, cfg, top="codesign_vec") if plan.rest is not None else None
     pe_libs = set().union(*(mod.libs for mod in mods))
     if vec is not None:
@@ -205,11 +400,13 @@ def build_stream(m: ir.Model, cfg: RTLConfig, onnx_rel: str, top: str = "codesig
     else:
         tail = 1 if cfg.axis_slice else 0
         libs = pe_libs | set(STREAM_LIBS) | ({"cs_skid_buffer.v"} if cfg.axis_slice else set())
+    if preds is not None:
+        libs |= {"cs_fifo.v"}
     files = sorted(libs) + [f"{mod.name}.v" for mod in mods]
     if vec is not None:
         files += [f for f in vec.files if f not in files]
     files.append(f"{top}.v")
-    latency, ii, lats, iis = stream_timing(ch.timing, plan.beats, tail)
+    latency, ii, lats, iis = stream_timing(ch.timing, plan.beats, tail, preds=preds)
     text = _top_text(m, cfg, top, plan, ch, vec, latency, ii)
     iface = _interface(m, cfg, plan, stage_info, mods, vec, onnx_rel, top, files, (latency, ii, lats, iis))
     return StreamDesign(top, text, tuple(mods), vec, frozenset(libs), tuple(files), iface)

@@ -51,18 +51,26 @@ class Geometry:
 @dataclass
 class StreamPlan:
     perm: np.ndarray | None  # the input transpose (graph input -> channels-last), absorbed into the beat order
-    layers: list[ir.Layer]  # streamed layers, in order
+    layers: list[ir.Layer]  # streamed layers, in graph order
     geoms: list[Geometry]
     rest: ir.Model | None  # the vector part after the collector (None: the collector output is the output)
     beat_fields: np.ndarray  # (beats, C): input-vector field carried by each beat's field
+    sources: list[list[int]] | None = None  # per streamed layer: its producers (-1 = the input); None = a chain
 
     @property
     def beats(self) -> int:
         return int(self.beat_fields.shape[0])
 
+    def preds(self, i: int) -> list[int]:
+        return self.sources[i] if self.sources is not None else [i - 1]
+
+    @property
+    def is_chain(self) -> bool:
+        return self.sources is None
+
 
 def _geometry(ly: ir.Layer) -> Geometry:
-    if isinstance(ly, ir.Requantize):
+    if isinstance(ly, ir.Requantize | ir.Add):
         sp = tuple(ly.in_shape[:-1]) or (1,)
         h, w = (1, sp[0]) if len(sp) == 1 else sp
         c = ly.in_shape[-1]
@@ -82,6 +90,37 @@ def _geometry(ly: ir.Layer) -> Geometry:
                     pads[0], pads[2], pads[1], pads[3])
 
 
+def _streamed_prefix(m: ir.Model, k0: int, src0: str) -> list[int]:
+    """Indices of the streamed layers from ``k0``: window / pixel-wise requant layers and residual adds
+    (forks and joins) whose producers all stream, as long as the rest of the network reads only the
+    last of them (one exit into the collector)."""
+    layers = m.layers
+    names = {src0}
+    idx: list[int] = []
+    k = k0
+    while k < len(layers):
+        ly, srcs = layers[k], m.sources(k)
+        if isinstance(ly, ir.Window | ir.Requantize):
+            ok = len(srcs) == 1 and srcs[0] in names and not (isinstance(ly, ir.Requantize) and not idx)
+        elif isinstance(ly, ir.Add):
+            ok = bool(idx) and len(srcs) == 2 and srcs[0] != srcs[1] and all(s in names for s in srcs)
+        else:
+            ok = False
+        if not ok:
+            break
+        idx.append(k)
+        names.add(ly.name)
+        k += 1
+    while idx:  # cut back until only the last streamed layer is read by the rest (or is the output)
+        inside = {layers[i].name for i in idx} | {src0}
+        last = layers[idx[-1]].name
+        outside = {s for j in range(idx[-1] + 1, len(layers)) for s in m.sources(j) if s in inside}
+        if outside <= {last}:
+            break
+        idx.pop()
+    return idx
+
+
 def plan_stream(m: ir.Model) -> StreamPlan:
     """Split ``m`` into the streamed window layers and the vector rest (UnsupportedError when the
     network does not start with a window layer)."""
@@ -93,34 +132,31 @@ def plan_stream(m: ir.Model) -> StreamPlan:
     k0, perm, src = 0, None, ""
     if layers and isinstance(layers[0], ir.Transpose) and m.sources(0) == [""] and readers.get("", []) == [0]:
         perm, k0, src = np.asarray(layers[0].perm, dtype=np.int64), 1, layers[0].name
-    chain: list[ir.Layer] = []
-    k = k0
-    while k < len(layers):
-        ly = layers[k]
-        if not isinstance(ly, ir.Window | ir.Requantize) or m.sources(k) != [src]:
-            break
-        if readers.get(src, []) != [k]:  # the previous stage's output is also read elsewhere (a fork)
-            break
-        if isinstance(ly, ir.Requantize) and not chain:
-            break
-        chain.append(ly)
-        src = ly.name
-        k += 1
+    idx = _streamed_prefix(m, k0, src)
+    chain = [layers[i] for i in idx]
+    k = idx[-1] + 1 if idx else k0
     if not any(isinstance(ly, ir.Window) for ly in chain):
         first = layers[k0].kind if k0 < len(layers) else "nothing"
         raise UnsupportedError(f"rtl.io='stream' needs a network that starts with a window layer (Conv1D/Conv2D/"
                                f"MaxPool/AveragePool on the input pixels); {m.name} starts with {first}: use "
                                "rtl.io='vector' (one whole vector per beat)")
+    pos = {ly.name: i for i, ly in enumerate(chain)}
+    pos[src] = -1
+    sources = [[pos[s] for s in m.sources(i)] for i in idx]
     geoms = [_geometry(ly) for ly in chain]
-    for a, b in zip(geoms, geoms[1:], strict=False):
-        assert (a.oh, a.ow, a.oc) == (b.h, b.w, b.c)
+    for i, g in enumerate(geoms):
+        for j in sources[i]:
+            if j >= 0:
+                a = geoms[j]
+                assert (a.oh, a.ow, a.oc) == (g.h, g.w, g.c), (chain[j].name, chain[i].name)
+    chain_only = all(s == [i - 1] for i, s in enumerate(sources))
     g0 = geoms[0]
     n_in = int(np.prod(m.input_shape))
     if g0.h * g0.w * g0.c != n_in:
         raise UnsupportedError(f"rtl.io='stream': the first window layer's input {chain[0].in_shape} is not the "
                                f"network input {m.input_shape}")
-    idx = perm if perm is not None else np.arange(n_in, dtype=np.int64)
-    beat_fields = idx.reshape(g0.h * g0.w, g0.c)
+    idx_in = perm if perm is not None else np.arange(n_in, dtype=np.int64)
+    beat_fields = idx_in.reshape(g0.h * g0.w, g0.c)
     rest_layers = layers[k:]
     rest = None
     if rest_layers:
@@ -128,13 +164,22 @@ def plan_stream(m: ir.Model) -> StreamPlan:
         rl = tuple(ly if ly.inputs is None else ly.replace(inputs=tuple("" if s == last.name else s for s in ly.inputs))
                    for ly in rest_layers)
         rest = ir.Model(m.name, m.input_name, tuple(last.out_shape), last.out_fmt, rl, m.output_name)
-    return StreamPlan(perm, chain, geoms, rest, beat_fields)
+    return StreamPlan(perm, chain, geoms, rest, beat_fields, None if chain_only else sources)
 
 
 def pe_layer(ly: ir.Layer, g: Geometry) -> ir.Layer:
     """The layer restricted to one output pixel: input = the KH x KW x C window, no padding, stride 1."""
     if isinstance(ly, ir.Requantize):
         return ly.replace(name=f"{ly.name}_pe", in_shape=(g.c,), out_shape=(g.c,), inputs=None)
+    if isinstance(ly, ir.Add):  # one pixel of each operand: fields [0, C) and [C, 2C)
+        fs = None
+        if ly.field_shift is not None:
+            per_pixel = np.asarray(ly.field_shift).reshape(-1, g.c)
+            if not (per_pixel == per_pixel[0]).all():
+                raise UnsupportedError(f"rtl.io='stream': add {ly.name} has field shifts that differ between pixels; "
+                                       "use rtl.io='vector'")
+            fs = per_pixel[0].copy()
+        return ly.replace(name=f"{ly.name}_pe", in_shape=(g.c,), out_shape=(g.c,), inputs=None, field_shift=fs)
     nd = ly.nd
     kw = {}
     if isinstance(ly, ir.AccLayer):  # position 0 = per channel
@@ -233,29 +278,71 @@ class Collect:
             self.ov = False
 
 
-def stream_timing(stages: list, beats: int, tail: int, images: int = 16) -> tuple[int, int, list[int], list[int]]:
+class Fifo:  # hw/cs_fifo.v: registered full/empty, a full FIFO takes no word even when one leaves
+    def __init__(self, depth: int):
+        self.depth, self.n = depth, 0
+
+    def ready(self, out_ready: bool) -> bool:
+        return self.n < self.depth
+
+    def valid(self, in_valid: bool) -> bool:
+        return self.n > 0
+
+    def step(self, in_valid: bool, out_ready: bool) -> None:
+        push = in_valid and self.n < self.depth
+        pop = out_ready and self.n > 0
+        self.n += int(push) - int(pop)
+
+
+def stream_timing(stages: list, beats: int, tail: int, images: int = 16, preds: list[list[int]] | None = None,
+                  stall=None) -> tuple[int, int, list[int], list[int]]:
     """Simulate ``images`` vectors through the stream stages (input always valid, output always ready).
-    ``tail``: cycles from the collector's output to the top output. Returns (latency, II, latencies, IIs)."""
+    ``tail``: cycles from the last stage's output to the top output. ``preds``: per stage its producer
+    stages (-1 = the input; default: a chain). A stage read by several stages is a lazy fork (every reader
+    takes the beat in the same cycle); a stage with two producers is a join whose producers are
+    :class:`Fifo` stages (it takes a beat when both hold one). ``stall(cycle) -> (in_gap, out_stall)``
+    adds input gaps and output backpressure (the checks of a FIFO sizing). Returns (latency, II,
+    latencies, IIs)."""
+    n = len(stages)
+    preds = preds if preds is not None else [[i - 1] for i in range(n)]
+    cons: dict[int, list[int]] = {j: [] for j in range(-1, n)}
+    for i, ps in enumerate(preds):
+        for p in ps:
+            cons[p].append(i)
+        if len(ps) > 1:
+            assert all(isinstance(stages[p], Fifo) for p in ps), "a join reads FIFOs"
     n_beats = beats * images
     fed, first, outs, cycle = 0, [], [], 0
     limit = 1000 * (n_beats + 100)
     while len(outs) < images and cycle < limit:
-        rdy = [False] * (len(stages) + 1)
-        rdy[-1] = True
-        for i in range(len(stages) - 1, -1, -1):
-            rdy[i] = stages[i].ready(rdy[i + 1])
-        vin = [False] * (len(stages) + 1)
-        vin[0] = fed < n_beats
-        for i, st in enumerate(stages):
-            vin[i + 1] = st.valid(vin[i])
-        if vin[0] and rdy[0]:
+        gap, hold = stall(cycle) if stall is not None else (False, False)
+        out_ready = [False] * n
+        eready: dict[tuple[int, int], bool] = {}
+        for i in range(n - 1, -1, -1):
+            out_ready[i] = not hold if i == n - 1 else all(eready[(i, c)] for c in cons[i])
+            r = stages[i].ready(out_ready[i])
+            ps = preds[i]
+            for p in ps:
+                eready[(p, i)] = r and all(stages[q].valid(False) for q in ps if q != p)
+        src_valid = fed < n_beats and not gap
+        vout: dict[int, bool] = {-1: src_valid}
+        vin = [False] * n
+        for i in range(n):
+            ps = preds[i]
+            if len(ps) == 1:
+                p = ps[0]
+                vin[i] = vout[p] and all(eready[(p, c)] for c in cons[p] if c != i)
+            else:
+                vin[i] = all(vout[p] for p in ps)
+            vout[i] = stages[i].valid(vin[i])
+        if src_valid and all(eready[(-1, c)] for c in cons[-1]):
             if fed % beats == 0:
                 first.append(cycle)
             fed += 1
-        if vin[-1]:  # the collector hands a vector to the vector part (always ready)
+        if vout[n - 1] and out_ready[n - 1]:  # the last stage hands a vector on
             outs.append(cycle + tail)
         for i, st in enumerate(stages):
-            st.step(vin[i], rdy[i + 1])
+            st.step(vin[i], out_ready[i])
         cycle += 1
     if len(outs) < images:  # pragma: no cover - a model error, not a user error
         raise RuntimeError("stream timing model: no progress")

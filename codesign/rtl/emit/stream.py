@@ -93,19 +93,26 @@ class _Chain:
         self.cur = ("s_axis_tdata", "s_axis_tvalid", "s_axis_tready")
         self.timing: list = []
 
-    def hop(self, nm: str, module: str, params: str, out_w: int, pe: bool = False) -> None:
-        cur, lines = self.cur, self.lines
+    def instance(self, nm: str, module: str, params: str, out_w: int, src: tuple[str, str], pe: bool = False
+                 ) -> tuple[tuple[str, str, str], str]:
+        """One instance reading (data, valid) ``src``; returns its output stream and its input-ready wire."""
+        lines = self.lines
         d, v, r = f"{nm}_tdata", f"{nm}_tvalid", f"{nm}_tready"
         lines.append(f"    wire [{out_w - 1}:0] {d};\n    wire {v};\n    wire {r};\n    wire {nm}_s_ready;")
         if pe:
-            lines.append(f"    {module} u_{nm} (.clk(clk), .rst(rst), .in_valid({cur[1]}), .in_ready({nm}_s_ready), "
-                         f".in_data({cur[0]}), .out_valid({v}), .out_ready({r}), .out_data({d}));")
+            lines.append(f"    {module} u_{nm} (.clk(clk), .rst(rst), .in_valid({src[1]}), .in_ready({nm}_s_ready), "
+                         f".in_data({src[0]}), .out_valid({v}), .out_ready({r}), .out_data({d}));")
         else:
             lines.append(f"    {module} #({params}) u_{nm} (.clk(clk), .rst(rst), "
-                         f".s_tdata({cur[0]}), .s_tvalid({cur[1]}), .s_tready({nm}_s_ready),\n"
+                         f".s_tdata({src[0]}), .s_tvalid({src[1]}), .s_tready({nm}_s_ready),\n"
                          f"        .m_tdata({d}), .m_tvalid({v}), .m_tready({r}));")
-        lines.append(f"    assign {cur[2]} = {nm}_s_ready;")
-        self.cur = (d, v, r)
+        return (d, v, r), f"{nm}_s_ready"
+
+    def hop(self, nm: str, module: str, params: str, out_w: int, pe: bool = False) -> None:
+        cur = self.cur
+        out, s_ready = self.instance(nm, module, params, out_w, (cur[0], cur[1]), pe)
+        self.lines.append(f"    assign {cur[2]} = {s_ready};")
+        self.cur = out
 
 
 def _stream_layers(plan: StreamPlan, cfg: RTLConfig, ch: _Chain) -> tuple[list[LayerModule], list[dict]]:
@@ -197,21 +204,6 @@ class _Graph(_Chain):
         for e in rd:
             others = [f"({self.edge_ready[o]})" for o in rd if o != e]
             lines.append(f"    assign {self.edge_valid_w[e]} = {self.out[j][1]} && {' && '.join(others)};")
-
-    def chain_hop(self, nm: str, module: str, params: str, out_w: int, src: tuple[str, str], pe: bool = False
-                  ) -> tuple[tuple[str, str, str], str]:
-        """One instance reading (data, valid) ``src``; returns its output stream and its input-ready wire."""
-        lines = self.lines
-        d, v, r = f"{nm}_tdata", f"{nm}_tvalid", f"{nm}_tready"
-        lines.append(f"    wire [{out_w - 1}:0] {d};\n    wire {v};\n    wire {r};\n    wire {nm}_s_ready;")
-        if pe:
-            lines.append(f"    {module} u_{nm} (.clk(clk), .rst(rst), .in_valid({src[1]}), .in_ready({nm}_s_ready), "
-                         f".in_data({src[0]}), .out_valid({v}), .out_ready({r}), .out_data({d}));")
-        else:
-            lines.append(f"    {module} #({params}) u_{nm} (.clk(clk), .rst(rst), "
-                         f".s_tdata({src[0]}), .s_tvalid({src[1]}), .s_tready({nm}_s_ready),\n"
-                         f"        .m_tdata({d}), .m_tvalid({v}), .m_tready({r}));")
-        return (d, v, r), f"{nm}_s_ready"
 
 
 def _capacity(ly: ir.Layer, g, pe_latency: int, fifo_depth: int = 0) -> int:
@@ -306,7 +298,7 @@ def _stream_graph(plan: StreamPlan, cfg: RTLConfig, ch: _Graph) -> tuple[list[La
             src = (ch.out[j][0], ch.valid_for(j, (i, 0), f"{hops[0][0]}_in"))
             prev_stage, prev_r = ch.out_stage[j], None
             for nm, module, params, w, pe, st in hops:
-                cur, s_ready = ch.chain_hop(nm, module, params, w, src, pe)
+                cur, s_ready = ch.instance(nm, module, params, w, src, pe)
                 if prev_r is None:
                     ch.finish(j, (i, 0), s_ready)
                 else:
@@ -323,7 +315,7 @@ def _stream_graph(plan: StreamPlan, cfg: RTLConfig, ch: _Graph) -> tuple[list[La
     n_col = gl.oh * gl.ow
     ch.lines.append(f"    // collector: {n_col} pixel beat(s) of {gl.oc} field(s) -> "
                     f"the ({gl.oh}, {gl.ow}, {gl.oc}) vector (beat k = fields k*{gl.oc}..)")
-    cur, s_ready = ch.chain_hop("collect", "cs_collect", f".PW({gl.oc * lly.out_fmt.bits}), .N({n_col})",
+    cur, s_ready = ch.instance("collect", "cs_collect", f".PW({gl.oc * lly.out_fmt.bits}), .N({n_col})",
                                 n_col * gl.oc * lly.out_fmt.bits, (ch.out[last][0], ch.out[last][1]))
     ch.finish(last, (-2, 0), s_ready)
     ch.stage(Collect(n_col), [ch.out_stage[last]])

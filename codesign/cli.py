@@ -500,13 +500,52 @@ _TERMINATED = threading.Event()  # SIGTERM (kill, a CI runner or a scheduler sto
 
 def _on_sigterm(signum: int, frame: object) -> None:
     _TERMINATED.set()  # typer/click turn the interrupt into an exit code or Abort: the flag tells SIGTERM apart
+    _kill_descendants()  # now: unwinding kills only the direct children and orphans theirs (make's compilers)
     raise KeyboardInterrupt
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (Linux /proc; elsewhere none): the simulators, compilers and make
+    processes that cocotb's runner starts for ``verify`` are not in the FPGA tool registry."""
+    from pathlib import Path
+
+    children: dict[int, list[int]] = {}
+    try:
+        entries = [d for d in Path("/proc").iterdir() if d.name.isdigit()]
+    except OSError:
+        return []
+    for d in entries:
+        try:
+            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(d.name))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def _kill_descendants() -> None:
+    """SIGKILL every process below this one (yosys/nextpnr, verify's Verilator, make, compilers and
+    simulation). No lock taken: also safe from the signal handler."""
+    import os
+    import signal
+
+    for pid in _descendants(os.getpid()):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
 
 
 def _interrupted() -> None:
     from codesign.fpga.toolchain import stop_running_tools
 
-    stop_running_tools()
+    stop_running_tools()  # and no tool starts after this (a board build thread)
+    _kill_descendants()
     term = _TERMINATED.is_set()
     err.print("terminated" if term else "interrupted")
     sys.exit(143 if term else 130)
@@ -514,7 +553,8 @@ def _interrupted() -> None:
 
 def main() -> None:
     """Entry point: user errors print one line and exit non-zero, without a traceback. SIGTERM and Ctrl-C stop
-    the tool processes codesign started (yosys, nextpnr) before exiting (143 / 130)."""
+    the tool processes codesign started (yosys, nextpnr, Verilator and the simulations) before exiting
+    (143 / 130)."""
     import signal
 
     if threading.current_thread() is threading.main_thread():

@@ -85,13 +85,31 @@ class StreamDesign:
     interface: Interface
 
 
-class _Chain:
-    """The streaming stages of the top level, one hop (wires + instance) each."""
+class _Graph:
+    """The streaming stages of the top level, a chain or a network that forks and re-joins (residual
+    adds): every stream is named by the streamed layer that writes it; a stream read by several layers is
+    a lazy fork (each reader takes the beat in the same cycle); each input of an add waits in a
+    ``cs_fifo`` (depth: what the other branch can hold, see :func:`_join_depths`) and the add's per-pixel
+    unit takes one pixel of both when both are there. ``timing`` / ``preds`` are the cycle model's stages
+    and their producers."""
 
-    def __init__(self):
+    def __init__(self, plan: StreamPlan):
         self.lines: list[str] = []
-        self.cur = ("s_axis_tdata", "s_axis_tvalid", "s_axis_tready")
+        self.cur = ("s_axis_tdata", "s_axis_tvalid", "s_axis_tready")  # the top-level output stream, at the end
         self.timing: list = []
+        self.plan = plan
+        self.preds: list[list[int]] = []
+        self.out: dict[int, tuple[str, str, str]] = {-1: self.cur}  # layer -> (data, valid, ready wire)
+        self.out_stage: dict[int, int] = {-1: -1}
+        self.readers: dict[int, list[tuple[int, int]]] = {-1: []}
+        for i in range(len(plan.layers)):
+            self.readers.setdefault(i, [])
+            for p, j in enumerate(plan.preds(i)):
+                self.readers[j].append((i, p))
+        self.readers[len(plan.layers) - 1].append((-2, 0))  # the collector
+        self.edge_ready: dict[tuple[int, int], str] = {}
+        self.edge_valid_w: dict[tuple[int, int], str] = {}
+        self.done: dict[int, int] = {}
 
     def instance(self, nm: str, module: str, params: str, out_w: int, src: tuple[str, str], pe: bool = False
                  ) -> tuple[tuple[str, str, str], str]:
@@ -107,71 +125,6 @@ class _Chain:
                          f".s_tdata({src[0]}), .s_tvalid({src[1]}), .s_tready({nm}_s_ready),\n"
                          f"        .m_tdata({d}), .m_tvalid({v}), .m_tready({r}));")
         return (d, v, r), f"{nm}_s_ready"
-
-    def hop(self, nm: str, module: str, params: str, out_w: int, pe: bool = False) -> None:
-        cur = self.cur
-        out, s_ready = self.instance(nm, module, params, out_w, (cur[0], cur[1]), pe)
-        self.lines.append(f"    assign {cur[2]} = {s_ready};")
-        self.cur = out
-
-
-def _stream_layers(plan: StreamPlan, cfg: RTLConfig, ch: _Chain) -> tuple[list[LayerModule], list[dict]]:
-    """Pad / window / per-pixel unit of every streamed layer, then the collector."""
-    mods, info = [], []
-    for ly, g in zip(plan.layers, plan.geoms, strict=True):
-        b = ly.in_fmt.bits
-        pw = g.c * b
-        ch.lines.append(f"    // {ly.name}: {ly.describe()}")
-        ent = {"name": ly.name, "kind": ly.kind, "in": [g.h, g.w, g.c], "out": [g.oh, g.ow, g.oc]}
-        if isinstance(ly, ir.Window):
-            ent.update(kernel=[g.kh, g.kw], stride=[g.sh, g.sw], pads=[g.pt, g.pl, g.pb, g.pr],
-                       padded=[g.hp, g.wp], line_buffer_bits=(g.kh - 1) * g.wp * pw, window_bits=g.kh * g.kw * pw)
-            if g.padded:
-                fill = ly.in_fmt.lo if isinstance(ly, ir.MaxPool) else 0  # max(x, lo) = x: like -inf padding
-                fv = sum((fill & ((1 << b) - 1)) << (c * b) for c in range(g.c))
-                ch.hop(f"{ly.name}_pad", "cs_pad", f".PW({pw}), .H({g.h}), .W({g.w}), .PT({g.pt}), .PB({g.pb}), "
-                       f".PL({g.pl}), .PR({g.pr}), .FILL({lit(fv, pw)})", pw)
-                ch.timing.append(Pad(g))
-            ch.hop(f"{ly.name}_win", "cs_window", f".PW({pw}), .HP({g.hp}), .WP({g.wp}), .KH({g.kh}), .KW({g.kw}), "
-                   f".SH({g.sh}), .SW({g.sw})", g.kh * g.kw * pw)
-            ch.timing.append(WindowStage(g))
-        mod = emit_parallel(pe_layer(ly, g), cfg)
-        mods.append(mod)
-        ch.hop(mod.name, mod.name, "", g.oc * ly.out_fmt.bits, pe=True)
-        ch.timing.append(Pipe(mod.latency))
-        ent["pe_latency_cycles"] = mod.latency
-        info.append(ent)
-    gl, last = plan.geoms[-1], plan.layers[-1]
-    n_col = gl.oh * gl.ow
-    ch.lines.append(f"    // collector: {n_col} pixel beat(s) of {gl.oc} field(s) -> "
-                    f"the ({gl.oh}, {gl.ow}, {gl.oc}) vector (beat k = fields k*{gl.oc}..)")
-    ch.hop("collect", "cs_collect", f".PW({gl.oc * last.out_fmt.bits}), .N({n_col})", n_col * gl.oc * last.out_fmt.bits)
-    ch.timing.append(Collect(n_col))
-    return mods, info
-
-
-class _Graph(_Chain):
-    """The streaming stages of a network that forks and re-joins (residual adds): every stream is named by
-    the streamed layer that writes it; a stream read by several layers is a lazy fork (each reader takes the
-    beat in the same cycle); each input of an add waits in a ``cs_fifo`` (depth: what the other branch can
-    hold, see :func:`_join_depths`) and the add's per-pixel unit takes one pixel of both when both are
-    there. ``timing`` / ``preds`` are the cycle model's stages and their producers."""
-
-    def __init__(self, plan: StreamPlan):
-        super().__init__()
-        self.plan = plan
-        self.preds: list[list[int]] = []
-        self.out: dict[int, tuple[str, str, str]] = {-1: self.cur}  # layer -> (data, valid, ready wire)
-        self.out_stage: dict[int, int] = {-1: -1}
-        self.readers: dict[int, list[tuple[int, int]]] = {-1: []}
-        for i in range(len(plan.layers)):
-            self.readers.setdefault(i, [])
-            for p, j in enumerate(plan.preds(i)):
-                self.readers[j].append((i, p))
-        self.readers[len(plan.layers) - 1].append((-2, 0))  # the collector
-        self.edge_ready: dict[tuple[int, int], str] = {}
-        self.edge_valid_w: dict[tuple[int, int], str] = {}
-        self.done: dict[int, int] = {}
 
     def stage(self, st, preds: list[int]) -> int:
         self.timing.append(st)
@@ -240,14 +193,16 @@ def _join_depths(plan: StreamPlan, i: int, caps: list[int]) -> list[int]:
 
 
 def _stream_graph(plan: StreamPlan, cfg: RTLConfig, ch: _Graph) -> tuple[list[LayerModule], list[dict]]:
-    """Like :func:`_stream_layers` for a network with forks and joins."""
+    """Pad / window / per-pixel unit of every streamed layer (FIFOs and a join unit for each add), then the
+    collector. A chain writes exactly what it wrote before forks existed (no ``sources`` key)."""
     mods, info, caps = [], [], []
     for i, (ly, g) in enumerate(zip(plan.layers, plan.geoms, strict=True)):
         b = ly.in_fmt.bits
         pw = g.c * b
         ch.lines.append(f"    // {ly.name}: {ly.describe()}")
-        ent = {"name": ly.name, "kind": ly.kind, "in": [g.h, g.w, g.c], "out": [g.oh, g.ow, g.oc],
-               "sources": [ch._name(j) if j >= 0 else "" for j in plan.preds(i)]}
+        ent = {"name": ly.name, "kind": ly.kind, "in": [g.h, g.w, g.c], "out": [g.oh, g.ow, g.oc]}
+        if not plan.is_chain:
+            ent["sources"] = [ch._name(j) if j >= 0 else "" for j in plan.preds(i)]
         mod = emit_parallel(pe_layer(ly, g), cfg)
         mods.append(mod)
         out_w = g.oc * ly.out_fmt.bits
@@ -323,7 +278,7 @@ def _stream_graph(plan: StreamPlan, cfg: RTLConfig, ch: _Graph) -> tuple[list[La
     return mods, info
 
 
-def _top_text(m: ir.Model, cfg: RTLConfig, top: str, plan: StreamPlan, ch: _Chain, vec: VectorDesign | None,
+def _top_text(m: ir.Model, cfg: RTLConfig, top: str, plan: StreamPlan, ch: _Graph, vec: VectorDesign | None,
               latency: int, ii: int) -> str:
     fin, fout = m.input_fmt, m.output_fmt
     nout = int(np.prod(m.output_shape)) * fout.bits
@@ -376,14 +331,9 @@ def build_stream(m: ir.Model, cfg: RTLConfig, onnx_rel: str, top: str = "codesig
         raise UnsupportedError("rtl.io='stream' supports only rtl.strategy='latency' (fully parallel per-pixel "
                                "compute units and vector layers); use rtl.io='vector' for the resource strategy")
     plan = plan_stream(m)
-    if plan.is_chain:
-        ch = _Chain()
-        mods, stage_info = _stream_layers(plan, cfg, ch)
-        preds = None
-    else:
-        ch = _Graph(plan)
-        mods, stage_info = _stream_graph(plan, cfg, ch)
-        preds = ch.preds
+    ch = _Graph(plan)
+    mods, stage_info = _stream_graph(plan, cfg, ch)
+    preds = None if plan.is_chain else ch.preds
     vec = build_vector(plan.rest, cfg, top="codesign_vec") if plan.rest is not None else None
     pe_libs = set().union(*(mod.libs for mod in mods))
     if vec is not None:

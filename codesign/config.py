@@ -331,9 +331,9 @@ class FPGAConfig(_Strict):
     board: Literal["none", "ulx3s", "icebreaker"] = "none"
     clock_mhz: float = Field(50.0, gt=0, le=1000)
     seed: int = 1
-    # nextpnr's router: router1 (nextpnr-ecp5's default, best timing on the zoo's designs) or router2
-    # (negotiated congestion; finishes large congested designs, such as a fully parallel jet tagger, that
-    # router1 does not route in hours)
+    # nextpnr's router: router1 (nextpnr-ecp5's default, the better fmax where both were tried) or router2
+    # (negotiated congestion; finishes congested designs router1 does not, such as the 8-bit streamed
+    # byom CNN, at a lower fmax)
     router: Literal["router1", "router2"] = "router1"
 
 

@@ -45,6 +45,7 @@ import numpy as np
 from codesign.config import RTLConfig
 from codesign.errors import UnsupportedError
 from codesign.rtl import ir
+from codesign.rtl.emit.fork import LazyForks
 from codesign.rtl.emit.module import LayerModule
 from codesign.rtl.emit.netlist import lit
 from codesign.rtl.emit.parallel import emit_parallel
@@ -107,9 +108,7 @@ class _Graph:
             for p, j in enumerate(plan.preds(i)):
                 self.readers[j].append((i, p))
         self.readers[len(plan.layers) - 1].append((-2, 0))  # the collector
-        self.edge_ready: dict[tuple[int, int], str] = {}
-        self.edge_valid_w: dict[tuple[int, int], str] = {}
-        self.done: dict[int, int] = {}
+        self.forks = LazyForks(self.lines, self.readers, self.out, self._name, "reader", "pixel")
 
     def instance(self, nm: str, module: str, params: str, out_w: int, src: tuple[str, str], pe: bool = False
                  ) -> tuple[tuple[str, str, str], str]:
@@ -133,31 +132,13 @@ class _Graph:
 
     def valid_for(self, j: int, edge: tuple[int, int], nm: str) -> str:
         """The valid a reader of layer j's stream sees (a lazy fork: only while every other reader is ready)."""
-        if len(self.readers[j]) == 1:
-            return self.out[j][1]
-        w = f"{nm}_valid"
-        self.lines.append(f"    wire {w};   // lazy fork of {self._name(j)}")
-        self.edge_valid_w[edge] = w
-        return w
+        return self.forks.valid(j, edge, f"{nm}_valid")
 
     def _name(self, j: int) -> str:
         return "the input" if j == -1 else self.plan.layers[j].name
 
     def finish(self, j: int, edge: tuple[int, int], ready: str) -> None:
-        rd, lines = self.readers[j], self.lines
-        self.edge_ready[edge] = ready
-        if len(rd) == 1:
-            lines.append(f"    assign {self.out[j][2]} = {ready};")
-            return
-        self.done[j] = self.done.get(j, 0) + 1
-        if self.done[j] < len(rd):
-            return
-        lines.append(f"    // fork of {self._name(j)}: every reader takes the pixel in the same cycle")
-        lines.append(f"    assign {self.out[j][2]} = {' && '.join(f'({self.edge_ready[e]})' for e in rd)};")
-        for e in rd:
-            others = [f"({self.edge_ready[o]})" for o in rd if o != e]
-            lines.append(f"    assign {self.edge_valid_w[e]} = {self.out[j][1]} && {' && '.join(others)};")
-
+        self.forks.finish(j, edge, ready)
 
 def _capacity(ly: ir.Layer, g, pe_latency: int, fifo_depth: int = 0) -> int:
     """Pixels a streamed layer can take in before it must hand one on (its line buffer and window, the

@@ -19,6 +19,7 @@ from codesign.config import RTLConfig
 from codesign.errors import UnsupportedError
 from codesign.rtl import ir
 from codesign.rtl.emit.folded import emit_folded
+from codesign.rtl.emit.fork import LazyForks
 from codesign.rtl.emit.module import LayerModule
 from codesign.rtl.emit.parallel import emit_parallel
 from codesign.rtl.interface import Interface, LayerInfo, Stream
@@ -287,8 +288,8 @@ class _GraphTop:
         self.last = m.layers[-1].name
         self.edges.setdefault(self.base(self.last), []).append(("", 0))  # the output stream
         self.ready: dict[tuple[str, int], str] = {}  # consumer edge -> its ready (as the producer sees it)
-        self.evalid: dict[tuple[str, int], str] = {}
-        self.done: dict[str, int] = {}
+        self.forks = LazyForks(self.lines, self.edges, self.stream, lambda b: b or "the input", "consumer",
+                               "vector", self.ready)
 
     def base(self, name: str) -> str:
         return base_of(self.m, name)
@@ -299,26 +300,10 @@ class _GraphTop:
         return srcs[:1] if len(srcs) == 2 and self.base(srcs[0]) == self.base(srcs[1]) else srcs
 
     def edge_valid(self, b: str, edge: tuple[str, int]) -> str:
-        if len(self.edges[b]) == 1:
-            return self.stream[b][1]
-        nm = f"{edge[0] or 'out'}_in{edge[1]}_valid"
-        self.lines.append(f"    wire {nm};   // lazy fork of {b or 'the input'}")
-        self.evalid[edge] = nm
-        return nm
+        return self.forks.valid(b, edge, f"{edge[0] or 'out'}_in{edge[1]}_valid")
 
     def finish(self, b: str, edge: tuple[str, int]) -> None:
-        cons, lines, ready = self.edges[b], self.lines, self.ready
-        if len(cons) == 1:
-            lines.append(f"    assign {self.stream[b][2]} = {ready[edge]};")
-            return
-        self.done[b] = self.done.get(b, 0) + 1
-        if self.done[b] < len(cons):
-            return
-        lines.append(f"    // fork of {b or 'the input'}: every consumer takes the vector in the same cycle")
-        lines.append(f"    assign {self.stream[b][2]} = {' && '.join(f'({ready[c]})' for c in cons)};")
-        for c in cons:
-            others = [f"({ready[o]})" for o in cons if o != c]
-            lines.append(f"    assign {self.evalid[c]} = {self.stream[b][1]} && {' && '.join(others)};")
+        self.forks.finish(b, edge)
 
     def sides(self, nm: str, k: int) -> list[tuple[str, str, str | None, tuple[str, int]]]:
         """Per input edge of layer ``nm``: (valid, data, ready target or None, edge); a FIFO where the

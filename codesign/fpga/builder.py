@@ -26,9 +26,15 @@ from typing import Any
 from codesign.errors import CodesignError, ConfigError, StageInputError
 from codesign.fpga import wrappers
 from codesign.fpga.interface import Interface, load_interface
-from codesign.fpga.reports import nextpnr_report, parse_log_utilisation, resources_from_cells, yosys_cells
+from codesign.fpga.reports import (
+    nextpnr_report,
+    parse_log_utilisation,
+    resources_from_cells,
+    router1_stalled,
+    yosys_cells,
+)
 from codesign.fpga.targets import BOARD_CONSTRAINTS, BOARD_TARGET, NEXTPNR_BELS, TARGETS, Target
-from codesign.fpga.toolchain import StepResult, ToolFailed, run_step, tool_version
+from codesign.fpga.toolchain import StepResult, ToolFailed, ToolStalled, run_step, tool_version
 from codesign.resources import boards_dir, hw_dir
 from codesign.run import atomic_write_json, atomic_write_text, sha256_file
 
@@ -153,6 +159,10 @@ class _Progress:
             return nullcontext()
         return self.console.status(f"{label} ...", spinner="dots")
 
+    def note(self, text: str) -> None:
+        if self.console is not None:
+            self.console.print(f"  [yellow]![/yellow] {text}")
+
     def done(self, r: StepResult, note: str = "") -> None:
         if self.console is None:
             return
@@ -216,30 +226,46 @@ def _synthesize(prog: _Progress, iface: Interface, tgt: Target, out: Path, top: 
 
 def _place_route_pack(prog: _Progress, iface: Interface, tgt: Target, out: Path, top: str, netlist: str,
                       constraints: str | None, clock_mhz: float, seed: int, steps: dict[str, StepResult],
-                      tools: dict[str, str], force: bool, extra: tuple[str, ...] = ()
-                      ) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]], Path]:
+                      tools: dict[str, str], force: bool, extra: tuple[str, ...] = (), reseed: int = 0,
+                      stalls: list[dict[str, Any]] | None = None
+                      ) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]], Path, int]:
     """nextpnr (with ``extra`` options) and ecppack/icepack; adds their steps to ``steps`` and tool versions
-    to ``tools``. Returns (utilisation, fmax per clock, critical paths, bitstream)."""
+    to ``tools``. With router1, a placement on which the router makes no headway (``router1_stalled``)
+    is placed again with the next seed, up to ``reseed`` times (the last try runs to the end); each
+    stalled try is appended to ``stalls`` and its log kept as ``pnr.seed<S>.stalled.log``. Returns
+    (utilisation, fmax per clock, critical paths, bitstream, the seed routed)."""
     pnr_tool = f"yowasp-nextpnr-{tgt.family}"
     tools["nextpnr"] = tool_version(pnr_tool)
     routed = "pnr.config" if tgt.family == "ecp5" else "pnr.asc"
-    args = [*tgt.nextpnr_args, "--json", netlist, "--textcfg" if tgt.family == "ecp5" else "--asc", routed,
-            "--report", "pnr_report.json", "--seed", str(seed), "--freq", f"{clock_mhz:g}",
-            "--timing-allow-fail", "-l", "pnr.log", "-q", *extra]
     cflag = "--lpf" if tgt.family == "ecp5" else "--pcf"
-    inputs = [netlist]
-    if constraints:
-        args += [cflag, constraints]
-        inputs.append(constraints)
-    args.append(f"{cflag}-allow-unconstrained")
-    try:
-        steps["pnr"] = _step(prog, "place & route (nextpnr)", "pnr", pnr_tool, args, out, inputs,
-                             [routed, "pnr_report.json"], log="pnr.log", force=force, timeout=STEP_TIMEOUT_S)
-    except ToolFailed as e:
-        msg = _fit_from_log(iface, tgt, e.log_text)
-        if msg:
-            raise FitError(msg) from None
-        raise
+    inputs = [netlist] + ([constraints] if constraints else [])
+    watch = None if "router2" in extra else router1_stalled
+    for s in range(seed, seed + reseed + 1):
+        args = [*tgt.nextpnr_args, "--json", netlist, "--textcfg" if tgt.family == "ecp5" else "--asc", routed,
+                "--report", "pnr_report.json", "--seed", str(s), "--freq", f"{clock_mhz:g}",
+                "--timing-allow-fail", "-l", "pnr.log", "-q", *extra]
+        if constraints:
+            args += [cflag, constraints]
+        args.append(f"{cflag}-allow-unconstrained")
+        try:
+            steps["pnr"] = _step(prog, f"place & route (nextpnr, seed {s})", "pnr", pnr_tool, args, out, inputs,
+                                 [routed, "pnr_report.json"], log="pnr.log", force=force, timeout=STEP_TIMEOUT_S,
+                                 watch=watch if s < seed + reseed else None)
+            break
+        except ToolStalled as e:
+            kept = f"pnr.seed{s}.stalled.log"
+            if not e.cached and (out / "pnr.log").exists():
+                shutil.copyfile(out / "pnr.log", out / kept)
+            if stalls is not None:
+                stalls.append({"seed": s, "reason": e.reason, "log": kept, "seconds": round(e.seconds, 3),
+                               "cached": e.cached})
+            prog.note(f"seed {s}: {e.reason}; placing again with seed {s + 1}"
+                      + (" (known from an earlier run)" if e.cached else ""))
+        except ToolFailed as e:
+            msg = _fit_from_log(iface, tgt, e.log_text)
+            if msg:
+                raise FitError(msg) from None
+            raise
     rep = nextpnr_report(out / "pnr_report.json", out / "pnr.log")
     util, fmax, paths = rep["utilisation"], rep["fmax"], rep["critical_paths"]
     f_note = ", ".join(f"{c} {v['achieved']:.1f} MHz" for c, v in fmax.items())
@@ -253,17 +279,19 @@ def _place_route_pack(prog: _Progress, iface: Interface, tgt: Target, out: Path,
                           [routed], [bit_name], force=force, timeout=STEP_TIMEOUT_S)
     bitstream = out / bit_name
     prog.done(steps["pack"], f"  ({bitstream.stat().st_size:,} bytes)")
-    return util, fmax, paths, bitstream
+    return util, fmax, paths, bitstream, s
 
 
 def build(rtl_dir: str | Path, out_dir: str | Path, target: str = "ecp5-85f", board: str = "none",
           clock_mhz: float = 50.0, seed: int = 1, progress: bool = True, force: bool = False,
-          router: str = "router1") -> dict[str, Any]:
+          router: str = "router1", reseed: int = 2) -> dict[str, Any]:
     """Synthesise, place, route and pack the accelerator in ``rtl_dir`` (holding interface.json).
 
     Returns the figures written to ``out_dir/fpga.json``; flat keys ``luts ffs dsps fmax_mhz
     timing_met bitstream`` (absolute path or None) summarise it. ``force`` ignores the cache. ``router``:
-    nextpnr's ``router1`` (default) or ``router2`` (for large congested designs).
+    nextpnr's ``router1`` (default) or ``router2`` (for large congested designs). ``reseed``: how many
+    more seeds (``seed + 1``, ...) to place with when router1 makes no headway on a placement
+    (``codesign.fpga.reports.router1_stalled``); 0 routes ``seed`` whatever it takes.
     Target ``xilinx-vivado`` writes a Vivado Tcl project instead (nothing runs Vivado).
     """
     t_start = time.perf_counter()
@@ -277,6 +305,8 @@ def build(rtl_dir: str | Path, out_dir: str | Path, target: str = "ecp5-85f", bo
     tgt, clock_mhz = _check_target(target, board, clock_mhz)
     if router not in ("router1", "router2"):
         raise ConfigError(f"fpga.router: {router!r} is not a nextpnr router (router1 | router2)")
+    if reseed < 0:
+        raise ConfigError(f"fpga.reseed: {reseed} is negative (how many more seeds to try; 0: off)")
     prog = _Progress(progress, f"{iface.top} -> {tgt.device}, board {board}, {clock_mhz:g} MHz, seed {seed}")
 
     top, files, constraints = _prepare_sources(iface, out, board)
@@ -300,8 +330,10 @@ def build(rtl_dir: str | Path, out_dir: str | Path, target: str = "ecp5-85f", bo
         for how, extra in tries:
             placement = how
             extra = (*extra, *route)
-            util, fmax, paths, bitstream = _place_route_pack(prog, iface, tgt, out, top, netlist, constraints,
-                                                             clock_mhz, seed, steps, tools, force, extra)
+            stalls: list[dict[str, Any]] = []
+            util, fmax, paths, bitstream, routed_seed = _place_route_pack(
+                prog, iface, tgt, out, top, netlist, constraints, clock_mhz, seed, steps, tools, force, extra,
+                reseed, stalls)
             if fmax and all(v["achieved"] >= v["target"] for v in fmax.values()):
                 break
 
@@ -311,6 +343,8 @@ def build(rtl_dir: str | Path, out_dir: str | Path, target: str = "ecp5-85f", bo
     if placement is not None:
         result["placement"] = placement
         result["router"] = router
+        if stalls:  # the seed asked for, and the placements given up on the way to the one routed
+            result.update(seed=routed_seed, seed_requested=seed, reseeded=stalls)
     if bitstream is not None and board != "none":
         result["program"] = PROGRAM_HINT[board].format(bit=bitstream.name)
     atomic_write_json(out / "fpga.json", result)
@@ -423,10 +457,10 @@ def run_stage(rd: Any, cfg: Any) -> dict[str, Any]:
         pool = ThreadPoolExecutor(max_workers=1)
         board_job = pool.submit(build, iface_path.parent, rd.stage_dir("fpga") / f.board, target=f.target,
                                 board=f.board, clock_mhz=f.clock_mhz, seed=f.seed, progress=False,
-                                router=f.router)
+                                router=f.router, reseed=f.reseed)
         pool.shutdown(wait=False)
     result = build(iface_path.parent, out, target=f.target, board="none", clock_mhz=f.clock_mhz, seed=f.seed,
-                   progress=True, router=f.router)
+                   progress=True, router=f.router, reseed=f.reseed)
     rd.add_tree(out, "fpga")
 
     def rel(bit: str | None) -> str | None:
@@ -442,7 +476,10 @@ def run_stage(rd: Any, cfg: Any) -> dict[str, Any]:
         "timing_met": result.get("timing_met"),
         "bitstream": rel(result.get("bitstream")),
         "ooc_report": rel(str(out / "fpga.json")) if (out / "fpga.json").exists() else None,
+        "seed": result.get("seed"),
     }
+    if result.get("reseeded"):
+        figures["reseeded"] = [f"seed {r['seed']}: {r['reason']}" for r in result["reseeded"]]
     if board_job is not None:
         b = board_job.result()
         rd.add_tree(rd.stage_dir("fpga") / f.board, "fpga")

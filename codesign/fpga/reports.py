@@ -113,3 +113,35 @@ def parse_log_utilisation(text: str) -> dict[str, dict[str, int]]:
     end = block.find("\n\n")
     block = block if end < 0 else block[:end]
     return {b: {"used": int(u), "available": int(a)} for b, u, a in _UTIL_RE.findall(block)}
+
+
+# ---- router1 headway -------------------------------------------------------------------------
+# nextpnr's router1 logs a row every 1,000 iterations: ``IterCnt | w/ripup wo/ripup | ... | remaining arcs``.
+# On some placements it spends its first iterations ripping up arcs it has just routed: the default
+# flow's out-of-context build (digits_mlp, seed 1) had routed 410 of 25,487 arcs after 10,000 iterations
+# and took 111 s to finish routing, where seeds 2-7 of the same netlist had routed 11-42% of their arcs at
+# that point and finished in 26-61 s at 73.4-79.1 MHz (the seed-1 placement reached 74.5 MHz). A
+# placement whose router made less headway than ROUTER1_STALL_HEADWAY arcs per iteration over the first
+# ROUTER1_STALL_ITERS iterations is placed again with the next seed (``fpga.reseed``).
+ROUTER1_STALL_ITERS = 10_000
+ROUTER1_STALL_HEADWAY = 0.10
+_ROUTE_ARCS_RE = re.compile(r"^Info: Routing (\d+) arcs\.", re.M)
+_ROUTE_ROW_RE = re.compile(r"^Info:\s+(\d+) \|\s*\d+\s+\d+ \|\s*\d+\s+\d+ \|\s*(\d+)\|", re.M)
+
+
+def router1_stalled(log_text: str) -> str | None:
+    """Why router1 is making no headway on this placement (see above), or None (also while it is too
+    early to tell, and for logs of other routers)."""
+    starts = list(_ROUTE_ARCS_RE.finditer(log_text))
+    if not starts:
+        return None
+    total = int(starts[-1].group(1))
+    for it, left in _ROUTE_ROW_RE.findall(log_text, starts[-1].end()):
+        it, left = int(it), int(left)
+        if it < ROUTER1_STALL_ITERS:
+            continue
+        if left > 0 and (total - left) / it < ROUTER1_STALL_HEADWAY:
+            return (f"router1 routed {total - left:,} of {total:,} arcs in {it:,} iterations "
+                    f"(under {ROUTER1_STALL_HEADWAY:.0%} headway: ripping up what it routes)")
+        return None
+    return None

@@ -10,6 +10,12 @@ Every tool process is registered while it runs: :func:`stop_running_tools` kills
 codesign (SIGTERM, Ctrl-C, an error in another stage thread) leaves no yosys or nextpnr running on
 (``codesign`` calls it on SIGTERM and on interrupts; before, a killed ``codesign fpga`` left its nextpnr
 running for as long as routing took, writing into the build folder).
+
+A step may be *watched* (``run_step(..., watch=f)``): ``f`` reads the tool's log while it runs and
+names a reason to give up (nextpnr's router1 making no headway, see ``codesign.fpga.reports``); the
+tool is then killed and :class:`ToolStalled` raised. The decision is a function of the log text alone
+(checked again on the complete log when the tool finishes first), so it does not depend on the
+machine's speed, and it is cached like a result: ``<step>.stalled`` maps each stalled key to its reason.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -75,6 +82,15 @@ class ToolFailed(CodesignError):
         self.log_text = log_text
 
 
+class ToolStalled(CodesignError):
+    """A watched tool was stopped (or its finished log showed it would have been); ``cached``: from an
+    earlier run with the same key, nothing was run."""
+
+    def __init__(self, message: str, reason: str, cached: bool = False, seconds: float = 0.0):
+        super().__init__(message)
+        self.reason, self.cached, self.seconds = reason, cached, seconds
+
+
 def step_key(workdir: Path, inputs: list[str], argv: list[str], tool: str) -> str:
     h = hashlib.sha256()
     payload = {
@@ -87,14 +103,21 @@ def step_key(workdir: Path, inputs: list[str], argv: list[str], tool: str) -> st
 
 
 def run_step(name: str, tool: str, args: list[str], workdir: Path, inputs: list[str], outputs: list[str],
-             log: str | None = None, force: bool = False, timeout: float | None = None) -> StepResult:
+             log: str | None = None, force: bool = False, timeout: float | None = None,
+             watch: Callable[[str], str | None] | None = None) -> StepResult:
     """Run ``tool args`` in ``workdir`` unless its cache key is unchanged.
 
     ``inputs``/``outputs`` are paths relative to ``workdir``. The tool's stdout+stderr go to
-    ``<name>.out``; a ``log`` file (written by the tool itself) is reported if given.
+    ``<name>.out``; a ``log`` file (written by the tool itself) is reported if given. ``watch`` (with
+    ``log``): called on the log text every second while the tool runs; a returned reason kills the tool
+    and raises :class:`ToolStalled` (module docstring).
     """
     key_file = workdir / f"{name}.key"
     key = step_key(workdir, inputs, args, tool)
+    stalled_file = workdir / f"{name}.stalled"
+    stalled = _read_json(stalled_file) if watch is not None else {}
+    if not force and key in stalled:
+        raise ToolStalled(f"{name}: {tool} stalled before with these inputs: {stalled[key]}", stalled[key], True)
     if not force and key_file.exists() and all((workdir / o).exists() for o in outputs):
         try:
             meta = json.loads(key_file.read_text())
@@ -109,14 +132,24 @@ def run_step(name: str, tool: str, args: list[str], workdir: Path, inputs: list[
         (workdir / o).unlink(missing_ok=True)
     t0 = time.perf_counter()
     env = dict(os.environ)
+    def read_log() -> str:
+        return (workdir / log).read_text(errors="replace") if log and (workdir / log).exists() else ""
+
+    poll = (lambda: watch(read_log())) if watch is not None and log else None
     try:
-        proc = _run_registered([exe, *args], workdir, env, timeout)
+        proc = _run_registered([exe, *args], workdir, env, timeout, poll)
     except subprocess.TimeoutExpired:
         raise CodesignError(f"{name}: {tool} ran longer than {timeout:.0f} s (design too large?)") from None
     seconds = time.perf_counter() - t0
     out_text = proc.stdout + proc.stderr
     (workdir / f"{name}.out").write_text(out_text)
-    log_text = (workdir / log).read_text(errors="replace") if log and (workdir / log).exists() else out_text
+    log_text = read_log() or out_text
+    reason = getattr(proc, "stalled", None) or (watch(log_text) if poll is not None and proc.returncode == 0 else None)
+    if reason:
+        for o in outputs:  # a stalled run's outputs are not a result
+            (workdir / o).unlink(missing_ok=True)
+        atomic_write_json(stalled_file, {**_read_json(stalled_file), key: reason})
+        raise ToolStalled(f"{name}: {tool} stopped after {seconds:.0f} s: {reason}", reason, seconds=seconds)
     missing = [o for o in outputs if not (workdir / o).exists()]
     if proc.returncode != 0 or missing:
         tail = "\n".join(ln for ln in (log_text or out_text).splitlines() if ln.strip())[-1500:]
@@ -133,18 +166,42 @@ _RUNNING_LOCK = threading.Lock()
 _STOPPING = threading.Event()
 
 
-def _run_registered(cmd: list[str], workdir: Path, env: dict[str, str],
-                    timeout: float | None) -> subprocess.CompletedProcess:
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _run_registered(cmd: list[str], workdir: Path, env: dict[str, str], timeout: float | None,
+                    poll: Callable[[], str | None] | None = None) -> subprocess.CompletedProcess:
     """``subprocess.run`` with the process registered for :func:`stop_running_tools` while it runs; killed
-    on any exception here (a timeout, an interrupt)."""
+    on any exception here (a timeout, an interrupt). ``poll`` is called every second; a reason it returns
+    kills the process, and the result carries it as ``stalled``."""
     with _RUNNING_LOCK:
         if _STOPPING.is_set():  # another thread's build after codesign was stopped: start nothing new
             raise CodesignError(f"{Path(cmd[0]).name}: not started, codesign is stopping")
         proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env=env)
         _RUNNING.add(proc)
+    reason = None
+    deadline = None if timeout is None else time.monotonic() + timeout
     try:
-        out, errs = proc.communicate(timeout=timeout)
+        while True:
+            wait = None if poll is None else 1.0
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise subprocess.TimeoutExpired(cmd, timeout)
+                wait = left if wait is None else min(wait, left)
+            try:
+                out, errs = proc.communicate(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                if poll is not None and (reason := poll()):
+                    proc.kill()
+                    out, errs = proc.communicate()
+                    break
     except BaseException:
         proc.kill()
         proc.communicate()
@@ -152,7 +209,9 @@ def _run_registered(cmd: list[str], workdir: Path, env: dict[str, str],
     finally:
         with _RUNNING_LOCK:
             _RUNNING.discard(proc)
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, errs)
+    done = subprocess.CompletedProcess(cmd, proc.returncode, out, errs)
+    done.stalled = reason  # type: ignore[attr-defined]
+    return done
 
 
 def stop_running_tools() -> int:

@@ -171,12 +171,18 @@ class RunDir:
 
     # ---- stage records (resume) -----------------------------------------------------------
     def start_stage(self, stage: str, later: list[str]) -> None:
-        """Forget ``stage`` (its record and its file entries) and the records of the ``later`` stages."""
+        """Forget ``stage`` (its record, its file entries and its figures in report.json: a stage's figures are
+        merged into its section, so a key the new run no longer writes would otherwise outlive it) and the
+        records of the ``later`` stages (their figures stay: the last measured, until they run again)."""
         m = self.manifest()
         m["files"] = {k: v for k, v in m.get("files", {}).items() if v.get("stage") != stage}
         recs = m.get("stages", {})
         m["stages"] = {k: v for k, v in recs.items() if k != stage and k not in later}
         atomic_write_json(self.root / self.MANIFEST, m)
+        r = self.report()
+        if stage in r:
+            r.pop(stage)
+            atomic_write_json(self.root / self.REPORT, r)
 
     def finish_stage(self, stage: str, key: str) -> None:
         m = self.manifest()

@@ -57,3 +57,19 @@ def test_relative_run_dir(tmp_path, monkeypatch):
     p.write_bytes(b"m")
     rd.add(p, "train")
     assert "train/model.pt" in rd.manifest()["files"]
+
+
+def test_a_rerun_stage_leaves_no_stale_figures(tmp_path):
+    """report.json sections are merged, so starting a stage again must drop its old figures: an fpga run
+    without a board must not keep the last run's board figures. Later stages keep theirs (the last measured)."""
+    rd = RunDir(tmp_path / "run")
+    rd.record("rtl", {"latency": 4})
+    rd.record("fpga", {"fmax_mhz": 74.5, "board_fmax_mhz": 57.5, "reseeded": ["seed 1: stalled"]})
+    rd.record("energy", {"pj": 3673})
+    rd.record("flow", {"seconds": {"rtl": 0.1, "fpga": 170.0, "energy": 0.1}})
+    rd.record("model", "digits_mlp")
+    rd.start_stage("fpga", ["energy"])
+    assert rd.report() == {"rtl": {"latency": 4}, "energy": {"pj": 3673},
+                           "flow": {"seconds": {"rtl": 0.1, "fpga": 170.0, "energy": 0.1}}, "model": "digits_mlp"}
+    rd.record("fpga", {"fmax_mhz": 79.1})
+    assert rd.report()["fpga"] == {"fmax_mhz": 79.1}

@@ -1,4 +1,4 @@
-"""``python -m bench {all,rtl,verify,golden,flow,accuracy,da4ml,real,pipeline,zoo_seeds,peers} [--quick]``.
+"""``python -m bench {all,rtl,verify,golden,flow,accuracy,da4ml,real,pipeline,zoo_seeds,peers,pnr_seeds} [--quick]``.
 
 Each sub-benchmark prints its table and rewrites its own section of docs/benchmarks.md (between
 ``<!-- bench:NAME -->`` markers). ``--quick`` (what CI can run, < 5 min on 2 idle cores): few training
@@ -7,7 +7,8 @@ unless ``--doc`` is given. Run directories live in runs/bench (full) or runs/ben
 ``all`` runs every bench but ``real`` (QONNX models made elsewhere: Verilator builds of BNN-PYNQ nets take
 minutes each, even in quick mode), ``pipeline`` (routed builds of deeply pipelined designs, minutes per
 seed) and ``peers`` (alkaid 0.8.2 at matched latency: a settings sweep, synthesis and placement of both
-generators' designs, about an hour per large model); run them on their own.
+generators' designs, about an hour per large model) and ``pnr_seeds`` (router1 time over 7 placement seeds of
+the default design, minutes); run them on their own.
 
 Exit status 1 when a bench fails, or when any bit-exactness check a bench makes (RTL vs golden model, golden
 model vs ``execute_onnx``, da4ml's netlist vs the golden model) finds a mismatch or could not run; each is
@@ -26,9 +27,10 @@ from pathlib import Path
 
 from bench.common import Ctx, log
 
-BENCHES = ("accuracy", "golden", "rtl", "verify", "da4ml", "flow", "real", "pipeline", "zoo_seeds", "peers")
+BENCHES = ("accuracy", "golden", "rtl", "verify", "da4ml", "flow", "real", "pipeline", "zoo_seeds", "peers",
+           "pnr_seeds")
 # `all` leaves out the benches too slow for the quick CI run
-ALL = tuple(b for b in BENCHES if b not in ("real", "pipeline", "zoo_seeds", "peers"))
+ALL = tuple(b for b in BENCHES if b not in ("real", "pipeline", "zoo_seeds", "peers", "pnr_seeds"))
 
 
 def _cpu() -> float:
@@ -47,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=Path, default=None, help="run directories (default runs/bench[-quick])")
     ap.add_argument("--no-pnr", action="store_true", help="da4ml: skip nextpnr (fmax) in full mode")
     ap.add_argument("--targets", default="ecp5,xilinx", help="yosys targets of the rtl/da4ml benches (full mode)")
-    ap.add_argument("--models", default="", help="da4ml, flow, real, peers: only these models (comma separated)")
+    ap.add_argument("--models", default="",
+                    help="da4ml, flow, real, peers, pnr_seeds: only these models (comma separated)")
     ap.add_argument("--no-reuse", action="store_true",
                     help="da4ml: re-measure Verilator builds of unchanged designs "
                          "(synthesis/PnR caches: delete stat_*.txt, nextpnr.log)")
@@ -59,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--configs", default="",
                     help="pipeline: flow_control:depth pairs (default stall:5,credit:5,credit:8)")
     ap.add_argument("--seeds", default="1",
-                    help="pipeline, peers: nextpnr seeds (comma separated; the median is reported; peers: 1,2,3 "
-                         "unless given)")
+                    help="pipeline, peers, pnr_seeds: nextpnr seeds (comma separated; the median is reported; "
+                         "peers: 1,2,3 and pnr_seeds: 1-7 unless given)")
     ap.add_argument("--clock-mhz", type=float, default=200.0, help="pipeline: nextpnr target clock")
     ap.add_argument("--no-doc", action="store_true", help="print only; leave docs/benchmarks.md alone")
     ap.add_argument("--doc", action="store_true",

@@ -336,8 +336,8 @@ class FPGAConfig(_Strict):
     # byom CNN, at a lower fmax)
     router: Literal["router1", "router2"] = "router1"
     # router1 sometimes spends minutes ripping up what it routes on one placement (the default model's
-    # out-of-context build on seed 1: 111 s of routing, 26-61 s on seeds 2-7): such a placement is placed
-    # again with the next seed, up to this many times (codesign.fpga.reports.router1_stalled; 0: off)
+    # out-of-context build on seed 1; `python -m bench pnr_seeds`): such a placement is placed again with
+    # the next seed, up to this many times (codesign.fpga.reports.router1_stalled; 0: off)
     reseed: int = Field(2, ge=0, le=10)
 
 

@@ -335,3 +335,20 @@ def test_real_layer_fmax_places_one_layer_between_registers(tmp_path):
     assert r.get("fmax_mhz", 0) > 20, r
     top = (rtl / "fmax_fc2" / "codesign_ooc_top.v").read_text()
     assert "fc2 u_acc" in top and ".in_data(sr)" in top
+
+
+def test_pnr_seeds_conclusions_come_from_the_rows():
+    """The pnr_seeds bench's summary lines are computed from its measured rows (not fixed strings), and the
+    bench stays out of ``all`` (routed builds, minutes per seed)."""
+    from bench.__main__ import ALL, BENCHES
+    from bench.pnr_seeds import _render
+
+    assert "pnr_seeds" in BENCHES and "pnr_seeds" not in ALL
+    row = dict(arcs=1000, pnr_s=10.0)
+    rows = [{**row, "seed": 1, "headway": 0.02, "flagged": True, "router1_s": 90.0, "fmax_mhz": 70.0},
+            {**row, "seed": 2, "headway": 0.5, "flagged": False, "router1_s": 30.0, "fmax_mhz": 75.5},
+            {**row, "seed": 3, "headway": 0.4, "flagged": False, "router1_s": 50.0, "fmax_mhz": 72.25}]
+    text = _render("m", 50.0, rows)
+    assert "seeds not flagged (2): router1 30.0-50.0 s (median 40.0 s), fmax 72.25-75.50 MHz" in text
+    assert "seed 1 flagged: headway 2.0% at 10,000 iterations, router1 90.0 s, fmax 70.00 MHz" in text
+    assert "no seed flagged" in _render("m", 50.0, rows[1:])

@@ -118,30 +118,38 @@ def parse_log_utilisation(text: str) -> dict[str, dict[str, int]]:
 # ---- router1 headway -------------------------------------------------------------------------
 # nextpnr's router1 logs a row every 1,000 iterations: ``IterCnt | w/ripup wo/ripup | ... | remaining arcs``.
 # On some placements it spends its first iterations ripping up arcs it has just routed: the default
-# flow's out-of-context build (digits_mlp, seed 1) had routed 410 of 25,487 arcs after 10,000 iterations
-# and took 111 s to finish routing, where seeds 2-7 of the same netlist had routed 11-42% of their arcs at
-# that point and finished in 26-61 s at 73.4-79.1 MHz (the seed-1 placement reached 74.5 MHz). A
-# placement whose router made less headway than ROUTER1_STALL_HEADWAY arcs per iteration over the first
-# ROUTER1_STALL_ITERS iterations is placed again with the next seed (``fpga.reseed``).
+# flow's out-of-context build on seed 1 had routed 410 of 25,487 arcs after 10,000 iterations and took about
+# twice as long to route as the other seeds of the same netlist, at no better fmax (``python -m bench
+# pnr_seeds``, docs/benchmarks.md). A placement whose router made less headway than ROUTER1_STALL_HEADWAY
+# arcs per iteration over the first ROUTER1_STALL_ITERS iterations is placed again with the next seed
+# (``fpga.reseed``).
 ROUTER1_STALL_ITERS = 10_000
 ROUTER1_STALL_HEADWAY = 0.10
 _ROUTE_ARCS_RE = re.compile(r"^Info: Routing (\d+) arcs\.", re.M)
 _ROUTE_ROW_RE = re.compile(r"^Info:\s+(\d+) \|\s*\d+\s+\d+ \|\s*\d+\s+\d+ \|\s*(\d+)\|", re.M)
 
 
-def router1_stalled(log_text: str) -> str | None:
-    """Why router1 is making no headway on this placement (see above), or None (also while it is too
-    early to tell, and for logs of other routers)."""
+def router1_headway(log_text: str) -> tuple[int, int, int] | None:
+    """(arcs to route, iterations, arcs left) at router1's first log row from ROUTER1_STALL_ITERS
+    iterations on, in its last routing pass; None before that row (or for other routers' logs)."""
     starts = list(_ROUTE_ARCS_RE.finditer(log_text))
     if not starts:
         return None
     total = int(starts[-1].group(1))
     for it, left in _ROUTE_ROW_RE.findall(log_text, starts[-1].end()):
-        it, left = int(it), int(left)
-        if it < ROUTER1_STALL_ITERS:
-            continue
-        if left > 0 and (total - left) / it < ROUTER1_STALL_HEADWAY:
-            return (f"router1 routed {total - left:,} of {total:,} arcs in {it:,} iterations "
-                    f"(under {ROUTER1_STALL_HEADWAY:.0%} headway: ripping up what it routes)")
+        if int(it) >= ROUTER1_STALL_ITERS:
+            return total, int(it), int(left)
+    return None
+
+
+def router1_stalled(log_text: str) -> str | None:
+    """Why router1 is making no headway on this placement (see above), or None (also while it is too
+    early to tell, and for logs of other routers)."""
+    h = router1_headway(log_text)
+    if h is None:
         return None
+    total, it, left = h
+    if left > 0 and (total - left) / it < ROUTER1_STALL_HEADWAY:
+        return (f"router1 routed {total - left:,} of {total:,} arcs in {it:,} iterations "
+                f"(under {ROUTER1_STALL_HEADWAY:.0%} headway: ripping up what it routes)")
     return None

@@ -109,3 +109,17 @@ def test_reseed_builds_the_next_seed_bit_for_bit(tmp_path, monkeypatch):
     assert plain["seed"] == 1 and "reseeded" not in plain
     with pytest.raises(ConfigError, match="fpga.reseed: -1 is negative"):
         builder.build(DUT, tmp_path / "bad", reseed=-1, progress=False)
+
+
+def test_a_result_cached_without_the_watch_is_judged_too(tmp_path, monkeypatch):
+    """A run directory built before re-seeding existed holds a cached seed-1 route: the watch judges its log
+    as it would a fresh run's, so a build gives the same bitstream whatever its cache history."""
+    import codesign.fpga.toolchain as tc
+
+    monkeypatch.setattr(tc, "find_tool", lambda name: sys.executable)
+    args = _tool(tmp_path, 0)
+    run_step("pnr", "python", args, tmp_path, ["tool.py"], ["out.txt"], log="tool.log")  # no watch: cached
+    with pytest.raises(ToolStalled) as e:
+        run_step("pnr", "python", args, tmp_path, ["tool.py"], ["out.txt"], log="tool.log", watch=router1_stalled)
+    assert e.value.cached and e.value.log_in_place and (tmp_path / "started").read_text() == "x"
+    assert list(json.loads((tmp_path / "pnr.stalled").read_text()).values()) == [e.value.reason]

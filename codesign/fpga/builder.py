@@ -254,7 +254,7 @@ def _place_route_pack(prog: _Progress, iface: Interface, tgt: Target, out: Path,
             break
         except ToolStalled as e:
             kept = f"pnr.seed{s}.stalled.log"
-            if not e.cached and (out / "pnr.log").exists():
+            if e.log_in_place and (out / "pnr.log").exists():
                 shutil.copyfile(out / "pnr.log", out / kept)
             if stalls is not None:
                 stalls.append({"seed": s, "reason": e.reason, "log": kept, "seconds": round(e.seconds, 3),

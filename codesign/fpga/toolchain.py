@@ -86,9 +86,11 @@ class ToolStalled(CodesignError):
     """A watched tool was stopped (or its finished log showed it would have been); ``cached``: from an
     earlier run with the same key, nothing was run."""
 
-    def __init__(self, message: str, reason: str, cached: bool = False, seconds: float = 0.0):
+    def __init__(self, message: str, reason: str, cached: bool = False, seconds: float = 0.0,
+                 log_in_place: bool = True):
         super().__init__(message)
         self.reason, self.cached, self.seconds = reason, cached, seconds
+        self.log_in_place = log_in_place  # the step's log file is this (stalled) run's
 
 
 def step_key(workdir: Path, inputs: list[str], argv: list[str], tool: str) -> str:
@@ -117,15 +119,23 @@ def run_step(name: str, tool: str, args: list[str], workdir: Path, inputs: list[
     stalled_file = workdir / f"{name}.stalled"
     stalled = _read_json(stalled_file) if watch is not None else {}
     if not force and key in stalled:
-        raise ToolStalled(f"{name}: {tool} stalled before with these inputs: {stalled[key]}", stalled[key], True)
+        raise ToolStalled(f"{name}: {tool} stalled before with these inputs: {stalled[key]}", stalled[key], True,
+                          log_in_place=False)
     if not force and key_file.exists() and all((workdir / o).exists() for o in outputs):
         try:
             meta = json.loads(key_file.read_text())
         except json.JSONDecodeError:
             meta = {}
         if meta.get("key") == key:
-            return StepResult(name, 0.0, True, float(meta.get("seconds", 0.0)),
-                              workdir / log if log else None, [workdir / o for o in outputs])
+            # a result cached before the watch existed is judged like a fresh one (same inputs, same verdict)
+            reason = watch((workdir / log).read_text(errors="replace")) if watch and log and (workdir / log).exists() \
+                else None
+            if reason is None:
+                return StepResult(name, 0.0, True, float(meta.get("seconds", 0.0)),
+                                  workdir / log if log else None, [workdir / o for o in outputs])
+            atomic_write_json(stalled_file, {**stalled, key: reason})
+            raise ToolStalled(f"{name}: {tool}'s cached run stalled: {reason}", reason, True,
+                              float(meta.get("seconds", 0.0)))
     exe = find_tool(tool)
     key_file.unlink(missing_ok=True)
     for o in outputs:  # never leave a stale output that looks fresh

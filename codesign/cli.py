@@ -335,6 +335,9 @@ def fpga(
         help="when router1 makes no headway on a placement (under 10% of its first 10,000 iterations route an "
              "arc for good), place again with the next seed, up to this many times (default 2; 0: route the "
              "first placement whatever it takes)")] = None,
+    placement: Annotated[str | None, typer.Option(
+        help="nextpnr placement: auto (default: board tops wirelength-driven first, out-of-context builds "
+             "timing-driven) | timing | wirelength (large designs that congest when placed timing-driven)")] = None,
 ) -> None:
     """Synthesize, place and route with yosys + nextpnr; write the bitstream and reports (a plain RTL folder
     is built into DIR_fpga/TARGET with the config defaults for what is not given)."""
@@ -345,17 +348,18 @@ def fpga(
         from codesign.config import FPGAConfig
         from codesign.fpga.builder import build, print_table
 
-        given = dict(target=target, board=board, clock_mhz=clock_mhz, router=router, seed=seed, reseed=reseed)
+        given = dict(target=target, board=board, clock_mhz=clock_mhz, router=router, seed=seed, reseed=reseed,
+                     placement=placement)
         f = FPGAConfig(**{k: v for k, v in given.items() if v is not None})
         out = run_dir.parent / f"{run_dir.name}_fpga" / f.target
         print_table(build(run_dir, out, target=f.target, board=f.board, clock_mhz=f.clock_mhz, seed=f.seed,
-                          progress=True, router=f.router, reseed=f.reseed), console)
+                          progress=True, router=f.router, reseed=f.reseed, placement_mode=f.placement), console)
         return
 
     rd = RunDir(run_dir)
     cfg = flow_mod.run_config(rd)
     upd = {k: v for k, v in dict(target=target, board=board, clock_mhz=clock_mhz, router=router, seed=seed,
-                                 reseed=reseed).items() if v is not None}
+                                 reseed=reseed, placement=placement).items() if v is not None}
     if upd:
         cfg = config_mod.from_dict({**cfg.model_dump(), "fpga": {**cfg.fpga.model_dump(), **upd}}, "command line")
     _print_figures("fpga", flow_mod.run_step(rd, cfg, flow_mod.get_step("fpga")))

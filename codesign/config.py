@@ -339,6 +339,10 @@ class FPGAConfig(_Strict):
     # out-of-context build on seed 1; `python -m bench pnr_seeds`): such a placement is placed again with
     # the next seed, up to this many times (codesign.fpga.reports.router1_stalled; 0: off)
     reseed: int = Field(2, ge=0, le=10)
+    # nextpnr placement: auto (a board top wirelength-driven first, timing-driven again only if it misses the
+    # board clock; an out-of-context build timing-driven), timing, or wirelength (--no-tmdriv; for large
+    # designs whose timing-driven placement congests the router)
+    placement: Literal["auto", "timing", "wirelength"] = "auto"
 
 
 class Config(_Strict):

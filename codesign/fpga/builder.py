@@ -284,14 +284,16 @@ def _place_route_pack(prog: _Progress, iface: Interface, tgt: Target, out: Path,
 
 def build(rtl_dir: str | Path, out_dir: str | Path, target: str = "ecp5-85f", board: str = "none",
           clock_mhz: float = 50.0, seed: int = 1, progress: bool = True, force: bool = False,
-          router: str = "router1", reseed: int = 2) -> dict[str, Any]:
+          router: str = "router1", reseed: int = 2, placement_mode: str = "auto") -> dict[str, Any]:
     """Synthesise, place, route and pack the accelerator in ``rtl_dir`` (holding interface.json).
 
     Returns the figures written to ``out_dir/fpga.json``; flat keys ``luts ffs dsps fmax_mhz
     timing_met bitstream`` (absolute path or None) summarise it. ``force`` ignores the cache. ``router``:
     nextpnr's ``router1`` (default) or ``router2`` (for large congested designs). ``reseed``: how many
     more seeds (``seed + 1``, ...) to place with when router1 makes no headway on a placement
-    (``codesign.fpga.reports.router1_stalled``); 0 routes ``seed`` whatever it takes.
+    (``codesign.fpga.reports.router1_stalled``); 0 routes ``seed`` whatever it takes. ``placement_mode``:
+    ``auto`` (a board top wirelength-driven first, then timing-driven if it misses its clock; an
+    out-of-context build timing-driven), ``timing`` or ``wirelength`` (that placement only).
     Target ``xilinx-vivado`` writes a Vivado Tcl project instead (nothing runs Vivado).
     """
     t_start = time.perf_counter()
@@ -305,6 +307,8 @@ def build(rtl_dir: str | Path, out_dir: str | Path, target: str = "ecp5-85f", bo
     tgt, clock_mhz = _check_target(target, board, clock_mhz)
     if router not in ("router1", "router2"):
         raise ConfigError(f"fpga.router: {router!r} is not a nextpnr router (router1 | router2)")
+    if placement_mode not in ("auto", "timing", "wirelength"):
+        raise ConfigError(f"fpga.placement: {placement_mode!r} is not auto, timing or wirelength")
     if reseed < 0:
         raise ConfigError(f"fpga.reseed: {reseed} is negative (how many more seeds to try; 0: off)")
     prog = _Progress(progress, f"{iface.top} -> {tgt.device}, board {board}, {clock_mhz:g} MHz, seed {seed}")
@@ -324,8 +328,11 @@ def build(rtl_dir: str | Path, out_dir: str | Path, target: str = "ecp5-85f", bo
         # A board top runs at the board's oscillator, far below what the core reaches: its placement is
         # wirelength-driven first (nextpnr --no-tmdriv: ~40% less nextpnr CPU time on the default ULX3S
         # build), and placed and routed again timing-driven only when that misses the clock.
-        tries = [("wirelength-driven (--no-tmdriv)", ("--no-tmdriv",))] if board != "none" else []
-        tries.append(("timing-driven", ()))
+        # ``placement`` other than auto: that placement only (wirelength-driven also for an out-of-context
+        # build: large designs that congest when timing-driven placement packs their critical logic tightly).
+        wirelength, timing = ("wirelength-driven (--no-tmdriv)", ("--no-tmdriv",)), ("timing-driven", ())
+        tries = {"auto": [wirelength, timing] if board != "none" else [timing], "timing": [timing],
+                 "wirelength": [wirelength]}[placement_mode]
         route = ("--router", router) if router != "router1" else ()  # router1: the args (and cache keys) as before
         for how, extra in tries:
             placement = how
@@ -457,10 +464,10 @@ def run_stage(rd: Any, cfg: Any) -> dict[str, Any]:
         pool = ThreadPoolExecutor(max_workers=1)
         board_job = pool.submit(build, iface_path.parent, rd.stage_dir("fpga") / f.board, target=f.target,
                                 board=f.board, clock_mhz=f.clock_mhz, seed=f.seed, progress=False,
-                                router=f.router, reseed=f.reseed)
+                                router=f.router, reseed=f.reseed, placement_mode=f.placement)
         pool.shutdown(wait=False)
     result = build(iface_path.parent, out, target=f.target, board="none", clock_mhz=f.clock_mhz, seed=f.seed,
-                   progress=True, router=f.router, reseed=f.reseed)
+                   progress=True, router=f.router, reseed=f.reseed, placement_mode=f.placement)
     rd.add_tree(out, "fpga")
 
     def rel(bit: str | None) -> str | None:

@@ -117,6 +117,10 @@ def run_step(name: str, tool: str, args: list[str], workdir: Path, inputs: list[
     key_file = workdir / f"{name}.key"
     key = step_key(workdir, inputs, args, tool)
     stalled_file = workdir / f"{name}.stalled"
+
+    def read_log() -> str:
+        return (workdir / log).read_text(errors="replace") if log and (workdir / log).exists() else ""
+
     stalled = _read_json(stalled_file) if watch is not None else {}
     if not force and key in stalled:
         raise ToolStalled(f"{name}: {tool} stalled before with these inputs: {stalled[key]}", stalled[key], True,
@@ -128,8 +132,7 @@ def run_step(name: str, tool: str, args: list[str], workdir: Path, inputs: list[
             meta = {}
         if meta.get("key") == key:
             # a result cached before the watch existed is judged like a fresh one (same inputs, same verdict)
-            reason = watch((workdir / log).read_text(errors="replace")) if watch and log and (workdir / log).exists() \
-                else None
+            reason = watch(read_log()) if watch and log else None
             if reason is None:
                 return StepResult(name, 0.0, True, float(meta.get("seconds", 0.0)),
                                   workdir / log if log else None, [workdir / o for o in outputs])
@@ -142,19 +145,16 @@ def run_step(name: str, tool: str, args: list[str], workdir: Path, inputs: list[
         (workdir / o).unlink(missing_ok=True)
     t0 = time.perf_counter()
     env = dict(os.environ)
-    def read_log() -> str:
-        return (workdir / log).read_text(errors="replace") if log and (workdir / log).exists() else ""
-
     poll = (lambda: watch(read_log())) if watch is not None and log else None
     try:
-        proc = _run_registered([exe, *args], workdir, env, timeout, poll)
+        proc, reason = _run_registered([exe, *args], workdir, env, timeout, poll)
     except subprocess.TimeoutExpired:
         raise CodesignError(f"{name}: {tool} ran longer than {timeout:.0f} s (design too large?)") from None
     seconds = time.perf_counter() - t0
     out_text = proc.stdout + proc.stderr
     (workdir / f"{name}.out").write_text(out_text)
     log_text = read_log() or out_text
-    reason = getattr(proc, "stalled", None) or (watch(log_text) if poll is not None and proc.returncode == 0 else None)
+    reason = reason or (watch(log_text) if poll is not None and proc.returncode == 0 else None)
     if reason:
         for o in outputs:  # a stalled run's outputs are not a result
             (workdir / o).unlink(missing_ok=True)
@@ -184,10 +184,11 @@ def _read_json(path: Path) -> dict:
 
 
 def _run_registered(cmd: list[str], workdir: Path, env: dict[str, str], timeout: float | None,
-                    poll: Callable[[], str | None] | None = None) -> subprocess.CompletedProcess:
+                    poll: Callable[[], str | None] | None = None
+                    ) -> tuple[subprocess.CompletedProcess, str | None]:
     """``subprocess.run`` with the process registered for :func:`stop_running_tools` while it runs; killed
     on any exception here (a timeout, an interrupt). ``poll`` is called every second; a reason it returns
-    kills the process, and the result carries it as ``stalled``."""
+    kills the process and is returned beside the result (else None)."""
     with _RUNNING_LOCK:
         if _STOPPING.is_set():  # another thread's build after codesign was stopped: start nothing new
             raise CodesignError(f"{Path(cmd[0]).name}: not started, codesign is stopping")
@@ -219,9 +220,7 @@ def _run_registered(cmd: list[str], workdir: Path, env: dict[str, str], timeout:
     finally:
         with _RUNNING_LOCK:
             _RUNNING.discard(proc)
-    done = subprocess.CompletedProcess(cmd, proc.returncode, out, errs)
-    done.stalled = reason  # type: ignore[attr-defined]
-    return done
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, errs), reason
 
 
 def stop_running_tools() -> int:

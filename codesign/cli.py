@@ -235,7 +235,11 @@ def rtl(
                                                 "conv/pool layers on line buffers)")] = None,
     share: Annotated[bool | None, typer.Option("--share/--no-share", help="fully parallel layers: compute shift-add "
                                                "terms that several outputs have in common once (default: on)")] = None,
-    pipeline: Annotated[int | None, typer.Option(help="register stages per adder tree (default 1)")] = None,
+    pipeline: Annotated[int | None, typer.Option(help="register stages per adder tree (default 1); beyond one per "
+                                                      "adder level, up to 2 more inside each requantizer")] = None,
+    copies: Annotated[int | None, typer.Option(help="fully parallel layers: register copies of every pipeline "
+                                                    "register that several outputs read (default 1): cuts the "
+                                                    "fan-out of input registers in deep pipelines")] = None,
     popcount: Annotated[str | None, typer.Option(
         help="auto | on | off: fully parallel layers of +-c weights as popcounts (hw/cs_popcount.v) over the input "
         "bit planes (auto: fan-in >= 256)")] = None,
@@ -250,7 +254,8 @@ def rtl(
     around the first and last quantizer stays on the host, BatchNorm and float scales become thresholds)."""
     upd = {k: v for k, v in dict(strategy=strategy, reuse=reuse, multiplier=multiplier, io=io, share=share,
                                  popcount=popcount,
-                                 pipeline=pipeline, flow_control=flow_control).items() if v is not None}
+                                 pipeline=pipeline, copies=copies, flow_control=flow_control).items()
+           if v is not None}
     if target.suffix == ".onnx":
         from codesign.rtl import generate
 

@@ -263,6 +263,10 @@ class RTLConfig(_Strict):
     pipeline: int = Field(1, ge=0, description="register stages in each adder tree (0 = combinational)")
     share: bool = Field(True, description="fully parallel layers: compute shift-add terms that several outputs have "
                         "in common once (common-subexpression sharing, as da4ml does); false = one tree per output")
+    copies: int = Field(1, ge=1, description="fully parallel layers: registered copies of each pipeline register "
+                        "that several outputs read, output j reading copy j * copies // outputs (input registers "
+                        "and shared terms otherwise fan out to every output's adder tree; copies cut that fan-out "
+                        "for deep pipelines, for copies - 1 times those registers)")
     io: Literal["vector", "stream"] = Field(
         "vector", description="top-level input: 'vector' = one whole input vector per beat; 'stream' = one pixel "
         "(its channels) per beat in raster order, the leading conv/pool layers stream over line buffers and a "

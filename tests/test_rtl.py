@@ -172,6 +172,62 @@ def test_cs_requant_exhaustive(tmp_path):
         assert np.array_equal(got, want), (w, ow, sg, nw, sh, mode, rl)
 
 
+REQ_PIPED_TB = """module tb;
+    reg clk = 0, en = 0;
+    reg signed [{w}-1:0] a = 0;
+    wire [{ow}-1:0] q;
+    integer i, f, seed = 3;
+    cs_requant_piped #(.IN_W({w}), .OUT_W({ow}), .OUT_SIGNED({sg}), .NARROW({nw}), .SHIFT({sh}), .MODE({md}),
+        .RELU({rl}), .STAGES({st})) dut (.clk(clk), .en(en), .acc(a), .q(q));
+    initial begin
+        f = $fopen("req.txt", "w");
+        for (i = -(1 << ({w} - 1)); i < (1 << ({w} - 1)) + 8; i = i + 1) begin
+            a = i; en = ($random(seed) & 3) != 0; #1 clk = 1; #1 clk = 0;
+            $fwrite(f, "%0d %0d %0d\\n", i, en, q);
+        end
+        $fclose(f); $finish;
+    end
+endmodule
+"""
+
+
+@needs_iverilog
+def test_cs_requant_piped_matches_the_combinational_one(tmp_path):
+    """hw/cs_requant_piped.v (requantizer cut by 1 or 2 registers for deep pipelines) = Requant.apply on every
+    accumulator value, with the enable low on random cycles (the registers hold)."""
+    from codesign.resources import hw_dir
+    from codesign.rtl.emit.module import MODE_CODES
+
+    cases = [(10, 4, 0, 0, 3, "ROUND", 1, 1), (10, 4, 1, 1, 2, "HALF_UP", 0, 2), (10, 4, 1, 0, 1, "FLOOR", 1, 2),
+             (9, 4, 0, 1, 4, "CEIL", 0, 1), (6, 8, 1, 0, -2, "ROUND", 0, 2), (5, 3, 0, 0, 7, "ROUND", 0, 2),
+             (10, 5, 1, 0, 4, "ROUND_TO_ZERO", 0, 2)]
+    for k, (w, ow, sg, nw, sh, mode, rl, st) in enumerate(cases):
+        d = tmp_path / f"c{k}"
+        d.mkdir()
+        (d / "tb.v").write_text(REQ_PIPED_TB.format(w=w, ow=ow, sg=sg, nw=nw, sh=sh, md=MODE_CODES[mode], rl=rl,
+                                                    st=st))
+        subprocess.run(["iverilog", "-g2012", "-o", "t.vvp", "tb.v", str(hw_dir() / "cs_requant_piped.v"),
+                        str(hw_dir() / "cs_requant.v")], cwd=d, check=True)
+        subprocess.run(["vvp", "-n", "t.vvp"], cwd=d, check=True, capture_output=True)
+        rq = Requant(sh, mode, bool(rl), FixedFormat(ow, bool(sg), 0, bool(nw)))
+        pipe: list[int | None] = [None] * st  # the values in the registers, newest first
+        checked = 0
+        for line in (d / "req.txt").read_text().split("\n"):
+            if not line:
+                continue
+            a, en, qs = line.split()
+            if int(en):  # (the last cycles' values wrap around)
+                pipe = [(int(a) + (1 << (w - 1))) % (1 << w) - (1 << (w - 1))] + pipe[:-1]
+            if pipe[-1] is None:  # not filled yet (q is x)
+                continue
+            q = int(qs)
+            if sg and q >= 1 << (ow - 1):
+                q -= 1 << ow
+            assert q == int(rq.apply(np.array([pipe[-1]]))[0]), (k, pipe[-1], q)
+            checked += 1
+        assert checked >= (1 << w) * 3 // 4, checked  # (the enable is high 3 cycles in 4)
+
+
 SKID_TB = """module tb;
     reg clk = 0, rst = 1;
     reg [7:0] sd = 0; reg sv = 0; wire sr; wire [7:0] md; wire mv; reg mr = 0;

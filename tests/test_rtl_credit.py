@@ -70,6 +70,29 @@ def test_credit_verifies_under_backpressure(mlp, tmp_path, pipeline):
     assert res["backpressure"]["enabled"] and res["latency_cycles"]["measured_max"] == it["latency_cycles"]
 
 
+@needs_verilator
+@pytest.mark.parametrize("flow", ["stall", "credit"])
+def test_deep_pipeline_requant_stages_and_register_copies(mlp, tmp_path, flow):
+    """``pipeline`` beyond one register per adder level goes into the requantizers (hw/cs_requant_piped.v,
+    up to 2 stages); ``copies`` registers every signal that several outputs read once per group of
+    outputs ((* keep *): synthesis would merge the twins). Lint-clean, 0 mismatches under backpressure,
+    latency as declared."""
+    base = generate(mlp, tmp_path / "p", pipeline=20, flow_control=flow)  # deeper than any tree here
+    one = generate(mlp, tmp_path / "q", pipeline=1, flow_control=flow)
+    fc1 = (tmp_path / "p" / "fc1.v").read_text()
+    assert "cs_requant_piped" in fc1 and ".STAGES(2)" in fc1 and "cs_requant_piped.v" in base["files"]
+    assert base["layers"][0]["latency_cycles"] > one["layers"][0]["latency_cycles"] + 2
+    d = tmp_path / "c"
+    it = generate(mlp, d, pipeline=20, copies=3, flow_control=flow)
+    assert it["latency_cycles"] == base["latency_cycles"]
+    text = (d / "fc1.v").read_text()
+    assert "(* keep *) always" in text and "_d0g2 <=" in text and "_d0g1 <=" in text
+    assert text.count("always") > fc1.count("always")
+    lint(d, it)
+    res = verify_ok(d, mlp, vectors=1500)
+    assert res["latency_cycles"]["measured_max"] == it["latency_cycles"]
+
+
 def test_credit_needs_fully_parallel_chain():
     with pytest.raises(ValidationError, match="credit"):
         RTLConfig(strategy="resource", reuse=2, flow_control="credit")

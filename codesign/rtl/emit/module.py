@@ -109,9 +109,10 @@ def unused_sliced(body: Body) -> str:
 
 
 def requant_inst(body: Body, rq: Requant | Thresholds | MulShift | None, ob: int, prefix: str, acc: Sig, qname: str,
-                 channel: int = 0) -> None:
+                 channel: int = 0, stages: int = 0) -> None:
     """Requantize ``acc`` with ``rq`` into the ``ob``-bit wire ``qname`` (None: sign-extend the accumulator;
-    thresholds: those of output channel ``channel``)."""
+    thresholds: those of output channel ``channel``). ``stages`` (1 or 2, fixed-point ``Requant`` only):
+    registers inside the requantizer (``hw/cs_requant_piped.v``), that many cycles of latency."""
     if isinstance(rq, Thresholds):
         thresholds_parallel(body, rq, ob, prefix, acc, qname, channel)
         return
@@ -129,8 +130,14 @@ def requant_inst(body: Body, rq: Requant | Thresholds | MulShift | None, ob: int
         v = int(rq.apply(np.array([acc.lo], dtype=object))[0])
         body.lines.append(f"    wire [{ob - 1}:0] {qname} = {lit(v, ob)};")
         return
-    body.lines.append(
-        f"    wire [{ob - 1}:0] {qname};\n"
-        f"    cs_requant #(.IN_W({acc.width}), .OUT_W({ob}), .OUT_SIGNED({int(rq.out.signed)}), "
-        f".NARROW({int(rq.out.narrow)}), .SHIFT({rq.shift}), .MODE({MODE_CODES[normalize_rounding(rq.rounding)]}), "
-        f".RELU({int(rq.relu)}), .SAT_LO({sat_lo}), .SAT_HI({sat_hi})) {prefix}_rq (.acc({acc.name}), .q({qname}));")
+    params = (f".IN_W({acc.width}), .OUT_W({ob}), .OUT_SIGNED({int(rq.out.signed)}), .NARROW({int(rq.out.narrow)}), "
+              f".SHIFT({rq.shift}), .MODE({MODE_CODES[normalize_rounding(rq.rounding)]}), .RELU({int(rq.relu)}), "
+              f".SAT_LO({sat_lo}), .SAT_HI({sat_hi})")
+    body.lines.append(f"    wire [{ob - 1}:0] {qname};")
+    if stages:
+        body.libs.add("cs_requant_piped.v")
+        en = body.en or "1'b1"
+        body.lines.append(f"    cs_requant_piped #({params}, .STAGES({stages})) {prefix}_rq "
+                          f"(.clk(clk), .en({en}), .acc({acc.name}), .q({qname}));")
+    else:
+        body.lines.append(f"    cs_requant #({params}) {prefix}_rq (.acc({acc.name}), .q({qname}));")

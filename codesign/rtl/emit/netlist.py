@@ -123,12 +123,13 @@ class Body:
         self.lines.append(f"    {attr}wire signed [{width - 1}:0] {prefix} = {expr};")
         return Sig(prefix, width, lo, hi)
 
-    def reg(self, nm: str, src: Sig) -> Sig:
+    def reg(self, nm: str, src: Sig, keep: bool = False) -> Sig:
+        """Register ``src`` as ``nm`` (``keep``: a copy that synthesis must not merge with its twins)."""
         if src.const:
             return src
         self.lines.append(f"    reg signed [{src.width - 1}:0] {nm};")
         cond = f"if ({self.en}) " if self.en else ""
-        self.lines.append(f"    always @(posedge clk) {cond}{nm} <= {src.name};")
+        self.lines.append(f"    {'(* keep *) ' if keep else ''}always @(posedge clk) {cond}{nm} <= {src.name};")
         return Sig(nm, src.width, src.lo, src.hi, src.neg)
 
 

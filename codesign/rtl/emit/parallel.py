@@ -52,6 +52,7 @@ from codesign.rtl.emit.netlist import (
 from codesign.rtl.formats import MulShift, Requant, Thresholds, bits_for
 
 SHARE_DEPTH = 3  # a shared shift-add term is at most this many adders deep
+REQUANT_STAGES = 2  # at most this many registers inside a requantizer (hw/cs_requant_piped.v)
 
 
 def digit_leaf(body: Body, nm: str, x: Sig, s: int, k: int) -> Sig:
@@ -105,24 +106,28 @@ def _plan_trees(cols, prods, biases, level: dict[int, int]):
 
 class _TreeBuilder:
     """Prints the planned adder trees of one layer: shared terms made once, signals registered at
-    every pipeline cut they cross (each delayed copy made once and shared)."""
+    every pipeline cut they cross (each delayed copy made once per register group and shared)."""
 
-    def __init__(self, body: Body, xs: dict[int, Sig], n_in: int, shared, cuts: set[int]):
+    def __init__(self, body: Body, xs: dict[int, Sig], n_in: int, shared, cuts: set[int], copies: int = 1):
         self.body, self.xs, self.n_in, self.cuts = body, xs, n_in, cuts
         self.sh_by_id = {t.id: t for t in shared}
         self.level = {t.id: t.level for t in shared}
-        self.delayed: dict[tuple[str, int], Sig] = {}
+        self.delayed: dict[tuple[str, int, int], Sig] = {}
         self.made: dict[int, Sig] = {}
+        self.copies = copies  # register groups (rtl.copies); the outputs being built read group ``group``
+        self.group = 0
 
     def delay(self, x: Sig, frm: int, to: int) -> Sig:
         """``x`` (valid after level ``frm``) registered at every cut it crosses before level ``to``;
-        each copy ``<name>_d<cut>`` is made once and shared by all users."""
-        base = x.name
+        each copy ``<name>_d<cut>`` (``..._d<cut>g<group>`` beyond group 0) is made once per group and
+        shared by the outputs of that group."""
+        base, g = x.name, self.group
         for c in sorted(self.cuts):
             if frm <= c < to and not x.const:
-                if (base, c) not in self.delayed:
-                    self.delayed[(base, c)] = self.body.reg(f"{base}_d{c}", x)
-                x = self.delayed[(base, c)]
+                if (base, c, g) not in self.delayed:
+                    nm = f"{base}_d{c}" + (f"g{g}" if g else "")
+                    self.delayed[(base, c, g)] = self.body.reg(nm, x, keep=self.copies > 1)
+                x = self.delayed[(base, c, g)]
         return x
 
     def source(self, src: int, at: int) -> Sig:
@@ -174,11 +179,12 @@ def linear_sums(body: Body, n_in: int, xs: dict[int, Sig], conns, biases, exact,
     shared, cols = share(cols, first_id=n_in, max_level=SHARE_DEPTH) if cfg.share else ([], cols)
     if shared:
         body.lines.append(f"    // {len(shared)} shift-add terms are shared between outputs (s<id>: codesign.rtl.cse)")
-    tb = _TreeBuilder(body, xs, n_in, shared, set())
+    tb = _TreeBuilder(body, xs, n_in, shared, set(), cfg.copies)
     plans, depth = _plan_trees(cols, prods, biases, tb.level)
     tb.cuts = set(spread_cuts(depth + 1, cfg.pipeline))
     sums = []
     for j, (_, _, root) in enumerate(plans):
+        tb.group = j * cfg.copies // len(plans)
         with body.capped(caps[j]):
             acc = positive(body, f"n{j}_acc", tb.node(j, root, depth + 1))
         if not acc.const:
@@ -272,8 +278,17 @@ def _terms(ly: ir.Layer):
     return conns, biases, fs
 
 
-def _outputs(body: Body, ly: ir.Layer, accs: list[Sig], fs: list[int]) -> list[str]:
-    """The output field wires ``q<j>``: maxpool results as they are, else requantized."""
+def requant_stages(ly: ir.Layer, cfg: RTLConfig, cuts: set[int]) -> int:
+    """Register stages inside the requantizer (0-2): the ``pipeline`` stages the adder tree could not
+    take (``pipeline`` beyond one register per adder level), for a fixed-point ``Requant`` only."""
+    if not isinstance(ly, ir.AccLayer) or not isinstance(ly.requant, Requant):
+        return 0
+    return max(0, min(REQUANT_STAGES, cfg.pipeline - len(cuts)))
+
+
+def _outputs(body: Body, ly: ir.Layer, accs: list[Sig], fs: list[int], rq_stages: int = 0) -> list[str]:
+    """The output field wires ``q<j>``: maxpool results as they are, else requantized (``rq_stages``
+    registers inside each requantizer)."""
     ob = ly.out_fmt.bits
     outs = []
     chans = ly.field_channels() if isinstance(requant_of(ly), Thresholds | MulShift) else None
@@ -291,7 +306,7 @@ def _outputs(body: Body, ly: ir.Layer, accs: list[Sig], fs: list[int]) -> list[s
             rq = ly.requant
             if fs[j] and rq is not None and not ly.field_out:
                 rq = Requant(rq.shift - fs[j], rq.rounding, rq.relu, rq.out)
-            requant_inst(body, rq, ob, f"n{j}", acc, qn, int(chans[j]) if chans is not None else 0)
+            requant_inst(body, rq, ob, f"n{j}", acc, qn, int(chans[j]) if chans is not None else 0, rq_stages)
         outs.append(qn)
     return outs
 
@@ -299,6 +314,7 @@ def _outputs(body: Body, ly: ir.Layer, accs: list[Sig], fs: list[int]) -> list[s
 def emit_parallel(ly: ir.Layer, cfg: RTLConfig) -> LayerModule:
     """Fully parallel module of an accumulator layer, a maxpool or an elementwise requantization."""
     body = Body(en=None if cfg.flow_control == "credit" else "en")
+    rq_stages = 0
     conns, biases, fs = _terms(ly)
     used = sorted({i for terms in conns for i, _ in terms})
     xs = {i: in_sig(ly, i) for i in used}
@@ -323,9 +339,10 @@ def emit_parallel(ly: ir.Layer, cfg: RTLConfig) -> LayerModule:
         accs, cuts = popcount_sums(body, ly, xs, conns, biases, exact, c), set()
     else:
         accs, cuts = linear_sums(body, ly.n_in, xs, conns, biases, exact, cfg)
-    outs = _outputs(body, ly, accs, fs)
-    return LayerModule(ly.name, _parallel_text(ly, cfg, body, used, outs, len(cuts) + 1), len(cuts) + 1, 1,
-                       frozenset(body.libs))
+        rq_stages = requant_stages(ly, cfg, cuts)
+    outs = _outputs(body, ly, accs, fs, rq_stages)
+    stages = len(cuts) + rq_stages + 1
+    return LayerModule(ly.name, _parallel_text(ly, cfg, body, used, outs, stages), stages, 1, frozenset(body.libs))
 
 
 def _parallel_text(ly: ir.Layer, cfg: RTLConfig, body: Body, used: list[int], outs: list[str], stages: int) -> str:

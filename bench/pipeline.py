@@ -5,8 +5,8 @@ Per (model, flow_control, pipeline depth): the RTL (``codesign.rtl.generate``), 
 seed the out-of-context build (``codesign.fpga.builder.build``, yosys + nextpnr, routed, target clock
 ``--clock-mhz``): LUT4 / FF and nextpnr's fmax after routing; the median over the seeds.
 
-``--models`` (default digits_mlp_pot,digits_mlp_pot_pruned), ``--configs`` (``flow:depth`` pairs,
-default stall:5,credit:5,credit:8), ``--seeds`` (default 1). Each build is cached in
+``--models`` (default digits_mlp_pot,digits_mlp_pot_pruned), ``--configs`` (``flow:depth`` or
+``flow:depthxC`` with C register copies (``rtl.copies``), default stall:5,credit:5,credit:8), ``--seeds`` (default 1). Each build is cached in
 ``<runs>/pipeline/<model>_<flow>_p<depth>/fpga_s<seed>`` (the builder skips unchanged steps) and every
 result is kept in ``<runs>/bench_pipeline.json``, so an interrupted sweep resumes. Not part of ``all``:
 one routed build of a 17k-FF design takes minutes on 2 cores. ``--quick``: RTL and verification only.
@@ -26,31 +26,33 @@ MODELS = ("digits_mlp_pot", "digits_mlp_pot_pruned")
 CONFIGS = ("stall:5", "credit:5", "credit:8")
 
 
-def configs(spec: str) -> list[tuple[str, int]]:
-    """``"stall:5,credit:8"`` -> [("stall", 5), ("credit", 8)]."""
+def configs(spec: str) -> list[tuple[str, int, int]]:
+    """``"stall:5,credit:10x4"`` -> [("stall", 5, 1), ("credit", 10, 4)] (flow control, pipeline, copies)."""
     out = []
     for item in (s for s in spec.split(",") if s):
         flow, depth = item.split(":")
         if flow not in ("stall", "credit"):
             raise ValueError(f"--configs: flow control {flow!r} is not stall or credit")
-        out.append((flow, int(depth)))
+        depth, _, copies = depth.partition("x")
+        out.append((flow, int(depth), int(copies or 1)))
     return out
 
 
 def measure(ctx: Ctx, model: str, flow: str, depth: int, seeds: list[int], vectors: int,
-            done: dict[str, Any]) -> dict[str, Any]:
+            done: dict[str, Any], copies: int = 1) -> dict[str, Any]:
     from codesign.rtl import generate
     from codesign.verify import verify
 
     run = run_dir(ctx, model, until="export")
     onnx = run / "export" / "model.onnx"
-    d = ctx.runs / "pipeline" / f"{model}_{flow}_p{depth}"
-    key = f"{model}/{flow}/{depth}"
-    iface = generate(onnx, d / "rtl", pipeline=depth, flow_control=flow)
+    cx = f"x{copies}" if copies > 1 else ""
+    d = ctx.runs / "pipeline" / f"{model}_{flow}_p{depth}{cx}"
+    key = f"{model}/{flow}/{depth}{cx}"
+    iface = generate(onnx, d / "rtl", pipeline=depth, flow_control=flow, copies=copies)
     h = hashlib.sha256(b"".join((d / "rtl" / f).read_bytes() for f in iface["files"])).hexdigest()[:16]
     r = done.get(key) or {}
     if r.get("rtl_sha256") != h:  # a changed design: measure again
-        r = {"model": model, "flow_control": flow, "pipeline": depth, "rtl_sha256": h, "fmax": {}}
+        r = {"model": model, "flow_control": flow, "pipeline": depth, "copies": copies, "rtl_sha256": h, "fmax": {}}
     r["latency"] = iface["latency_cycles"]
     if r.get("mismatches") is None:
         log(f"pipeline: verify {key} ({vectors} vectors, backpressure)")
@@ -79,10 +81,10 @@ def render(ctx: Ctx, rows: list[dict[str, Any]]) -> None:
     out = []
     for r in rows:
         f = [v for v in r["fmax"].values() if v is not None]
-        out.append([r["model"], r["flow_control"], r["pipeline"], r.get("luts"), r.get("ffs"),
+        out.append([r["model"], r["flow_control"], r["pipeline"], r.get("copies", 1), r.get("luts"), r.get("ffs"),
                     " / ".join(f"{v:.1f}" for v in f) or "-", statistics.median(f) if f else None,
                     r["latency"], r.get("mismatches")])
-    body = table(["model", "flow control", "pipeline", "LUT4", "FF", "fmax per seed (MHz)", "median fmax (MHz)",
+    body = table(["model", "flow control", "pipeline", "register copies", "LUT4", "FF", "fmax per seed (MHz)", "median fmax (MHz)",
                   "latency (cycles)", "mismatches"], out)
     body += (f"\n\nECP5-85F out of context (`codesign.fpga.builder.build`, nextpnr routed, target "
              f"{ctx.clock_mhz:g} MHz); verification: cocotb + Verilator, random + corner vectors, input gaps and "
@@ -99,9 +101,9 @@ def run(ctx: Ctx) -> dict:
     done: dict[str, Any] = json.loads(path.read_text()) if path.exists() and ctx.reuse else {}
     rows = []
     for model in models:
-        for flow, depth in todo:
-            r = measure(ctx, model, flow, depth, seeds, vectors, done)
-            done[f"{model}/{flow}/{depth}"] = r
+        for flow, depth, copies in todo:
+            r = measure(ctx, model, flow, depth, seeds, vectors, done, copies)
+            done[f"{model}/{flow}/{depth}" + (f"x{copies}" if copies > 1 else "")] = r
             path.write_text(json.dumps(done, indent=1))
             rows.append(r)
     render(ctx, rows)

@@ -7,8 +7,13 @@
 // when it arrives and the consumer's m_tready never reaches the datapath. With m_tready always high the
 // counter settles at LATENCY + 1 and s_tready stays high (II 1): a beat holds its credit for
 // LATENCY + 1 edges (pipeline + FIFO), and s_tready cannot see the read in the same cycle (+1).
-// Latency through the FIFO: 1 cycle (cs_fifo). Synchronous active-high reset; s_tready is low during
-// reset. LATENCY >= 0.
+// Latency through the FIFO: 1 cycle. Synchronous active-high reset; s_tready is low during reset.
+// LATENCY >= 0.
+//
+// Built for deep pipelines at 200 MHz on ECP5: both counts (credits, FIFO entries) are thermometer
+// codes (bit k: more than k), so each flag the next cycle needs (s_tready, m_tvalid) is one bit of a
+// shift by one place, not a binary add followed by a compare; the FIFO has no full logic (the credits
+// rule it out) and its pointers wrap at a power of two (no compare with the last address).
 module cs_credit_fifo #(
     parameter integer W       = 8,
     parameter integer LATENCY = 1
@@ -24,29 +29,41 @@ module cs_credit_fifo #(
     input  wire         m_tready
 );
     localparam integer DEPTH = LATENCY + 2;
-    localparam integer CW = $clog2(DEPTH + 1);
-    localparam [CW-1:0] FULL = DEPTH[CW-1:0];
+    localparam integer AW = $clog2(DEPTH);       // DEPTH >= 2: AW >= 1; pointers wrap at 2^AW >= DEPTH
 
-    reg  [CW-1:0] used;          // beats taken and not yet read out
-    reg           ready_r;
-    wire          pop = m_tvalid && m_tready;
-    wire [CW-1:0] used_n = used + {{(CW-1){1'b0}}, p_take} - {{(CW-1){1'b0}}, pop};
+    // FIFO: a beat from the pipeline is always written (a credit reserved its entry)
+    reg [W-1:0]     mem [0:(1 << AW) - 1];
+    reg [AW-1:0]    wp, rp;
+    reg [DEPTH-1:0] held;                         // entries held, thermometer: held[k] = more than k
+    wire push = p_tvalid;
+    wire pop  = m_tready && held[0];
+    assign m_tvalid = held[0];
+    assign m_tdata  = mem[rp];
+
+    // credits: beats taken and not yet read out (in flight + held), thermometer
+    reg [DEPTH-1:0] used;
+    reg             ready_r;
+    wire [DEPTH-1:0] used_n = (p_take && !pop) ? {used[DEPTH-2:0], 1'b1} :
+                              (pop && !p_take) ? {1'b0, used[DEPTH-1:1]} : used;
+    assign s_tready = ready_r;
 
     always @(posedge clk) begin
         if (rst) begin
-            used    <= {CW{1'b0}};
+            wp      <= {AW{1'b0}};
+            rp      <= {AW{1'b0}};
+            held    <= {DEPTH{1'b0}};
+            used    <= {DEPTH{1'b0}};
             ready_r <= 1'b0;
         end else begin
+            if (push) wp <= wp + 1'b1;
+            if (pop)  rp <= rp + 1'b1;
+            if (push && !pop)      held <= {held[DEPTH-2:0], 1'b1};
+            else if (pop && !push) held <= {1'b0, held[DEPTH-1:1]};
             used    <= used_n;
-            ready_r <= used_n != FULL;
+            ready_r <= !used_n[DEPTH-1];         // fewer than DEPTH after this edge
         end
     end
-    assign s_tready = ready_r;
 
-    wire fifo_s_tready;
-    wire _unused_fifo_s_tready = fifo_s_tready;  // never full when a beat arrives (credits)
-    cs_fifo #(.W(W), .DEPTH(DEPTH)) u_fifo (
-        .clk(clk), .rst(rst),
-        .s_tdata(p_tdata), .s_tvalid(p_tvalid), .s_tready(fifo_s_tready),
-        .m_tdata(m_tdata), .m_tvalid(m_tvalid), .m_tready(m_tready));
+    always @(posedge clk)
+        if (push) mem[wp] <= p_tdata;
 endmodule

@@ -108,7 +108,7 @@ def build_vector(m: ir.Model, cfg: RTLConfig, top: str = "codesign_top") -> Vect
             raise UnsupportedError(f"{m.name}: rtl.flow_control 'credit' supports chain networks only "
                                    "(this one forks and joins); use flow_control 'stall'")
         credit_latency = latency
-        libs |= {"cs_fifo.v", "cs_credit_fifo.v"}
+        libs.add("cs_credit_fifo.v")
         latency += 1  # the output FIFO
     if cfg.axis_slice:
         libs.add("cs_skid_buffer.v")

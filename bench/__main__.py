@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="real, peers: rewrite the section from the stored results (<runs>/bench_real.json, "
                          "<runs>/bench_peers/), measure nothing")
     ap.add_argument("--configs", default="",
-                    help="pipeline: flow_control:depth pairs (default stall:5,credit:5,credit:8)")
+                    help="pipeline: flow_control:depth pairs, depthxC for C register copies (rtl.copies), "
+                         "e.g. credit:10x4 (default stall:5,credit:5,credit:8)")
     ap.add_argument("--seeds", default="1",
                     help="pipeline, peers, pnr_seeds: nextpnr seeds (comma separated; the median is reported; "
                          "peers: 1,2,3 and pnr_seeds: 1-7 unless given)")

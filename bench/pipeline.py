@@ -6,7 +6,8 @@ seed the out-of-context build (``codesign.fpga.builder.build``, yosys + nextpnr,
 ``--clock-mhz``): LUT4 / FF and nextpnr's fmax after routing; the median over the seeds.
 
 ``--models`` (default digits_mlp_pot,digits_mlp_pot_pruned), ``--configs`` (``flow:depth`` or
-``flow:depthxC`` with C register copies (``rtl.copies``), default stall:5,credit:5,credit:8), ``--seeds`` (default 1). Each build is cached in
+``flow:depthxC`` with C register copies (``rtl.copies``), default stall:5,credit:5,credit:8), ``--seeds``
+(default 1). Each build is cached in
 ``<runs>/pipeline/<model>_<flow>_p<depth>/fpga_s<seed>`` (the builder skips unchanged steps) and every
 result is kept in ``<runs>/bench_pipeline.json``, so an interrupted sweep resumes. Not part of ``all``:
 one routed build of a 17k-FF design takes minutes on 2 cores. ``--quick``: RTL and verification only.
@@ -81,11 +82,12 @@ def render(ctx: Ctx, rows: list[dict[str, Any]]) -> None:
     out = []
     for r in rows:
         f = [v for v in r["fmax"].values() if v is not None]
-        out.append([r["model"], r["flow_control"], r["pipeline"], r.get("copies", 1), r.get("luts"), r.get("ffs"),
+        out.append([r["model"], r["flow_control"], r["pipeline"], r.get("copies", 1), r.get("luts"),
+                    r.get("ffs"),
                     " / ".join(f"{v:.1f}" for v in f) or "-", statistics.median(f) if f else None,
                     r["latency"], r.get("mismatches")])
-    body = table(["model", "flow control", "pipeline", "register copies", "LUT4", "FF", "fmax per seed (MHz)", "median fmax (MHz)",
-                  "latency (cycles)", "mismatches"], out)
+    body = table(["model", "flow control", "pipeline", "register copies", "LUT4", "FF", "fmax per seed (MHz)",
+                  "median fmax (MHz)", "latency (cycles)", "mismatches"], out)
     body += (f"\n\nECP5-85F out of context (`codesign.fpga.builder.build`, nextpnr routed, target "
              f"{ctx.clock_mhz:g} MHz); verification: cocotb + Verilator, random + corner vectors, input gaps and "
              "output backpressure in the second half.")

@@ -266,7 +266,8 @@ class RTLConfig(_Strict):
     copies: int = Field(1, ge=1, description="fully parallel layers: registered copies of each pipeline register "
                         "that several outputs read, output j reading copy j * copies // outputs (input registers "
                         "and shared terms otherwise fan out to every output's adder tree; copies cut that fan-out "
-                        "for deep pipelines, for copies - 1 times those registers)")
+                        "for deep pipelines, for copies - 1 times those registers); shift-add terms are shared "
+                        "within a group only")
     io: Literal["vector", "stream"] = Field(
         "vector", description="top-level input: 'vector' = one whole input vector per beat; 'stream' = one pixel "
         "(its channels) per beat in raster order, the leading conv/pool layers stream over line buffers and a "

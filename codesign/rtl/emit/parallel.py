@@ -165,6 +165,19 @@ class _TreeBuilder:
         return self.delay(add_sigs(body, f"n{j}_a{body.n}", a, b), lv, at)
 
 
+def _share_in_groups(cols, n_in: int, cfg: RTLConfig):
+    """Common-subexpression sharing (:func:`codesign.rtl.cse.share`) within each register group
+    (``rtl.copies``; one group: the whole layer): no shared term is read across groups, so each group's
+    adder trees read only its own registers."""
+    shared, out, n = [], [], len(cols)
+    for g in range(cfg.copies):
+        idx = [j for j in range(n) if j * cfg.copies // n == g]  # a contiguous range of outputs
+        sh, cg = share([cols[j] for j in idx], first_id=n_in + len(shared), max_level=SHARE_DEPTH)
+        shared += sh
+        out += cg
+    return shared, out
+
+
 def linear_sums(body: Body, n_in: int, xs: dict[int, Sig], conns, biases, exact,
                 cfg: RTLConfig) -> tuple[list[Sig], set[int]]:
     """Exact sums of the constant-weight terms of every output (fully parallel Dense/Conv/Add/AvgPool).
@@ -176,7 +189,7 @@ def linear_sums(body: Body, n_in: int, xs: dict[int, Sig], conns, biases, exact,
     Returns the sums (true bounds) and the register cuts (adder levels followed by registers)."""
     caps = [bits_for(*exact[j]) for j in range(len(conns))]
     cols, prods = _columns(conns, caps, cfg)
-    shared, cols = share(cols, first_id=n_in, max_level=SHARE_DEPTH) if cfg.share else ([], cols)
+    shared, cols = _share_in_groups(cols, n_in, cfg) if cfg.share else ([], cols)
     if shared:
         body.lines.append(f"    // {len(shared)} shift-add terms are shared between outputs (s<id>: codesign.rtl.cse)")
     tb = _TreeBuilder(body, xs, n_in, shared, set(), cfg.copies)

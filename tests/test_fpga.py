@@ -54,12 +54,14 @@ endmodule
                                    (2, 4, False, 300, 3, True), (17, 7, True, 5, 8, True)])
 def test_generated_wrappers_compile(tmp_path, shape):
     iface = _iface(tmp_path, *shape, tready=shape[0] != 2)
-    for name, text in [("ooc.v", wrappers.ooc_top(iface)), ("core.v", wrappers.uart_core(iface)),
+    for name, text in [("ooc.v", wrappers.ooc_top(iface)), ("ooc_fast.v", wrappers.ooc_top(iface, 200.0)),
+                       ("core.v", wrappers.uart_core(iface)),
                        ("ulx3s.v", wrappers.board_top(iface, "ulx3s")),
                        ("iceb.v", wrappers.board_top(iface, "icebreaker"))]:
         (tmp_path / name).write_text(text)
     hw = hw_dir()
-    for top, files in [("codesign_ooc_top", ["ooc.v"]), ("board_top", ["core.v", "ulx3s.v"]),
+    for top, files in [("codesign_ooc_top", ["ooc.v"]), ("codesign_ooc_top", ["ooc_fast.v"]),
+                       ("board_top", ["core.v", "ulx3s.v"]),
                        ("board_top", ["core.v", "iceb.v"])]:
         r = subprocess.run(["iverilog", "-g2005", "-Wall", "-s", top, "-o", str(tmp_path / "a.out"),
                             str(tmp_path / "stub.v"), str(hw / "uart_rx.v"), str(hw / "uart_tx.v"),
@@ -67,6 +69,29 @@ def test_generated_wrappers_compile(tmp_path, shape):
                            capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
         assert "error" not in r.stderr.lower(), r.stderr
+
+
+@pytest.mark.parametrize("w_out", [5, 16, 170, 1000])
+def test_fast_ooc_wrapper_xor_tree_is_the_parity(tmp_path, w_out):
+    """Above wrappers.OOC_FAST_MHZ the wrapper's XOR reduction is registered per LUT level: evaluated
+    stage by stage as written, dout is the parity of every output bit; one LUT4 (4 inputs) per bit."""
+    import re
+
+    iface = _iface(tmp_path, 2, 8, True, w_out, 1, False)
+    text = wrappers.ooc_top(iface, 200.0)
+    assert wrappers.ooc_top(iface, 50.0) == wrappers.ooc_top(iface)  # slow builds: the wrapper as it was
+    stmts = re.findall(r"(xr\d+|dout)(?:\[(\d+)\])? <= \^(oq|xr\d+)\[(\d+)(?::(\d+))?\];", text)
+    assert len(stmts) == sum(wrappers.xor_stages(w_out)) and stmts[-1][0] == "dout"
+    rng = np.random.default_rng(w_out)
+    for _ in range(5):
+        sig = {"oq": {i: int(b) for i, b in enumerate(rng.integers(0, 2, w_out))}}
+        for dst, bit, src, hi, lo in stmts:
+            hi, lo = int(hi), int(lo or hi)
+            assert hi - lo < 4
+            sig.setdefault(dst, {})[int(bit or 0)] = sum(sig[src][i] for i in range(lo, hi + 1)) % 2
+        assert sig["dout"][0] == sum(sig["oq"].values()) % 2
+    n = len(wrappers.xor_stages(w_out))
+    assert f"({wrappers.xor_stage_ffs(w_out)} FFs)" in text and text.count("reg [") == 2 + n - 1
 
 
 def test_framing_roundtrip():

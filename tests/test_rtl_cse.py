@@ -53,6 +53,33 @@ def test_share_keeps_every_sum_and_saves_adders(kind, seed):
         assert _evaluate(new, shared, x) == (x @ w).tolist()
 
 
+@pytest.mark.parametrize("copies", [1, 3, 4])
+def test_share_in_register_groups_stays_in_its_group(copies):
+    """rtl.copies: terms are shared within a register group only (each group an island for the placer),
+    every sum unchanged; one group is the plain layer-wide sharing."""
+    from codesign.config import RTLConfig
+    from codesign.rtl.emit.parallel import _share_in_groups
+
+    rng = np.random.default_rng(7)
+    w = (2 ** rng.integers(0, 4, size=(20, 10))) * rng.choice([-1, 1], size=(20, 10))
+    cols = _columns(w)
+    shared, out = _share_in_groups(cols, 20, RTLConfig(copies=copies, pipeline=4))
+    if copies == 1:
+        assert (shared, out) == share(cols, first_id=20)
+    x = rng.integers(-128, 128, size=20)
+    assert _evaluate(out, shared, x) == [int(v) for v in x @ w]
+    by_id = {t.id: t for t in shared}
+    group_of: dict[int, int] = {}
+    for j, c in enumerate(out):
+        g = j * copies // len(out)
+        todo = [src for src, _, _ in c if src >= 20]
+        while todo:  # every shared term an output reads, directly or through another shared term
+            t = by_id[todo.pop()]
+            assert group_of.setdefault(t.id, g) == g, f"shared term s{t.id} read by groups {group_of[t.id]}, {g}"
+            todo += [src for src in (t.a, t.b) if src >= 20]
+    assert len(set(group_of.values())) == copies
+
+
 def test_share_leaves_huge_layers_alone():
     w = np.ones((40, 40), dtype=np.int64)
     cols = _columns(w)

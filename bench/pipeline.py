@@ -74,8 +74,18 @@ def measure(ctx: Ctx, model: str, flow: str, depth: int, seeds: list[int], vecto
         r.update(luts=b.get("luts"), ffs=b.get("ffs"))
         r["fmax"][str(seed)] = b.get("fmax_mhz")
         done[key] = r
-        (ctx.runs / "bench_pipeline.json").write_text(json.dumps(done, indent=1))
+        _save(ctx.runs / "bench_pipeline.json", key, r)
     return r
+
+
+def _save(path: Path, key: str, r: dict[str, Any]) -> None:
+    """Store one result in ``path``, keeping what other runs stored meanwhile (two sweeps of different
+    models can share a runs directory), written through a temporary file."""
+    stored = json.loads(path.read_text()) if path.exists() else {}
+    stored[key] = r
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(stored, indent=1))
+    tmp.replace(path)
 
 
 def render(ctx: Ctx, rows: list[dict[str, Any]]) -> None:
@@ -89,7 +99,8 @@ def render(ctx: Ctx, rows: list[dict[str, Any]]) -> None:
     body = table(["model", "flow control", "pipeline", "register copies", "LUT4", "FF", "fmax per seed (MHz)",
                   "median fmax (MHz)", "latency (cycles)", "mismatches"], out)
     body += (f"\n\nECP5-85F out of context (`codesign.fpga.builder.build`, nextpnr routed, target "
-             f"{ctx.clock_mhz:g} MHz); verification: cocotb + Verilator, random + corner vectors, input gaps and "
+             f"{ctx.clock_mhz:g} MHz; LUT4 and FF of the whole build, the out-of-context wrapper's input shift "
+             "register, output register and XOR reduction included, as in `fpga.json`); verification: cocotb + Verilator, random + corner vectors, input gaps and "
              "output backpressure in the second half.")
     section(ctx, "pipeline", "Deep pipelining (flow control, pipeline depth)", body)
 
@@ -105,8 +116,9 @@ def run(ctx: Ctx) -> dict:
     for model in models:
         for flow, depth, copies in todo:
             r = measure(ctx, model, flow, depth, seeds, vectors, done, copies)
-            done[f"{model}/{flow}/{depth}" + (f"x{copies}" if copies > 1 else "")] = r
-            path.write_text(json.dumps(done, indent=1))
+            key = f"{model}/{flow}/{depth}" + (f"x{copies}" if copies > 1 else "")
+            done[key] = r
+            _save(path, key, r)
             rows.append(r)
     render(ctx, rows)
     return {"rows": rows, "path": str(Path(path))}

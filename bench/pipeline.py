@@ -100,8 +100,8 @@ def render(ctx: Ctx, rows: list[dict[str, Any]]) -> None:
                   "median fmax (MHz)", "latency (cycles)", "mismatches"], out)
     body += (f"\n\nECP5-85F out of context (`codesign.fpga.builder.build`, nextpnr routed, target "
              f"{ctx.clock_mhz:g} MHz; LUT4 and FF of the whole build, the out-of-context wrapper's input shift "
-             "register, output register and XOR reduction included, as in `fpga.json`); verification: cocotb + Verilator, random + corner vectors, input gaps and "
-             "output backpressure in the second half.")
+             "register, output register and XOR reduction included, as in `fpga.json`); verification: cocotb + "
+             "Verilator, random + corner vectors, input gaps and output backpressure in the second half.")
     section(ctx, "pipeline", "Deep pipelining (flow control, pipeline depth)", body)
 
 

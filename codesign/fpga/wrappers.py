@@ -11,8 +11,8 @@ Out-of-context wrapper (``codesign_ooc_top``, board ``none``)
     * an output register on ``m_axis_tdata`` (one FF per output bit) followed by an XOR reduction to
       the pin ``dout`` (about ``bits*fields/3`` LUT4s), so every output bit stays observable. Builds
       that target more than ``OOC_FAST_MHZ`` register the reduction in stages of 4-input XORs (one LUT4
-      level each, ``xor_stage_ffs`` FFs): a 170-bit XOR in one cycle is five LUT levels, which alone
-      capped the wrapper near 145 MHz on ECP5 and hid a 200 MHz accelerator behind it. Those builds also
+      level each, ``xor_stage_ffs`` FFs): a wide XOR in one cycle is several LUT levels, which alone
+      capped the wrapper below 200 MHz on ECP5 and hid a 200 MHz accelerator behind it. Those builds also
       register each control pin twice (one register near the pin, one near the accelerator): the route
       from a pin-side register to the output FIFO's read enable was the next critical path.
 

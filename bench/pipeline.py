@@ -46,9 +46,8 @@ def measure(ctx: Ctx, model: str, flow: str, depth: int, seeds: list[int], vecto
 
     run = run_dir(ctx, model, until="export")
     onnx = run / "export" / "model.onnx"
-    cx = f"x{copies}" if copies > 1 else ""
-    d = ctx.runs / "pipeline" / f"{model}_{flow}_p{depth}{cx}"
-    key = f"{model}/{flow}/{depth}{cx}"
+    key = _key(model, flow, depth, copies)
+    d = ctx.runs / "pipeline" / f"{model}_{flow}_p{depth}{_copies(copies)}"
     iface = generate(onnx, d / "rtl", pipeline=depth, flow_control=flow, copies=copies)
     h = hashlib.sha256(b"".join((d / "rtl" / f).read_bytes() for f in iface["files"])).hexdigest()[:16]
     r = done.get(key) or {}
@@ -76,6 +75,15 @@ def measure(ctx: Ctx, model: str, flow: str, depth: int, seeds: list[int], vecto
         done[key] = r
         _save(ctx.runs / "bench_pipeline.json", key, r)
     return r
+
+
+def _copies(copies: int) -> str:
+    return f"x{copies}" if copies > 1 else ""
+
+
+def _key(model: str, flow: str, depth: int, copies: int) -> str:
+    """``model/flow/depth[xC]``: the result's key in ``bench_pipeline.json``."""
+    return f"{model}/{flow}/{depth}{_copies(copies)}"
 
 
 def _save(path: Path, key: str, r: dict[str, Any]) -> None:
@@ -116,7 +124,7 @@ def run(ctx: Ctx) -> dict:
     for model in models:
         for flow, depth, copies in todo:
             r = measure(ctx, model, flow, depth, seeds, vectors, done, copies)
-            key = f"{model}/{flow}/{depth}" + (f"x{copies}" if copies > 1 else "")
+            key = _key(model, flow, depth, copies)
             done[key] = r
             _save(path, key, r)
             rows.append(r)

@@ -381,13 +381,12 @@ def _summarise(iface: Interface, tgt: Target, board: str, clock_mhz: float, seed
     wrapper: dict[str, Any]
     if board == "none":
         w_in, w_out = iface.input.width, iface.output.width
-        fast = clock_mhz > wrappers.OOC_FAST_MHZ and w_out > 4
-        xor_ffs = wrappers.xor_stage_ffs(w_out) + wrappers.OOC_FAST_CTL_FFS if fast else 0
+        xor_ffs = wrappers.ooc_fast_ffs(w_out, clock_mhz)
         wrapper = {"kind": "out-of-context", "top": top, "ffs": w_in + w_out + 6 + xor_ffs,
                    "luts_approx": math.ceil(max(w_out - 1, 0) / 3),
                    "note": f"{w_in}-bit input shift register, {w_out}-bit output register + XOR reduce"
                            + (f" registered per LUT level, control pins registered twice ({xor_ffs} FFs)"
-                              if fast else "") + ", 6 control FFs"}
+                              if xor_ffs else "") + ", 6 control FFs"}
         wrapper["accelerator_only"] = {"ffs": max(ffs - wrapper["ffs"], 0),
                                        "luts_approx": max(luts - wrapper["luts_approx"], 0)}
     else:

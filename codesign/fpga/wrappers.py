@@ -45,6 +45,16 @@ OOC_FAST_MHZ = 100.0  # above this target clock the wrapper's XOR reduction is r
 OOC_FAST_CTL_FFS = 5  # and each control pin has a second register (pin side, accelerator side)
 
 
+def ooc_fast(w_out: int, clock_mhz: float) -> bool:
+    """Whether the wrapper of a build at ``clock_mhz`` registers its XOR reduction and control pins twice."""
+    return clock_mhz > OOC_FAST_MHZ and w_out > 4
+
+
+def ooc_fast_ffs(w_out: int, clock_mhz: float) -> int:
+    """FFs the fast wrapper adds to the plain one (XOR stages + second control registers); 0 when slow."""
+    return xor_stage_ffs(w_out) + OOC_FAST_CTL_FFS if ooc_fast(w_out, clock_mhz) else 0
+
+
 def xor_stages(width: int) -> list[int]:
     """Widths of the registered stages that reduce ``width`` bits 4 to 1 down to one bit (``dout``)."""
     out = []
@@ -106,7 +116,7 @@ def ooc_top(iface: Interface, clock_mhz: float = 0.0) -> str:
     acc = ("rst", "iv", "ordy")  # the registers that drive the accelerator's reset, tvalid and tready
     ctl_decl, ctl_regs = "", ""
     out_valid, in_ready = "m_tvalid", "s_tready"
-    if clock_mhz > OOC_FAST_MHZ and w_out > 4:
+    if ooc_fast(w_out, clock_mhz):
         xor_decl, xor = _xor_tree(w_out)
         note = f"XOR reduction registered per LUT level ({xor_stage_ffs(w_out)} FFs)"
         ctl = f"{5 + OOC_FAST_CTL_FFS} control FFs (two on each control pin: pin side, accelerator side)"

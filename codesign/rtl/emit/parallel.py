@@ -165,13 +165,18 @@ class _TreeBuilder:
         return self.delay(add_sigs(body, f"n{j}_a{body.n}", a, b), lv, at)
 
 
+def register_group(j: int, n_out: int, copies: int) -> int:
+    """The register group (``rtl.copies``) of output ``j`` of ``n_out``: contiguous ranges of outputs."""
+    return j * copies // n_out
+
+
 def _share_in_groups(cols, n_in: int, cfg: RTLConfig):
     """Common-subexpression sharing (:func:`codesign.rtl.cse.share`) within each register group
     (``rtl.copies``; one group: the whole layer): no shared term is read across groups, so each group's
     adder trees read only its own registers."""
     shared, out, n = [], [], len(cols)
     for g in range(cfg.copies):
-        idx = [j for j in range(n) if j * cfg.copies // n == g]  # a contiguous range of outputs
+        idx = [j for j in range(n) if register_group(j, n, cfg.copies) == g]
         sh, cg = share([cols[j] for j in idx], first_id=n_in + len(shared), max_level=SHARE_DEPTH)
         shared += sh
         out += cg
@@ -197,7 +202,7 @@ def linear_sums(body: Body, n_in: int, xs: dict[int, Sig], conns, biases, exact,
     tb.cuts = set(spread_cuts(depth + 1, cfg.pipeline))
     sums = []
     for j, (_, _, root) in enumerate(plans):
-        tb.group = j * cfg.copies // len(plans)
+        tb.group = register_group(j, len(plans), cfg.copies)
         with body.capped(caps[j]):
             acc = positive(body, f"n{j}_acc", tb.node(j, root, depth + 1))
         if not acc.const:

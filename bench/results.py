@@ -22,8 +22,8 @@ from pathlib import Path
 
 from bench.audit import RESULTS, ROOT
 
-_FPGA_KEYS = ("target", "board", "clock_mhz", "seed", "placement", "resources", "utilisation", "fmax", "timing_met",
-              "bitstream", "bitstream_bytes", "steps", "tools")
+_FPGA_KEYS = ("target", "board", "clock_mhz", "seed", "placement", "placer", "router", "resources", "utilisation",
+              "fmax", "timing_met", "bitstream", "bitstream_bytes", "steps", "tools")
 
 
 def _scrub(obj):

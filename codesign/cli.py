@@ -343,6 +343,9 @@ def fpga(
     placement: Annotated[str | None, typer.Option(
         help="nextpnr placement: auto (default: board tops wirelength-driven first, out-of-context builds "
              "timing-driven) | timing | wirelength (large designs that congest when placed timing-driven)")] = None,
+    placer: Annotated[str | None, typer.Option(
+        help="nextpnr placer: heap (default) | static (electrostatic: spreads large designs that the router "
+             "cannot finish on a heap placement, e.g. the hls4ml jet tagger fully parallel)")] = None,
 ) -> None:
     """Synthesize, place and route with yosys + nextpnr; write the bitstream and reports (a plain RTL folder
     is built into DIR_fpga/TARGET with the config defaults for what is not given)."""
@@ -354,17 +357,17 @@ def fpga(
         from codesign.fpga.builder import build
 
         given = dict(target=target, board=board, clock_mhz=clock_mhz, router=router, seed=seed, reseed=reseed,
-                     placement=placement)
+                     placement=placement, placer=placer)
         f = FPGAConfig(**{k: v for k, v in given.items() if v is not None})
         out = run_dir.parent / f"{run_dir.name}_fpga" / f.target
         build(run_dir, out, target=f.target, board=f.board, clock_mhz=f.clock_mhz, seed=f.seed, progress=True,
-              router=f.router, reseed=f.reseed, placement_mode=f.placement)  # prints its table
+              router=f.router, reseed=f.reseed, placement_mode=f.placement, placer=f.placer)  # prints its table
         return
 
     rd = RunDir(run_dir)
     cfg = flow_mod.run_config(rd)
     upd = {k: v for k, v in dict(target=target, board=board, clock_mhz=clock_mhz, router=router, seed=seed,
-                                 reseed=reseed, placement=placement).items() if v is not None}
+                                 reseed=reseed, placement=placement, placer=placer).items() if v is not None}
     if upd:
         cfg = config_mod.from_dict({**cfg.model_dump(), "fpga": {**cfg.fpga.model_dump(), **upd}}, "command line")
     _print_figures("fpga", flow_mod.run_step(rd, cfg, flow_mod.get_step("fpga")))

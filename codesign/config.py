@@ -348,6 +348,9 @@ class FPGAConfig(_Strict):
     # board clock; an out-of-context build timing-driven), timing, or wirelength (--no-tmdriv; for large
     # designs whose timing-driven placement congests the router)
     placement: Literal["auto", "timing", "wirelength"] = "auto"
+    # nextpnr placer: heap (analytic, nextpnr's default) or static (electrostatic: spreads a large design so
+    # that the router finishes it; the hls4ml jet tagger fully parallel routes with static + router2)
+    placer: Literal["heap", "static"] = "heap"
 
 
 class Config(_Strict):

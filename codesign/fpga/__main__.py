@@ -29,11 +29,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="place again with the next seed when router1 makes no headway, up to N times (0: off)")
     ap.add_argument("--placement", default="auto", choices=["auto", "timing", "wirelength"],
                     help="nextpnr placement (auto: board tops wirelength-driven first, out-of-context timing-driven)")
+    ap.add_argument("--placer", default="heap", choices=["heap", "static"],
+                    help="nextpnr placer (static: spreads large designs the router cannot finish on heap)")
     ap.add_argument("--force", action="store_true", help="ignore the step cache")
     a = ap.parse_args(argv)
     try:
         r = build(a.rtl_dir, a.out_dir, target=a.target, board=a.board, clock_mhz=a.clock_mhz, seed=a.seed,
-                  force=a.force, router=a.router, reseed=a.reseed, placement_mode=a.placement)
+                  force=a.force, router=a.router, reseed=a.reseed, placement_mode=a.placement,
+                  placer=a.placer)
     except CodesignError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code

@@ -285,7 +285,8 @@ def _place_route_pack(prog: _Progress, iface: Interface, tgt: Target, out: Path,
 
 def build(rtl_dir: str | Path, out_dir: str | Path, target: str = "ecp5-85f", board: str = "none",
           clock_mhz: float = 50.0, seed: int = 1, progress: bool = True, force: bool = False,
-          router: str = "router1", reseed: int = 2, placement_mode: str = "auto") -> dict[str, Any]:
+          router: str = "router1", reseed: int = 2, placement_mode: str = "auto", placer: str = "heap"
+          ) -> dict[str, Any]:
     """Synthesise, place, route and pack the accelerator in ``rtl_dir`` (holding interface.json).
 
     Returns the figures written to ``out_dir/fpga.json``; flat keys ``luts ffs dsps fmax_mhz
@@ -294,7 +295,10 @@ def build(rtl_dir: str | Path, out_dir: str | Path, target: str = "ecp5-85f", bo
     more seeds (``seed + 1``, ...) to place with when router1 makes no headway on a placement
     (``codesign.fpga.reports.router1_stalled``); 0 routes ``seed`` whatever it takes. ``placement_mode``:
     ``auto`` (a board top wirelength-driven first, then timing-driven if it misses its clock; an
-    out-of-context build timing-driven), ``timing`` or ``wirelength`` (that placement only).
+    out-of-context build timing-driven), ``timing`` or ``wirelength`` (that placement only). ``placer``:
+    nextpnr's analytic ``heap`` placer (default) or its electrostatic ``static`` placer, which spreads a
+    large design's logic so that the router can finish it (the hls4ml jet tagger's fully parallel design:
+    neither router finished it on a heap placement).
     Target ``xilinx-vivado`` writes a Vivado Tcl project instead (nothing runs Vivado).
     """
     t_start = time.perf_counter()
@@ -310,6 +314,8 @@ def build(rtl_dir: str | Path, out_dir: str | Path, target: str = "ecp5-85f", bo
         raise ConfigError(f"fpga.router: {router!r} is not a nextpnr router (router1 | router2)")
     if placement_mode not in ("auto", "timing", "wirelength"):
         raise ConfigError(f"fpga.placement: {placement_mode!r} is not auto, timing or wirelength")
+    if placer not in ("heap", "static"):
+        raise ConfigError(f"fpga.placer: {placer!r} is not a nextpnr placer (heap | static)")
     if reseed < 0:
         raise ConfigError(f"fpga.reseed: {reseed} is negative (how many more seeds to try; 0: off)")
     prog = _Progress(progress, f"{iface.top} -> {tgt.device}, board {board}, {clock_mhz:g} MHz, seed {seed}")
@@ -334,10 +340,12 @@ def build(rtl_dir: str | Path, out_dir: str | Path, target: str = "ecp5-85f", bo
         wirelength, timing = ("wirelength-driven (--no-tmdriv)", ("--no-tmdriv",)), ("timing-driven", ())
         tries = {"auto": [wirelength, timing] if board != "none" else [timing], "timing": [timing],
                  "wirelength": [wirelength]}[placement_mode]
-        route = ("--router", router) if router != "router1" else ()  # router1: the args (and cache keys) as before
+        # router1 and the heap placer are nextpnr's defaults: the args (and cache keys) as before they were options
+        route = ("--router", router) if router != "router1" else ()
+        algo = ("--placer", placer) if placer != "heap" else ()
         for how, extra in tries:
             placement = how
-            extra = (*extra, *route)
+            extra = (*extra, *algo, *route)
             stalls: list[dict[str, Any]] = []
             util, fmax, paths, bitstream, routed_seed = _place_route_pack(
                 prog, iface, tgt, out, top, netlist, constraints, clock_mhz, seed, steps, tools, force, extra,
@@ -351,6 +359,7 @@ def build(rtl_dir: str | Path, out_dir: str | Path, target: str = "ecp5-85f", bo
     if placement is not None:
         result["placement"] = placement
         result["router"] = router
+        result["placer"] = placer
         if stalls:  # the seed asked for, and the placements given up on the way to the one routed
             result.update(seed=routed_seed, seed_requested=seed, reseeded=stalls)
     if bitstream is not None and board != "none":
@@ -468,10 +477,12 @@ def run_stage(rd: Any, cfg: Any) -> dict[str, Any]:
         pool = ThreadPoolExecutor(max_workers=1)
         board_job = pool.submit(build, iface_path.parent, rd.stage_dir("fpga") / f.board, target=f.target,
                                 board=f.board, clock_mhz=f.clock_mhz, seed=f.seed, progress=False,
-                                router=f.router, reseed=f.reseed, placement_mode=f.placement)
+                                router=f.router, reseed=f.reseed, placement_mode=f.placement,
+                                placer=f.placer)
         pool.shutdown(wait=False)
     result = build(iface_path.parent, out, target=f.target, board="none", clock_mhz=f.clock_mhz, seed=f.seed,
-                   progress=True, router=f.router, reseed=f.reseed, placement_mode=f.placement)
+                   progress=True, router=f.router, reseed=f.reseed, placement_mode=f.placement,
+                   placer=f.placer)
     rd.add_tree(out, "fpga")
 
     def rel(bit: str | None) -> str | None:

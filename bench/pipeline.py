@@ -60,6 +60,8 @@ def measure(ctx: Ctx, model: str, flow: str, depth: int, seeds: list[int], vecto
         r.update(mismatches=v["mismatches"], vectors=v["vectors"], verify_ok=v["ok"],
                  latency_measured=v["latency_cycles"]["measured_max"], ii_measured=v["ii"]["measured_max"])
     ctx.expect_zero(f"pipeline: {key}", r["mismatches"])
+    done[key] = r
+    _save(ctx.runs / "bench_pipeline.json", key, r)
     if ctx.quick or not ctx.pnr:
         return r
     from codesign.fpga.builder import build
@@ -123,10 +125,6 @@ def run(ctx: Ctx) -> dict:
     rows = []
     for model in models:
         for flow, depth, copies in todo:
-            r = measure(ctx, model, flow, depth, seeds, vectors, done, copies)
-            key = _key(model, flow, depth, copies)
-            done[key] = r
-            _save(path, key, r)
-            rows.append(r)
+            rows.append(measure(ctx, model, flow, depth, seeds, vectors, done, copies))  # stores its result
     render(ctx, rows)
     return {"rows": rows, "path": str(Path(path))}

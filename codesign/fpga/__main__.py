@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from codesign.errors import CodesignError
-from codesign.fpga.builder import build
+from codesign.fpga.builder import PLACEMENTS, PLACERS, ROUTERS, build
 from codesign.fpga.targets import TARGETS
 
 
@@ -23,13 +23,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--board", default="none", choices=["none", "ulx3s", "icebreaker"])
     ap.add_argument("--clock-mhz", type=float, default=50.0)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--router", default="router1", choices=["router1", "router2"],
+    ap.add_argument("--router", default="router1", choices=ROUTERS,
                     help="nextpnr router (router2 for large congested designs)")
     ap.add_argument("--reseed", type=int, default=2,
                     help="place again with the next seed when router1 makes no headway, up to N times (0: off)")
-    ap.add_argument("--placement", default="auto", choices=["auto", "timing", "wirelength"],
+    ap.add_argument("--placement", default="auto", choices=PLACEMENTS,
                     help="nextpnr placement (auto: board tops wirelength-driven first, out-of-context timing-driven)")
-    ap.add_argument("--placer", default="heap", choices=["heap", "static"],
+    ap.add_argument("--placer", default="heap", choices=PLACERS,
                     help="nextpnr placer (static: spreads large designs the router cannot finish on heap)")
     ap.add_argument("--force", action="store_true", help="ignore the step cache")
     a = ap.parse_args(argv)

@@ -39,6 +39,10 @@ from codesign.resources import boards_dir, hw_dir
 from codesign.run import atomic_write_json, atomic_write_text, sha256_file
 
 STEP_TIMEOUT_S = 3600.0
+# what build() accepts (the config's fpga.router / fpga.placement / fpga.placer), nextpnr's default first
+ROUTERS = ("router1", "router2")
+PLACEMENTS = ("auto", "timing", "wirelength")
+PLACERS = ("heap", "static")
 
 
 PROGRAM_HINT = {  # not run here: the board is on the user's desk
@@ -310,12 +314,12 @@ def build(rtl_dir: str | Path, out_dir: str | Path, target: str = "ecp5-85f", bo
 
         return write_vivado_project(iface, out, board=board, clock_mhz=clock_mhz)
     tgt, clock_mhz = _check_target(target, board, clock_mhz)
-    if router not in ("router1", "router2"):
-        raise ConfigError(f"fpga.router: {router!r} is not a nextpnr router (router1 | router2)")
-    if placement_mode not in ("auto", "timing", "wirelength"):
+    if router not in ROUTERS:
+        raise ConfigError(f"fpga.router: {router!r} is not a nextpnr router ({' | '.join(ROUTERS)})")
+    if placement_mode not in PLACEMENTS:
         raise ConfigError(f"fpga.placement: {placement_mode!r} is not auto, timing or wirelength")
-    if placer not in ("heap", "static"):
-        raise ConfigError(f"fpga.placer: {placer!r} is not a nextpnr placer (heap | static)")
+    if placer not in PLACERS:
+        raise ConfigError(f"fpga.placer: {placer!r} is not a nextpnr placer ({' | '.join(PLACERS)})")
     if reseed < 0:
         raise ConfigError(f"fpga.reseed: {reseed} is negative (how many more seeds to try; 0: off)")
     prog = _Progress(progress, f"{iface.top} -> {tgt.device}, board {board}, {clock_mhz:g} MHz, seed {seed}")
